@@ -1,0 +1,43 @@
+// confidence_map on the CPU (spec §1).
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include "confidence_rows.h"
+
+namespace desc_ops {
+namespace cpu {
+namespace {
+
+at::Tensor confidence_map_cpu(const at::Tensor& semantic, const std::optional<at::Tensor>& image,
+                              const std::optional<at::Tensor>& edges, double edge_weight,
+                              double boundary_weight, int64_t ignore_index,
+                              const std::optional<at::Tensor>& ignore_classes) {
+  const ConfidenceArgs a = make_confidence_args(semantic, image, edges, edge_weight,
+                                                boundary_weight, ignore_index, ignore_classes);
+  at::Tensor out = at::empty({a.B, 1, a.H, a.W}, semantic.options().dtype(a.dtype));
+  if (out.numel() == 0) return out;
+  dispatch_confidence_rows(a, [&](const auto& rows) {
+    using Rows = std::decay_t<decltype(rows)>;
+    using scalar_t = typename Rows::scalar_t;
+    using acc_t = typename Rows::acc_t;
+    scalar_t* out_p = out.data_ptr<scalar_t>();
+    const int64_t H = a.H, W = a.W;
+    at::parallel_for(0, a.B * H, row_grain(W), [&](int64_t begin, int64_t end) {
+      typename Rows::Scratch scratch(W);
+      std::vector<acc_t> c(W);
+      for (int64_t r = begin; r < end; ++r) {
+        rows.row(r / H, r % H, c.data(), scratch);
+        scalar_t* o = out_p + r * W;
+        for (int64_t x = 0; x < W; ++x) o[x] = static_cast<scalar_t>(c[x]);
+      }
+    });
+  });
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(desc_ops, CPU, m) { m.impl("confidence_map", &confidence_map_cpu); }
+
+}  // namespace cpu
+}  // namespace desc_ops

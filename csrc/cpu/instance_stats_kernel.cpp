@@ -1,0 +1,118 @@
+// instance_stats on the CPU (spec §3): counts, boxes, and the mean and exact
+// lower median of the valid depths of every instance slot, one image per task.
+//
+// The median uses a counting sort of the valid depths by slot (two passes over
+// the image) and nth_element inside each slot: O(H W) per image.
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <limits>
+#include <vector>
+
+#include "../desc_math.h"
+#include "../instance_ids.h"
+#include "instance_boxes.h"
+
+namespace desc_ops {
+namespace cpu {
+namespace {
+
+template <typename scalar_t, typename index_t>
+void depth_stats_image(const index_t* ids, const scalar_t* depth, int64_t HW, int64_t K,
+                       int64_t* valid_count, scalar_t* mean, scalar_t* median) {
+  using acc_t = at::opmath_type<scalar_t>;
+  // Sums of up to a million depths: double keeps the mean exact to float32
+  // rounding whatever the instance size.
+  std::vector<double> sum(K, 0.0);
+  std::fill(valid_count, valid_count + K, 0);
+  for (int64_t p = 0; p < HW; ++p) {
+    const int64_t k = static_cast<int64_t>(ids[p]);
+    if (k < 0 || k >= K) continue;
+    const acc_t d = static_cast<acc_t>(depth[p]);
+    if (!math::valid_depth(d)) continue;
+    ++valid_count[k];
+    sum[k] += static_cast<double>(d);
+  }
+  std::vector<int64_t> start(K + 1, 0);
+  for (int64_t k = 0; k < K; ++k) start[k + 1] = start[k] + valid_count[k];
+  std::vector<acc_t> sorted(start[K]);
+  std::vector<int64_t> cursor(start.begin(), start.end() - 1);
+  for (int64_t p = 0; p < HW; ++p) {
+    const int64_t k = static_cast<int64_t>(ids[p]);
+    if (k < 0 || k >= K) continue;
+    const acc_t d = static_cast<acc_t>(depth[p]);
+    if (math::valid_depth(d)) sorted[cursor[k]++] = d;
+  }
+  const scalar_t nan = std::numeric_limits<scalar_t>::quiet_NaN();
+  for (int64_t k = 0; k < K; ++k) {
+    const int64_t n = valid_count[k];
+    if (n == 0) {
+      mean[k] = median[k] = nan;
+      continue;
+    }
+    mean[k] = static_cast<scalar_t>(sum[k] / static_cast<double>(n));
+    auto first = sorted.begin() + start[k];
+    auto mid = first + (n - 1) / 2;
+    std::nth_element(first, mid, first + n);
+    median[k] = static_cast<scalar_t>(*mid);
+  }
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> instance_stats_cpu(
+    const at::Tensor& ids_in, int64_t K, const std::optional<at::Tensor>& depth_opt,
+    bool validate) {
+  check_instance_ids(ids_in, K, validate);
+  const int64_t B = ids_in.size(0), H = ids_in.size(1), W = ids_in.size(2);
+  const bool has_depth = depth_opt.has_value() && depth_opt->defined();
+  if (has_depth) {
+    check_floating(*depth_opt, "depth");
+    check_same_device(*depth_opt, "depth", ids_in, "instance_ids");
+    check_map(*depth_opt, "depth", B, H, W);
+  }
+  const at::Tensor ids = ids_in.contiguous();
+  const auto long_opts = ids.options().dtype(at::kLong);
+  at::Tensor count = at::empty({B, K}, long_opts);
+  at::Tensor box = at::empty({B, K, 4}, long_opts);
+  at::Tensor valid_count, mean, median;
+  at::Tensor depth;
+  if (has_depth) {
+    depth = depth_opt->contiguous();
+    valid_count = at::empty({B, K}, long_opts);
+    mean = at::empty({B, K}, depth.options());
+    median = at::empty({B, K}, depth.options());
+  } else {
+    valid_count = at::empty({0}, long_opts);
+    mean = at::empty({0}, ids.options().dtype(at::kFloat));
+    median = at::empty({0}, ids.options().dtype(at::kFloat));
+  }
+  if (B * K == 0) return {count, box, valid_count, mean, median};
+
+  AT_DISPATCH_INDEX_TYPES(ids.scalar_type(), "instance_stats", [&] {
+    const index_t* ids_p = ids.data_ptr<index_t>();
+    at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t b = begin; b < end; ++b) {
+        instance_boxes_image(ids_p + b * H * W, H, W, K, count.data_ptr<int64_t>() + b * K,
+                             box.data_ptr<int64_t>() + b * K * 4);
+      }
+    });
+    if (!has_depth) return;
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, depth.scalar_type(), "instance_stats_depth", [&] {
+      at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t b = begin; b < end; ++b) {
+          depth_stats_image(ids_p + b * H * W, depth.data_ptr<scalar_t>() + b * H * W, H * W, K,
+                            valid_count.data_ptr<int64_t>() + b * K,
+                            mean.data_ptr<scalar_t>() + b * K, median.data_ptr<scalar_t>() + b * K);
+        }
+      });
+    });
+  });
+  return {count, box, valid_count, mean, median};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(desc_ops, CPU, m) { m.impl("instance_stats", &instance_stats_cpu); }
+
+}  // namespace cpu
+}  // namespace desc_ops

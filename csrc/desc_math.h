@@ -1,0 +1,179 @@
+// Per-pixel arithmetic of every desc_ops operator, written once for the CPU
+// kernels and the CUDA kernels (spec: shared/spec/ops.md). Everything here is
+// a pure function of its arguments so that the CPU tests also check the
+// arithmetic the GPU path runs.
+#pragma once
+
+#include <math.h>
+#include <stdint.h>
+
+#if defined(__CUDACC__) || defined(__HIPCC__)
+#define DESC_HD __host__ __device__ __forceinline__
+#else
+#define DESC_HD inline
+#endif
+
+namespace desc_ops {
+namespace math {
+
+// Overloads instead of templates: ::expf/::exp are declared for host and
+// device alike, std:: versions are not usable in device code everywhere.
+DESC_HD float exp_(float x) { return ::expf(x); }
+DESC_HD double exp_(double x) { return ::exp(x); }
+DESC_HD float sqrt_(float x) { return ::sqrtf(x); }
+DESC_HD double sqrt_(double x) { return ::sqrt(x); }
+DESC_HD float abs_(float x) { return ::fabsf(x); }
+DESC_HD double abs_(double x) { return ::fabs(x); }
+DESC_HD bool isfinite_(float x) { return isfinite(x); }
+DESC_HD bool isfinite_(double x) { return isfinite(x); }
+
+// sign(0) = 0 (spec: notation).
+template <typename T>
+DESC_HD T sign(T x) {
+  return static_cast<T>((T(0) < x) - (x < T(0)));
+}
+
+// Replicated border: coordinates clamped into [0, n).
+DESC_HD int64_t clamp_index(int64_t i, int64_t n) {
+  return i < 0 ? 0 : (i >= n ? n - 1 : i);
+}
+
+// ---------------------------------------------------------------------------
+// §1 confidence map
+// ---------------------------------------------------------------------------
+
+// Y = 0.299 R + 0.587 G + 0.114 B.
+template <typename acc_t>
+DESC_HD acc_t luminance(acc_t r, acc_t g, acc_t b) {
+  return acc_t(0.299) * r + acc_t(0.587) * g + acc_t(0.114) * b;
+}
+
+// 3x3 Sobel magnitude from the nine luminance taps around a pixel, named by
+// row (t = y-1, m = y, b = y+1) and column (l = x-1, c = x, r = x+1), with
+// coordinates already clamped by the caller.
+template <typename acc_t>
+DESC_HD acc_t sobel_magnitude(acc_t tl, acc_t tc, acc_t tr, acc_t ml, acc_t mr,
+                              acc_t bl, acc_t bc, acc_t br) {
+  const acc_t gx = (tr + acc_t(2) * mr + br) - (tl + acc_t(2) * ml + bl);
+  const acc_t gy = (bl + acc_t(2) * bc + br) - (tl + acc_t(2) * tc + tr);
+  return sqrt_(gx * gx + gy * gy);
+}
+
+// e(p) = exp(-edge_weight * m(p)).
+template <typename acc_t>
+DESC_HD acc_t edge_term(acc_t strength, acc_t edge_weight) {
+  return exp_(-edge_weight * strength);
+}
+
+// Streaming softmax maximum over the C logits of one pixel: after pushing
+// every logit, the largest probability is 1 / sum_k exp(z_k - max).
+// `argmax` keeps the lowest index among ties (strict comparison).
+template <typename acc_t>
+struct SoftmaxMax {
+  acc_t max_logit;
+  acc_t sum_exp;
+  int64_t argmax;
+
+  DESC_HD void start(acc_t z) {
+    max_logit = z;
+    sum_exp = acc_t(1);
+    argmax = 0;
+  }
+  DESC_HD void push(acc_t z, int64_t k) {
+    if (z > max_logit) {
+      sum_exp = sum_exp * exp_(max_logit - z) + acc_t(1);
+      max_logit = z;
+      argmax = k;
+    } else {
+      sum_exp += exp_(z - max_logit);
+    }
+  }
+};
+
+// s = (q - 1/C) / (1 - 1/C) with q = 1 / sum_exp; s = 1 for C == 1.
+template <typename acc_t>
+DESC_HD acc_t logit_semantic_term(acc_t sum_exp, int64_t num_classes) {
+  if (num_classes <= 1) return acc_t(1);
+  const acc_t uniform = acc_t(1) / static_cast<acc_t>(num_classes);
+  return (acc_t(1) / sum_exp - uniform) / (acc_t(1) - uniform);
+}
+
+// s for a label map: 0 on ignored pixels, 1 - boundary_weight where an
+// in-image 4-neighbour differs, 1 elsewhere. `labels` points at the image
+// (H x W, row-major).
+template <typename acc_t, typename index_t>
+DESC_HD acc_t label_semantic_term(const index_t* labels, int64_t y, int64_t x,
+                                  int64_t H, int64_t W, index_t ignore_index,
+                                  acc_t boundary_weight) {
+  const index_t* p = labels + y * W + x;
+  const index_t c = *p;
+  if (c == ignore_index) return acc_t(0);
+  const bool boundary = (y > 0 && p[-W] != c) || (y + 1 < H && p[W] != c) ||
+                        (x > 0 && p[-1] != c) || (x + 1 < W && p[1] != c);
+  return boundary ? acc_t(1) - boundary_weight : acc_t(1);
+}
+
+// Whether `cls` is one of the `n` classes in `ignored` (a handful at most).
+DESC_HD bool is_ignored_class(int64_t cls, const int64_t* ignored, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    if (ignored[i] == cls) return true;
+  }
+  return false;
+}
+
+// ---------------------------------------------------------------------------
+// §2 consistency loss
+// ---------------------------------------------------------------------------
+
+// One pixel of weight * |depth - depth_sem|.
+template <typename acc_t>
+DESC_HD acc_t weighted_l1(acc_t weight, acc_t depth, acc_t depth_sem) {
+  return weight * abs_(depth - depth_sem);
+}
+
+// d/d depth of the above times `scale` (grad_output / normaliser).
+template <typename acc_t>
+DESC_HD acc_t weighted_l1_grad(acc_t scale, acc_t weight, acc_t depth,
+                               acc_t depth_sem) {
+  return scale * weight * sign(depth - depth_sem);
+}
+
+// ---------------------------------------------------------------------------
+// §4 instance prior
+// ---------------------------------------------------------------------------
+
+// Pseudo-depth z = focal * height / pixel_height, clamped to [0, max_depth]
+// when has_max_depth; `dz_dheight` receives focal / pixel_height, or 0 where
+// the clamp is active (as torch.clamp: the bounds themselves pass gradient).
+template <typename acc_t>
+DESC_HD acc_t pseudo_depth(acc_t focal, acc_t height, int64_t pixel_height,
+                           bool has_max_depth, acc_t max_depth,
+                           acc_t* dz_dheight) {
+  const acc_t scale = focal / static_cast<acc_t>(pixel_height);
+  const acc_t z = scale * height;
+  if (has_max_depth && (z < acc_t(0) || z > max_depth)) {
+    *dz_dheight = acc_t(0);
+    return z < acc_t(0) ? acc_t(0) : max_depth;
+  }
+  *dz_dheight = scale;
+  return z;
+}
+
+// A depth counts towards an instance's mean and median when finite and > 0.
+template <typename acc_t>
+DESC_HD bool valid_depth(acc_t d) {
+  return isfinite_(d) && d > acc_t(0);
+}
+
+// ---------------------------------------------------------------------------
+// §5 smoothness
+// ---------------------------------------------------------------------------
+
+// w = exp(-mean_c |I_c(p) - I_c(q)|) from the channel sum of |differences|.
+template <typename acc_t>
+DESC_HD acc_t edge_aware_weight(acc_t abs_diff_sum, int64_t channels) {
+  return exp_(-abs_diff_sum / static_cast<acc_t>(channels));
+}
+
+}  // namespace math
+}  // namespace desc_ops

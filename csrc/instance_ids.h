@@ -1,0 +1,37 @@
+// Checks of instance id maps shared by the instance operators (spec §3, §4),
+// on any device.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include "checks.h"
+
+namespace desc_ops {
+
+// `instance_ids` is (B, H, W) int32/int64. With `validate`, every id must be
+// -1 or in [0, num_instances); on CUDA this costs one small device-to-host
+// read, which validate=false skips (such pixels are then ignored).
+inline void check_instance_ids(const at::Tensor& instance_ids, int64_t num_instances,
+                               bool validate) {
+  check_index(instance_ids, "instance_ids");
+  TORCH_CHECK_VALUE(instance_ids.dim() == 3, "instance_ids must have shape [B, H, W], got ",
+                    describe(instance_ids));
+  TORCH_CHECK_VALUE(num_instances >= 0, "num_instances must be >= 0, got ", num_instances);
+  if (!validate || instance_ids.numel() == 0) return;
+  const auto [lo, hi] = at::aminmax(instance_ids);
+  const int64_t lo_v = lo.item<int64_t>(), hi_v = hi.item<int64_t>();
+  TORCH_CHECK_VALUE(lo_v >= -1 && hi_v < num_instances,
+                    "instance_ids must be -1 (no instance) or a slot in [0, ", num_instances,
+                    "), found values in [", lo_v, ", ", hi_v, "]");
+}
+
+// Focal length per image, (B,), in the accumulation dtype of `like`.
+inline at::Tensor focal_per_image(const at::Tensor& focal, int64_t B, const at::Tensor& like) {
+  const auto dtype = like.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  TORCH_CHECK_VALUE(focal.dim() == 0 || (focal.dim() == 1 && (focal.size(0) == B || focal.size(0) == 1)),
+                    "focal must be a scalar or have shape [", B, "], got ", describe(focal));
+  check_same_device(focal, "focal", like, "depth");
+  return focal.to(dtype).reshape({-1}).expand({B}).contiguous();
+}
+
+}  // namespace desc_ops

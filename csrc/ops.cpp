@@ -1,0 +1,60 @@
+// The schemas of every desc_ops operator (spec: shared/spec/ops.md), declared
+// once. Kernels are registered per device in csrc/cpu and csrc/cuda;
+// autograd and fake kernels are added in Python (desc_ops/_ops.py).
+//
+// Optional depth in instance_stats: without it the three depth outputs are
+// empty tensors, so that the schema has a fixed number of outputs.
+#include <Python.h>
+#include <torch/library.h>
+
+#ifdef WITH_CUDA
+#include <cuda_runtime_api.h>
+#endif
+
+namespace desc_ops {
+
+// CUDA runtime version the extension was compiled against (e.g. 13000), or
+// -1 for a CPU-only build; checked against torch.version.cuda at import.
+int64_t cuda_version() {
+#ifdef WITH_CUDA
+  return CUDART_VERSION;
+#else
+  return -1;
+#endif
+}
+
+TORCH_LIBRARY(desc_ops, m) {
+  m.def(
+      "confidence_map(Tensor semantic, Tensor? image, Tensor? edges, float edge_weight, "
+      "float boundary_weight, int ignore_index, Tensor? ignore_classes) -> Tensor");
+  m.def("consistency_loss(Tensor depth, Tensor depth_sem, Tensor weight, str reduction) -> (Tensor, Tensor)");
+  m.def(
+      "semantic_consistency_loss(Tensor depth, Tensor depth_sem, Tensor semantic, Tensor? image, "
+      "Tensor? edges, float edge_weight, float boundary_weight, int ignore_index, "
+      "Tensor? ignore_classes, str reduction) -> (Tensor, Tensor, Tensor)");
+  m.def(
+      "consistency_loss_backward(Tensor grad, Tensor depth, Tensor depth_sem, Tensor weight, "
+      "Tensor norm, str reduction) -> (Tensor, Tensor)");
+  m.def(
+      "instance_stats(Tensor instance_ids, int num_instances, Tensor? depth, bool validate) "
+      "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+  m.def(
+      "instance_prior_loss(Tensor depth, Tensor instance_ids, Tensor heights, Tensor focal, "
+      "int min_pixels, float? max_depth, str reduction, bool validate) "
+      "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+  m.def(
+      "instance_prior_loss_backward(Tensor grad, Tensor depth, Tensor instance_ids, Tensor z, "
+      "Tensor dz_dh, Tensor sign_sum, Tensor norm) -> (Tensor, Tensor)");
+  m.def("smoothness_loss(Tensor depth, Tensor image) -> Tensor");
+  m.def("smoothness_loss_backward(Tensor grad, Tensor depth, Tensor image) -> Tensor");
+  m.def("_cuda_version() -> int", &cuda_version);
+}
+
+}  // namespace desc_ops
+
+// Importing desc_ops._C runs the registrations above; the module itself is
+// empty (no pybind11 bindings are needed).
+PyMODINIT_FUNC PyInit__C(void) {
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module_def);
+}

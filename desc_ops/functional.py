@@ -1,0 +1,147 @@
+"""The public operators of desc_ops (spec: ``shared/spec/ops.md``).
+
+Each function checks its arguments (``desc_ops._args``), then runs the
+compiled kernel of the tensors' device, or ``desc_ops.reference`` when that
+backend is selected (``DESC_OPS_BACKEND=reference`` or ``set_backend``).
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Union
+
+import torch
+from torch import Tensor
+
+from . import _args, _backend, reference
+from .instances import InstanceStats
+
+ops = torch.ops.desc_ops
+
+__all__ = [
+    "confidence_map",
+    "consistency_loss",
+    "semantic_consistency_loss",
+    "instance_stats",
+    "instance_prior_loss",
+    "smoothness_loss",
+]
+
+Classes = Optional[Union[Tensor, Sequence[int], int]]
+
+
+def confidence_map(
+    semantic: Tensor,
+    *,
+    image: Optional[Tensor] = None,
+    edges: Optional[Tensor] = None,
+    edge_weight: float = 1.0,
+    boundary_weight: float = 0.5,
+    ignore_index: int = -1,
+    ignore_classes: Classes = None,
+) -> Tensor:
+    """Per-pixel trust in the semantic depth model, ``c = s * e`` in ``[0, 1]`` (spec §1).
+
+    ``s``: for logits ``(B, C, H, W)``, ``(max softmax - 1/C) / (1 - 1/C)``; for
+    labels ``(B, H, W)``, 0 on ``ignore_index``, ``1 - boundary_weight`` on class
+    boundaries, 1 elsewhere; 0 on ``ignore_classes``. ``e = exp(-edge_weight * m)``
+    with ``m`` the given ``edges`` or the Sobel magnitude of the ``image``'s
+    luminance (``e = 1`` with neither). Returns ``(B, 1, H, W)``; no gradient.
+    """
+    if _backend.use_reference():
+        return reference.confidence_map(semantic, image=image, edges=edges, edge_weight=edge_weight,
+                                        boundary_weight=boundary_weight, ignore_index=ignore_index,
+                                        ignore_classes=ignore_classes)
+    return ops.confidence_map(*_args.confidence(semantic, image, edges, edge_weight, boundary_weight,
+                                                ignore_index, ignore_classes))
+
+
+def consistency_loss(depth: Tensor, depth_sem: Tensor, weight: Tensor, *, reduction: str = "mean") -> Tensor:
+    """Weighted L1 between two depth maps (spec §2).
+
+    ``"none"``: ``weight * |depth - depth_sem|``; ``"sum"``: its sum ``S``;
+    ``"mean"``: ``S / sum(weight)`` (0 when all weights are 0). Gradients to
+    ``depth`` and ``depth_sem``.
+    """
+    if _backend.use_reference():
+        return reference.consistency_loss(depth, depth_sem, weight, reduction=reduction)
+    return ops.consistency_loss(*_args.consistency(depth, depth_sem, weight, reduction))[0]
+
+
+def semantic_consistency_loss(
+    depth: Tensor,
+    depth_sem: Tensor,
+    semantic: Tensor,
+    *,
+    image: Optional[Tensor] = None,
+    edges: Optional[Tensor] = None,
+    edge_weight: float = 1.0,
+    boundary_weight: float = 0.5,
+    ignore_index: int = -1,
+    ignore_classes: Classes = None,
+    reduction: str = "mean",
+    return_confidence: bool = False,
+):
+    """``consistency_loss(depth, depth_sem, confidence_map(semantic, ...))`` in one
+    pass, without materialising softmax or Sobel images (spec §2). With
+    ``return_confidence`` also returns the confidence map ``(B, 1, H, W)``."""
+    if _backend.use_reference():
+        return reference.semantic_consistency_loss(
+            depth, depth_sem, semantic, image=image, edges=edges, edge_weight=edge_weight,
+            boundary_weight=boundary_weight, ignore_index=ignore_index, ignore_classes=ignore_classes,
+            reduction=reduction, return_confidence=return_confidence)
+    loss, confidence, _ = ops.semantic_consistency_loss(*_args.semantic_consistency(
+        depth, depth_sem, semantic, image, edges, edge_weight, boundary_weight, ignore_index, ignore_classes,
+        reduction))
+    return (loss, confidence) if return_confidence else loss
+
+
+def instance_stats(instance_ids: Tensor, num_instances: int, depth: Optional[Tensor] = None, *,
+                   validate: bool = True) -> InstanceStats:
+    """Per instance slot ``(B, K)``: pixel count, tight box, pixel height, and with
+    ``depth`` the number of valid (finite, > 0) depths, their mean and their
+    lower median (``sorted[(n - 1) // 2]``, NaN if none) (spec §3).
+
+    ``instance_ids`` ``(B, H, W)``: ``k`` in ``[0, num_instances)`` is slot ``k``,
+    ``-1`` no instance; anything else raises ``ValueError`` unless
+    ``validate=False`` (then it is ignored).
+    """
+    if _backend.use_reference():
+        return reference.instance_stats(instance_ids, num_instances, depth, validate=validate)
+    a = _args.stats(instance_ids, num_instances, depth, validate)
+    count, box, valid_count, mean, median = ops.instance_stats(*a)
+    if a[2] is None:
+        return InstanceStats.from_box(count, box)
+    return InstanceStats.from_box(count, box, valid_count, mean, median)
+
+
+def instance_prior_loss(
+    depth: Tensor,
+    instance_ids: Tensor,
+    heights: Tensor,
+    focal: Union[float, Tensor],
+    *,
+    min_pixels: int = 1,
+    max_depth: Optional[float] = None,
+    reduction: str = "mean",
+    validate: bool = True,
+) -> Tensor:
+    """L1 between depth and the pinhole pseudo-depth of instances (spec §4).
+
+    A slot is used when it has ``>= min_pixels`` pixels and a finite height;
+    its pseudo-depth is ``z = focal * heights[b, k] / pixel_height`` (clamped to
+    ``[0, max_depth]`` if given). ``"sum"``: ``S = sum |depth(p) - z|`` over the
+    pixels of used slots; ``"mean"``: ``S / N`` with ``N`` those pixels (0 if
+    none). Gradients to ``depth`` and ``heights``.
+    """
+    if _backend.use_reference():
+        return reference.instance_prior_loss(depth, instance_ids, heights, focal, min_pixels=min_pixels,
+                                             max_depth=max_depth, reduction=reduction, validate=validate)
+    return ops.instance_prior_loss(*_args.prior(depth, instance_ids, heights, focal, min_pixels, max_depth,
+                                                reduction, validate))[0]
+
+
+def smoothness_loss(depth: Tensor, image: Tensor) -> Tensor:
+    """Edge-aware first-order smoothness (spec §5):
+    ``mean |dx| exp(-mean_c |dI_x|) + mean |dy| exp(-mean_c |dI_y|)``. Gradient to ``depth``."""
+    if _backend.use_reference():
+        return reference.smoothness_loss(depth, image)
+    return ops.smoothness_loss(*_args.smoothness(depth, image))
