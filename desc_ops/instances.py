@@ -77,7 +77,7 @@ def relabel_instances(
     if ids.dim() != 3:
         raise ValueError(f"panoptic_ids must have shape (B, H, W) or (H, W), got {tuple(panoptic_ids.shape)}")
     B = ids.shape[0]
-    flat = ids.reshape(B, -1)
+    flat = ids.reshape(B, ids.shape[1] * ids.shape[2])
     member = (flat != background) & (flat >= 0)
     span = int(flat.max().item()) + 1 if flat.numel() else 1
     # One key per (image, id); unique sorts them by image, then id.

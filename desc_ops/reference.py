@@ -158,7 +158,7 @@ def _instance_stats(ids: Tensor, K: int, depth: Optional[Tensor], validate: bool
     B, H, W = ids.shape
     dev = ids.device
     n = B * K + 1  # one extra slot collects every pixel that is no instance
-    flat_ids = ids.reshape(B, -1).long()
+    flat_ids = ids.reshape(B, H * W).long()
     inside = (flat_ids >= 0) & (flat_ids < K)
     slot = torch.where(inside, flat_ids + torch.arange(B, device=dev)[:, None] * K,
                        torch.full_like(flat_ids, B * K)).reshape(-1)
@@ -217,15 +217,15 @@ def _instance_prior_loss(depth, ids, heights, focal, min_pixels, max_depth, redu
     z = (focal[:, None] / pixel_height) * torch.where(used, hts, torch.zeros_like(hts))
     if max_depth is not None:
         z = z.clamp(0, max_depth)
-    flat = ids.reshape(B, -1).long()
+    flat = ids.reshape(B, H * W).long()
     slot = flat.clamp(0, max(K - 1, 0))
     if K == 0:
         on = torch.zeros_like(flat, dtype=torch.bool)
-        z_pixel = torch.zeros_like(flat, dtype=acc)
+        z_pixel = torch.zeros_like(flat, dtype=acc) + z.sum()  # 0, keeps heights in the graph
     else:
         on = (flat >= 0) & (flat < K) & used.gather(1, slot)
         z_pixel = z.gather(1, slot)
-    diff = (depth.reshape(B, -1).to(acc) - z_pixel).abs()
+    diff = (depth.reshape(B, H * W).to(acc) - z_pixel).abs()
     total = torch.where(on, diff, torch.zeros_like(diff)).sum()
     if reduction == "mean":
         n = (st.count * used).sum()

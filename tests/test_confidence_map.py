@@ -1,0 +1,143 @@
+"""confidence_map (spec §1): kernels against the reference, and the values the
+spec states for simple inputs."""
+import pytest
+import torch
+
+import desc_ops
+from desc_ops import reference
+
+from conftest import DTYPES, assert_close, maybe_noncontiguous
+
+SHAPES = [(2, 5, 7, 9), (1, 1, 1, 1), (3, 19, 17, 33), (1, 2, 1, 6), (2, 4, 6, 1)]
+
+
+def _semantic(kind, B, C, H, W, dtype, device, g):
+    if kind == "logits":
+        return (torch.randn(B, C, H, W, generator=g, dtype=torch.float64) * 3).to(device=device, dtype=dtype)
+    labels = torch.randint(-1, C, (B, H, W), generator=g)
+    labels[:, : H // 2, : W // 2] = 0  # a region without boundaries
+    return labels.to(device=device, dtype=torch.int32 if kind == "labels32" else torch.int64)
+
+
+def _edge_kwargs(source, B, H, W, dtype, device, g):
+    if source == "none":
+        return {}
+    if source == "edges":
+        return {"edges": torch.rand(B, 1, H, W, generator=g, dtype=torch.float64).to(device=device, dtype=dtype)}
+    channels = 3 if source == "rgb" else 1
+    return {"image": torch.rand(B, channels, H, W, generator=g, dtype=torch.float64).to(device=device, dtype=dtype)}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kind", ["logits", "labels32", "labels64"])
+@pytest.mark.parametrize("source", ["none", "rgb", "gray", "edges"])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_matches_reference(device, dtype, kind, source, shape):
+    g = torch.Generator().manual_seed(hash((kind, source, shape)) % 2**31)
+    B, C, H, W = shape
+    semantic = _semantic(kind, B, C, H, W, dtype, device, g)
+    kwargs = _edge_kwargs(source, B, H, W, dtype, device, g)
+    kwargs.update(edge_weight=0.7, boundary_weight=0.4)
+    out = desc_ops.confidence_map(semantic, **kwargs)
+    expected = reference.confidence_map(semantic, **kwargs)
+    assert out.shape == (B, 1, H, W)
+    assert out.dtype == expected.dtype
+    assert_close(out, expected)
+    assert out.min() >= 0 and out.max() <= 1
+
+
+@pytest.mark.parametrize("kind", ["logits", "labels64"])
+@pytest.mark.parametrize("ignore", [[0, 2], torch.tensor([3], dtype=torch.int32), 1, []])
+def test_ignore_classes(device, kind, ignore):
+    g = torch.Generator().manual_seed(3)
+    semantic = _semantic(kind, 2, 4, 9, 11, torch.float32, device, g)
+    out = desc_ops.confidence_map(semantic, ignore_classes=ignore)
+    assert_close(out, reference.confidence_map(semantic, ignore_classes=ignore))
+    listed = torch.as_tensor(ignore if not isinstance(ignore, int) else [ignore]).tolist()
+    cls = semantic.argmax(1) if kind == "logits" else semantic
+    mask = torch.isin(cls, torch.tensor(listed, dtype=torch.long, device=device)).unsqueeze(1)
+    assert (out[mask] == 0).all()
+    if not listed:
+        assert_close(out, desc_ops.confidence_map(semantic))
+
+
+@pytest.mark.parametrize("contiguous", [True, False])
+def test_noncontiguous_inputs(device, contiguous):
+    g = torch.Generator().manual_seed(5)
+    logits = torch.randn(2, 6, 8, 10, generator=g).to(device)
+    image = torch.rand(2, 3, 8, 10, generator=g).to(device)
+    expected = desc_ops.confidence_map(logits.contiguous(), image=image.contiguous())
+    out = desc_ops.confidence_map(maybe_noncontiguous(logits, contiguous),
+                                  image=maybe_noncontiguous(image, contiguous))
+    assert torch.equal(out, expected)
+    transposed = desc_ops.confidence_map(logits.transpose(2, 3).contiguous().transpose(2, 3), image=image)
+    assert torch.equal(transposed, expected)
+
+
+def test_logit_semantic_term_values(device):
+    uniform = torch.zeros(1, 4, 1, 1, device=device)
+    assert desc_ops.confidence_map(uniform).item() == pytest.approx(0.0, abs=1e-7)
+    certain = torch.tensor([100.0, 0, 0, 0], device=device).view(1, 4, 1, 1)
+    assert desc_ops.confidence_map(certain).item() == pytest.approx(1.0, abs=1e-6)
+    two = torch.tensor([1.0, 0.0], device=device).view(1, 2, 1, 1)
+    q = torch.softmax(torch.tensor([1.0, 0.0]), 0).max().item()
+    assert desc_ops.confidence_map(two).item() == pytest.approx((q - 0.5) / 0.5, rel=1e-6)
+    single_class = torch.randn(2, 1, 3, 3, device=device)
+    assert (desc_ops.confidence_map(single_class) == 1).all()
+    # Huge logits stay finite (stable softmax).
+    huge = torch.tensor([1e30, -1e30, 0.0], device=device).view(1, 3, 1, 1)
+    assert desc_ops.confidence_map(huge).item() == pytest.approx(1.0)
+    # Ties: the lowest index is the argmax, so ignoring class 0 zeroes the pixel.
+    tie = torch.tensor([2.0, 2.0, 0.0], device=device).view(1, 3, 1, 1)
+    assert desc_ops.confidence_map(tie, ignore_classes=[0]).item() == 0
+    assert desc_ops.confidence_map(tie, ignore_classes=[1]).item() > 0
+
+
+def test_label_semantic_term_values(device):
+    labels = torch.tensor([[[1, 1, 1, 2],
+                            [1, 1, 1, 2],
+                            [1, 1, -1, 2]]], device=device)
+    out = desc_ops.confidence_map(labels, boundary_weight=0.25)[0, 0]
+    b = 0.75
+    expected = torch.tensor([[1, 1, b, b],
+                             [1, 1, b, b],
+                             [1, b, 0, b]], dtype=torch.float32, device=device)
+    assert torch.equal(out, expected)
+    assert torch.equal(desc_ops.confidence_map(labels, ignore_index=7, boundary_weight=0.25)[0, 0, 2, 2],
+                       torch.tensor(b, device=device))
+
+
+def test_edges_and_sobel_values(device):
+    edges = torch.tensor([0.0, 0.5, 1.0], device=device).view(1, 1, 1, 3)
+    labels = torch.zeros(1, 1, 3, dtype=torch.long, device=device)
+    out = desc_ops.confidence_map(labels, edges=edges, edge_weight=2.0)
+    assert_close(out.flatten(), torch.exp(-2.0 * edges.flatten()))
+    # A vertical step of height 1 in luminance: Sobel gx = 4 on both sides of the step.
+    image = torch.zeros(1, 1, 4, 4, device=device)
+    image[..., 2:] = 1.0
+    out = desc_ops.confidence_map(labels.new_zeros(1, 4, 4), image=image)[0, 0]
+    assert_close(out[:, 0], torch.ones(4, device=device))
+    assert_close(out[:, 1], torch.full((4,), torch.exp(torch.tensor(-4.0)).item(), device=device))
+    # Luminance weights of an RGB image.
+    rgb = torch.zeros(1, 3, 3, 3, device=device)
+    rgb[:, :, :, 2] = torch.tensor([1.0, 0.0, 0.0], device=device).view(3, 1)
+    gray = (0.299 * rgb[:, :1])
+    zeros = labels.new_zeros(1, 3, 3)
+    assert_close(desc_ops.confidence_map(zeros, image=rgb), desc_ops.confidence_map(zeros, image=gray))
+
+
+def test_dtype_of_result(device):
+    labels = torch.zeros(1, 2, 2, dtype=torch.long, device=device)
+    assert desc_ops.confidence_map(labels).dtype == torch.float32
+    assert desc_ops.confidence_map(labels, edges=torch.zeros(1, 1, 2, 2, dtype=torch.float64,
+                                                             device=device)).dtype == torch.float64
+    logits = torch.zeros(1, 3, 2, 2, dtype=torch.bfloat16, device=device)
+    image = torch.zeros(1, 3, 2, 2, dtype=torch.float32, device=device)
+    assert desc_ops.confidence_map(logits, image=image).dtype == torch.bfloat16
+
+
+def test_empty_batch(device):
+    out = desc_ops.confidence_map(torch.zeros(0, 3, 4, 5, device=device))
+    assert out.shape == (0, 1, 4, 5)
+    out = desc_ops.confidence_map(torch.zeros(0, 4, 5, dtype=torch.long, device=device))
+    assert out.shape == (0, 1, 4, 5)

@@ -1,0 +1,156 @@
+"""consistency_loss and the fused semantic_consistency_loss (spec §2): values
+and gradients against the reference, the fused form against its composition,
+and the W_tot == 0 rule."""
+import pytest
+import torch
+
+import desc_ops
+from desc_ops import reference
+
+from conftest import DTYPES, assert_close, leaf, maybe_noncontiguous, rand_map
+
+SHAPES = [(2, 7, 9), (1, 1, 1), (3, 17, 33), (1, 1, 6), (2, 6, 1)]
+REDUCTIONS = ["mean", "sum", "none"]
+
+
+def _grad_output(loss, g):
+    if loss.dim() == 0:
+        return torch.tensor(2.5, dtype=loss.dtype, device=loss.device)
+    return (torch.rand(loss.shape, generator=g, dtype=torch.float64) * 2 - 1).to(loss)
+
+
+def _loss_and_grads(fn, depth, depth_sem, grad_seed, **kw):
+    depth, depth_sem = leaf(depth), leaf(depth_sem)
+    loss = fn(depth, depth_sem, **kw)
+    grad = _grad_output(loss, torch.Generator().manual_seed(grad_seed))
+    gd, gs = torch.autograd.grad(loss, (depth, depth_sem), grad)
+    return loss, gd, gs
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("contiguous", [True, False])
+def test_consistency_loss_matches_reference(device, dtype, reduction, shape, contiguous):
+    g = torch.Generator().manual_seed(hash((reduction, shape)) % 2**31)
+    B, H, W = shape
+    depth = rand_map(B, H, W, dtype, device, contiguous=contiguous, generator=g)
+    depth_sem = rand_map(B, H, W, dtype, device, contiguous=contiguous, generator=g)
+    weight = rand_map(B, H, W, dtype, device, low=0, high=1, contiguous=contiguous, generator=g)
+    got = _loss_and_grads(lambda d, s: desc_ops.consistency_loss(d, s, weight, reduction=reduction),
+                          depth, depth_sem, 1)
+    want = _loss_and_grads(lambda d, s: reference.consistency_loss(d, s, weight, reduction=reduction),
+                           depth, depth_sem, 1)
+    for a, b in zip(got, want):
+        assert a.dtype == b.dtype == dtype
+        assert a.shape == b.shape
+        assert_close(a, b)
+    assert torch.equal(got[2], -got[1])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("kind", ["logits", "labels"])
+@pytest.mark.parametrize("source", ["none", "image", "edges"])
+@pytest.mark.parametrize("shape", [(2, 7, 9), (1, 1, 1), (3, 16, 31)])
+def test_semantic_consistency_matches_reference(device, dtype, reduction, kind, source, shape):
+    g = torch.Generator().manual_seed(hash((reduction, kind, source, shape)) % 2**31)
+    B, H, W = shape
+    C = 5
+    depth = rand_map(B, H, W, dtype, device, generator=g)
+    depth_sem = rand_map(B, H, W, dtype, device, generator=g)
+    if kind == "logits":
+        semantic = torch.randn(B, C, H, W, generator=g).to(device=device, dtype=dtype)
+    else:
+        semantic = torch.randint(-1, C, (B, H, W), generator=g).to(device)
+    kw = dict(reduction=reduction, edge_weight=0.8, boundary_weight=0.3, ignore_classes=[4])
+    if source == "image":
+        kw["image"] = torch.rand(B, 3, H, W, generator=g).to(device=device, dtype=dtype)
+    elif source == "edges":
+        kw["edges"] = torch.rand(B, 1, H, W, generator=g).to(device=device, dtype=dtype)
+    got = _loss_and_grads(lambda d, s: desc_ops.semantic_consistency_loss(d, s, semantic, **kw), depth, depth_sem, 2)
+    want = _loss_and_grads(lambda d, s: reference.semantic_consistency_loss(d, s, semantic, **kw),
+                           depth, depth_sem, 2)
+    for a, b in zip(got, want):
+        assert a.dtype == b.dtype == dtype
+        assert_close(a, b)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_fused_equals_composition(device, dtype, reduction):
+    """The fused kernel is consistency_loss(confidence_map(...)) to the bit."""
+    g = torch.Generator().manual_seed(11)
+    B, C, H, W = 2, 19, 13, 21
+    depth = rand_map(B, H, W, dtype, device, generator=g)
+    depth_sem = rand_map(B, H, W, dtype, device, generator=g)
+    logits = torch.randn(B, C, H, W, generator=g).to(device=device, dtype=dtype)
+    image = torch.rand(B, 3, H, W, generator=g).to(device=device, dtype=dtype)
+    fused, conf = desc_ops.semantic_consistency_loss(depth, depth_sem, logits, image=image, reduction=reduction,
+                                                     return_confidence=True)
+    weight = desc_ops.confidence_map(logits, image=image)
+    assert torch.equal(conf, weight)
+    assert torch.equal(fused, desc_ops.consistency_loss(depth, depth_sem, weight, reduction=reduction))
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_zero_total_weight_gives_exact_zero(device, fused):
+    depth = leaf(rand_map(2, 5, 6, torch.float32, device))
+    depth_sem = leaf(rand_map(2, 5, 6, torch.float32, device))
+    if fused:
+        labels = torch.zeros(2, 5, 6, dtype=torch.long, device=device)
+        loss = desc_ops.semantic_consistency_loss(depth, depth_sem, labels, ignore_classes=[0])
+    else:
+        loss = desc_ops.consistency_loss(depth, depth_sem, torch.zeros_like(depth))
+    assert loss.item() == 0.0
+    gd, gs = torch.autograd.grad(loss, (depth, depth_sem))
+    assert (gd == 0).all() and (gs == 0).all()
+
+
+def test_gradient_formula(device):
+    depth = leaf(torch.tensor([[[[1.0, 2.0, 3.0]]]], device=device))
+    depth_sem = leaf(torch.tensor([[[[2.0, 2.0, 1.0]]]], device=device))
+    weight = torch.tensor([[[[0.5, 1.0, 2.0]]]], device=device)
+    loss = desc_ops.consistency_loss(depth, depth_sem, weight)
+    assert loss.item() == pytest.approx((0.5 * 1 + 0 + 2 * 2) / 3.5)
+    loss.backward()
+    assert torch.equal(depth.grad.flatten(), torch.tensor([-0.5, 0.0, 2.0], device=device) / 3.5)
+    assert torch.equal(depth_sem.grad, -depth.grad)
+
+
+def test_three_dim_maps_are_one_channel(device):
+    g = torch.Generator().manual_seed(2)
+    depth = rand_map(2, 4, 5, torch.float32, device, generator=g)
+    depth_sem = rand_map(2, 4, 5, torch.float32, device, generator=g)
+    weight = rand_map(2, 4, 5, torch.float32, device, low=0, high=1, generator=g)
+    assert torch.equal(desc_ops.consistency_loss(depth[:, 0], depth_sem[:, 0], weight[:, 0]),
+                       desc_ops.consistency_loss(depth, depth_sem, weight))
+
+
+def test_mixed_dtypes_follow_depth(device):
+    depth = rand_map(1, 3, 4, torch.float16, device)
+    depth_sem = rand_map(1, 3, 4, torch.float32, device)
+    weight = rand_map(1, 3, 4, torch.float64, device, low=0, high=1)
+    loss = desc_ops.consistency_loss(depth, depth_sem, weight)
+    assert loss.dtype == torch.float16
+    assert_close(loss, reference.consistency_loss(depth, depth_sem, weight))
+
+
+@pytest.mark.parametrize("impl", ["extension", "reference"])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_gradcheck(device, impl, reduction):
+    desc_ops.set_backend(impl)
+    g = torch.Generator().manual_seed(4)
+    depth = leaf(rand_map(2, 5, 7, torch.float64, device, generator=g))
+    # Away from the kink of |.|: depth_sem differs from depth by at least 0.1.
+    offset = (torch.rand(2, 1, 5, 7, generator=g, dtype=torch.float64) + 0.1).to(device)
+    sign = torch.where(torch.rand(2, 1, 5, 7, generator=g) > 0.5, 1.0, -1.0).to(device, torch.float64)
+    depth_sem = leaf(depth.detach() + offset * sign)
+    weight = rand_map(2, 5, 7, torch.float64, device, low=0, high=1, generator=g)
+    logits = torch.randn(2, 4, 5, 7, generator=g, dtype=torch.float64).to(device)
+    image = torch.rand(2, 3, 5, 7, generator=g, dtype=torch.float64).to(device)
+    assert torch.autograd.gradcheck(
+        lambda d, s: desc_ops.consistency_loss(d, s, weight, reduction=reduction), (depth, depth_sem))
+    assert torch.autograd.gradcheck(
+        lambda d, s: desc_ops.semantic_consistency_loss(d, s, logits, image=image, reduction=reduction),
+        (depth, depth_sem))

@@ -1,0 +1,168 @@
+"""instance_stats, instance_heights and relabel_instances (spec §3)."""
+import pytest
+import torch
+
+import desc_ops
+from desc_ops import reference
+
+from conftest import DTYPES, assert_close, maybe_noncontiguous
+
+
+def _ids(B, H, W, K, g, device, dtype=torch.int64, fill=0.5):
+    ids = torch.randint(0, max(K, 1), (B, H, W), generator=g)
+    ids[torch.rand(B, H, W, generator=g) > fill] = -1
+    if K == 0:
+        ids.fill_(-1)
+    return ids.to(device=device, dtype=dtype)
+
+
+def _depth(B, H, W, dtype, device, g, with_invalid=True):
+    d = torch.rand(B, 1, H, W, generator=g, dtype=torch.float64) * 80 + 0.1
+    if with_invalid:
+        bad = torch.rand(B, 1, H, W, generator=g)
+        d[bad < 0.05] = float("nan")
+        d[(bad >= 0.05) & (bad < 0.08)] = float("inf")
+        d[(bad >= 0.08) & (bad < 0.11)] = 0.0
+        d[(bad >= 0.11) & (bad < 0.13)] = -3.0
+    return d.to(device=device, dtype=dtype)
+
+
+def _assert_stats_equal(a, b, dtype):
+    for field in a._fields:
+        x, y = getattr(a, field), getattr(b, field)
+        if x is None or y is None:
+            assert x is None and y is None, field
+            continue
+        assert x.shape == y.shape, field
+        assert x.dtype == y.dtype, field
+        if x.dtype == torch.long or field == "depth_median":
+            # Counts and boxes are integers and the median is one of the depths: exact.
+            assert torch.equal(x.nan_to_num(-7), y.nan_to_num(-7)), field
+        else:
+            assert_close(x, y, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("id_dtype", [torch.int32, torch.int64])
+@pytest.mark.parametrize("shape_k", [((2, 9, 13), 5), ((1, 1, 1), 1), ((3, 31, 47), 40), ((2, 6, 5), 0),
+                                     ((1, 64, 80), 1), ((0, 4, 4), 3)])
+@pytest.mark.parametrize("with_depth", [True, False])
+def test_matches_reference(device, dtype, id_dtype, shape_k, with_depth):
+    (B, H, W), K = shape_k
+    g = torch.Generator().manual_seed(B * 1000 + H * 10 + K)
+    ids = _ids(B, H, W, K, g, device, id_dtype)
+    depth = _depth(B, H, W, dtype, device, g) if with_depth else None
+    got = desc_ops.instance_stats(ids, K, depth)
+    want = reference.instance_stats(ids, K, depth)
+    _assert_stats_equal(got, want, dtype)
+    assert got.count.shape == (B, K)
+
+
+def test_against_python_loop(device):
+    """Count, box and lower median per instance, computed the obvious way."""
+    g = torch.Generator().manual_seed(0)
+    B, H, W, K = 3, 23, 29, 6
+    ids = _ids(B, H, W, K, g, device, fill=0.8)
+    depth = _depth(B, H, W, torch.float32, device, g)
+    st = desc_ops.instance_stats(ids, K, depth)
+    for b in range(B):
+        for k in range(K):
+            ys, xs = torch.nonzero(ids[b] == k, as_tuple=True)
+            assert st.count[b, k] == ys.numel()
+            if ys.numel() == 0:
+                assert st.y_min[b, k] == st.x_max[b, k] == -1 and st.pixel_height[b, k] == 0
+                continue
+            assert (st.y_min[b, k], st.y_max[b, k]) == (ys.min(), ys.max())
+            assert (st.x_min[b, k], st.x_max[b, k]) == (xs.min(), xs.max())
+            assert st.pixel_height[b, k] == ys.max() - ys.min() + 1
+            d = depth[b, 0][ids[b] == k]
+            d = d[torch.isfinite(d) & (d > 0)]
+            assert st.valid_count[b, k] == d.numel()
+            if d.numel():
+                assert st.depth_median[b, k] == torch.median(d)
+                assert st.depth_median[b, k] == torch.sort(d).values[(d.numel() - 1) // 2]
+                assert st.depth_mean[b, k].item() == pytest.approx(d.double().mean().item(), rel=1e-6)
+            else:
+                assert torch.isnan(st.depth_median[b, k]) and torch.isnan(st.depth_mean[b, k])
+
+
+def test_ids_at_image_corners(device):
+    ids = torch.full((1, 5, 7), -1, device=device)
+    ids[0, 0, 0] = 0
+    ids[0, 4, 6] = 0
+    ids[0, 0, 6] = 1
+    ids[0, 4, 0] = 2
+    st = desc_ops.instance_stats(ids, 3)
+    assert st.count[0].tolist() == [2, 1, 1]
+    assert [st.y_min[0, 0].item(), st.y_max[0, 0].item(), st.x_min[0, 0].item(), st.x_max[0, 0].item()] == [0, 4, 0, 6]
+    assert st.pixel_height[0].tolist() == [5, 1, 1]
+    assert (st.x_min[0, 1].item(), st.y_max[0, 2].item()) == (6, 4)
+
+
+def test_even_count_takes_lower_median(device):
+    ids = torch.zeros(1, 1, 4, dtype=torch.long, device=device)
+    depth = torch.tensor([4.0, 1.0, 3.0, 2.0], device=device).view(1, 1, 1, 4)
+    st = desc_ops.instance_stats(ids, 1, depth)
+    assert st.depth_median.item() == 2.0
+    assert st.depth_mean.item() == 2.5
+
+
+@pytest.mark.parametrize("contiguous", [True, False])
+def test_noncontiguous(device, contiguous):
+    g = torch.Generator().manual_seed(9)
+    ids = _ids(2, 8, 10, 4, g, device)
+    depth = _depth(2, 8, 10, torch.float32, device, g)
+    want = desc_ops.instance_stats(ids, 4, depth)
+    got = desc_ops.instance_stats(maybe_noncontiguous(ids, contiguous), 4, maybe_noncontiguous(depth, contiguous))
+    _assert_stats_equal(got, want, torch.float32)
+
+
+@pytest.mark.parametrize("impl", ["extension", "reference"])
+def test_validation(device, impl):
+    desc_ops.set_backend(impl)
+    ids = torch.zeros(1, 3, 3, dtype=torch.long, device=device)
+    ids[0, 1, 1] = 5
+    with pytest.raises(ValueError, match="instance_ids"):
+        desc_ops.instance_stats(ids, 3)
+    ids[0, 1, 1] = -2
+    with pytest.raises(ValueError, match="instance_ids"):
+        desc_ops.instance_stats(ids, 3)
+    # Without validation such pixels are not instances.
+    st = desc_ops.instance_stats(ids, 3, validate=False)
+    assert st.count[0].tolist() == [8, 0, 0]
+
+
+def test_instance_heights_pinhole(device):
+    """An object of H metres at Z metres spans f H / Z pixels."""
+    f, Z, H_metric = 100.0, 20.0, 1.6
+    rows = round(f * H_metric / Z)  # 8 pixels
+    ids = torch.full((2, 30, 30), -1, device=device)
+    ids[:, 5:5 + rows, 10:14] = 0
+    depth = torch.full((2, 1, 30, 30), 50.0, device=device)
+    depth[:, :, 5:5 + rows, 10:14] = Z
+    st = desc_ops.instance_stats(ids, 1, depth)
+    heights = desc_ops.instance_heights(st, torch.tensor([f, 2 * f], device=device))
+    assert heights[:, 0].tolist() == pytest.approx([H_metric, H_metric / 2])
+    empty = desc_ops.instance_stats(torch.full((1, 4, 4), -1, device=device), 2, torch.ones(1, 1, 4, 4, device=device))
+    assert torch.isnan(desc_ops.instance_heights(empty, 10.0)).all()
+    with pytest.raises(ValueError, match="depth"):
+        desc_ops.instance_heights(desc_ops.instance_stats(ids, 1), f)
+
+
+def test_relabel_instances(device):
+    pan = torch.tensor([[[0, 7, 7], [300, 0, 5]],
+                        [[2, 2, 0], [0, 0, 0]]], device=device)
+    ids, K, original = desc_ops.relabel_instances(pan, return_ids=True)
+    assert K == 3
+    assert ids.tolist() == [[[-1, 1, 1], [2, -1, 0]], [[0, 0, -1], [-1, -1, -1]]]
+    assert original.tolist() == [[5, 7, 300], [2, -1, -1]]
+    ids8, K8 = desc_ops.relabel_instances(pan, num_instances=8)
+    assert K8 == 8 and torch.equal(ids8, ids)
+    with pytest.raises(ValueError, match="num_instances"):
+        desc_ops.relabel_instances(pan, num_instances=2)
+    none, K0 = desc_ops.relabel_instances(torch.zeros(2, 3, 3, dtype=torch.int16, device=device))
+    assert K0 == 0 and (none == -1).all()
+    single, K1 = desc_ops.relabel_instances(torch.tensor([[4, 4], [9, 0]], device=device))
+    assert K1 == 2 and single.tolist() == [[0, 0], [1, -1]]
+    # The relabelled map feeds instance_stats directly.
+    assert desc_ops.instance_stats(ids, K).count.tolist() == [[1, 2, 1], [2, 0, 0]]
