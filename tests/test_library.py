@@ -1,0 +1,183 @@
+"""Operator registration (opcheck, torch.compile), determinism, the backend
+switch, and the DESCLoss module."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import desc_ops
+from desc_ops import reference
+
+from conftest import assert_close, leaf, rand_map
+
+ops = torch.ops.desc_ops
+
+
+def _batch(device, dtype=torch.float32, B=2, C=5, H=6, W=7, K=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(-1, K, (B, H, W), generator=g).to(device)
+    return dict(
+        depth=rand_map(B, H, W, dtype, device, generator=g),
+        depth_sem=rand_map(B, H, W, dtype, device, generator=g),
+        weight=rand_map(B, H, W, dtype, device, low=0, high=1, generator=g),
+        logits=torch.randn(B, C, H, W, generator=g).to(device=device, dtype=dtype),
+        labels=torch.randint(-1, C, (B, H, W), generator=g).to(device),
+        image=torch.rand(B, 3, H, W, generator=g).to(device=device, dtype=dtype),
+        edges=torch.rand(B, 1, H, W, generator=g).to(device=device, dtype=dtype),
+        ids=ids,
+        heights=(torch.rand(B, K, generator=g) + 1).to(device=device, dtype=dtype),
+        focal=torch.full((B,), 30.0, device=device, dtype=torch.float64 if dtype == torch.float64 else torch.float32),
+    )
+
+
+def _opcheck_cases(device, dtype):
+    x = _batch(device, dtype)
+    ignore = torch.tensor([1], device=device)
+    grad = dict(requires_grad=True)
+    d, s, h = (x["depth"].clone().requires_grad_(), x["depth_sem"].clone().requires_grad_(),
+               x["heights"].clone().requires_grad_())
+    return {
+        "confidence_map": [(x["logits"], x["image"], None, 1.0, 0.5, -1, ignore),
+                           (x["labels"], None, x["edges"], 0.5, 0.3, -1, None)],
+        "consistency_loss": [(d, s, x["weight"], r) for r in ("mean", "sum", "none")],
+        "semantic_consistency_loss": [(d, s, x["logits"], x["image"], None, 1.0, 0.5, -1, ignore, "mean"),
+                                      (d, s, x["labels"], None, None, 1.0, 0.5, -1, None, "none")],
+        "instance_stats": [(x["ids"], 3, x["depth"], True), (x["ids"], 3, None, False)],
+        "instance_prior_loss": [(d, x["ids"], h, x["focal"], 1, None, "mean", True),
+                                (d, x["ids"], h, x["focal"], 2, 40.0, "sum", True)],
+        "smoothness_loss": [(d, x["image"])],
+    }
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("name", ["confidence_map", "consistency_loss", "semantic_consistency_loss",
+                                  "instance_stats", "instance_prior_loss", "smoothness_loss"])
+def test_opcheck(device, dtype, name):
+    for args in _opcheck_cases(device, dtype)[name]:
+        torch.library.opcheck(getattr(ops, name).default, args)
+
+
+def _forward(x, d, s, h):
+    """Calls every public function once."""
+    conf = desc_ops.confidence_map(x["logits"], image=x["image"], ignore_classes=[1])
+    total = (desc_ops.semantic_consistency_loss(d, s, x["logits"], image=x["image"])
+             + desc_ops.semantic_consistency_loss(d, s, x["labels"], edges=x["edges"], reduction="sum")
+             + desc_ops.consistency_loss(d, s, x["weight"], reduction="none").sum()
+             + desc_ops.instance_prior_loss(d, x["ids"], h, x["focal"], max_depth=50.0)
+             + desc_ops.smoothness_loss(d, x["image"]))
+    st = desc_ops.instance_stats(x["ids"], x["heights"].shape[1], x["depth"])
+    return conf, total, st.count, st.depth_median, st.depth_mean
+
+
+def _every_op(x, forward=_forward):
+    """Every output of every public function, and the gradients of the losses."""
+    d, s, h = leaf(x["depth"]), leaf(x["depth_sem"]), leaf(x["heights"])
+    out = forward(x, d, s, h)
+    return tuple(out) + torch.autograd.grad(out[1], (d, s, h))
+
+
+def test_deterministic_bits(device):
+    """Same inputs, same bits: outputs and gradients, at a size where work is split between threads."""
+    x = _batch(device, B=3, C=19, H=96, W=160, K=12, seed=4)
+    first, second = _every_op(x), _every_op(x)
+    for a, b in zip(first, second):
+        assert torch.equal(a.nan_to_num(-1), b.nan_to_num(-1))
+
+
+@pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
+def test_compile_fullgraph(device, backend):
+    torch._dynamo.reset()
+    x = _batch(device)
+    compiled = torch.compile(_forward, fullgraph=True, backend=backend)
+    for a, b in zip(_every_op(x, compiled), _every_op(x)):
+        assert_close(a.double(), b.double(), torch.float32)
+
+
+def test_compile_fullgraph_modules(device):
+    torch._dynamo.reset()
+    x = _batch(device)
+    loss_fn = desc_ops.DESCLoss(ignore_classes=[2])
+
+    def step(depth):
+        out = loss_fn(depth, depth_sem=x["depth_sem"], semantic=x["logits"], image=x["image"],
+                      instance_ids=x["ids"], heights=x["heights"], focal=30.0)
+        return out.total
+
+    d = leaf(x["depth"])
+    compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
+    assert_close(compiled(d), step(d))
+
+
+def test_backend_switch(device):
+    x = _batch(device)
+    assert desc_ops.backend() == "extension"
+    ext = desc_ops.smoothness_loss(x["depth"], x["image"])
+    desc_ops.set_backend("reference")
+    assert desc_ops.backend() == "reference"
+    ref = desc_ops.smoothness_loss(x["depth"], x["image"])
+    assert torch.equal(ref, reference.smoothness_loss(x["depth"], x["image"]))
+    assert_close(ext, ref)
+    with pytest.raises(ValueError, match="backend"):
+        desc_ops.set_backend("triton")
+
+
+def _python(code, **env):
+    full_env = dict(os.environ, **env)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=full_env)
+
+
+def test_backend_from_environment():
+    out = _python("import desc_ops; print(desc_ops.backend())", DESC_OPS_BACKEND="reference")
+    assert out.returncode == 0 and out.stdout.strip() == "reference"
+    out = _python("import desc_ops", DESC_OPS_BACKEND="nonsense")
+    assert out.returncode != 0 and "DESC_OPS_BACKEND" in out.stderr
+
+
+def test_missing_extension_says_how_to_build():
+    hide = "import sys; sys.modules['desc_ops._C'] = None; "
+    out = _python(hide + "import desc_ops")
+    assert out.returncode != 0
+    assert "pip install --no-build-isolation" in out.stderr and "DESC_OPS_BACKEND=reference" in out.stderr
+    # Asking for the reference works without the extension.
+    out = _python(hide + "import torch, desc_ops; print(desc_ops.backend(), desc_ops.extension_available(), "
+                  "desc_ops.smoothness_loss(torch.ones(1, 1, 2, 2), torch.ones(1, 3, 2, 2)).item())",
+                  DESC_OPS_BACKEND="reference")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["reference", "False", "0.0"]
+
+
+def test_built_cuda_version_matches_torch():
+    built = desc_ops.built_cuda_version()
+    if built is not None:
+        assert torch.version.cuda is not None
+        assert built.split(".")[0] == torch.version.cuda.split(".")[0]
+
+
+def test_desc_loss_combines_terms(device):
+    x = _batch(device)
+    loss_fn = desc_ops.DESCLoss(consistency_weight=2.0, instance_weight=0.5, smoothness_weight=0.1,
+                                edge_weight=0.7, max_depth=60.0)
+    d = leaf(x["depth"])
+    out = loss_fn(d, depth_sem=x["depth_sem"], semantic=x["logits"], image=x["image"], instance_ids=x["ids"],
+                  heights=x["heights"], focal=30.0)
+    cons = desc_ops.semantic_consistency_loss(x["depth"], x["depth_sem"], x["logits"], image=x["image"],
+                                              edge_weight=0.7)
+    prior = desc_ops.instance_prior_loss(x["depth"], x["ids"], x["heights"], 30.0, max_depth=60.0)
+    smooth = desc_ops.smoothness_loss(x["depth"], x["image"])
+    assert set(out.terms) == {"consistency", "instance_prior", "smoothness"}
+    assert torch.equal(out.terms["consistency"], cons)
+    assert torch.equal(out.terms["instance_prior"], prior)
+    assert_close(out.total, 2.0 * cons + 0.5 * prior + 0.1 * smooth)
+    out.total.backward()
+    assert d.grad is not None and torch.isfinite(d.grad).all()
+
+    unweighted = desc_ops.DESCLoss(instance_weight=0, smoothness_weight=0, confidence=False)
+    out = unweighted(x["depth"], depth_sem=x["depth_sem"])
+    assert set(out.terms) == {"consistency"}
+    assert_close(out.total, (x["depth"] - x["depth_sem"]).abs().mean())
+    with pytest.raises(ValueError, match="semantic"):
+        desc_ops.DESCLoss(instance_weight=0, smoothness_weight=0)(x["depth"], depth_sem=x["depth_sem"])
+    with pytest.raises(ValueError, match="instance_ids"):
+        desc_ops.DESCLoss(consistency_weight=0, smoothness_weight=0)(x["depth"])
