@@ -4,7 +4,9 @@
 //
 // Optional depth in instance_stats: without it the three depth outputs are
 // empty tensors, so that the schema has a fixed number of outputs.
+#ifndef DESC_OPS_NO_PYTHON
 #include <Python.h>
+#endif
 #include <torch/library.h>
 
 #ifdef WITH_CUDA
@@ -52,9 +54,12 @@ TORCH_LIBRARY(desc_ops, m) {
 
 }  // namespace desc_ops
 
+#ifndef DESC_OPS_NO_PYTHON
 // Importing desc_ops._C runs the registrations above; the module itself is
-// empty (no pybind11 bindings are needed).
+// empty (no pybind11 bindings are needed). The CMake build for C++ users
+// defines DESC_OPS_NO_PYTHON and is loaded with torch.ops.load_library.
 PyMODINIT_FUNC PyInit__C(void) {
   static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
   return PyModule_Create(&module_def);
 }
+#endif
