@@ -44,6 +44,13 @@ inline void check_same_dtype(const at::Tensor& a, const char* a_name,
                     b.scalar_type());
 }
 
+// A floating depth map (B, 1, H, W), the first argument of most operators.
+inline void check_depth(const at::Tensor& t, const char* name = "depth") {
+  check_floating(t, name);
+  TORCH_CHECK_VALUE(t.dim() == 4 && t.size(1) == 1, name, " must have shape [B, 1, H, W], got ",
+                    describe(t));
+}
+
 // A per-pixel map (B, 1, H, W) matching `like` (B, *, H, W) or (B, H, W).
 inline void check_map(const at::Tensor& t, const char* name, int64_t B,
                       int64_t H, int64_t W) {

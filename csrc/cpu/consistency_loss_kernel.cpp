@@ -6,22 +6,12 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include "../consistency_loss.h"
 #include "confidence_rows.h"
 
 namespace desc_ops {
 namespace cpu {
 namespace {
-
-at::ScalarType opmath_dtype(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
-
-void check_depth_pair(const at::Tensor& depth, const at::Tensor& depth_sem) {
-  check_floating(depth, "depth");
-  TORCH_CHECK_VALUE(depth.dim() == 4 && depth.size(1) == 1,
-                    "depth must have shape [B, 1, H, W], got ", describe(depth));
-  check_same_device(depth_sem, "depth_sem", depth, "depth");
-  check_same_dtype(depth_sem, "depth_sem", depth, "depth");
-  check_map(depth_sem, "depth_sem", depth.size(0), depth.size(2), depth.size(3));
-}
 
 // Runs the weighted L1 over every row. `weight_row(b, y, w)` fills w[0..W)
 // with the weights of that row (and may write them somewhere as a side
@@ -116,11 +106,7 @@ std::tuple<at::Tensor, at::Tensor> consistency_loss_cpu(const at::Tensor& depth_
                                                         const at::Tensor& weight_in,
                                                         c10::string_view reduction_sv) {
   const std::string reduction(reduction_sv);
-  check_reduction(reduction, /*allow_none=*/true);
-  check_depth_pair(depth_in, depth_sem_in);
-  check_same_device(weight_in, "weight", depth_in, "depth");
-  check_same_dtype(weight_in, "weight", depth_in, "depth");
-  check_map(weight_in, "weight", depth_in.size(0), depth_in.size(2), depth_in.size(3));
+  check_consistency_args(depth_in, depth_sem_in, weight_in, reduction);
   const at::Tensor depth = depth_in.contiguous();
   const at::Tensor depth_sem = depth_sem_in.contiguous();
   const at::Tensor weight = weight_in.contiguous();
@@ -138,19 +124,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> semantic_consistency_loss_cpu(
     double edge_weight, double boundary_weight, int64_t ignore_index,
     const std::optional<at::Tensor>& ignore_classes, c10::string_view reduction_sv) {
   const std::string reduction(reduction_sv);
-  check_reduction(reduction, /*allow_none=*/true);
-  check_depth_pair(depth_in, depth_sem_in);
-  check_same_device(semantic, "semantic", depth_in, "depth");
-  ConfidenceArgs a = make_confidence_args(semantic, image, edges, edge_weight, boundary_weight,
-                                          ignore_index, ignore_classes);
-  TORCH_CHECK_VALUE(a.B == depth_in.size(0) && a.H == depth_in.size(2) && a.W == depth_in.size(3),
-                    "semantic must cover the pixels of depth ", describe(depth_in), ", got ",
-                    describe(semantic));
-  if (a.logits.defined() || a.image.defined() || a.edges.defined()) {
-    TORCH_CHECK_VALUE(a.dtype == depth_in.scalar_type(), "semantic, image and edges must have the dtype of depth (",
-                      depth_in.scalar_type(), "), got ", a.dtype);
-  }
-  a.dtype = depth_in.scalar_type();
+  const ConfidenceArgs a = semantic_consistency_args(depth_in, depth_sem_in, semantic, image, edges, edge_weight,
+                                                     boundary_weight, ignore_index, ignore_classes, reduction);
   const at::Tensor depth = depth_in.contiguous();
   const at::Tensor depth_sem = depth_sem_in.contiguous();
   at::Tensor confidence = at::empty_like(depth);
@@ -168,14 +143,8 @@ std::tuple<at::Tensor, at::Tensor> consistency_loss_backward_cpu(
     const at::Tensor& grad_in, const at::Tensor& depth_in, const at::Tensor& depth_sem_in,
     const at::Tensor& weight_in, const at::Tensor& norm, c10::string_view reduction_sv) {
   const std::string reduction(reduction_sv);
-  check_reduction(reduction, /*allow_none=*/true);
+  check_consistency_backward_args(grad_in, depth_in, reduction);
   const bool none = reduction == "none";
-  if (none) {
-    check_map(grad_in, "grad", depth_in.size(0), depth_in.size(2), depth_in.size(3));
-  } else {
-    TORCH_CHECK_VALUE(grad_in.numel() == 1, "grad of a reduced loss must have one element, got ",
-                      describe(grad_in));
-  }
   const at::Tensor depth = depth_in.contiguous();
   const at::Tensor depth_sem = depth_sem_in.contiguous();
   const at::Tensor weight = weight_in.contiguous();

@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "../desc_math.h"
-#include "../instance_ids.h"
+#include "../instance_prior_loss.h"
 #include "instance_boxes.h"
 
 namespace desc_ops {
@@ -23,20 +23,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> instance_
     const at::Tensor& focal_in, int64_t min_pixels, std::optional<double> max_depth,
     c10::string_view reduction_sv, bool validate) {
   const std::string reduction(reduction_sv);
-  check_reduction(reduction, /*allow_none=*/false);
-  check_floating(depth_in, "depth");
-  TORCH_CHECK_VALUE(depth_in.dim() == 4 && depth_in.size(1) == 1,
-                    "depth must have shape [B, 1, H, W], got ", describe(depth_in));
+  const int64_t K = check_prior_args(depth_in, ids_in, heights_in, reduction, validate);
   const int64_t B = depth_in.size(0), H = depth_in.size(2), W = depth_in.size(3);
-  check_same_device(ids_in, "instance_ids", depth_in, "depth");
-  check_same_device(heights_in, "heights", depth_in, "depth");
-  check_same_dtype(heights_in, "heights", depth_in, "depth");
-  TORCH_CHECK_VALUE(heights_in.dim() == 2 && heights_in.size(0) == B,
-                    "heights must have shape [", B, ", K], got ", describe(heights_in));
-  const int64_t K = heights_in.size(1);
-  check_instance_ids(ids_in, K, validate);
-  check_plane(ids_in, "instance_ids", B, H, W);
-
   const at::Tensor depth = depth_in.contiguous();
   const at::Tensor ids = ids_in.contiguous();
   const at::Tensor heights = heights_in.contiguous();

@@ -6,24 +6,12 @@
 
 #include <vector>
 
-#include "../checks.h"
 #include "../desc_math.h"
+#include "../smoothness_loss.h"
 
 namespace desc_ops {
 namespace cpu {
 namespace {
-
-void check_smoothness_inputs(const at::Tensor& depth, const at::Tensor& image) {
-  check_floating(depth, "depth");
-  TORCH_CHECK_VALUE(depth.dim() == 4 && depth.size(1) == 1,
-                    "depth must have shape [B, 1, H, W], got ", describe(depth));
-  check_same_device(image, "image", depth, "depth");
-  check_same_dtype(image, "image", depth, "depth");
-  TORCH_CHECK_VALUE(image.dim() == 4 && image.size(0) == depth.size(0) && image.size(1) >= 1 &&
-                        image.size(2) == depth.size(2) && image.size(3) == depth.size(3),
-                    "image must have shape [", depth.size(0), ", C, ", depth.size(2), ", ",
-                    depth.size(3), "], got ", describe(image));
-}
 
 // Edge-aware weights between pixel p and pixel p + offset of a (C, H, W) image
 // whose plane stride is HW, for n consecutive pixels starting at p.
@@ -40,16 +28,8 @@ void edge_weights(const scalar_t* image, int64_t C, int64_t HW, int64_t offset, 
   for (int64_t i = 0; i < n; ++i) out[i] = math::edge_aware_weight(out[i], C);
 }
 
-// 1 / number of terms of each mean; 0 for an empty term.
-template <typename acc_t>
-std::pair<acc_t, acc_t> term_scales(int64_t B, int64_t H, int64_t W) {
-  const int64_t nx = B * H * (W - 1), ny = B * (H - 1) * W;
-  return {nx > 0 ? acc_t(1) / static_cast<acc_t>(nx) : acc_t(0),
-          ny > 0 ? acc_t(1) / static_cast<acc_t>(ny) : acc_t(0)};
-}
-
 at::Tensor smoothness_loss_cpu(const at::Tensor& depth_in, const at::Tensor& image_in) {
-  check_smoothness_inputs(depth_in, image_in);
+  check_smoothness_args(depth_in, image_in);
   TORCH_CHECK_VALUE(depth_in.numel() > 0, "depth is empty (", describe(depth_in),
                     "): smoothness_loss is a mean over its pixels");
   const at::Tensor depth = depth_in.contiguous();
@@ -87,7 +67,7 @@ at::Tensor smoothness_loss_cpu(const at::Tensor& depth_in, const at::Tensor& ima
       sx += partial_x[r];
       sy += partial_y[r];
     }
-    const auto [ax, ay] = term_scales<acc_t>(B, H, W);
+    const auto [ax, ay] = smoothness_term_scales<acc_t>(B, H, W);
     loss.fill_(sx * ax + sy * ay);
   });
   return loss;
@@ -95,7 +75,7 @@ at::Tensor smoothness_loss_cpu(const at::Tensor& depth_in, const at::Tensor& ima
 
 at::Tensor smoothness_loss_backward_cpu(const at::Tensor& grad, const at::Tensor& depth_in,
                                         const at::Tensor& image_in) {
-  check_smoothness_inputs(depth_in, image_in);
+  check_smoothness_args(depth_in, image_in);
   TORCH_CHECK_VALUE(grad.numel() == 1, "grad must have one element, got ", describe(grad));
   const at::Tensor depth = depth_in.contiguous();
   const at::Tensor image = image_in.contiguous();
@@ -105,7 +85,7 @@ at::Tensor smoothness_loss_backward_cpu(const at::Tensor& grad, const at::Tensor
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, depth.scalar_type(), "smoothness_loss_backward", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const acc_t g = static_cast<acc_t>(grad.item<double>());
-    const auto [ax, ay] = term_scales<acc_t>(B, H, W);
+    const auto [ax, ay] = smoothness_term_scales<acc_t>(B, H, W);
     const acc_t gx = g * ax, gy = g * ay;
     const scalar_t* d_p = depth.data_ptr<scalar_t>();
     const scalar_t* i_p = image.data_ptr<scalar_t>();

@@ -1,0 +1,61 @@
+// Argument checks of consistency_loss, semantic_consistency_loss and their
+// backward (spec §2), shared by the CPU and CUDA kernels.
+#pragma once
+
+#include <string>
+
+#include "checks.h"
+#include "confidence.h"
+
+namespace desc_ops {
+
+inline at::ScalarType opmath_dtype(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
+
+inline void check_depth_pair(const at::Tensor& depth, const at::Tensor& depth_sem) {
+  check_depth(depth);
+  check_same_device(depth_sem, "depth_sem", depth, "depth");
+  check_same_dtype(depth_sem, "depth_sem", depth, "depth");
+  check_map(depth_sem, "depth_sem", depth.size(0), depth.size(2), depth.size(3));
+}
+
+inline void check_consistency_args(const at::Tensor& depth, const at::Tensor& depth_sem,
+                                   const at::Tensor& weight, const std::string& reduction) {
+  check_reduction(reduction, /*allow_none=*/true);
+  check_depth_pair(depth, depth_sem);
+  check_same_device(weight, "weight", depth, "depth");
+  check_same_dtype(weight, "weight", depth, "depth");
+  check_map(weight, "weight", depth.size(0), depth.size(2), depth.size(3));
+}
+
+// The confidence inputs of the fused loss, computed in the dtype of depth.
+inline ConfidenceArgs semantic_consistency_args(
+    const at::Tensor& depth, const at::Tensor& depth_sem, const at::Tensor& semantic,
+    const std::optional<at::Tensor>& image, const std::optional<at::Tensor>& edges, double edge_weight,
+    double boundary_weight, int64_t ignore_index, const std::optional<at::Tensor>& ignore_classes,
+    const std::string& reduction) {
+  check_reduction(reduction, /*allow_none=*/true);
+  check_depth_pair(depth, depth_sem);
+  check_same_device(semantic, "semantic", depth, "depth");
+  ConfidenceArgs a = make_confidence_args(semantic, image, edges, edge_weight, boundary_weight, ignore_index,
+                                          ignore_classes);
+  TORCH_CHECK_VALUE(a.B == depth.size(0) && a.H == depth.size(2) && a.W == depth.size(3),
+                    "semantic must cover the pixels of depth ", describe(depth), ", got ", describe(semantic));
+  if (a.logits.defined() || a.image.defined() || a.edges.defined()) {
+    TORCH_CHECK_VALUE(a.dtype == depth.scalar_type(), "semantic, image and edges must have the dtype of depth (",
+                      depth.scalar_type(), "), got ", a.dtype);
+  }
+  a.dtype = depth.scalar_type();
+  return a;
+}
+
+inline void check_consistency_backward_args(const at::Tensor& grad, const at::Tensor& depth,
+                                            const std::string& reduction) {
+  check_reduction(reduction, /*allow_none=*/true);
+  if (reduction == "none") {
+    check_map(grad, "grad", depth.size(0), depth.size(2), depth.size(3));
+  } else {
+    TORCH_CHECK_VALUE(grad.numel() == 1, "grad of a reduced loss must have one element, got ", describe(grad));
+  }
+}
+
+}  // namespace desc_ops
