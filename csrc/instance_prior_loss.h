@@ -26,4 +26,13 @@ inline int64_t check_prior_args(const at::Tensor& depth, const at::Tensor& ids, 
   return K;
 }
 
+// d/d heights = -(grad / N) * (focal / h) * sum_p sign(depth(p) - z): B*K
+// numbers from what the forward saved, with tensor ops on the device of the
+// inputs (no host read of grad or N).
+inline at::Tensor prior_heights_grad(const at::Tensor& grad, const at::Tensor& norm, const at::Tensor& dz_dh,
+                                     const at::Tensor& sign_sum, at::ScalarType dtype) {
+  const at::Tensor scale = grad.to(dz_dh.scalar_type()) / norm;
+  return (-scale * dz_dh * sign_sum.to(dz_dh.scalar_type())).to(dtype);
+}
+
 }  // namespace desc_ops

@@ -121,9 +121,8 @@ std::tuple<at::Tensor, at::Tensor> instance_prior_loss_backward_cpu(
   const at::Tensor ids = ids_in.contiguous();
   const at::Tensor z = z_in.contiguous();
   const int64_t K = z.size(1), HW = depth.size(2) * depth.size(3);
-  // d/d heights = -(grad / N) * (focal / h) * sum sign: B*K numbers.
+  at::Tensor grad_heights = prior_heights_grad(grad, norm, dz_dh, sign_sum, depth.scalar_type());
   const at::Tensor scale = grad.to(z.scalar_type()) / norm;
-  at::Tensor grad_heights = (-scale * dz_dh * sign_sum.to(z.scalar_type())).to(depth.scalar_type());
   at::Tensor grad_depth = at::empty_like(depth);
   if (depth.numel() == 0) return {grad_depth, grad_heights};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, depth.scalar_type(), "instance_prior_loss_backward", [&] {

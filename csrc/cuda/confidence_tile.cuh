@@ -1,0 +1,135 @@
+// The confidence map (spec §1) on the GPU: one thread per pixel over 32x8
+// tiles of one image. The luminance of the tile and its one-pixel halo is
+// computed once into shared memory, so each Sobel tap is a shared-memory read
+// rather than three global reads. What a pixel's confidence is used for is the
+// Sink's business (write it, or fold it into a loss and reduce).
+#pragma once
+
+#include "../confidence.h"
+#include "../desc_math.h"
+#include "cuda_utils.cuh"
+
+namespace desc_ops {
+namespace cuda {
+
+constexpr int kTileW = 32;
+constexpr int kTileH = 8;
+static_assert(kTileW * kTileH == kThreads, "one tile is one block");
+
+template <typename scalar_t, typename index_t>
+struct ConfidenceView {
+  using scalar_type = scalar_t;
+  using index_type = index_t;
+  using acc_t = at::opmath_type<scalar_t>;
+  const scalar_t* logits;
+  const index_t* labels;
+  const scalar_t* image;
+  const scalar_t* edges;
+  const int64_t* ignored;
+  int64_t num_ignored;
+  int64_t image_channels;
+  int64_t C, H, W;
+  acc_t edge_weight, boundary_weight;
+  index_t ignore_index;
+
+  static ConfidenceView make(const ConfidenceArgs& a) {
+    ConfidenceView v;
+    v.logits = a.logits.defined() ? a.logits.data_ptr<scalar_t>() : nullptr;
+    v.labels = a.labels.defined() ? a.labels.data_ptr<index_t>() : nullptr;
+    v.image = a.image.defined() ? a.image.data_ptr<scalar_t>() : nullptr;
+    v.edges = a.edges.defined() ? a.edges.data_ptr<scalar_t>() : nullptr;
+    v.ignored = a.ignore.data_ptr<int64_t>();
+    v.num_ignored = a.ignore.numel();
+    v.image_channels = a.image.defined() ? a.image.size(1) : 0;
+    v.C = a.C;
+    v.H = a.H;
+    v.W = a.W;
+    v.edge_weight = static_cast<acc_t>(a.edge_weight);
+    v.boundary_weight = static_cast<acc_t>(a.boundary_weight);
+    v.ignore_index = static_cast<index_t>(a.ignore_index);
+    return v;
+  }
+};
+
+// The grid of the tile kernel for a B x H x W map.
+inline dim3 tile_grid(int64_t B, int64_t H, int64_t W) {
+  return dim3(static_cast<unsigned>((W + kTileW - 1) / kTileW), static_cast<unsigned>((H + kTileH - 1) / kTileH),
+              static_cast<unsigned>(B));
+}
+
+inline int64_t tile_blocks(int64_t B, int64_t H, int64_t W) {
+  const dim3 g = tile_grid(B, H, W);
+  return static_cast<int64_t>(g.x) * g.y * g.z;
+}
+
+// Every thread of the block calls sink(b, y, x, inside, c) exactly once, so a
+// sink may synchronise the block (to reduce).
+template <typename scalar_t, typename index_t, typename Sink>
+__global__ void __launch_bounds__(kThreads) confidence_tile_kernel(const ConfidenceView<scalar_t, index_t> v,
+                                                                   Sink sink) {
+  using acc_t = at::opmath_type<scalar_t>;
+  __shared__ acc_t lum[kTileH + 2][kTileW + 2];
+  const int64_t b = blockIdx.z;
+  const int64_t y0 = static_cast<int64_t>(blockIdx.y) * kTileH, x0 = static_cast<int64_t>(blockIdx.x) * kTileW;
+  const int tx = threadIdx.x, ty = threadIdx.y;
+  const int64_t H = v.H, W = v.W, HW = H * W;
+
+  if (v.image != nullptr) {
+    const scalar_t* img = v.image + b * v.image_channels * HW;
+    for (int i = ty * kTileW + tx; i < (kTileH + 2) * (kTileW + 2); i += kThreads) {
+      const int ly = i / (kTileW + 2), lx = i % (kTileW + 2);
+      const int64_t p = math::clamp_index(y0 + ly - 1, H) * W + math::clamp_index(x0 + lx - 1, W);
+      lum[ly][lx] = v.image_channels == 1
+                        ? static_cast<acc_t>(img[p])
+                        : math::luminance(static_cast<acc_t>(img[p]), static_cast<acc_t>(img[HW + p]),
+                                          static_cast<acc_t>(img[2 * HW + p]));
+    }
+    __syncthreads();
+  }
+
+  const int64_t y = y0 + ty, x = x0 + tx;
+  const bool inside = y < H && x < W;
+  acc_t c = 0;
+  if (inside) {
+    const int64_t p = y * W + x;
+    int64_t cls;
+    if (v.logits != nullptr) {
+      const scalar_t* z = v.logits + b * v.C * HW + p;
+      math::SoftmaxMax<acc_t> sm;
+      sm.start(static_cast<acc_t>(z[0]));
+      for (int64_t k = 1; k < v.C; ++k) sm.push(static_cast<acc_t>(z[k * HW]), k);
+      c = math::logit_semantic_term(sm.sum_exp, v.C);
+      cls = sm.argmax;
+    } else {
+      const index_t* labels = v.labels + b * HW;
+      c = math::label_semantic_term(labels, y, x, H, W, v.ignore_index, v.boundary_weight);
+      cls = static_cast<int64_t>(labels[p]);
+    }
+    if (v.num_ignored > 0 && math::is_ignored_class(cls, v.ignored, v.num_ignored)) c = acc_t(0);
+    if (v.image != nullptr) {
+      const int ly = ty + 1, lx = tx + 1;
+      const acc_t m = math::sobel_magnitude(lum[ly - 1][lx - 1], lum[ly - 1][lx], lum[ly - 1][lx + 1],
+                                            lum[ly][lx - 1], lum[ly][lx + 1], lum[ly + 1][lx - 1],
+                                            lum[ly + 1][lx], lum[ly + 1][lx + 1]);
+      c *= math::edge_term(m, v.edge_weight);
+    } else if (v.edges != nullptr) {
+      c *= math::edge_term(static_cast<acc_t>(v.edges[b * HW + p]), v.edge_weight);
+    }
+  }
+  sink(b, y, x, inside, c);
+}
+
+// Calls f(ConfidenceView<scalar_t, index_t>) for the dtypes of `a`.
+template <typename F>
+void dispatch_confidence_view(const ConfidenceArgs& a, const F& f) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.dtype, "confidence_map_cuda", [&] {
+    if (a.labels.defined() && a.labels.scalar_type() == at::kInt) {
+      f(ConfidenceView<scalar_t, int32_t>::make(a));
+    } else {
+      f(ConfidenceView<scalar_t, int64_t>::make(a));
+    }
+  });
+}
+
+}  // namespace cuda
+}  // namespace desc_ops

@@ -1,0 +1,191 @@
+// consistency_loss, the fused semantic_consistency_loss and their common
+// backward on the GPU (spec §2).
+//
+// The fused forward reads depth, depth_sem, the C logits (or the labels) and
+// the image once, writes the confidence (what the backward needs) and one
+// (S, W) partial per block; a single-block pass adds the partials in block
+// order. The backward is one elementwise pass.
+#include <torch/library.h>
+
+#include "../consistency_loss.h"
+#include "confidence_tile.cuh"
+
+namespace desc_ops {
+namespace cuda {
+namespace {
+
+// Folds each pixel's confidence into the weighted L1 and reduces per block.
+template <typename scalar_t>
+struct WeightedL1Sink {
+  using acc_t = at::opmath_type<scalar_t>;
+  const scalar_t* depth;
+  const scalar_t* depth_sem;
+  scalar_t* confidence;
+  scalar_t* loss_map;  // reduction "none", else null
+  acc_t* partials;
+  int64_t H, W;
+
+  __device__ void operator()(int64_t b, int64_t y, int64_t x, bool inside, acc_t c) const {
+    acc_t l = 0, w = 0;
+    if (inside) {
+      const int64_t i = (b * H + y) * W + x;
+      const scalar_t c_out = static_cast<scalar_t>(c);
+      confidence[i] = c_out;
+      // The stored (rounded) confidence is the weight, so the fused loss is
+      // consistency_loss(confidence_map(...)) exactly.
+      w = static_cast<acc_t>(c_out);
+      l = math::weighted_l1(w, static_cast<acc_t>(depth[i]), static_cast<acc_t>(depth_sem[i]));
+      if (loss_map != nullptr) loss_map[i] = static_cast<scalar_t>(l);
+    }
+    block_sum2<kThreads>(l, w);
+    if (threadIdx.x == 0 && threadIdx.y == 0) {
+      const int64_t blk = linear_block();
+      partials[2 * blk] = l;
+      partials[2 * blk + 1] = w;
+    }
+  }
+};
+
+template <typename scalar_t, typename acc_t>
+__global__ void __launch_bounds__(kThreads) weighted_l1_kernel(const scalar_t* __restrict__ depth,
+                                                               const scalar_t* __restrict__ depth_sem,
+                                                               const scalar_t* __restrict__ weight,
+                                                               scalar_t* __restrict__ loss_map,
+                                                               acc_t* __restrict__ partials, int64_t n) {
+  acc_t l = 0, w = 0;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * kThreads) {
+    const acc_t wi = static_cast<acc_t>(weight[i]);
+    const acc_t li = math::weighted_l1(wi, static_cast<acc_t>(depth[i]), static_cast<acc_t>(depth_sem[i]));
+    if (loss_map != nullptr) loss_map[i] = static_cast<scalar_t>(li);
+    l += li;
+    w += wi;
+  }
+  block_sum2<kThreads>(l, w);
+  if (threadIdx.x == 0) {
+    partials[2 * blockIdx.x] = l;
+    partials[2 * blockIdx.x + 1] = w;
+  }
+}
+
+// (loss, norm) outputs of a reduction (loss is the map for "none").
+std::tuple<at::Tensor, at::Tensor> loss_outputs(const at::Tensor& depth, const std::string& reduction) {
+  const at::Tensor loss = reduction == "none" ? at::empty_like(depth) : at::empty({}, depth.options());
+  return {loss, at::empty({}, depth.options().dtype(opmath_dtype(depth.scalar_type())))};
+}
+
+std::tuple<at::Tensor, at::Tensor> consistency_loss_cuda(const at::Tensor& depth_in, const at::Tensor& depth_sem_in,
+                                                         const at::Tensor& weight_in, c10::string_view reduction_sv) {
+  const std::string reduction(reduction_sv);
+  check_consistency_args(depth_in, depth_sem_in, weight_in, reduction);
+  const c10::cuda::CUDAGuard guard(depth_in.device());
+  const at::Tensor depth = depth_in.contiguous(), depth_sem = depth_sem_in.contiguous(),
+                   weight = weight_in.contiguous();
+  at::Tensor loss, norm;
+  std::tie(loss, norm) = loss_outputs(depth, reduction);
+  const int64_t n = depth.numel();
+  const int64_t blocks = grid_for(n);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, depth.scalar_type(), "consistency_loss_cuda", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const at::Tensor partials = at::empty({blocks, 2}, norm.options());
+    weighted_l1_kernel<scalar_t, acc_t><<<blocks, kThreads, 0, stream()>>>(
+        depth.data_ptr<scalar_t>(), depth_sem.data_ptr<scalar_t>(), weight.data_ptr<scalar_t>(),
+        reduction == "none" ? loss.data_ptr<scalar_t>() : nullptr, partials.data_ptr<acc_t>(), n);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    launch_finish<scalar_t, acc_t>(partials, finish_for(reduction), loss, norm);
+  });
+  return {loss, norm};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> semantic_consistency_loss_cuda(
+    const at::Tensor& depth_in, const at::Tensor& depth_sem_in, const at::Tensor& semantic,
+    const std::optional<at::Tensor>& image, const std::optional<at::Tensor>& edges, double edge_weight,
+    double boundary_weight, int64_t ignore_index, const std::optional<at::Tensor>& ignore_classes,
+    c10::string_view reduction_sv) {
+  const std::string reduction(reduction_sv);
+  const c10::cuda::CUDAGuard guard(depth_in.device());
+  const ConfidenceArgs a = semantic_consistency_args(depth_in, depth_sem_in, semantic, image, edges, edge_weight,
+                                                     boundary_weight, ignore_index, ignore_classes, reduction);
+  const at::Tensor depth = depth_in.contiguous(), depth_sem = depth_sem_in.contiguous();
+  at::Tensor confidence = at::empty_like(depth);
+  at::Tensor loss, norm;
+  std::tie(loss, norm) = loss_outputs(depth, reduction);
+  dispatch_confidence_view(a, [&](const auto& view) {
+    using View = std::decay_t<decltype(view)>;
+    using scalar_t = typename View::scalar_type;
+    using index_t = typename View::index_type;
+    using acc_t = at::opmath_type<scalar_t>;
+    const at::Tensor partials = at::zeros({tile_blocks(a.B, a.H, a.W), 2}, norm.options());
+    if (depth.numel() > 0) {
+      const WeightedL1Sink<scalar_t> sink{depth.data_ptr<scalar_t>(),
+                                          depth_sem.data_ptr<scalar_t>(),
+                                          confidence.data_ptr<scalar_t>(),
+                                          reduction == "none" ? loss.data_ptr<scalar_t>() : nullptr,
+                                          partials.data_ptr<acc_t>(),
+                                          a.H,
+                                          a.W};
+      confidence_tile_kernel<scalar_t, index_t, WeightedL1Sink<scalar_t>>
+          <<<tile_grid(a.B, a.H, a.W), dim3(kTileW, kTileH), 0, stream()>>>(view, sink);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    }
+    launch_finish<scalar_t, acc_t>(partials, finish_for(reduction), loss, norm);
+  });
+  return {loss, confidence, norm};
+}
+
+// d/d depth = scale * weight * sign(depth - depth_sem), scale = grad / norm
+// (grad per pixel for "none"); d/d depth_sem is its negative.
+template <typename scalar_t, typename acc_t>
+__global__ void weighted_l1_backward_kernel(const scalar_t* __restrict__ grad, bool grad_is_map,
+                                            const acc_t* __restrict__ norm, const scalar_t* __restrict__ depth,
+                                            const scalar_t* __restrict__ depth_sem,
+                                            const scalar_t* __restrict__ weight, scalar_t* __restrict__ grad_depth,
+                                            scalar_t* __restrict__ grad_depth_sem, int64_t n) {
+  const acc_t scale = grad_is_map ? acc_t(0) : static_cast<acc_t>(grad[0]) / norm[0];
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * kThreads) {
+    const acc_t s = grad_is_map ? static_cast<acc_t>(grad[i]) : scale;
+    const acc_t g = math::weighted_l1_grad(s, static_cast<acc_t>(weight[i]), static_cast<acc_t>(depth[i]),
+                                           static_cast<acc_t>(depth_sem[i]));
+    grad_depth[i] = static_cast<scalar_t>(g);
+    grad_depth_sem[i] = static_cast<scalar_t>(-g);
+  }
+}
+
+std::tuple<at::Tensor, at::Tensor> consistency_loss_backward_cuda(const at::Tensor& grad_in,
+                                                                  const at::Tensor& depth_in,
+                                                                  const at::Tensor& depth_sem_in,
+                                                                  const at::Tensor& weight_in, const at::Tensor& norm,
+                                                                  c10::string_view reduction_sv) {
+  const std::string reduction(reduction_sv);
+  check_consistency_backward_args(grad_in, depth_in, reduction);
+  const c10::cuda::CUDAGuard guard(depth_in.device());
+  const at::Tensor depth = depth_in.contiguous(), depth_sem = depth_sem_in.contiguous(),
+                   weight = weight_in.contiguous();
+  // grad may be an expanded scalar; the map case needs it dense.
+  const at::Tensor grad = grad_in.to(depth.scalar_type()).contiguous();
+  at::Tensor grad_depth = at::empty_like(depth), grad_depth_sem = at::empty_like(depth);
+  const int64_t n = depth.numel();
+  if (n == 0) return {grad_depth, grad_depth_sem};
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, depth.scalar_type(), "consistency_backward_cuda", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const at::Tensor norm_acc = norm.to(depth.device(), opmath_dtype(depth.scalar_type()));
+    weighted_l1_backward_kernel<scalar_t, acc_t><<<grid_for(n), kThreads, 0, stream()>>>(
+        grad.data_ptr<scalar_t>(), reduction == "none", norm_acc.data_ptr<acc_t>(), depth.data_ptr<scalar_t>(),
+        depth_sem.data_ptr<scalar_t>(), weight.data_ptr<scalar_t>(), grad_depth.data_ptr<scalar_t>(),
+        grad_depth_sem.data_ptr<scalar_t>(), n);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return {grad_depth, grad_depth_sem};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(desc_ops, CUDA, m) {
+  m.impl("consistency_loss", &consistency_loss_cuda);
+  m.impl("semantic_consistency_loss", &semantic_consistency_loss_cuda);
+  m.impl("consistency_loss_backward", &consistency_loss_backward_cuda);
+}
+
+}  // namespace cuda
+}  // namespace desc_ops

@@ -1,0 +1,127 @@
+// Per-slot pixel counts, tight boxes and valid-depth counts of instance maps on
+// the GPU (spec §3), shared by instance_stats and instance_prior_loss.
+//
+// A handful of ids over a million pixels is the worst case for global atomics,
+// so each block works on a chunk of one image and keeps its own counters in
+// shared memory (integer atomics, exact), then merges them into the global
+// ones once per slot. Above kMaxSharedSlots slots the counters stay global.
+#pragma once
+
+#include <limits>
+
+#include "../desc_math.h"
+#include "cuda_utils.cuh"
+
+namespace desc_ops {
+namespace cuda {
+
+constexpr int64_t kMaxSharedSlots = 1024;   // 6 int counters per slot: 24 KiB of shared memory
+constexpr int64_t kPixelsPerBlock = 16 * kThreads;
+
+// Blocks of a per-image chunked launch: x = chunk of the image, y = image.
+inline dim3 chunk_grid(int64_t B, int64_t HW) {
+  return dim3(static_cast<unsigned>(std::max<int64_t>(1, (HW + kPixelsPerBlock - 1) / kPixelsPerBlock)),
+              static_cast<unsigned>(B));
+}
+
+using ull = unsigned long long;
+
+template <typename index_t, typename scalar_t, bool kShared>
+__global__ void __launch_bounds__(kThreads) instance_boxes_kernel(const index_t* __restrict__ ids,
+                                                                  const scalar_t* __restrict__ depth, int64_t H,
+                                                                  int64_t W, int64_t K, ull* __restrict__ count,
+                                                                  long long* __restrict__ box,
+                                                                  ull* __restrict__ valid_count) {
+  using acc_t = at::opmath_type<scalar_t>;
+  extern __shared__ int smem[];
+  int* s_count = smem;
+  int* s_ymin = smem + K;
+  int* s_ymax = smem + 2 * K;
+  int* s_xmin = smem + 3 * K;
+  int* s_xmax = smem + 4 * K;
+  int* s_valid = smem + 5 * K;
+  const int64_t b = blockIdx.y, HW = H * W;
+  if (kShared) {
+    for (int64_t k = threadIdx.x; k < K; k += kThreads) {
+      s_count[k] = 0;
+      s_ymin[k] = INT_MAX;
+      s_ymax[k] = -1;
+      s_xmin[k] = INT_MAX;
+      s_xmax[k] = -1;
+      s_valid[k] = 0;
+    }
+    __syncthreads();
+  }
+  const int64_t begin = static_cast<int64_t>(blockIdx.x) * kPixelsPerBlock;
+  const int64_t end = std::min<int64_t>(begin + kPixelsPerBlock, HW);
+  for (int64_t p = begin + threadIdx.x; p < end; p += kThreads) {
+    const int64_t k = static_cast<int64_t>(ids[b * HW + p]);
+    if (k < 0 || k >= K) continue;
+    const int y = static_cast<int>(p / W), x = static_cast<int>(p % W);
+    const bool valid = depth != nullptr && math::valid_depth(static_cast<acc_t>(depth[b * HW + p]));
+    if (kShared) {
+      atomicAdd(s_count + k, 1);
+      atomicMin(s_ymin + k, y);
+      atomicMax(s_ymax + k, y);
+      atomicMin(s_xmin + k, x);
+      atomicMax(s_xmax + k, x);
+      if (valid) atomicAdd(s_valid + k, 1);
+    } else {
+      const int64_t s = b * K + k;
+      atomicAdd(count + s, ull(1));
+      atomicMin(box + 4 * s, static_cast<long long>(y));
+      atomicMax(box + 4 * s + 1, static_cast<long long>(y));
+      atomicMin(box + 4 * s + 2, static_cast<long long>(x));
+      atomicMax(box + 4 * s + 3, static_cast<long long>(x));
+      if (valid) atomicAdd(valid_count + s, ull(1));
+    }
+  }
+  if (kShared) {
+    __syncthreads();
+    for (int64_t k = threadIdx.x; k < K; k += kThreads) {
+      if (s_count[k] == 0) continue;
+      const int64_t s = b * K + k;
+      atomicAdd(count + s, static_cast<ull>(s_count[k]));
+      atomicMin(box + 4 * s, static_cast<long long>(s_ymin[k]));
+      atomicMax(box + 4 * s + 1, static_cast<long long>(s_ymax[k]));
+      atomicMin(box + 4 * s + 2, static_cast<long long>(s_xmin[k]));
+      atomicMax(box + 4 * s + 3, static_cast<long long>(s_xmax[k]));
+      if (valid_count != nullptr && s_valid[k] > 0) atomicAdd(valid_count + s, static_cast<ull>(s_valid[k]));
+    }
+  }
+}
+
+// count (B, K), box (B, K, 4) and, with depth, valid_count (B, K) of the
+// (contiguous) ids; empty slots get a box of -1.
+template <typename index_t, typename scalar_t>
+void instance_boxes_cuda(const at::Tensor& ids, const scalar_t* depth, int64_t K, const at::Tensor& count,
+                         const at::Tensor& box, const at::Tensor& valid_count) {
+  const int64_t B = ids.size(0), H = ids.size(1), W = ids.size(2);
+  count.zero_();
+  box.select(2, 0).fill_(std::numeric_limits<int64_t>::max());
+  box.select(2, 1).fill_(-1);
+  box.select(2, 2).fill_(std::numeric_limits<int64_t>::max());
+  box.select(2, 3).fill_(-1);
+  if (valid_count.defined()) valid_count.zero_();
+  if (B * K > 0 && H * W > 0) {
+    TORCH_CHECK(H < INT_MAX && W < INT_MAX, "instance maps must be smaller than 2^31 pixels a side");
+    const dim3 grid = chunk_grid(B, H * W);
+    ull* valid_p = valid_count.defined() ? reinterpret_cast<ull*>(valid_count.data_ptr<int64_t>()) : nullptr;
+    auto* count_p = reinterpret_cast<ull*>(count.data_ptr<int64_t>());
+    auto* box_p = reinterpret_cast<long long*>(box.data_ptr<int64_t>());
+    if (K <= kMaxSharedSlots) {
+      instance_boxes_kernel<index_t, scalar_t, true><<<grid, kThreads, 6 * K * sizeof(int), stream()>>>(
+          ids.data_ptr<index_t>(), depth, H, W, K, count_p, box_p, valid_p);
+    } else {
+      instance_boxes_kernel<index_t, scalar_t, false>
+          <<<grid, kThreads, 0, stream()>>>(ids.data_ptr<index_t>(), depth, H, W, K, count_p, box_p, valid_p);
+    }
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+  const at::Tensor empty = count == 0;
+  box.select(2, 0).masked_fill_(empty, -1);
+  box.select(2, 2).masked_fill_(empty, -1);
+}
+
+}  // namespace cuda
+}  // namespace desc_ops

@@ -1,0 +1,213 @@
+// instance_prior_loss and its backward on the GPU (spec §4), for the whole
+// batch at once with no host loop and no device-to-host read (the optional
+// id validation aside).
+//
+// Forward: boxes (instance_boxes.cuh); one thread per slot for the
+// pseudo-depth; one pass over the pixels for per-block L1 partials and the
+// integer sign sums per slot (privatised per block in shared memory); a
+// single-block pass adds the partials in order and counts N. Backward: one
+// elementwise pass, and B*K tensor ops for the heights.
+#include <torch/library.h>
+
+#include "../instance_prior_loss.h"
+#include "instance_boxes.cuh"
+
+namespace desc_ops {
+namespace cuda {
+namespace {
+
+template <typename scalar_t, typename acc_t>
+__global__ void pseudo_depth_kernel(const int64_t* __restrict__ count, const int64_t* __restrict__ box,
+                                    const scalar_t* __restrict__ heights, const acc_t* __restrict__ focal, int64_t K,
+                                    int64_t slots, int64_t min_pixels, bool has_max, acc_t max_depth,
+                                    acc_t* __restrict__ z, acc_t* __restrict__ dz_dh) {
+  for (int64_t s = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x; s < slots;
+       s += static_cast<int64_t>(gridDim.x) * kThreads) {
+    const acc_t h = static_cast<acc_t>(heights[s]);
+    if (count[s] >= min_pixels && count[s] > 0 && math::isfinite_(h)) {
+      const int64_t pixel_height = box[4 * s + 1] - box[4 * s] + 1;
+      z[s] = math::pseudo_depth(focal[s / K], h, pixel_height, has_max, max_depth, dz_dh + s);
+    } else {
+      z[s] = std::numeric_limits<acc_t>::quiet_NaN();  // unused slot
+      dz_dh[s] = acc_t(0);
+    }
+  }
+}
+
+template <typename scalar_t, typename index_t, typename acc_t, bool kShared>
+__global__ void __launch_bounds__(kThreads) prior_forward_kernel(const scalar_t* __restrict__ depth,
+                                                                 const index_t* __restrict__ ids,
+                                                                 const acc_t* __restrict__ z, int64_t HW, int64_t K,
+                                                                 ull* __restrict__ sign_sum,
+                                                                 acc_t* __restrict__ partials) {
+  extern __shared__ int s_sign[];
+  const int64_t b = blockIdx.y;
+  if (kShared) {
+    for (int64_t k = threadIdx.x; k < K; k += kThreads) s_sign[k] = 0;
+    __syncthreads();
+  }
+  acc_t total = 0;
+  const int64_t begin = static_cast<int64_t>(blockIdx.x) * kPixelsPerBlock;
+  const int64_t end = std::min<int64_t>(begin + kPixelsPerBlock, HW);
+  for (int64_t p = begin + threadIdx.x; p < end; p += kThreads) {
+    const int64_t k = static_cast<int64_t>(ids[b * HW + p]);
+    if (k < 0 || k >= K) continue;
+    const acc_t zk = z[b * K + k];
+    if (zk != zk) continue;  // NaN marks an unused slot
+    const acc_t diff = static_cast<acc_t>(depth[b * HW + p]) - zk;
+    total += math::abs_(diff);
+    const int sgn = static_cast<int>(math::sign(diff));
+    if (sgn != 0) {
+      if (kShared) {
+        atomicAdd(s_sign + k, sgn);
+      } else {
+        atomicAdd(sign_sum + b * K + k, static_cast<ull>(static_cast<long long>(sgn)));
+      }
+    }
+  }
+  acc_t unused = 0;
+  block_sum2<kThreads>(total, unused);
+  if (kShared) {
+    for (int64_t k = threadIdx.x; k < K; k += kThreads) {
+      // Two's complement: adding a negative as unsigned wraps to the right sum.
+      if (s_sign[k] != 0) atomicAdd(sign_sum + b * K + k, static_cast<ull>(static_cast<long long>(s_sign[k])));
+    }
+  }
+  if (threadIdx.x == 0) {
+    const int64_t blk = static_cast<int64_t>(blockIdx.y) * gridDim.x + blockIdx.x;
+    partials[2 * blk] = total;
+    partials[2 * blk + 1] = acc_t(0);
+  }
+}
+
+// Single block: S from the partials in block order, N from the used slots.
+template <typename scalar_t, typename acc_t>
+__global__ void prior_finish_kernel(const acc_t* __restrict__ partials, int64_t blocks,
+                                    const int64_t* __restrict__ count, const acc_t* __restrict__ z, int64_t slots,
+                                    bool mean, scalar_t* __restrict__ loss, acc_t* __restrict__ norm) {
+  __shared__ long long smem_n[kThreads];
+  acc_t s = 0, unused = 0;
+  for (int64_t i = threadIdx.x; i < blocks; i += kThreads) s += partials[2 * i];
+  long long pixels = 0;
+  for (int64_t i = threadIdx.x; i < slots; i += kThreads) {
+    if (z[i] == z[i]) pixels += count[i];
+  }
+  block_sum2<kThreads>(s, unused);
+  pixels = block_sum<kThreads>(pixels, smem_n);
+  if (threadIdx.x != 0) return;
+  if (mean) {
+    // N == 0: no used slot, the loss and its gradients are exactly 0.
+    const acc_t n = pixels > 0 ? static_cast<acc_t>(pixels) : acc_t(1);
+    *norm = n;
+    *loss = static_cast<scalar_t>(pixels > 0 ? s / n : acc_t(0));
+  } else {
+    *norm = acc_t(1);
+    *loss = static_cast<scalar_t>(s);
+  }
+}
+
+template <typename scalar_t, typename index_t, typename acc_t>
+__global__ void prior_backward_kernel(const scalar_t* __restrict__ grad, const acc_t* __restrict__ norm,
+                                      const scalar_t* __restrict__ depth, const index_t* __restrict__ ids,
+                                      const acc_t* __restrict__ z, int64_t HW, int64_t K, int64_t n,
+                                      scalar_t* __restrict__ grad_depth) {
+  const acc_t scale = static_cast<acc_t>(grad[0]) / norm[0];
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * kThreads) {
+    const int64_t k = static_cast<int64_t>(ids[i]);
+    acc_t g = 0;
+    if (k >= 0 && k < K) {
+      const acc_t zk = z[(i / HW) * K + k];
+      if (zk == zk) g = scale * math::sign(static_cast<acc_t>(depth[i]) - zk);
+    }
+    grad_depth[i] = static_cast<scalar_t>(g);
+  }
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> instance_prior_loss_cuda(
+    const at::Tensor& depth_in, const at::Tensor& ids_in, const at::Tensor& heights_in, const at::Tensor& focal_in,
+    int64_t min_pixels, std::optional<double> max_depth, c10::string_view reduction_sv, bool validate) {
+  const std::string reduction(reduction_sv);
+  const int64_t K = check_prior_args(depth_in, ids_in, heights_in, reduction, validate);
+  const c10::cuda::CUDAGuard guard(depth_in.device());
+  const int64_t B = depth_in.size(0), HW = depth_in.size(2) * depth_in.size(3);
+  const at::Tensor depth = depth_in.contiguous(), ids = ids_in.contiguous(), heights = heights_in.contiguous();
+  const at::Tensor focal = focal_per_image(focal_in, B, depth);
+  const auto acc_opts = depth.options().dtype(focal.scalar_type());
+  const auto long_opts = ids.options().dtype(at::kLong);
+  at::Tensor count = at::empty({B, K}, long_opts), box = at::empty({B, K, 4}, long_opts);
+  at::Tensor z = at::empty({B, K}, acc_opts), dz_dh = at::empty({B, K}, acc_opts);
+  at::Tensor sign_sum = at::zeros({B, K}, long_opts);
+  at::Tensor loss = at::empty({}, depth.options()), norm = at::empty({}, acc_opts);
+  const dim3 grid = chunk_grid(B, HW);
+  const int64_t blocks = static_cast<int64_t>(grid.x) * grid.y;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, depth.scalar_type(), "instance_prior_loss_cuda", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    AT_DISPATCH_INDEX_TYPES(ids.scalar_type(), "instance_prior_loss_cuda_ids", [&] {
+      instance_boxes_cuda<index_t, scalar_t>(ids, nullptr, K, count, box, at::Tensor());
+      const int64_t slots = B * K;
+      if (slots > 0) {
+        pseudo_depth_kernel<scalar_t, acc_t><<<grid_for(slots), kThreads, 0, stream()>>>(
+            count.data_ptr<int64_t>(), box.data_ptr<int64_t>(), heights.data_ptr<scalar_t>(),
+            focal.data_ptr<acc_t>(), K, slots, min_pixels, max_depth.has_value(),
+            static_cast<acc_t>(max_depth.value_or(0.0)), z.data_ptr<acc_t>(), dz_dh.data_ptr<acc_t>());
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      }
+      const at::Tensor partials = at::zeros({blocks, 2}, acc_opts);
+      if (slots > 0 && HW > 0) {
+        auto* sign_p = reinterpret_cast<ull*>(sign_sum.data_ptr<int64_t>());
+        if (K <= kMaxSharedSlots) {
+          prior_forward_kernel<scalar_t, index_t, acc_t, true><<<grid, kThreads, K * sizeof(int), stream()>>>(
+              depth.data_ptr<scalar_t>(), ids.data_ptr<index_t>(), z.data_ptr<acc_t>(), HW, K, sign_p,
+              partials.data_ptr<acc_t>());
+        } else {
+          prior_forward_kernel<scalar_t, index_t, acc_t, false><<<grid, kThreads, 0, stream()>>>(
+              depth.data_ptr<scalar_t>(), ids.data_ptr<index_t>(), z.data_ptr<acc_t>(), HW, K, sign_p,
+              partials.data_ptr<acc_t>());
+        }
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      }
+      prior_finish_kernel<scalar_t, acc_t><<<1, kThreads, 0, stream()>>>(
+          partials.data_ptr<acc_t>(), blocks, count.data_ptr<int64_t>(), z.data_ptr<acc_t>(), slots,
+          reduction == "mean", loss.data_ptr<scalar_t>(), norm.data_ptr<acc_t>());
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    });
+  });
+  return {loss, z, dz_dh, sign_sum, norm};
+}
+
+std::tuple<at::Tensor, at::Tensor> instance_prior_loss_backward_cuda(const at::Tensor& grad_in,
+                                                                     const at::Tensor& depth_in,
+                                                                     const at::Tensor& ids_in, const at::Tensor& z_in,
+                                                                     const at::Tensor& dz_dh,
+                                                                     const at::Tensor& sign_sum,
+                                                                     const at::Tensor& norm) {
+  TORCH_CHECK_VALUE(grad_in.numel() == 1, "grad must have one element, got ", describe(grad_in));
+  const c10::cuda::CUDAGuard guard(depth_in.device());
+  const at::Tensor depth = depth_in.contiguous(), ids = ids_in.contiguous(), z = z_in.contiguous();
+  const at::Tensor grad = grad_in.to(depth.scalar_type()).contiguous();
+  const int64_t K = z.size(1), HW = depth.size(2) * depth.size(3), n = depth.numel();
+  at::Tensor grad_heights = prior_heights_grad(grad, norm, dz_dh, sign_sum, depth.scalar_type());
+  at::Tensor grad_depth = at::empty_like(depth);
+  if (n == 0) return {grad_depth, grad_heights};
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, depth.scalar_type(), "prior_backward_cuda", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    AT_DISPATCH_INDEX_TYPES(ids.scalar_type(), "prior_backward_cuda_ids", [&] {
+      prior_backward_kernel<scalar_t, index_t, acc_t><<<grid_for(n), kThreads, 0, stream()>>>(
+          grad.data_ptr<scalar_t>(), norm.data_ptr<acc_t>(), depth.data_ptr<scalar_t>(), ids.data_ptr<index_t>(),
+          z.data_ptr<acc_t>(), HW, K, n, grad_depth.data_ptr<scalar_t>());
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    });
+  });
+  return {grad_depth, grad_heights};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(desc_ops, CUDA, m) {
+  m.impl("instance_prior_loss", &instance_prior_loss_cuda);
+  m.impl("instance_prior_loss_backward", &instance_prior_loss_backward_cuda);
+}
+
+}  // namespace cuda
+}  // namespace desc_ops

@@ -1,0 +1,138 @@
+// smoothness_loss and its backward on the GPU (spec §5). Forward: one thread
+// per pixel adds its right and lower terms to per-block partials; backward:
+// one thread per pixel recomputes the (at most four) weights it touches.
+#include <torch/library.h>
+
+#include "../desc_math.h"
+#include "../smoothness_loss.h"
+#include "cuda_utils.cuh"
+
+namespace desc_ops {
+namespace cuda {
+namespace {
+
+// Edge-aware weight between pixel p and p + offset of one image (plane stride HW).
+template <typename scalar_t, typename acc_t>
+__device__ __forceinline__ acc_t weight_between(const scalar_t* __restrict__ img, int64_t C, int64_t HW, int64_t p,
+                                                int64_t offset) {
+  acc_t s = 0;
+  for (int64_t c = 0; c < C; ++c) {
+    s += math::abs_(static_cast<acc_t>(img[c * HW + p]) - static_cast<acc_t>(img[c * HW + p + offset]));
+  }
+  return math::edge_aware_weight(s, C);
+}
+
+template <typename scalar_t, typename acc_t>
+__global__ void __launch_bounds__(kThreads) smoothness_forward_kernel(const scalar_t* __restrict__ depth,
+                                                                      const scalar_t* __restrict__ image, int64_t B,
+                                                                      int64_t C, int64_t H, int64_t W,
+                                                                      acc_t* __restrict__ partials) {
+  const int64_t HW = H * W, n = B * HW;
+  acc_t sx = 0, sy = 0;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * kThreads) {
+    const int64_t b = i / HW, p = i % HW, y = p / W, x = p % W;
+    const scalar_t* img = image + b * C * HW;
+    const acc_t d = static_cast<acc_t>(depth[i]);
+    if (x + 1 < W) {
+      sx += math::abs_(d - static_cast<acc_t>(depth[i + 1])) * weight_between<scalar_t, acc_t>(img, C, HW, p, 1);
+    }
+    if (y + 1 < H) {
+      sy += math::abs_(d - static_cast<acc_t>(depth[i + W])) * weight_between<scalar_t, acc_t>(img, C, HW, p, W);
+    }
+  }
+  block_sum2<kThreads>(sx, sy);
+  if (threadIdx.x == 0) {
+    partials[2 * blockIdx.x] = sx;
+    partials[2 * blockIdx.x + 1] = sy;
+  }
+}
+
+template <typename scalar_t, typename acc_t>
+__global__ void __launch_bounds__(kThreads) smoothness_backward_kernel(const scalar_t* __restrict__ grad,
+                                                                       const scalar_t* __restrict__ depth,
+                                                                       const scalar_t* __restrict__ image, int64_t B,
+                                                                       int64_t C, int64_t H, int64_t W, acc_t ax,
+                                                                       acc_t ay, scalar_t* __restrict__ grad_depth) {
+  const int64_t HW = H * W, n = B * HW;
+  const acc_t g = static_cast<acc_t>(grad[0]);
+  const acc_t gx = g * ax, gy = g * ay;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * kThreads) {
+    const int64_t b = i / HW, p = i % HW, y = p / W, x = p % W;
+    const scalar_t* img = image + b * C * HW;
+    const acc_t dc = static_cast<acc_t>(depth[i]);
+    acc_t v = 0;
+    if (x + 1 < W) {
+      v += gx * weight_between<scalar_t, acc_t>(img, C, HW, p, 1) *
+           math::sign(dc - static_cast<acc_t>(depth[i + 1]));
+    }
+    if (x > 0) {
+      v -= gx * weight_between<scalar_t, acc_t>(img, C, HW, p - 1, 1) *
+           math::sign(static_cast<acc_t>(depth[i - 1]) - dc);
+    }
+    if (y + 1 < H) {
+      v += gy * weight_between<scalar_t, acc_t>(img, C, HW, p, W) *
+           math::sign(dc - static_cast<acc_t>(depth[i + W]));
+    }
+    if (y > 0) {
+      v -= gy * weight_between<scalar_t, acc_t>(img, C, HW, p - W, W) *
+           math::sign(static_cast<acc_t>(depth[i - W]) - dc);
+    }
+    grad_depth[i] = static_cast<scalar_t>(v);
+  }
+}
+
+at::Tensor smoothness_loss_cuda(const at::Tensor& depth_in, const at::Tensor& image_in) {
+  check_smoothness_args(depth_in, image_in);
+  TORCH_CHECK_VALUE(depth_in.numel() > 0, "depth is empty (", describe(depth_in),
+                    "): smoothness_loss is a mean over its pixels");
+  const c10::cuda::CUDAGuard guard(depth_in.device());
+  const at::Tensor depth = depth_in.contiguous(), image = image_in.contiguous();
+  const int64_t B = depth.size(0), C = image.size(1), H = depth.size(2), W = depth.size(3);
+  at::Tensor loss = at::empty({}, depth.options());
+  const int64_t blocks = grid_for(depth.numel());
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, depth.scalar_type(), "smoothness_loss_cuda", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const auto acc_opts = depth.options().dtype(std::is_same_v<acc_t, double> ? at::kDouble : at::kFloat);
+    const at::Tensor partials = at::empty({blocks, 2}, acc_opts);
+    const at::Tensor norm = at::empty({}, acc_opts);
+    smoothness_forward_kernel<scalar_t, acc_t><<<blocks, kThreads, 0, stream()>>>(
+        depth.data_ptr<scalar_t>(), image.data_ptr<scalar_t>(), B, C, H, W, partials.data_ptr<acc_t>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    const auto [ax, ay] = smoothness_term_scales<acc_t>(B, H, W);
+    launch_finish<scalar_t, acc_t>(partials, Finish::kScaled, loss, norm, ax, ay);
+  });
+  return loss;
+}
+
+at::Tensor smoothness_loss_backward_cuda(const at::Tensor& grad_in, const at::Tensor& depth_in,
+                                         const at::Tensor& image_in) {
+  check_smoothness_args(depth_in, image_in);
+  TORCH_CHECK_VALUE(grad_in.numel() == 1, "grad must have one element, got ", describe(grad_in));
+  const c10::cuda::CUDAGuard guard(depth_in.device());
+  const at::Tensor depth = depth_in.contiguous(), image = image_in.contiguous();
+  const at::Tensor grad = grad_in.to(depth.scalar_type()).contiguous();
+  const int64_t B = depth.size(0), C = image.size(1), H = depth.size(2), W = depth.size(3);
+  at::Tensor grad_depth = at::empty_like(depth);
+  if (depth.numel() == 0) return grad_depth;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, depth.scalar_type(), "smoothness_backward_cuda", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const auto [ax, ay] = smoothness_term_scales<acc_t>(B, H, W);
+    smoothness_backward_kernel<scalar_t, acc_t><<<grid_for(depth.numel()), kThreads, 0, stream()>>>(
+        grad.data_ptr<scalar_t>(), depth.data_ptr<scalar_t>(), image.data_ptr<scalar_t>(), B, C, H, W, ax, ay,
+        grad_depth.data_ptr<scalar_t>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return grad_depth;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(desc_ops, CUDA, m) {
+  m.impl("smoothness_loss", &smoothness_loss_cuda);
+  m.impl("smoothness_loss_backward", &smoothness_loss_backward_cuda);
+}
+
+}  // namespace cuda
+}  // namespace desc_ops
