@@ -65,7 +65,9 @@ def _cuda_extra_includes():
 def extensions():
     sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp"))
     # -g0: no debug info (Python's CFLAGS ask for -g, which doubles compile time).
-    cxx = ["-O3", "-g0", "-fopenmp", "-fvisibility=hidden"]
+    # -fno-math-errno -fno-trapping-math: sqrt, selects and the branch-free exp
+    # of desc_math.h vectorise (no errno or floating-point trap is ever read).
+    cxx = ["-O3", "-g0", "-fopenmp", "-fvisibility=hidden", "-fno-math-errno", "-fno-trapping-math"]
     # -fopenmp makes at::parallel_for (inline in torch's OpenMP builds) run in
     # parallel; the extension then uses the libgomp torch has already loaded.
     link = ["-fopenmp"]

@@ -6,6 +6,7 @@
 
 #include <math.h>
 #include <stdint.h>
+#include <string.h>
 
 #if defined(__CUDACC__) || defined(__HIPCC__)
 #define DESC_HD __host__ __device__ __forceinline__
@@ -16,16 +17,47 @@
 namespace desc_ops {
 namespace math {
 
-// Overloads instead of templates: ::expf/::exp are declared for host and
-// device alike, std:: versions are not usable in device code everywhere.
-DESC_HD float exp_(float x) { return ::expf(x); }
-DESC_HD double exp_(double x) { return ::exp(x); }
+// Overloads instead of templates: the ::f-suffixed functions are declared
+// for host and device alike, std:: versions are not usable in device code
+// everywhere.
 DESC_HD float sqrt_(float x) { return ::sqrtf(x); }
 DESC_HD double sqrt_(double x) { return ::sqrt(x); }
 DESC_HD float abs_(float x) { return ::fabsf(x); }
 DESC_HD double abs_(double x) { return ::fabs(x); }
 DESC_HD bool isfinite_(float x) { return isfinite(x); }
 DESC_HD bool isfinite_(double x) { return isfinite(x); }
+
+// exp on float without branches, so that the CPU row loops vectorise (glibc's
+// expf is a call per element) and the GPU runs the same arithmetic. Cephes'
+// expf: range reduction x = n ln2 + r, |r| <= ln2 / 2, then a degree-6
+// polynomial; relative error below 2e-7 on [-87.3, 88.3], inputs clamped to
+// that range (exp(-87.3) ~ 1e-38 stands in for 0).
+DESC_HD float fast_exp(float x) {
+  x = x < -87.3f ? -87.3f : x;
+  x = x > 88.3f ? 88.3f : x;
+  const float t = x * 1.44269504088896341f;
+  const int n = static_cast<int>(t + (t >= 0.f ? 0.5f : -0.5f));
+  const float fn = static_cast<float>(n);
+  float r = x - fn * 0.693359375f;
+  r = r - fn * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const int bits = (n + 127) << 23;  // 2^n
+#if defined(__CUDA_ARCH__)
+  return p * __int_as_float(bits);
+#else
+  float scale;
+  memcpy(&scale, &bits, sizeof(scale));
+  return p * scale;
+#endif
+}
+// float64 is for gradcheck and references, not speed.
+DESC_HD double fast_exp(double x) { return ::exp(x); }
 
 // sign(0) = 0 (spec: notation).
 template <typename T>
@@ -62,34 +94,12 @@ DESC_HD acc_t sobel_magnitude(acc_t tl, acc_t tc, acc_t tr, acc_t ml, acc_t mr,
 // e(p) = exp(-edge_weight * m(p)).
 template <typename acc_t>
 DESC_HD acc_t edge_term(acc_t strength, acc_t edge_weight) {
-  return exp_(-edge_weight * strength);
+  return fast_exp(-edge_weight * strength);
 }
 
-// Streaming softmax maximum over the C logits of one pixel: after pushing
-// every logit, the largest probability is 1 / sum_k exp(z_k - max).
-// `argmax` keeps the lowest index among ties (strict comparison).
-template <typename acc_t>
-struct SoftmaxMax {
-  acc_t max_logit;
-  acc_t sum_exp;
-  int64_t argmax;
-
-  DESC_HD void start(acc_t z) {
-    max_logit = z;
-    sum_exp = acc_t(1);
-    argmax = 0;
-  }
-  DESC_HD void push(acc_t z, int64_t k) {
-    if (z > max_logit) {
-      sum_exp = sum_exp * exp_(max_logit - z) + acc_t(1);
-      max_logit = z;
-      argmax = k;
-    } else {
-      sum_exp += exp_(z - max_logit);
-    }
-  }
-};
-
+// The softmax maximum of one pixel is 1 / sum_k exp(z_k - max_k z_k): a
+// first pass over the C logits finds the max (and the argmax, the lowest
+// index among ties: strict comparison), a second sums fast_exp(z_k - max).
 // s = (q - 1/C) / (1 - 1/C) with q = 1 / sum_exp; s = 1 for C == 1.
 template <typename acc_t>
 DESC_HD acc_t logit_semantic_term(acc_t sum_exp, int64_t num_classes) {
@@ -172,7 +182,7 @@ DESC_HD bool valid_depth(acc_t d) {
 // w = exp(-mean_c |I_c(p) - I_c(q)|) from the channel sum of |differences|.
 template <typename acc_t>
 DESC_HD acc_t edge_aware_weight(acc_t abs_diff_sum, int64_t channels) {
-  return exp_(-abs_diff_sum / static_cast<acc_t>(channels));
+  return fast_exp(-abs_diff_sum / static_cast<acc_t>(channels));
 }
 
 }  // namespace math

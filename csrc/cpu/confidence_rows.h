@@ -8,13 +8,89 @@
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 
+#include <type_traits>
 #include <vector>
 
 #include "../confidence.h"
 #include "../desc_math.h"
+#include "simd.h"
 
 namespace desc_ops {
 namespace cpu {
+
+// Per pixel of a row of logits (channel stride HW): mx = max_k z_k and
+// sum = sum_k exp(z_k - mx), in channel-outer loops over the row, which are
+// contiguous and branch-free and so vectorise.
+template <typename scalar_t, typename acc_t>
+DESC_OPS_ALWAYS_INLINE void softmax_max_sum_body(const scalar_t* z, int64_t C, int64_t HW, int64_t W,
+                                                                acc_t* __restrict__ mx, acc_t* __restrict__ sum) {
+  for (int64_t x = 0; x < W; ++x) {
+    mx[x] = static_cast<acc_t>(z[x]);
+    sum[x] = acc_t(0);
+  }
+  for (int64_t k = 1; k < C; ++k) {
+    const scalar_t* zk = z + k * HW;
+    for (int64_t x = 0; x < W; ++x) {
+      const acc_t v = static_cast<acc_t>(zk[x]);
+      mx[x] = v > mx[x] ? v : mx[x];
+    }
+  }
+  for (int64_t k = 0; k < C; ++k) {
+    const scalar_t* zk = z + k * HW;
+    for (int64_t x = 0; x < W; ++x) sum[x] += math::fast_exp(static_cast<acc_t>(zk[x]) - mx[x]);
+  }
+}
+
+// out[x] *= exp(-edge_weight * Sobel magnitude) for a row, from the luminance
+// of the rows above (t), at (m) and below (d); the interior columns need no
+// clamping, so their loop vectorises.
+template <typename acc_t>
+DESC_OPS_ALWAYS_INLINE void sobel_edge_body(const acc_t* __restrict__ t, const acc_t* __restrict__ m,
+                                                           const acc_t* __restrict__ d, int64_t W, acc_t edge_weight,
+                                                           acc_t* __restrict__ out) {
+  for (int64_t x = 1; x + 1 < W; ++x) {
+    const acc_t strength =
+        math::sobel_magnitude(t[x - 1], t[x], t[x + 1], m[x - 1], m[x + 1], d[x - 1], d[x], d[x + 1]);
+    out[x] *= math::edge_term(strength, edge_weight);
+  }
+  const int64_t borders[2] = {0, W - 1};
+  for (int64_t i = 0; i < (W > 1 ? 2 : 1); ++i) {
+    const int64_t x = borders[i], l = math::clamp_index(x - 1, W), r = math::clamp_index(x + 1, W);
+    out[x] *= math::edge_term(math::sobel_magnitude(t[l], t[x], t[r], m[l], m[r], d[l], d[x], d[r]), edge_weight);
+  }
+}
+
+// float, the common case, also in an AVX2 + FMA build chosen at run time.
+#ifdef DESC_OPS_HAS_AVX2_DISPATCH
+DESC_OPS_AVX2 inline void softmax_max_sum_avx2(const float* z, int64_t C, int64_t HW, int64_t W, float* mx,
+                                               float* sum) {
+  softmax_max_sum_body(z, C, HW, W, mx, sum);
+}
+DESC_OPS_AVX2 inline void sobel_edge_avx2(const float* t, const float* m, const float* d, int64_t W,
+                                          float edge_weight, float* out) {
+  sobel_edge_body(t, m, d, W, edge_weight, out);
+}
+#endif
+
+template <typename scalar_t, typename acc_t>
+inline void softmax_max_sum_row(const scalar_t* z, int64_t C, int64_t HW, int64_t W, acc_t* mx, acc_t* sum) {
+#ifdef DESC_OPS_HAS_AVX2_DISPATCH
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    if (cpu_has_avx2()) return softmax_max_sum_avx2(z, C, HW, W, mx, sum);
+  }
+#endif
+  softmax_max_sum_body(z, C, HW, W, mx, sum);
+}
+
+template <typename acc_t>
+inline void sobel_edge_row(const acc_t* t, const acc_t* m, const acc_t* d, int64_t W, acc_t edge_weight, acc_t* out) {
+#ifdef DESC_OPS_HAS_AVX2_DISPATCH
+  if constexpr (std::is_same_v<acc_t, float>) {
+    if (cpu_has_avx2()) return sobel_edge_avx2(t, m, d, W, edge_weight, out);
+  }
+#endif
+  sobel_edge_body(t, m, d, W, edge_weight, out);
+}
 
 template <typename scalar_t_, typename index_t>
 class ConfidenceRows {
@@ -25,8 +101,9 @@ class ConfidenceRows {
   // Per-thread buffers, a few rows long.
   struct Scratch {
     explicit Scratch(int64_t W)
-        : softmax(W), lum_top(W), lum_mid(W), lum_bottom(W) {}
-    std::vector<math::SoftmaxMax<acc_t>> softmax;
+        : max(W), sum_exp(W), argmax(W), lum_top(W), lum_mid(W), lum_bottom(W) {}
+    std::vector<acc_t> max, sum_exp;
+    std::vector<int32_t> argmax;
     std::vector<acc_t> lum_top, lum_mid, lum_bottom;
   };
 
@@ -52,17 +129,25 @@ class ConfidenceRows {
   void row(int64_t b, int64_t y, acc_t* out, Scratch& s) const {
     const int64_t HW = H_ * W_;
     if (logits_ != nullptr) {
+      // Channel-outer loops over the row: contiguous, branch-free, vectorised.
       const scalar_t* z = logits_ + b * C_ * HW + y * W_;
-      auto* sm = s.softmax.data();
-      for (int64_t x = 0; x < W_; ++x) sm[x].start(static_cast<acc_t>(z[x]));
-      for (int64_t k = 1; k < C_; ++k) {
-        const scalar_t* zk = z + k * HW;
-        for (int64_t x = 0; x < W_; ++x) sm[x].push(static_cast<acc_t>(zk[x]), k);
-      }
-      for (int64_t x = 0; x < W_; ++x) {
-        const bool ignored = num_ignored_ > 0 &&
-                             math::is_ignored_class(sm[x].argmax, ignored_, num_ignored_);
-        out[x] = ignored ? acc_t(0) : math::logit_semantic_term(sm[x].sum_exp, C_);
+      acc_t* mx = s.max.data();
+      acc_t* sum = s.sum_exp.data();
+      softmax_max_sum_row(z, C_, HW, W_, mx, sum);
+      for (int64_t x = 0; x < W_; ++x) out[x] = math::logit_semantic_term(sum[x], C_);
+      if (num_ignored_ > 0) {
+        // The argmax (the lowest index holding the max) only where classes are ignored.
+        int32_t* arg = s.argmax.data();
+        for (int64_t x = 0; x < W_; ++x) arg[x] = -1;
+        for (int64_t k = 0; k < C_; ++k) {
+          const scalar_t* zk = z + k * HW;
+          for (int64_t x = 0; x < W_; ++x) {
+            if (arg[x] < 0 && static_cast<acc_t>(zk[x]) == mx[x]) arg[x] = static_cast<int32_t>(k);
+          }
+        }
+        for (int64_t x = 0; x < W_; ++x) {
+          if (math::is_ignored_class(arg[x], ignored_, num_ignored_)) out[x] = acc_t(0);
+        }
       }
     } else {
       const index_t* labels = labels_ + b * HW;
@@ -81,16 +166,7 @@ class ConfidenceRows {
       luminance_row(b, math::clamp_index(y - 1, H_), s.lum_top.data());
       luminance_row(b, y, s.lum_mid.data());
       luminance_row(b, math::clamp_index(y + 1, H_), s.lum_bottom.data());
-      const acc_t* t = s.lum_top.data();
-      const acc_t* m = s.lum_mid.data();
-      const acc_t* d = s.lum_bottom.data();
-      for (int64_t x = 0; x < W_; ++x) {
-        const int64_t l = math::clamp_index(x - 1, W_);
-        const int64_t r = math::clamp_index(x + 1, W_);
-        const acc_t strength =
-            math::sobel_magnitude(t[l], t[x], t[r], m[l], m[r], d[l], d[x], d[r]);
-        out[x] *= math::edge_term(strength, edge_weight_);
-      }
+      sobel_edge_row(s.lum_top.data(), s.lum_mid.data(), s.lum_bottom.data(), W_, edge_weight_, out);
     } else if (edges_ != nullptr) {
       const scalar_t* e = edges_ + b * HW + y * W_;
       for (int64_t x = 0; x < W_; ++x) {

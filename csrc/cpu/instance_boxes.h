@@ -1,5 +1,9 @@
-// Per-image pixel counts and tight boxes of instance slots on the CPU
-// (spec §3), shared by instance_stats and instance_prior_loss.
+// Per-image walks over instance maps on the CPU (spec §3, §4), shared by
+// instance_stats and instance_prior_loss.
+//
+// Instance masks are made of long horizontal runs of one id, so the walks
+// visit runs, not pixels: per-slot bookkeeping happens once per run, and the
+// per-pixel work inside a run is a plain loop over contiguous memory.
 #pragma once
 
 #include <stdint.h>
@@ -10,12 +14,28 @@
 namespace desc_ops {
 namespace cpu {
 
-// Box layout per slot: y_min, y_max, x_min, x_max. Ids outside [0, K) are
-// not instances (-1, or anything when validation was skipped). Empty slots
-// get count 0 and a box of -1.
+// Calls f(k, y, x_begin, x_end) for every maximal run [x_begin, x_end) of
+// row y whose id k is a slot in [0, K). Other ids (-1, or anything when
+// validation was skipped) are not instances.
+template <typename index_t, typename F>
+inline void for_each_run(const index_t* ids, int64_t H, int64_t W, int64_t K, const F& f) {
+  for (int64_t y = 0; y < H; ++y) {
+    const index_t* row = ids + y * W;
+    int64_t x = 0;
+    while (x < W) {
+      const index_t id = row[x];
+      const int64_t begin = x;
+      while (x < W && row[x] == id) ++x;
+      const int64_t k = static_cast<int64_t>(id);
+      if (k >= 0 && k < K) f(k, y, begin, x);
+    }
+  }
+}
+
+// count[k] and box[4k..4k+3] = (y_min, y_max, x_min, x_max) of one image;
+// empty slots get count 0 and a box of -1.
 template <typename index_t>
-void instance_boxes_image(const index_t* ids, int64_t H, int64_t W, int64_t K, int64_t* count,
-                          int64_t* box) {
+void instance_boxes_image(const index_t* ids, int64_t H, int64_t W, int64_t K, int64_t* count, int64_t* box) {
   constexpr int64_t kBig = std::numeric_limits<int64_t>::max();
   for (int64_t k = 0; k < K; ++k) {
     count[k] = 0;
@@ -24,19 +44,14 @@ void instance_boxes_image(const index_t* ids, int64_t H, int64_t W, int64_t K, i
     box[4 * k + 2] = kBig;
     box[4 * k + 3] = -1;
   }
-  for (int64_t y = 0; y < H; ++y) {
-    const index_t* row = ids + y * W;
-    for (int64_t x = 0; x < W; ++x) {
-      const int64_t k = static_cast<int64_t>(row[x]);
-      if (k < 0 || k >= K) continue;
-      int64_t* bk = box + 4 * k;
-      ++count[k];
-      bk[0] = std::min(bk[0], y);  // rows come in order, so y_max is the last y
-      bk[1] = y;
-      bk[2] = std::min(bk[2], x);
-      bk[3] = std::max(bk[3], x);
-    }
-  }
+  for_each_run(ids, H, W, K, [&](int64_t k, int64_t y, int64_t x0, int64_t x1) {
+    int64_t* bk = box + 4 * k;
+    count[k] += x1 - x0;
+    bk[0] = std::min(bk[0], y);  // rows come in order, so y_max is the last y
+    bk[1] = y;
+    bk[2] = std::min(bk[2], x0);
+    bk[3] = std::max(bk[3], x1 - 1);
+  });
   for (int64_t k = 0; k < K; ++k) {
     if (count[k] == 0) box[4 * k + 0] = box[4 * k + 2] = -1;
   }

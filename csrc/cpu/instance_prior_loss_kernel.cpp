@@ -72,22 +72,28 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> instance_
               dz_p[b * K + k] = acc_t(0);
             }
           }
-          acc_t total = 0;
+          // L1 and sign sums run by run: one z lookup per run. Row partials keep
+          // the float32 sum accurate.
           int64_t* sgn = sign_p + b * K;
-          for (int64_t y = 0; y < H; ++y) {
-            acc_t row = 0;
-            for (int64_t x = 0; x < W; ++x) {
-              const int64_t p = y * W + x;
-              const int64_t k = static_cast<int64_t>(ids_b[p]);
-              if (k < 0 || k >= K) continue;
-              const acc_t zk = z_p[b * K + k];
-              if (zk != zk) continue;  // NaN marks an unused slot
-              const acc_t diff = static_cast<acc_t>(d_p[b * H * W + p]) - zk;
-              row += math::abs_(diff);
-              sgn[k] += static_cast<int64_t>(math::sign(diff));
+          std::vector<acc_t> row_sum(H, acc_t(0));
+          const scalar_t* d_b = d_p + b * H * W;
+          for_each_run(ids_b, H, W, K, [&](int64_t k, int64_t y, int64_t x0, int64_t x1) {
+            const acc_t zk = z_p[b * K + k];
+            if (zk != zk) return;  // NaN marks an unused slot
+            const scalar_t* d = d_b + y * W + x0;
+            const int64_t len = x1 - x0;
+            acc_t s = 0;
+            int64_t signs = 0;
+            for (int64_t i = 0; i < len; ++i) {
+              const acc_t diff = static_cast<acc_t>(d[i]) - zk;
+              s += math::abs_(diff);
+              signs += static_cast<int64_t>(math::sign(diff));
             }
-            total += row;
-          }
+            row_sum[y] += s;
+            sgn[k] += signs;
+          });
+          acc_t total = 0;
+          for (int64_t y = 0; y < H; ++y) total += row_sum[y];
           image_sum[b] = total;
         }
       });
@@ -133,15 +139,19 @@ std::tuple<at::Tensor, at::Tensor> instance_prior_loss_backward_cpu(
       const scalar_t* d_p = depth.data_ptr<scalar_t>();
       const acc_t* z_p = z.data_ptr<acc_t>();
       scalar_t* g_p = grad_depth.data_ptr<scalar_t>();
-      at::parallel_for(0, depth.numel(), 16384, [&](int64_t begin, int64_t end) {
-        for (int64_t i = begin; i < end; ++i) {
-          const int64_t k = static_cast<int64_t>(ids_p[i]);
-          acc_t g = 0;
-          if (k >= 0 && k < K) {
-            const acc_t zk = z_p[(i / HW) * K + k];
-            if (zk == zk) g = s * math::sign(static_cast<acc_t>(d_p[i]) - zk);
-          }
-          g_p[i] = static_cast<scalar_t>(g);
+      const int64_t B = depth.size(0), H = depth.size(2), W = depth.size(3);
+      at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t b = begin; b < end; ++b) {
+          scalar_t* g_b = g_p + b * HW;
+          std::fill(g_b, g_b + HW, scalar_t(0));
+          for_each_run(ids_p + b * HW, H, W, K, [&](int64_t k, int64_t y, int64_t x0, int64_t x1) {
+            const acc_t zk = z_p[b * K + k];
+            if (zk != zk) return;
+            const scalar_t* d = d_p + b * HW + y * W + x0;
+            scalar_t* g = g_b + y * W + x0;
+            const int64_t len = x1 - x0;
+            for (int64_t i = 0; i < len; ++i) g[i] = static_cast<scalar_t>(s * math::sign(static_cast<acc_t>(d[i]) - zk));
+          });
         }
       });
     });

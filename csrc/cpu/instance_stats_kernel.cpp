@@ -1,8 +1,8 @@
 // instance_stats on the CPU (spec §3): counts, boxes, and the mean and exact
 // lower median of the valid depths of every instance slot, one image per task.
 //
-// The median uses a counting sort of the valid depths by slot (two passes over
-// the image) and nth_element inside each slot: O(H W) per image.
+// The median uses a counting sort of the valid depths by slot (two walks over
+// the runs of the image) and nth_element inside each slot: O(H W) per image.
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
@@ -19,31 +19,43 @@ namespace cpu {
 namespace {
 
 template <typename scalar_t, typename index_t>
-void depth_stats_image(const index_t* ids, const scalar_t* depth, int64_t HW, int64_t K,
+void depth_stats_image(const index_t* ids, const scalar_t* depth, int64_t H, int64_t W, int64_t K,
                        int64_t* valid_count, scalar_t* mean, scalar_t* median) {
   using acc_t = at::opmath_type<scalar_t>;
   // Sums of up to a million depths: double keeps the mean exact to float32
   // rounding whatever the instance size.
   std::vector<double> sum(K, 0.0);
   std::fill(valid_count, valid_count + K, 0);
-  for (int64_t p = 0; p < HW; ++p) {
-    const int64_t k = static_cast<int64_t>(ids[p]);
-    if (k < 0 || k >= K) continue;
-    const acc_t d = static_cast<acc_t>(depth[p]);
-    if (!math::valid_depth(d)) continue;
-    ++valid_count[k];
-    sum[k] += static_cast<double>(d);
-  }
+  for_each_run(ids, H, W, K, [&](int64_t k, int64_t y, int64_t x0, int64_t x1) {
+    const scalar_t* d = depth + y * W + x0;
+    const int64_t len = x1 - x0;
+    int64_t n = 0;
+    double s = 0.0;
+    for (int64_t i = 0; i < len; ++i) {
+      const acc_t v = static_cast<acc_t>(d[i]);
+      const bool valid = math::valid_depth(v);
+      n += valid;
+      s += valid ? static_cast<double>(v) : 0.0;
+    }
+    valid_count[k] += n;
+    sum[k] += s;
+  });
+  // Counting sort of the valid depths by slot, then nth_element in each slot.
   std::vector<int64_t> start(K + 1, 0);
   for (int64_t k = 0; k < K; ++k) start[k + 1] = start[k] + valid_count[k];
   std::vector<acc_t> sorted(start[K]);
   std::vector<int64_t> cursor(start.begin(), start.end() - 1);
-  for (int64_t p = 0; p < HW; ++p) {
-    const int64_t k = static_cast<int64_t>(ids[p]);
-    if (k < 0 || k >= K) continue;
-    const acc_t d = static_cast<acc_t>(depth[p]);
-    if (math::valid_depth(d)) sorted[cursor[k]++] = d;
-  }
+  for_each_run(ids, H, W, K, [&](int64_t k, int64_t y, int64_t x0, int64_t x1) {
+    const scalar_t* d = depth + y * W + x0;
+    const int64_t len = x1 - x0;
+    acc_t* out = sorted.data() + cursor[k];
+    int64_t n = 0;
+    for (int64_t i = 0; i < len; ++i) {
+      const acc_t v = static_cast<acc_t>(d[i]);
+      if (math::valid_depth(v)) out[n++] = v;
+    }
+    cursor[k] += n;
+  });
   const scalar_t nan = std::numeric_limits<scalar_t>::quiet_NaN();
   for (int64_t k = 0; k < K; ++k) {
     const int64_t n = valid_count[k];
@@ -100,7 +112,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> instance_
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, depth.scalar_type(), "instance_stats_depth", [&] {
       at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
         for (int64_t b = begin; b < end; ++b) {
-          depth_stats_image(ids_p + b * H * W, depth.data_ptr<scalar_t>() + b * H * W, H * W, K,
+          depth_stats_image(ids_p + b * H * W, depth.data_ptr<scalar_t>() + b * H * W, H, W, K,
                             valid_count.data_ptr<int64_t>() + b * K,
                             mean.data_ptr<scalar_t>() + b * K, median.data_ptr<scalar_t>() + b * K);
         }

@@ -95,11 +95,19 @@ __global__ void __launch_bounds__(kThreads) confidence_tile_kernel(const Confide
     int64_t cls;
     if (v.logits != nullptr) {
       const scalar_t* z = v.logits + b * v.C * HW + p;
-      math::SoftmaxMax<acc_t> sm;
-      sm.start(static_cast<acc_t>(z[0]));
-      for (int64_t k = 1; k < v.C; ++k) sm.push(static_cast<acc_t>(z[k * HW]), k);
-      c = math::logit_semantic_term(sm.sum_exp, v.C);
-      cls = sm.argmax;
+      acc_t mx = static_cast<acc_t>(z[0]);
+      cls = 0;
+      for (int64_t k = 1; k < v.C; ++k) {
+        const acc_t zk = static_cast<acc_t>(z[k * HW]);
+        if (zk > mx) {
+          mx = zk;
+          cls = k;
+        }
+      }
+      // The second read of the C logits hits L1: the tile's logits were just read.
+      acc_t sum = 0;
+      for (int64_t k = 0; k < v.C; ++k) sum += math::fast_exp(static_cast<acc_t>(z[k * HW]) - mx);
+      c = math::logit_semantic_term(sum, v.C);
     } else {
       const index_t* labels = v.labels + b * HW;
       c = math::label_semantic_term(labels, y, x, H, W, v.ignore_index, v.boundary_weight);
