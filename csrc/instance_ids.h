@@ -4,6 +4,8 @@
 
 #include <ATen/ATen.h>
 
+#include <optional>
+
 #include "checks.h"
 
 namespace desc_ops {
@@ -23,6 +25,19 @@ inline void check_instance_ids(const at::Tensor& instance_ids, int64_t num_insta
   TORCH_CHECK_VALUE(lo_v >= -1 && hi_v < num_instances,
                     "instance_ids must be -1 (no instance) or a slot in [0, ", num_instances,
                     "), found values in [", lo_v, ", ", hi_v, "]");
+}
+
+// The arguments of instance_stats; returns whether depth was given.
+inline bool check_stats_args(const at::Tensor& instance_ids, int64_t num_instances,
+                             const std::optional<at::Tensor>& depth, bool validate) {
+  check_instance_ids(instance_ids, num_instances, validate);
+  const bool has_depth = depth.has_value() && depth->defined();
+  if (has_depth) {
+    check_floating(*depth, "depth");
+    check_same_device(*depth, "depth", instance_ids, "instance_ids");
+    check_map(*depth, "depth", instance_ids.size(0), instance_ids.size(1), instance_ids.size(2));
+  }
+  return has_depth;
 }
 
 // Focal length per image, (B,), in the accumulation dtype of `like`.

@@ -105,15 +105,9 @@ void depth_stats_cuda(const at::Tensor& ids, const at::Tensor& depth, int64_t K,
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> instance_stats_cuda(
     const at::Tensor& ids_in, int64_t K, const std::optional<at::Tensor>& depth_opt, bool validate) {
-  check_instance_ids(ids_in, K, validate);
   const c10::cuda::CUDAGuard guard(ids_in.device());
-  const int64_t B = ids_in.size(0), H = ids_in.size(1), W = ids_in.size(2);
-  const bool has_depth = depth_opt.has_value() && depth_opt->defined();
-  if (has_depth) {
-    check_floating(*depth_opt, "depth");
-    check_same_device(*depth_opt, "depth", ids_in, "instance_ids");
-    check_map(*depth_opt, "depth", B, H, W);
-  }
+  const bool has_depth = check_stats_args(ids_in, K, depth_opt, validate);
+  const int64_t B = ids_in.size(0);
   const at::Tensor ids = ids_in.contiguous();
   const auto long_opts = ids.options().dtype(at::kLong);
   at::Tensor count = at::empty({B, K}, long_opts), box = at::empty({B, K, 4}, long_opts);
