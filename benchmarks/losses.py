@@ -40,6 +40,10 @@ import desc_ops  # noqa: E402
 from desc_ops import reference  # noqa: E402
 from loop_reference import instance_prior_loss_loop, instance_stats_loop  # noqa: E402
 
+# The backward mode replays one graph with retain_graph=True, which compiled
+# backwards refuse while they donate their saved buffers.
+torch._functorch.config.donated_buffer = False
+
 OPS = ["confidence_map", "consistency_loss", "semantic_consistency_loss", "instance_stats",
        "instance_prior_loss", "smoothness_loss"]
 GRAD_OPS = {"consistency_loss", "semantic_consistency_loss", "instance_prior_loss", "smoothness_loss"}
