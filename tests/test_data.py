@@ -1,0 +1,205 @@
+"""desc_train data: the procedural benchmark's geometry, the on-disk layout,
+determinism, errors that name the file, and geometry-preserving augmentations."""
+import os
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import desc_ops
+from desc_train.cli import main as cli_main
+from desc_train.data import generator as gen
+from desc_train.data.classes import CAR, PERSON
+from desc_train.data.dataset import Augment, DepthDataset, crop_frame, flip_frame, resize_frame, to_tensors
+from desc_train.data.generate import generate_split
+from desc_train.data.layout import DataError, read_meta, read_sample, write_sample
+
+
+def _alone(obj, H=96, W=320, pitch=0.0):
+    """The object's pixels when drawn on an empty scene."""
+    rx, ry = gen.rays(H, W, pitch)
+    depth = np.full((H, W), np.inf, np.float32)
+    label = np.zeros((H, W), np.uint8)
+    inst = np.zeros((H, W), np.uint16)
+    u = np.zeros((H, W), np.float32)
+    gen._draw_object(obj, rx, ry, depth, label, inst, u, u.copy())
+    return inst == obj.instance
+
+
+@pytest.mark.parametrize("cls,height,Z", [(CAR, 1.5, 8.0), (CAR, 1.8, 23.0), (PERSON, 1.75, 8.0),
+                                          (PERSON, 1.6, 31.0), (CAR, 1.4, 55.0)])
+def test_object_spans_f_H_over_Z_rows(cls, height, Z):
+    H, W = 96, 320
+    f, _, _ = gen.camera(H, W)
+    mask = _alone(gen.SceneObject(cls, 1, 0.3, Z, height, 1.8 if cls == CAR else 0.5), H, W)
+    assert _inside(mask)
+    rows = np.nonzero(mask.any(axis=1))[0]
+    assert abs((rows.max() - rows.min() + 1) - f * height / Z) <= 1.0
+
+
+def _inside(mask):
+    return not (mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any())
+
+
+def _unoccluded(scene, H, W):
+    """Objects seen whole: not hidden in part by a nearer one, nor cut by the image border."""
+    return [o for o in scene.objects if np.array_equal(scene.instance == o.instance, _alone(o, H, W, scene.pitch))
+            and _inside(scene.instance == o.instance) and (scene.instance == o.instance).any(axis=1).sum() >= 6]
+
+
+def test_pinhole_relation_through_the_package_ops():
+    """instance_stats + instance_heights recover the metric heights of generated objects."""
+    H, W = 96, 320
+    checked = 0
+    for i in range(12):
+        fr = gen.make_frame(3, "source", i, H, W)
+        scene = fr["scene"]
+        inst = torch.from_numpy(scene.instance.astype(np.int64))
+        ids, K, original = desc_ops.relabel_instances(inst, return_ids=True)
+        st = desc_ops.instance_stats(ids[None], K, torch.from_numpy(scene.depth)[None, None])
+        est = desc_ops.instance_heights(st, scene.focal)[0]
+        slot_of = {int(v): k for k, v in enumerate(original.tolist()) if v >= 0}
+        for o in _unoccluded(scene, H, W):
+            rows = int(st.pixel_height[0, slot_of[o.instance]])
+            # Within one pixel row of the exact span.
+            assert abs(float(est[slot_of[o.instance]]) - o.height) <= o.Z / scene.focal + 1e-4
+            assert abs(rows - scene.focal * o.height / o.Z) <= 1.0
+            checked += 1
+    assert checked >= 10
+
+
+def test_frames_are_deterministic_and_seeded():
+    a = gen.make_frame(5, "target", 17, 48, 160)
+    b = gen.make_frame(5, "target", 17, 48, 160)
+    c = gen.make_frame(6, "target", 17, 48, 160)
+    for key in ("rgb", "depth", "semantic", "instance"):
+        assert np.array_equal(a[key], b[key])
+    assert not np.array_equal(a["rgb"], c["rgb"])
+
+
+def test_split_does_not_depend_on_workers(tmp_path):
+    generate_split(str(tmp_path / "one"), "target", 6, seed=2, size=(40, 120), workers=1)
+    generate_split(str(tmp_path / "two"), "target", 6, seed=2, size=(40, 120), workers=2)
+    for folder in ("rgb", "depth", "semantic", "instance"):
+        for name in sorted(os.listdir(tmp_path / "one" / folder)):
+            a = cv2.imread(str(tmp_path / "one" / folder / name), cv2.IMREAD_UNCHANGED)
+            b = cv2.imread(str(tmp_path / "two" / folder / name), cv2.IMREAD_UNCHANGED)
+            assert np.array_equal(a, b), (folder, name)
+    assert read_meta(str(tmp_path / "one")).frames == read_meta(str(tmp_path / "two")).frames
+
+
+def test_domains_differ_in_look_not_in_geometry():
+    """Per class, the colours of the two looks differ; the depth statistics do not."""
+    src = [gen.make_frame(0, "source", i, 48, 160) for i in range(12)]
+    tgt = [gen.make_frame(0, "target", i, 48, 160) for i in range(12)]
+
+    def class_colours(frames):
+        rgb = np.concatenate([f["rgb"].reshape(-1, 3) for f in frames]).astype(np.float32)
+        lab = np.concatenate([f["scene"].semantic.reshape(-1) for f in frames])
+        return {c: rgb[lab == c].mean(0) for c in np.unique(lab)}
+
+    a, b = class_colours(src), class_colours(tgt)
+    gaps = [np.abs(a[c] - b[c]).mean() for c in a if c in b]
+    assert np.mean(gaps) > 20
+    depth_src = np.concatenate([f["depth"][f["depth"] > 0] for f in src])
+    depth_tgt = np.concatenate([f["depth"][f["depth"] > 0] for f in tgt])
+    assert abs(np.median(depth_src) - np.median(depth_tgt)) < 0.5 * np.median(depth_src)
+
+
+def test_layout_round_trip(tmp_path):
+    fr = gen.make_frame(1, "source", 0, 48, 160)
+    split = str(tmp_path / "split")
+    write_sample(split, "a", fr["rgb"], fr["depth"], fr["semantic"], fr["instance"])
+    from desc_train.data.layout import SplitMeta, write_meta
+    write_meta(split, SplitMeta("source", ["x"] * 8, [5, 6], fr["scene"].focal, [48, 160], frames={"a": {}}))
+    back = read_sample(split, "a", read_meta(split))
+    assert np.array_equal(back["rgb"], fr["rgb"])
+    assert np.allclose(back["depth"], np.round(fr["depth"] * 256) / 256, atol=1e-6)
+    assert np.array_equal(back["semantic"], fr["semantic"].astype(np.int64))
+    assert np.array_equal(back["instance"], fr["instance"].astype(np.int64))
+    item = DepthDataset(split)[0]
+    assert item["image"].shape == (3, 48, 160) and item["depth"].shape == (1, 48, 160)
+    assert item["focal"].item() == pytest.approx(fr["scene"].focal)
+    assert set(item["instance_class"][item["instance_class"] >= 0].tolist()) <= {CAR, PERSON}
+
+
+def test_bad_files_name_the_file(tmp_path):
+    split = str(tmp_path / "bad")
+    with pytest.raises(DataError, match="meta.json"):
+        read_meta(split)
+    generate_split(split, "source", 2, size=(32, 64), workers=1)
+    meta = read_meta(split)
+    depth = os.path.join(split, "depth", "000000.png")
+    with open(depth, "wb") as f:
+        f.write(b"not a png")
+    with pytest.raises(DataError, match="depth/000000.png"):
+        read_sample(split, "000000", meta)
+    cv2.imwrite(depth, np.zeros((32, 64), np.uint8))
+    with pytest.raises(DataError, match="depth/000000.png.*16-bit"):
+        read_sample(split, "000000", meta)
+    cv2.imwrite(os.path.join(split, "semantic", "000001.png"), np.zeros((10, 10), np.uint8))
+    with pytest.raises(DataError, match="semantic/000001.png.*expected 64x32"):
+        read_sample(split, "000001", meta)
+    os.remove(os.path.join(split, "instance", "000001.png"))
+    cv2.imwrite(os.path.join(split, "semantic", "000001.png"), np.zeros((32, 64), np.uint8))
+    with pytest.raises(DataError, match="instance/000001.png: missing"):
+        DepthDataset(split)[1]
+    with open(os.path.join(split, "meta.json"), "w") as f:
+        f.write("{broken")
+    with pytest.raises(DataError, match="meta.json: unreadable"):
+        DepthDataset(split)
+
+
+@pytest.mark.parametrize("op", ["flip", "resize_half", "resize_up", "crop"])
+def test_augmentations_keep_the_pinhole_relation(op):
+    H, W = 96, 320
+    for i in range(40):
+        fr = gen.make_frame(11, "source", i, H, W)
+        scene = fr["scene"]
+        objs = [o for o in _unoccluded(scene, H, W) if o.Z < 20]
+        if objs:
+            break
+    o = objs[0]
+    s = dict(rgb=fr["rgb"], depth=fr["depth"], semantic=fr["semantic"].astype(np.int64),
+             instance=fr["instance"].astype(np.int64), focal=scene.focal, name="x")
+    if op == "flip":
+        s = flip_frame(s)
+    elif op == "resize_half":
+        s = resize_frame(s, 0.5)
+    elif op == "resize_up":
+        s = resize_frame(s, 1.5)
+    else:
+        ys, xs = np.nonzero(s["instance"] == o.instance)
+        top, left = max(0, ys.min() - 5), max(0, xs.min() - 5)
+        s = crop_frame(s, top, left, min(H - top, ys.max() - top + 6), min(W - left, xs.max() - left + 6))
+    t = to_tensors(s, 32)
+    st = desc_ops.instance_stats(t["instance_ids"][None], 32, t["depth"][None])
+    est = desc_ops.instance_heights(st, t["focal"])[0]
+    slot = int(t["instance_ids"][torch.from_numpy(s["instance"] == o.instance)][0])
+    # Within one pixel row (at the new scale) of the true height.
+    assert abs(float(est[slot]) - o.height) <= 1.01 * o.Z / float(t["focal"]) + 1e-4
+    if op.startswith("resize"):
+        assert float(t["focal"]) == pytest.approx(scene.focal * s["depth"].shape[1] / W)
+    else:
+        assert float(t["focal"]) == pytest.approx(scene.focal)
+
+
+def test_dataset_augmentation_is_reproducible(tmp_path):
+    split = str(tmp_path / "aug")
+    generate_split(split, "source", 3, size=(48, 160), workers=1)
+    aug = Augment(hflip=0.5, scale=(0.7, 1.2), crop=(32, 96))
+    a, b = DepthDataset(split, augment=aug, seed=4)[2], DepthDataset(split, augment=aug, seed=4)[2]
+    assert torch.equal(a["image"], b["image"]) and a["image"].shape == (3, 32, 96)
+
+
+def test_cli_generate_and_sheet(tmp_path, capsys):
+    out = tmp_path / "bench"
+    sheet = tmp_path / "sheet.png"
+    assert cli_main(["generate", "--out", str(out), "--source", "3", "--target", "3", "--test", "2",
+                     "--size", "32x96", "--workers", "1", "--sheet", str(sheet)]) == 0
+    for split in ("source_train", "target_train", "target_test"):
+        assert len(read_meta(str(out / split)).names) in (2, 3)
+    picture = cv2.imread(str(sheet))
+    assert picture is not None and picture.shape[1] >= 4 * 96
+    assert "target_test" in capsys.readouterr().out
