@@ -1,0 +1,129 @@
+"""A torch Dataset over one split of the on-disk layout (layout.py), returning
+tensors ready for the desc_ops losses, with augmentations that keep the
+pinhole geometry honest: a horizontal flip and a crop keep the focal length,
+a resize by s scales it by s (so h = f H / Z still holds)."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Dict, Optional, Tuple
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .layout import DataError, read_meta, read_sample
+
+
+@dataclass
+class Augment:
+    hflip: float = 0.0  # probability of a horizontal flip
+    scale: Tuple[float, float] = (1.0, 1.0)  # resize factor range
+    crop: Optional[Tuple[int, int]] = None  # (H, W) random crop after resizing
+
+
+def resize_frame(s: Dict[str, np.ndarray], factor: float) -> Dict[str, np.ndarray]:
+    H, W = s["depth"].shape
+    size = (max(1, round(W * factor)), max(1, round(H * factor)))
+    out = dict(s)
+    out["rgb"] = cv2.resize(s["rgb"], size, interpolation=cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR)
+    for key in ("depth", "semantic", "instance"):  # no blending of depths or ids across edges
+        out[key] = cv2.resize(s[key], size, interpolation=cv2.INTER_NEAREST) if s[key].dtype != np.int64 else \
+            cv2.resize(s[key].astype(np.int32), size, interpolation=cv2.INTER_NEAREST).astype(np.int64)
+    out["focal"] = s["focal"] * size[0] / W
+    return out
+
+
+def crop_frame(s: Dict[str, np.ndarray], top: int, left: int, h: int, w: int) -> Dict[str, np.ndarray]:
+    out = dict(s)
+    for key in ("rgb", "depth", "semantic", "instance"):
+        out[key] = s[key][top:top + h, left:left + w]
+    return out
+
+
+def flip_frame(s: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    out = dict(s)
+    for key in ("rgb", "depth", "semantic", "instance"):
+        out[key] = np.ascontiguousarray(s[key][:, ::-1])
+    return out
+
+
+class DepthDataset(Dataset):
+    """Frames of one split. Each item: ``image`` (3, H, W) float in [0, 1],
+    ``depth`` (1, H, W) metres (0 = no depth), ``semantic`` (H, W) int64 (-1 =
+    ignore), ``instance_ids`` (H, W) int64 slots ``0..K-1`` (-1 = none, K =
+    ``max_instances``), ``instance_class`` (K,) int64 (-1 for unused slots),
+    ``focal`` () float32 pixels, ``name``."""
+
+    def __init__(self, split_dir: str, *, augment: Optional[Augment] = None, max_instances: int = 32,
+                 seed: int = 0):
+        self.split_dir = split_dir
+        self.meta = read_meta(split_dir)
+        self.names = self.meta.names
+        if not self.names:
+            raise DataError(f"{os.path.join(split_dir, 'meta.json')}: lists no frames")
+        self.augment = augment or Augment()
+        self.max_instances = max_instances
+        self.seed = seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Augmentations are drawn from (seed, epoch, index): reproducible, and new each epoch."""
+        self.epoch = epoch
+
+    def load(self, index: int) -> Dict[str, np.ndarray]:
+        name = self.names[index]
+        s = read_sample(self.split_dir, name, self.meta)
+        s["focal"] = self.meta.frame_focal(name)
+        s["name"] = name
+        return s
+
+    def _augment(self, s, index: int):
+        a = self.augment
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        if a.scale != (1.0, 1.0):
+            s = resize_frame(s, float(rng.uniform(*a.scale)))
+        if a.crop is not None:
+            H, W = s["depth"].shape
+            h, w = min(a.crop[0], H), min(a.crop[1], W)
+            s = crop_frame(s, int(rng.integers(0, H - h + 1)), int(rng.integers(0, W - w + 1)), h, w)
+        if a.hflip > 0 and rng.random() < a.hflip:
+            s = flip_frame(s)
+        return s
+
+    def __getitem__(self, index: int) -> Dict[str, torch.Tensor]:
+        s = self._augment(self.load(index), index)
+        return to_tensors(s, self.max_instances, where=os.path.join(self.split_dir, "instance", s["name"] + ".png"))
+
+
+def to_tensors(s: Dict, max_instances: int, where: str = "instance map") -> Dict:
+    import desc_ops
+
+    instance = torch.from_numpy(np.ascontiguousarray(s["instance"]))
+    ids, K, original = desc_ops.relabel_instances(instance, background=0, return_ids=True)
+    if K > max_instances:
+        raise DataError(f"{where}: {K} instances, more than max_instances={max_instances}")
+    ids, _, original = desc_ops.relabel_instances(instance, background=0, num_instances=max_instances,
+                                                  return_ids=True)
+    semantic = torch.from_numpy(np.ascontiguousarray(s["semantic"])).long()
+    # The class of a slot: the most frequent label over its pixels.
+    flat_ids, flat_sem = ids.reshape(-1), semantic.reshape(-1)
+    on = (flat_ids >= 0) & (flat_sem >= 0)
+    num_classes = int(semantic.max().item()) + 1 if semantic.numel() else 1
+    votes = torch.zeros(max_instances * num_classes, dtype=torch.long)
+    votes.scatter_add_(0, flat_ids[on] * num_classes + flat_sem[on], torch.ones(int(on.sum()), dtype=torch.long))
+    votes = votes.view(max_instances, num_classes)
+    instance_class = torch.where(votes.sum(1) > 0, votes.argmax(1), torch.full((max_instances,), -1))
+    return dict(
+        image=torch.from_numpy(np.ascontiguousarray(s["rgb"])).permute(2, 0, 1).float() / 255.0,
+        depth=torch.from_numpy(np.ascontiguousarray(s["depth"], dtype=np.float32))[None],
+        semantic=semantic,
+        instance_ids=ids,
+        instance_class=instance_class,
+        focal=torch.tensor(float(s["focal"]), dtype=torch.float32),
+        name=s["name"],
+    )

@@ -1,0 +1,141 @@
+"""The on-disk layout every dataset of desc_train uses.
+
+    ROOT/SPLIT/meta.json           calibration and metadata (see SplitMeta)
+    ROOT/SPLIT/rgb/NAME.png        8-bit RGB
+    ROOT/SPLIT/depth/NAME.png      16-bit, metres * depth_scale (default 256); 0 = no depth
+                                   (or depth/NAME.npy, float32 metres, NaN or 0 = no depth)
+    ROOT/SPLIT/semantic/NAME.png   8-bit class ids; 255 = ignore
+    ROOT/SPLIT/instance/NAME.png   16-bit instance ids, unique per image; 0 = no instance
+
+meta.json: {"domain", "depth_scale", "classes", "instance_classes", "focal" (pixels, the
+default of every frame), "baseline" (metres, or null), "image_size" [H, W],
+"frames": {NAME: {"focal": ...}}} (a frame's own focal overrides the default).
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Dict, List, Optional, Sequence
+
+import cv2
+import numpy as np
+
+DEPTH_SCALE = 256.0
+FOLDERS = ("rgb", "depth", "semantic", "instance")
+
+
+class DataError(ValueError):
+    """A file of a dataset is missing, unreadable or inconsistent; the message names it."""
+
+
+@dataclass
+class SplitMeta:
+    domain: str
+    classes: List[str]
+    instance_classes: List[int]
+    focal: float
+    image_size: List[int]
+    depth_scale: float = DEPTH_SCALE
+    baseline: Optional[float] = None
+    frames: Dict[str, Dict] = field(default_factory=dict)
+
+    def frame_focal(self, name: str) -> float:
+        return float(self.frames.get(name, {}).get("focal", self.focal))
+
+    @property
+    def names(self) -> List[str]:
+        return sorted(self.frames)
+
+
+def meta_path(split_dir: str) -> str:
+    return os.path.join(split_dir, "meta.json")
+
+
+def read_meta(split_dir: str) -> SplitMeta:
+    path = meta_path(split_dir)
+    try:
+        with open(path) as f:
+            raw = json.load(f)
+    except FileNotFoundError:
+        raise DataError(f"{path}: missing (every split needs a meta.json)") from None
+    except (OSError, json.JSONDecodeError) as err:
+        raise DataError(f"{path}: unreadable: {err}") from None
+    missing = [k for k in ("domain", "classes", "instance_classes", "focal", "image_size") if k not in raw]
+    if missing:
+        raise DataError(f"{path}: lacks {', '.join(missing)}")
+    known = {k: raw[k] for k in SplitMeta.__dataclass_fields__ if k in raw}
+    return SplitMeta(**known)
+
+
+def write_meta(split_dir: str, meta: SplitMeta) -> None:
+    os.makedirs(split_dir, exist_ok=True)
+    tmp = meta_path(split_dir) + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(asdict(meta), f, indent=1)
+    os.replace(tmp, meta_path(split_dir))
+
+
+def _write_png(path: str, array: np.ndarray) -> None:
+    if not cv2.imwrite(path, array):
+        raise DataError(f"{path}: could not be written")
+
+
+def write_sample(split_dir: str, name: str, rgb: np.ndarray, depth: np.ndarray, semantic: np.ndarray,
+                 instance: np.ndarray, depth_scale: float = DEPTH_SCALE) -> None:
+    """rgb (H, W, 3) uint8; depth (H, W) metres (<= 0 or non-finite: none);
+    semantic (H, W) class ids (255 ignore); instance (H, W) ids (0 none)."""
+    for folder in FOLDERS:
+        os.makedirs(os.path.join(split_dir, folder), exist_ok=True)
+    _write_png(os.path.join(split_dir, "rgb", name + ".png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    d = np.where(np.isfinite(depth) & (depth > 0), depth, 0.0) * depth_scale
+    _write_png(os.path.join(split_dir, "depth", name + ".png"), np.clip(np.round(d), 0, 65535).astype(np.uint16))
+    _write_png(os.path.join(split_dir, "semantic", name + ".png"), semantic.astype(np.uint8))
+    _write_png(os.path.join(split_dir, "instance", name + ".png"), instance.astype(np.uint16))
+
+
+def _read_png(path: str, flags: int, size: Optional[Sequence[int]], what: str) -> np.ndarray:
+    if not os.path.exists(path):
+        raise DataError(f"{path}: missing {what}")
+    array = cv2.imread(path, flags)
+    if array is None:
+        raise DataError(f"{path}: not a readable PNG ({what})")
+    if size is not None and tuple(array.shape[:2]) != tuple(size):
+        raise DataError(f"{path}: {what} is {array.shape[1]}x{array.shape[0]}, expected {size[1]}x{size[0]}")
+    return array
+
+
+def read_sample(split_dir: str, name: str, meta: SplitMeta) -> Dict[str, np.ndarray]:
+    """The arrays of one frame: rgb (H, W, 3) uint8, depth (H, W) float32 metres
+    (0 = none), semantic (H, W) int64 (-1 = ignore), instance (H, W) int64 (0 = none)."""
+    bgr = _read_png(os.path.join(split_dir, "rgb", name + ".png"), cv2.IMREAD_COLOR, None, "RGB image")
+    size = bgr.shape[:2]
+    if bgr.ndim != 3 or bgr.shape[2] != 3:
+        raise DataError(f"{os.path.join(split_dir, 'rgb', name + '.png')}: not a 3-channel image")
+    npy = os.path.join(split_dir, "depth", name + ".npy")
+    if os.path.exists(npy):
+        try:
+            depth = np.load(npy).astype(np.float32)
+        except (OSError, ValueError) as err:
+            raise DataError(f"{npy}: unreadable depth: {err}") from None
+        if depth.shape != size:
+            raise DataError(f"{npy}: depth is {depth.shape}, expected {size}")
+        depth = np.where(np.isfinite(depth) & (depth > 0), depth, 0).astype(np.float32)
+    else:
+        raw = _read_png(os.path.join(split_dir, "depth", name + ".png"), cv2.IMREAD_UNCHANGED, size, "depth")
+        if raw.dtype != np.uint16 or raw.ndim != 2:
+            raise DataError(f"{os.path.join(split_dir, 'depth', name + '.png')}: depth must be a 16-bit "
+                            f"single-channel PNG, got {raw.dtype} with shape {raw.shape}")
+        depth = raw.astype(np.float32) / meta.depth_scale
+    semantic = _read_png(os.path.join(split_dir, "semantic", name + ".png"), cv2.IMREAD_UNCHANGED, size,
+                         "semantic labels")
+    if semantic.ndim != 2:
+        raise DataError(f"{os.path.join(split_dir, 'semantic', name + '.png')}: labels must be single-channel")
+    semantic = semantic.astype(np.int64)
+    semantic[semantic == 255] = -1
+    instance = _read_png(os.path.join(split_dir, "instance", name + ".png"), cv2.IMREAD_UNCHANGED, size,
+                         "instance ids")
+    if instance.ndim != 2:
+        raise DataError(f"{os.path.join(split_dir, 'instance', name + '.png')}: instance ids must be single-channel")
+    return dict(rgb=cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), depth=depth, semantic=semantic,
+                instance=instance.astype(np.int64))
