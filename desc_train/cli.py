@@ -29,6 +29,7 @@ def main(argv=None) -> int:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--workers", type=int, default=None, help="processes (default: the CPU count)")
     g.add_argument("--sheet", default=None, help="also write a contact sheet PNG here")
+    g.add_argument("--logits", action="store_true", help="also write the simulated segmenter's logits (target)")
     s = sub.add_parser("sheet", help="contact sheet (RGB | depth | labels | instances) of dataset splits")
     s.add_argument("splits", nargs="+", help="split folders (with meta.json)")
     s.add_argument("--out", required=True, help="PNG to write")
@@ -42,7 +43,7 @@ def main(argv=None) -> int:
         t = time.time()
         counts = {"source_train": args.source, "target_train": args.target, "target_test": args.test}
         generate_benchmark(args.out, {k: v for k, v in counts.items() if v > 0}, seed=args.seed, size=args.size,
-                           workers=args.workers)
+                           workers=args.workers, logits=args.logits)
         print(f"generated in {time.time() - t:.1f} s under {args.out}")
         if args.sheet:
             print(f"wrote {contact_sheet(list(iter_splits(args.out)), args.sheet)}")

@@ -203,3 +203,21 @@ def test_cli_generate_and_sheet(tmp_path, capsys):
     picture = cv2.imread(str(sheet))
     assert picture is not None and picture.shape[1] >= 4 * 96
     assert "target_test" in capsys.readouterr().out
+
+
+def test_simulated_logits(tmp_path):
+    split = str(tmp_path / "logits")
+    generate_split(split, "target", 2, size=(48, 160), workers=1, logits=True)
+    ds = DepthDataset(split, augment=Augment(hflip=1.0, scale=(0.5, 0.5)))
+    item = ds[0]
+    logits, semantic = item["logits"], item["semantic"]
+    assert logits.shape == (8, 24, 80)
+    agree = (logits.argmax(0) == semantic)[semantic >= 0].float().mean()
+    assert agree > 0.8
+    conf = desc_ops.confidence_map(logits[None])[0, 0]
+    # Less sure on class boundaries than inside regions.
+    boundary = desc_ops.confidence_map(semantic[None], boundary_weight=1.0)[0, 0] == 0
+    assert conf[boundary & (semantic >= 0)].mean() < conf[~boundary].mean()
+    # Asking for logits changes nothing else.
+    assert np.array_equal(gen.make_frame(0, "target", 1, 32, 64)["rgb"],
+                          gen.make_frame(0, "target", 1, 32, 64, logits=True)["rgb"])

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .layout import DataError, read_meta, read_sample
+from .layout import DataError, read_logits, read_meta, read_sample
 
 
 @dataclass
@@ -31,6 +31,9 @@ def resize_frame(s: Dict[str, np.ndarray], factor: float) -> Dict[str, np.ndarra
     for key in ("depth", "semantic", "instance"):  # no blending of depths or ids across edges
         out[key] = cv2.resize(s[key], size, interpolation=cv2.INTER_NEAREST) if s[key].dtype != np.int64 else \
             cv2.resize(s[key].astype(np.int32), size, interpolation=cv2.INTER_NEAREST).astype(np.int64)
+    if s.get("logits") is not None:
+        out["logits"] = cv2.resize(s["logits"].transpose(1, 2, 0), size, interpolation=cv2.INTER_LINEAR)
+        out["logits"] = out["logits"].reshape(size[1], size[0], -1).transpose(2, 0, 1)
     out["focal"] = s["focal"] * size[0] / W
     return out
 
@@ -39,6 +42,8 @@ def crop_frame(s: Dict[str, np.ndarray], top: int, left: int, h: int, w: int) ->
     out = dict(s)
     for key in ("rgb", "depth", "semantic", "instance"):
         out[key] = s[key][top:top + h, left:left + w]
+    if s.get("logits") is not None:
+        out["logits"] = s["logits"][:, top:top + h, left:left + w]
     return out
 
 
@@ -46,6 +51,8 @@ def flip_frame(s: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
     out = dict(s)
     for key in ("rgb", "depth", "semantic", "instance"):
         out[key] = np.ascontiguousarray(s[key][:, ::-1])
+    if s.get("logits") is not None:
+        out["logits"] = np.ascontiguousarray(s["logits"][:, :, ::-1])
     return out
 
 
@@ -54,7 +61,8 @@ class DepthDataset(Dataset):
     ``depth`` (1, H, W) metres (0 = no depth), ``semantic`` (H, W) int64 (-1 =
     ignore), ``instance_ids`` (H, W) int64 slots ``0..K-1`` (-1 = none, K =
     ``max_instances``), ``instance_class`` (K,) int64 (-1 for unused slots),
-    ``focal`` () float32 pixels, ``name``."""
+    ``focal`` () float32 pixels, ``name``, and ``logits`` (C, H, W) where the split
+    has segmenter logits."""
 
     def __init__(self, split_dir: str, *, augment: Optional[Augment] = None, max_instances: int = 32,
                  seed: int = 0):
@@ -80,6 +88,7 @@ class DepthDataset(Dataset):
         s = read_sample(self.split_dir, name, self.meta)
         s["focal"] = self.meta.frame_focal(name)
         s["name"] = name
+        s["logits"] = read_logits(self.split_dir, name, s["depth"].shape)
         return s
 
     def _augment(self, s, index: int):
@@ -118,7 +127,7 @@ def to_tensors(s: Dict, max_instances: int, where: str = "instance map") -> Dict
     votes.scatter_add_(0, flat_ids[on] * num_classes + flat_sem[on], torch.ones(int(on.sum()), dtype=torch.long))
     votes = votes.view(max_instances, num_classes)
     instance_class = torch.where(votes.sum(1) > 0, votes.argmax(1), torch.full((max_instances,), -1))
-    return dict(
+    out = dict(
         image=torch.from_numpy(np.ascontiguousarray(s["rgb"])).permute(2, 0, 1).float() / 255.0,
         depth=torch.from_numpy(np.ascontiguousarray(s["depth"], dtype=np.float32))[None],
         semantic=semantic,
@@ -127,3 +136,6 @@ def to_tensors(s: Dict, max_instances: int, where: str = "instance map") -> Dict
         focal=torch.tensor(float(s["focal"]), dtype=torch.float32),
         name=s["name"],
     )
+    if s.get("logits") is not None:
+        out["logits"] = torch.from_numpy(np.ascontiguousarray(s["logits"], dtype=np.float32))
+    return out

@@ -8,7 +8,7 @@ from typing import Dict, Iterable, Optional, Tuple
 
 from .classes import CLASSES, INSTANCE_CLASSES
 from .generator import make_frame
-from .layout import SplitMeta, write_meta, write_sample
+from .layout import SplitMeta, write_logits, write_meta, write_sample
 
 # The default benchmark: labelled source frames, unlabelled target frames for
 # training, and labelled target frames held out for evaluation.
@@ -17,12 +17,14 @@ DEFAULT_SPLITS = {"source_train": ("source", 0), "target_train": ("target", 100_
 
 
 def _write_range(args) -> Dict[str, Dict]:
-    split_dir, domain, seed, first, start, stop, H, W = args
+    split_dir, domain, seed, first, start, stop, H, W, logits = args
     frames = {}
     for i in range(start, stop):
-        fr = make_frame(seed, domain, first + i, H, W)
+        fr = make_frame(seed, domain, first + i, H, W, logits=logits)
         name = f"{i:06d}"
         write_sample(split_dir, name, fr["rgb"], fr["depth"], fr["semantic"], fr["instance"])
+        if "logits" in fr:
+            write_logits(split_dir, name, fr["logits"])
         # The true objects (instance id, class, metric size, depth): ground truth for
         # checks and for evaluating a height predictor; training never reads it.
         objects = [dict(instance=o.instance, cls=o.cls, height=round(o.height, 4), width=round(o.width, 4),
@@ -32,7 +34,8 @@ def _write_range(args) -> Dict[str, Dict]:
 
 
 def generate_split(split_dir: str, domain: str, count: int, *, seed: int = 0, first: int = 0,
-                   size: Tuple[int, int] = (96, 320), workers: Optional[int] = None) -> SplitMeta:
+                   size: Tuple[int, int] = (96, 320), workers: Optional[int] = None,
+                   logits: bool = False) -> SplitMeta:
     """`count` frames of `domain` ("source" or "target") into split_dir; frame i
     is the scene (seed, domain, first + i), whatever the number of workers."""
     if domain not in ("source", "target"):
@@ -40,7 +43,7 @@ def generate_split(split_dir: str, domain: str, count: int, *, seed: int = 0, fi
     H, W = size
     workers = workers or min(os.cpu_count() or 1, 8)
     chunk = max(1, -(-count // (workers * 4)))
-    jobs = [(split_dir, domain, seed, first, s, min(count, s + chunk), H, W) for s in range(0, count, chunk)]
+    jobs = [(split_dir, domain, seed, first, s, min(count, s + chunk), H, W, logits) for s in range(0, count, chunk)]
     frames: Dict[str, Dict] = {}
     os.makedirs(split_dir, exist_ok=True)
     if workers > 1 and len(jobs) > 1:
@@ -58,13 +61,13 @@ def generate_split(split_dir: str, domain: str, count: int, *, seed: int = 0, fi
 
 
 def generate_benchmark(root: str, counts: Dict[str, int], *, seed: int = 0, size=(96, 320),
-                       workers: Optional[int] = None, log=print) -> Dict[str, SplitMeta]:
+                       workers: Optional[int] = None, logits: bool = False, log=print) -> Dict[str, SplitMeta]:
     metas = {}
     for split, count in counts.items():
         domain, first = DEFAULT_SPLITS[split]
         t = time.time()
         metas[split] = generate_split(os.path.join(root, split), domain, count, seed=seed, first=first, size=size,
-                                      workers=workers)
+                                      workers=workers, logits=logits)
         if log:
             log(f"{split}: {count} {domain} frames at {size[0]}x{size[1]} in {time.time() - t:.1f} s")
     return metas

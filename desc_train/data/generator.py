@@ -229,17 +229,23 @@ def scene_rng(seed: int, domain: str, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, {"source": 0, "target": 1}[domain], index])
 
 
-def make_frame(seed: int, domain: str, index: int, H: int, W: int) -> Dict:
-    """Scene, picture and the labels a dataset stores for one frame."""
-    from .segmenter import simulate_segmenter
+def make_frame(seed: int, domain: str, index: int, H: int, W: int, logits: bool = False) -> Dict:
+    """Scene, picture and the labels a dataset stores for one frame; with
+    `logits`, also the simulated segmenter's per-class logits (target only)."""
+    from .classes import CLASSES
+    from .segmenter import simulate_logits, simulate_segmenter
 
     rng = scene_rng(seed, domain, index)
     scene = sample_scene(rng, H, W)
     rgb = render(scene, domain, rng)
     semantic, instance = scene.semantic, scene.instance
+    out = dict(scene=scene, rgb=rgb, depth=scene.depth)
     if domain == "target":
         semantic, instance = simulate_segmenter(scene, rng)
-    return dict(scene=scene, rgb=rgb, depth=scene.depth, semantic=semantic, instance=instance)
+        if logits:  # drawn last, so that asking for logits changes nothing else
+            out["logits"] = simulate_logits(semantic, len(CLASSES), rng)
+    out.update(semantic=semantic, instance=instance)
+    return out
 
 
 def objects_as_dicts(objects: List[SceneObject]) -> List[Dict]:

@@ -6,6 +6,7 @@
                                    (or depth/NAME.npy, float32 metres, NaN or 0 = no depth)
     ROOT/SPLIT/semantic/NAME.png   8-bit class ids; 255 = ignore
     ROOT/SPLIT/instance/NAME.png   16-bit instance ids, unique per image; 0 = no instance
+    ROOT/SPLIT/logits/NAME.npy     optional: (C, H, W) float16 segmenter logits
 
 meta.json: {"domain", "depth_scale", "classes", "instance_classes", "focal" (pixels, the
 default of every frame), "baseline" (metres, or null), "image_size" [H, W],
@@ -92,6 +93,25 @@ def write_sample(split_dir: str, name: str, rgb: np.ndarray, depth: np.ndarray, 
     _write_png(os.path.join(split_dir, "depth", name + ".png"), np.clip(np.round(d), 0, 65535).astype(np.uint16))
     _write_png(os.path.join(split_dir, "semantic", name + ".png"), semantic.astype(np.uint8))
     _write_png(os.path.join(split_dir, "instance", name + ".png"), instance.astype(np.uint16))
+
+
+def write_logits(split_dir: str, name: str, logits: np.ndarray) -> None:
+    os.makedirs(os.path.join(split_dir, "logits"), exist_ok=True)
+    np.save(os.path.join(split_dir, "logits", name + ".npy"), logits.astype(np.float16))
+
+
+def read_logits(split_dir: str, name: str, size) -> Optional[np.ndarray]:
+    """The (C, H, W) float32 logits of a frame, or None when the split has none."""
+    path = os.path.join(split_dir, "logits", name + ".npy")
+    if not os.path.exists(path):
+        return None
+    try:
+        logits = np.load(path).astype(np.float32)
+    except (OSError, ValueError) as err:
+        raise DataError(f"{path}: unreadable logits: {err}") from None
+    if logits.ndim != 3 or tuple(logits.shape[1:]) != tuple(size):
+        raise DataError(f"{path}: logits of shape {logits.shape}, expected (C, {size[0]}, {size[1]})")
+    return logits
 
 
 def _read_png(path: str, flags: int, size: Optional[Sequence[int]], what: str) -> np.ndarray:

@@ -46,3 +46,24 @@ def simulate_segmenter(scene, rng: np.random.Generator, jitter: float = 0.8, noi
     # Instance pixels must carry an instance class.
     instance[~np.isin(semantic, INSTANCE_CLASSES)] = 0
     return semantic, instance
+
+
+def simulate_logits(semantic: np.ndarray, num_classes: int, rng: np.random.Generator,
+                    confidence: float = 4.0, noise: float = 0.8) -> np.ndarray:
+    """Per-class logits (C, H, W) float16 a segmenter could have produced for
+    `semantic`: the label wins everywhere, by a margin that shrinks within a
+    few pixels of a class boundary (where real segmenters are unsure), with
+    noise on top. Ignored pixels (255) get flat logits."""
+    H, W = semantic.shape
+    labels = semantic.astype(np.int64)
+    valid = labels < num_classes
+    boundary = np.zeros((H, W), np.uint8)
+    boundary[:, 1:] |= (labels[:, 1:] != labels[:, :-1]).astype(np.uint8)
+    boundary[1:, :] |= (labels[1:, :] != labels[:-1, :]).astype(np.uint8)
+    # Distance to the nearest boundary, in pixels (0 on it).
+    dist = cv2.distanceTransform((1 - boundary).astype(np.uint8), cv2.DIST_L2, 3)
+    margin = confidence * (1 - np.exp(-dist / 2.0)) + 0.5
+    logits = rng.normal(0, noise, (num_classes, H, W)).astype(np.float32)
+    ys, xs = np.nonzero(valid)
+    logits[labels[ys, xs], ys, xs] += margin[ys, xs]
+    return logits.astype(np.float16)
