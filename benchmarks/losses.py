@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
 
 import torch
+import torch._functorch.config
 import torch.utils.benchmark as tbench
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
