@@ -29,7 +29,7 @@ import platform
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional
 
 import torch
@@ -265,7 +265,6 @@ class Row:
     copy_fraction: Optional[float] = None
     peak_mb: Optional[float] = None
     speedup_of_desc_ops: Optional[float] = None
-    extra: Dict = field(default_factory=dict)
 
 
 def git_revision() -> str:
