@@ -1,0 +1,64 @@
+"""desc_train models and evaluation metrics."""
+import math
+
+import pytest
+import torch
+
+import desc_ops
+from desc_train.evaluate import depth_metrics, garg_crop_mask
+from desc_train.models import DepthUNet, HeightNet, instance_features, semantic_input
+
+
+def test_unet_scales_and_range():
+    net = DepthUNet(3, width=4)
+    out = net(torch.rand(2, 3, 32, 64))
+    assert [tuple(o.shape) for o in out] == [(2, 1, 32, 64), (2, 1, 16, 32), (2, 1, 8, 16), (2, 1, 4, 8)]
+    assert all(((o >= 0) & (o <= 80)).all() for o in out)
+    sum(o.mean() for o in out).backward()
+    assert all(p.grad is not None for p in net.parameters() if p.requires_grad)
+    with pytest.raises(ValueError, match="multiples of 16"):
+        net(torch.rand(1, 3, 30, 64))
+
+
+def test_semantic_input_and_height_net():
+    labels = torch.tensor([[[0, 1], [-1, 2]]])
+    x = semantic_input(labels, 3, torch.ones(1, 1, 2, 2))
+    assert x.shape == (1, 4, 2, 2)
+    assert x[0, :3, 1, 0].sum() == 0 and x[0, 1, 0, 1] == 1 and (x[0, 3] == 1).all()
+    ids = torch.full((2, 16, 16), -1)
+    ids[0, 2:10, 3:5] = 0
+    ids[1, 5:7, 1:9] = 1
+    st = desc_ops.instance_stats(ids, 3)
+    cls = torch.tensor([[5, -1, -1], [-1, 6, -1]])
+    feats = instance_features(st, cls, 8, 16, 16)
+    assert feats.shape == (2, 3, 15)
+    assert (feats[0, 1:] == 0).all() and feats[0, 0, 5] == 1 and feats[0, 0, 8 + 4] == pytest.approx(8 / 16)
+    heights = HeightNet(15)(feats)
+    assert heights.shape == (2, 3) and (heights > 0).all()
+
+
+def test_metrics_by_hand():
+    gt = torch.tensor([[[[2.0, 4.0], [10.0, 0.0]]]])
+    pred = torch.tensor([[[[2.0, 5.0], [8.0, 3.0]]]])
+    m = depth_metrics(pred, gt)
+    # valid: 2, 4, 10 (0 is no ground truth)
+    assert m["abs_rel"] == pytest.approx((0 + 1 / 4 + 2 / 10) / 3)
+    assert m["sq_rel"] == pytest.approx((0 + 1 / 4 + 4 / 10) / 3)
+    assert m["rmse"] == pytest.approx(math.sqrt((0 + 1 + 4) / 3))
+    assert m["rmse_log"] == pytest.approx(math.sqrt((0 + math.log(4 / 5) ** 2 + math.log(10 / 8) ** 2) / 3))
+    assert m["a1"] == pytest.approx(1 / 3) and m["a2"] == 1 and m["a3"] == 1  # 5/4 = 10/8 = 1.25 is not < 1.25
+    scaled = depth_metrics(pred * 3, gt, median_scaling=True)
+    assert scaled["abs_rel"] == pytest.approx(depth_metrics(pred, gt, median_scaling=True)["abs_rel"], rel=1e-6)
+    capped = depth_metrics(pred, gt, cap=(1.0, 5.0))
+    assert capped["abs_rel"] == pytest.approx((0 + 1 / 4) / 2)  # 10 m is outside the 1-5 m cap
+    with pytest.raises(ValueError, match="shape"):
+        depth_metrics(pred, gt[..., :1])
+
+
+def test_garg_crop():
+    mask = garg_crop_mask(375, 1242)
+    assert mask.sum() > 0 and not mask[0].any() and not mask[:, 0].any() and mask[200, 600]
+    gt = torch.full((1, 1, 375, 1242), 10.0)
+    pred = gt.clone()
+    pred[..., :100, :] = 50.0  # outside the crop: ignored
+    assert depth_metrics(pred, gt, crop="garg")["abs_rel"] == 0.0
