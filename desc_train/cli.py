@@ -17,6 +17,15 @@ def _size(text: str):
     return h, w
 
 
+def _override(cfg, item: str):
+    from .config import load_config  # one coercion path for every override
+    import dataclasses
+
+    base = load_config(None, [item])
+    key = item.split("=", 1)[0]
+    return dataclasses.replace(cfg, **{key: getattr(base, key)})
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="desc-train", description="DESC training on top of desc_ops")
     sub = p.add_subparsers(dest="command", required=True)
@@ -34,7 +43,57 @@ def main(argv=None) -> int:
     s.add_argument("splits", nargs="+", help="split folders (with meta.json)")
     s.add_argument("--out", required=True, help="PNG to write")
     s.add_argument("--rows", type=int, default=4, help="frames per split")
+    d = sub.add_parser("demo", help="generate the benchmark, train source-only and DESC (with ablations), "
+                                    "evaluate on the target test split, write table and pictures")
+    d.add_argument("--quick", action="store_true", help="a tiny run (under two minutes) that shows the pipeline")
+    d.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
+    for q in (d,):
+        q.add_argument("--config", default=None, help="TOML file of settings (desc_train/config.py)")
+        q.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override one setting (repeatable)")
+    e = sub.add_parser("evaluate", help="evaluate a checkpoint's G_rgb on a split")
+    e.add_argument("checkpoint")
+    e.add_argument("split", help="split folder with ground-truth depth")
+    e.add_argument("--median-scaling", action="store_true")
+    e.add_argument("--cap", default="0.001,80", help="min,max metres of evaluated ground truth")
+    e.add_argument("--crop", default=None, choices=[None, "garg"])
     args = p.parse_args(argv)
+
+    if args.command == "demo":
+        import dataclasses
+
+        from .config import load_config
+        from .demo import quick_config, run_demo
+
+        cfg = load_config(args.config, [])
+        if args.quick:
+            cfg = quick_config(cfg)
+            cfg = dataclasses.replace(cfg, data=cfg.data + "-quick", out=cfg.out + "-quick")
+        for item in args.overrides:
+            cfg = _override(cfg, item)
+        run_demo(cfg, seeds=[int(s) for s in args.seeds.split(",")])
+        return 0
+    if args.command == "evaluate":
+        import torch
+
+        from .config import Config
+        from .data import DepthDataset
+        from .evaluate import depth_metrics
+        from .models import DepthUNet
+
+        state = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
+        width = state.get("config", {}).get("width", Config.width)
+        net = DepthUNet(3, width)
+        net.load_state_dict(state["g_rgb"])
+        net.eval()
+        ds = DepthDataset(args.split)
+        with torch.no_grad():
+            pred = torch.cat([net(ds[i]["image"][None])[0] for i in range(len(ds))])
+        gt = torch.stack([ds[i]["depth"] for i in range(len(ds))])
+        lo, hi = (float(v) for v in args.cap.split(","))
+        for k, v in depth_metrics(pred, gt, cap=(lo, hi), median_scaling=args.median_scaling, crop=args.crop).items():
+            print(f"{k:9s} {v:.4f}")
+        return 0
 
     if args.command == "generate":
         from .data.generate import generate_benchmark, iter_splits

@@ -1,0 +1,97 @@
+"""Training configuration: defaults here, overridden by a TOML file and then by
+``key=value`` pairs from the command line."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+
+@dataclass
+class Config:
+    data: str = "runs/bench"  # dataset root in the layout of desc_train.data; generated if missing
+    out: str = "runs/demo"  # run folder: checkpoints, logs, pictures, results
+    size: Tuple[int, int] = (96, 320)  # generated frames, H x W (multiples of 16)
+    counts: Dict[str, int] = field(default_factory=lambda: {"source_train": 1000, "target_train": 1000,
+                                                            "target_test": 200})
+    width: int = 16  # U-Net base width
+    batch_size: int = 8
+    lr: float = 2e-4
+    betas: Tuple[float, float] = (0.95, 0.999)
+    iters_source: int = 400  # stage a: source-only G_rgb
+    iters_sem: int = 400  # stage b: G_sem and G_h on the source
+    iters_joint: int = 400  # stage c: joint, with the DESC terms on the target
+    supervised_weight: float = 50.0 / 40.0  # DESC's 50 * L1 in tanh space, per metre
+    consistency_weight: float = 1.0
+    instance_weight: float = 1.0
+    smoothness_weight: float = 0.01
+    confidence: bool = True  # confidence-weighted consistency (False: the official plain mean)
+    max_instances: int = 32
+    min_instance_rows: int = 6  # smaller instances give no height label and no prior
+    seed: int = 0
+    device: str = "cpu"
+    amp: bool = False  # autocast (bfloat16) on CUDA
+    log_every: int = 20
+    checkpoint_every: int = 100
+
+
+def _coerce(value: str, like):
+    if isinstance(like, bool):
+        if value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if value.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"expected a boolean, got {value!r}")
+    if isinstance(like, int):
+        return int(value)
+    if isinstance(like, float):
+        return float(value)
+    if isinstance(like, tuple):
+        parts = value.replace("x", ",").split(",")
+        return tuple(type(like[0])(p) for p in parts)
+    if isinstance(like, dict):
+        out = dict(like)
+        for item in value.split(","):
+            k, v = item.split(":")
+            out[k.strip()] = type(next(iter(like.values())))(v)
+        return out
+    return value
+
+
+def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Config:
+    """Defaults, then the TOML file at `path`, then `key=value` overrides."""
+    cfg = Config()
+    names = {f.name for f in dataclasses.fields(Config)}
+    if path:
+        try:
+            import tomllib
+        except ImportError:  # Python < 3.11
+            import tomli as tomllib
+        with open(path, "rb") as f:
+            raw = tomllib.load(f)
+        unknown = set(raw) - names
+        if unknown:
+            raise ValueError(f"{path}: unknown settings {sorted(unknown)}")
+        for k, v in raw.items():
+            like = getattr(cfg, k)
+            setattr(cfg, k, tuple(v) if isinstance(like, tuple) else v)
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override must be key=value, got {item!r}")
+        k, v = item.split("=", 1)
+        if k not in names:
+            raise ValueError(f"unknown setting {k!r}; known: {', '.join(sorted(names))}")
+        try:
+            setattr(cfg, k, _coerce(v, getattr(cfg, k)))
+        except ValueError as err:
+            raise ValueError(f"setting {k}: {err}") from None
+    if cfg.size[0] % 16 or cfg.size[1] % 16:
+        raise ValueError(f"size must be multiples of 16, got {cfg.size}")
+    return cfg
+
+
+def as_dict(cfg: Config) -> Dict:
+    return dataclasses.asdict(cfg)
+
+
+__all__: List[str] = ["Config", "load_config", "as_dict"]

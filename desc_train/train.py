@@ -1,0 +1,219 @@
+"""The DESC training stages on top of desc_ops.
+
+(a) ``source_only``: G_rgb on source labels, plus edge-aware smoothness on target
+    predictions;
+(b) ``semantic``: G_sem (one-hot semantics + edges -> depth) and G_h (instance
+    features -> metric height, labelled by instance_heights of the source ground
+    truth) on the source;
+(c) ``joint``: source supervision of G_rgb and G_sem, and on the target DESCLoss:
+    confidence-weighted consistency between G_rgb and G_sem, the instance prior
+    from G_h's heights, smoothness. Each DESC term can be switched off.
+
+Every stage checkpoints atomically and resumes where it stopped; a non-finite
+loss stops the run with the name of the term.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Dict, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import default_collate
+
+import desc_ops
+from desc_ops.reference import _sobel_magnitude
+
+from .config import Config, as_dict
+from .data import DepthDataset
+from .data.classes import CLASSES
+from .models import DepthUNet, HeightNet, instance_features, semantic_input
+
+try:
+    from tqdm import tqdm
+except ImportError:  # progress bars are a nicety
+    tqdm = None
+
+NUM_CLASSES = len(CLASSES)
+NUM_FEATURES = NUM_CLASSES + 7
+
+
+def edge_map(image: Tensor) -> Tensor:
+    """G_sem's edge channel: Sobel magnitude of the luminance, squashed to [0, 1)."""
+    y = 0.299 * image[:, 0:1] + 0.587 * image[:, 1:2] + 0.114 * image[:, 2:3]
+    return torch.tanh(2.0 * _sobel_magnitude(y))
+
+
+def supervised_loss(preds, depth: Tensor, weight: float) -> Tensor:
+    """Sum over scales of weight * mean |pred - gt| on pixels with ground truth
+    (predictions upsampled to full resolution)."""
+    valid = depth > 0
+    total = depth.new_zeros(())
+    for p in preds:
+        p = F.interpolate(p, size=depth.shape[-2:], mode="bilinear", align_corners=False)
+        total = total + weight * (p - depth).abs()[valid].mean()
+    return total
+
+
+class Trainer:
+    def __init__(self, cfg: Config, run_dir: str, log=print):
+        self.cfg = cfg
+        self.run_dir = run_dir
+        self.log = log
+        os.makedirs(run_dir, exist_ok=True)
+        self.device = torch.device(cfg.device)
+        torch.manual_seed(cfg.seed)
+        self.g_rgb = DepthUNet(3, cfg.width).to(self.device)
+        self.g_sem = DepthUNet(NUM_CLASSES + 1, cfg.width).to(self.device)
+        self.g_h = HeightNet(NUM_FEATURES).to(self.device)
+        params = list(self.g_rgb.parameters()) + list(self.g_sem.parameters()) + list(self.g_h.parameters())
+        self.opt = torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas)
+        self.source = DepthDataset(os.path.join(cfg.data, "source_train"), max_instances=cfg.max_instances,
+                                   seed=cfg.seed)
+        self.target = DepthDataset(os.path.join(cfg.data, "target_train"), max_instances=cfg.max_instances,
+                                   seed=cfg.seed + 1)
+        self.state = {"stage": None, "step": 0}
+
+    # ------------------------------------------------------------ data
+    def batch(self, ds: DepthDataset, salt: int, step: int) -> Dict[str, Tensor]:
+        """The batch of a step depends on (seed, dataset, step) alone, so that a
+        resumed run sees exactly the batches of an uninterrupted one."""
+        g = torch.Generator().manual_seed(((self.cfg.seed * 7919 + salt) * 1_000_003 + step) % 2**63)
+        idx = torch.randint(len(ds), (self.cfg.batch_size,), generator=g).tolist()
+        ds.set_epoch(step)
+        return self._to(default_collate([ds[i] for i in idx]))
+
+    def _to(self, batch):
+        return {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+    # ------------------------------------------------------------ terms
+    def _heights_target(self, b):
+        st = desc_ops.instance_stats(b["instance_ids"], self.cfg.max_instances, b["depth"])
+        h = desc_ops.instance_heights(st, b["focal"])
+        ok = torch.isfinite(h) & (st.pixel_height >= self.cfg.min_instance_rows) & (b["instance_class"] >= 0)
+        return st, h, ok
+
+    def _predict_heights(self, b, st) -> Tensor:
+        H, W = b["semantic"].shape[-2:]
+        return self.g_h(instance_features(st, b["instance_class"], NUM_CLASSES, H, W))
+
+    def _sem_input(self, b):
+        return semantic_input(b["semantic"], NUM_CLASSES, edge_map(b["image"]))
+
+    def terms(self, stage: str, src, tgt, switches: Dict[str, bool]) -> Dict[str, Tensor]:
+        cfg = self.cfg
+        t: Dict[str, Tensor] = {}
+        if stage in ("source_only", "joint"):
+            t["supervised_rgb"] = supervised_loss(self.g_rgb(src["image"]), src["depth"], cfg.supervised_weight)
+        if stage in ("semantic", "joint"):
+            t["supervised_sem"] = supervised_loss(self.g_sem(self._sem_input(src)), src["depth"],
+                                                  cfg.supervised_weight)
+            st, h, ok = self._heights_target(src)
+            pred = self._predict_heights(src, st)
+            t["height"] = (pred - torch.where(ok, h, pred.detach()))[ok].abs().mean() if ok.any() else pred.sum() * 0
+        if stage in ("source_only", "joint"):
+            preds_t = self.g_rgb(tgt["image"])
+            smooth = tgt["depth"].new_zeros(())
+            for i, p in enumerate(preds_t):
+                img = F.interpolate(tgt["image"], size=p.shape[-2:], mode="area")
+                smooth = smooth + cfg.smoothness_weight / 2 ** i * desc_ops.smoothness_loss(p, img)
+            t["smoothness"] = smooth
+        if stage == "joint":
+            depth_t = preds_t[0]
+            if switches.get("consistency", True) and cfg.consistency_weight:
+                depth_sem_t = self.g_sem(self._sem_input(tgt))[0]
+                if switches.get("confidence", cfg.confidence):
+                    cons = desc_ops.semantic_consistency_loss(depth_t, depth_sem_t, tgt["semantic"],
+                                                              image=tgt["image"])
+                else:
+                    cons = desc_ops.consistency_loss(depth_t, depth_sem_t, torch.ones_like(depth_t))
+                t["consistency"] = cfg.consistency_weight * cons
+            if switches.get("instance", True) and cfg.instance_weight:
+                st = desc_ops.instance_stats(tgt["instance_ids"], cfg.max_instances)
+                heights = self._predict_heights(tgt, st)
+                small = st.pixel_height < cfg.min_instance_rows
+                heights = torch.where(small, torch.full_like(heights, float("nan")), heights)
+                t["instance_prior"] = cfg.instance_weight * desc_ops.instance_prior_loss(
+                    depth_t, tgt["instance_ids"], heights, tgt["focal"], max_depth=80.0, validate=False)
+        return t
+
+    # ------------------------------------------------------------ loop
+    def checkpoint_path(self, stage: str) -> str:
+        return os.path.join(self.run_dir, f"{stage}.pt")
+
+    def save(self, stage: str, step: int, done: bool) -> None:
+        path = self.checkpoint_path(stage)
+        state = dict(stage=stage, step=step, done=done, g_rgb=self.g_rgb.state_dict(), g_sem=self.g_sem.state_dict(),
+                     g_h=self.g_h.state_dict(), opt=self.opt.state_dict(), rng=torch.get_rng_state(),
+                     config=as_dict(self.cfg))
+        torch.save(state, path + ".tmp")
+        os.replace(path + ".tmp", path)  # atomic: an interruption leaves the previous checkpoint
+
+    def load(self, path: str, optimizer: bool = True) -> Dict:
+        try:
+            state = torch.load(path, map_location=self.device, weights_only=False)
+        except Exception as err:  # a truncated or foreign file
+            raise RuntimeError(f"{path}: not a readable desc_train checkpoint: {err}") from None
+        self.g_rgb.load_state_dict(state["g_rgb"])
+        self.g_sem.load_state_dict(state["g_sem"])
+        self.g_h.load_state_dict(state["g_h"])
+        if optimizer:
+            self.opt.load_state_dict(state["opt"])
+            torch.set_rng_state(state["rng"])
+        return state
+
+    def run_stage(self, stage: str, steps: int, switches: Optional[Dict[str, bool]] = None,
+                  start_from: Optional[str] = None, kind: Optional[str] = None) -> None:
+        """Runs `steps` iterations of stage `kind` (source_only, semantic, joint;
+        default: the name) under the name `stage`, resuming from its own
+        checkpoint, or else starting from the weights in `start_from`."""
+        switches = switches or {}
+        kind = kind or stage
+        path = self.checkpoint_path(stage)
+        first = 0
+        if os.path.exists(path):
+            state = self.load(path)
+            if state.get("done"):
+                self.log(f"{stage}: done already ({path})")
+                return
+            first = state["step"]
+            self.log(f"{stage}: resuming at step {first}")
+        elif start_from:
+            self.load(start_from, optimizer=False)
+        for m in (self.g_rgb, self.g_sem, self.g_h):
+            m.train()
+        bar = tqdm(total=steps, initial=first, desc=stage, leave=False) if tqdm else None
+        log_path = os.path.join(self.run_dir, "log.jsonl")
+        t0 = time.time()
+        for step in range(first, steps):
+            src, tgt = self.batch(self.source, 1, step), self.batch(self.target, 2, step)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.amp and self.device.type == "cuda"):
+                terms = self.terms(kind, src, tgt, switches)
+            for name, value in terms.items():
+                if not torch.isfinite(value):
+                    raise FloatingPointError(f"{stage} step {step}: loss term '{name}' is {value.item()}")
+            loss = sum(terms.values())
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+            if bar:
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+            if (step + 1) % self.cfg.log_every == 0 or step + 1 == steps:
+                rec = dict(stage=stage, step=step + 1, loss=loss.item(), time=round(time.time() - t0, 2),
+                           **{k: round(v.item(), 5) for k, v in terms.items()})
+                with open(log_path, "a") as f:
+                    f.write(json.dumps(rec) + "\n")
+            if (step + 1) % self.cfg.checkpoint_every == 0 and step + 1 < steps:
+                self.save(stage, step + 1, done=False)
+        if bar:
+            bar.close()
+        self.save(stage, steps, done=True)
+
+    @torch.no_grad()
+    def predict(self, image: Tensor) -> Tensor:
+        self.g_rgb.eval()
+        return self.g_rgb(image.to(self.device))[0]
