@@ -32,7 +32,7 @@ def test_quick_demo_end_to_end(quick, capsys):
     assert os.path.exists(os.path.join(quick.out, "results.md"))
     assert os.path.exists(os.path.join(quick.out, "pictures_seed0.png"))
     logs = [json.loads(line) for line in open(os.path.join(quick.out, "seed0", "log.jsonl"))]
-    assert {r["stage"] for r in logs} >= {"source_only", "semantic", "joint"}
+    assert {r["stage"] for r in logs} >= {"source_only", "source_only_long", "semantic", "joint"}
     assert any("consistency" in r and "instance_prior" in r for r in logs if r["stage"] == "joint")
     out = capsys.readouterr().out
     assert "| DESC |" in out
