@@ -47,10 +47,9 @@ def main(argv=None) -> int:
                                     "evaluate on the target test split, write table and pictures")
     d.add_argument("--quick", action="store_true", help="a tiny run (under two minutes) that shows the pipeline")
     d.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
-    for q in (d,):
-        q.add_argument("--config", default=None, help="TOML file of settings (desc_train/config.py)")
-        q.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                       help="override one setting (repeatable)")
+    d.add_argument("--config", default=None, help="TOML file of settings (desc_train/config.py)")
+    d.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one setting (repeatable)")
     e = sub.add_parser("evaluate", help="evaluate a checkpoint's G_rgb on a split")
     e.add_argument("checkpoint")
     e.add_argument("split", help="split folder with ground-truth depth")

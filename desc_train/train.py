@@ -113,7 +113,7 @@ class Trainer:
                                                   cfg.supervised_weight)
             st, h, ok = self._heights_target(src)
             pred = self._predict_heights(src, st)
-            t["height"] = (pred - torch.where(ok, h, pred.detach()))[ok].abs().mean() if ok.any() else pred.sum() * 0
+            t["height"] = (pred - h)[ok].abs().mean() if ok.any() else pred.sum() * 0
         if stage in ("source_only", "joint"):
             preds_t = self.g_rgb(tgt["image"])
             smooth = tgt["depth"].new_zeros(())
