@@ -48,6 +48,8 @@ def main(argv=None) -> int:
     d.add_argument("--quick", action="store_true", help="a tiny run (under two minutes) that shows the pipeline")
     d.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
     d.add_argument("--config", default=None, help="TOML file of settings (desc_train/config.py)")
+    d.add_argument("--workers", type=int, default=None,
+                   help="stages trained at once, in processes (default: torch's thread count)")
     d.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one setting (repeatable)")
     e = sub.add_parser("evaluate", help="evaluate a checkpoint's G_rgb on a split")
@@ -70,21 +72,16 @@ def main(argv=None) -> int:
             cfg = dataclasses.replace(cfg, data=cfg.data + "-quick", out=cfg.out + "-quick")
         for item in args.overrides:
             cfg = _override(cfg, item)
-        run_demo(cfg, seeds=[int(s) for s in args.seeds.split(",")])
+        run_demo(cfg, seeds=[int(s) for s in args.seeds.split(",")], workers=args.workers)
         return 0
     if args.command == "evaluate":
         import torch
 
-        from .config import Config
         from .data import DepthDataset
         from .evaluate import depth_metrics
-        from .models import DepthUNet
+        from .train import load_g_rgb
 
-        state = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
-        width = state.get("config", {}).get("width", Config.width)
-        net = DepthUNet(3, width)
-        net.load_state_dict(state["g_rgb"])
-        net.eval()
+        net = load_g_rgb(args.checkpoint)
         ds = DepthDataset(args.split)
         with torch.no_grad():
             pred = torch.cat([net(ds[i]["image"][None])[0] for i in range(len(ds))])

@@ -11,18 +11,19 @@ from typing import Dict, List, Optional, Sequence, Tuple
 class Config:
     data: str = "runs/bench"  # dataset root in the layout of desc_train.data; generated if missing
     out: str = "runs/demo"  # run folder: checkpoints, logs, pictures, results
-    size: Tuple[int, int] = (96, 320)  # generated frames, H x W (multiples of 16)
-    counts: Dict[str, int] = field(default_factory=lambda: {"source_train": 1000, "target_train": 1000,
-                                                            "target_test": 200})
-    width: int = 16  # U-Net base width
-    batch_size: int = 8
-    lr: float = 2e-4
+    size: Tuple[int, int] = (64, 192)  # generated frames, H x W (multiples of 16)
+    counts: Dict[str, int] = field(default_factory=lambda: {"source_train": 400, "target_train": 400,
+                                                            "target_test": 100})
+    width: int = 8  # U-Net base width
+    batch_size: int = 4
+    lr: float = 1e-3
     betas: Tuple[float, float] = (0.95, 0.999)
-    iters_source: int = 400  # stage a: source-only G_rgb
-    iters_sem: int = 400  # stage b: G_sem and G_h on the source
-    iters_joint: int = 400  # stage c: joint, with the DESC terms on the target
+    iters_source: int = 150  # stage a: source-only G_rgb
+    iters_sem: int = 300  # stage b: G_sem and G_h on the source
+    iters_joint: int = 150  # stage c: joint, with the DESC terms on the target
     supervised_weight: float = 50.0 / 40.0  # DESC's 50 * L1 in tanh space, per metre
-    consistency_weight: float = 1.0
+    consistency_weight: float = 1.0  # per metre of |G_rgb - G_sem|, at each of consistency_scales scales
+    consistency_scales: int = 4  # output scales the consistency loss pulls (1: the finest only, as the official code)
     instance_weight: float = 1.0
     smoothness_weight: float = 0.01
     confidence: bool = True  # confidence-weighted consistency (False: the official plain mean)

@@ -1,24 +1,36 @@
 """The one-command demonstration: generate the benchmark, train source-only and
 DESC (with ablations) on it, evaluate each on the target test split, and write
-the table (JSON, Markdown) and pictures."""
+the table (JSON, Markdown) and pictures.
+
+Per seed the work is a small graph of stages: (a) source-only G_rgb; from it the
+source-only row (stage a trained on for as many steps as the joint stage) and
+(b) G_sem + G_h; from (b) the four joint rows. Independent stages run in
+parallel worker processes, one or more torch threads each: the networks of the
+demo are small, and two single-threaded processes do about 1.7x the steps of
+one process with two threads on a 2-core machine.
+"""
 from __future__ import annotations
 
 import dataclasses
 import json
+import multiprocessing as mp
 import os
 import statistics
 import time
-from typing import Dict, List, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from typing import Callable, Dict, List, Optional, Sequence
 
 import cv2
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from .config import Config
 from .data import DepthDataset, generate_benchmark
+from .data.layout import read_meta
 from .data.sheet import colorize_depth
 from .evaluate import METRICS, depth_metrics
-from .train import Trainer
+from .train import Trainer, load_g_rgb
 
 VARIANTS = {  # row name -> (stage name, switches)
     "DESC": ("joint", {}),
@@ -26,6 +38,35 @@ VARIANTS = {  # row name -> (stage name, switches)
     "instance prior only": ("joint_instance", {"consistency": False}),
     "unweighted consistency": ("joint_unweighted", {"confidence": False}),
 }
+ROWS = ["source-only", *VARIANTS]
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """One stage of one seed: trains `steps` of `kind` into `<out>/seed<seed>/<stage>.pt`,
+    starting from the checkpoint of stage `after`, and evaluates it when it is a `row`."""
+
+    seed: int
+    stage: str
+    kind: str
+    steps: int
+    after: Optional[str] = None
+    switches: Dict[str, bool] = dataclasses.field(default_factory=dict)
+    row: Optional[str] = None
+
+
+def plan(cfg: Config, seeds: Sequence[int]) -> List[Job]:
+    """Every job of the demo, in the order to start them when several are ready:
+    the stages that unlock others first."""
+    jobs = [Job(s, "source_only", "source_only", cfg.iters_source) for s in seeds]
+    jobs += [Job(s, "semantic", "semantic", cfg.iters_sem, after="source_only") for s in seeds]
+    jobs += [Job(s, stage, "joint", cfg.iters_joint, "semantic", switches, row)
+             for s in seeds for row, (stage, switches) in VARIANTS.items()]
+    # The baseline gets as many G_rgb steps as the joint rows (stage a + stage c), so
+    # that the rows differ by the DESC terms, not by training time.
+    jobs += [Job(s, "source_only_long", "source_only", cfg.iters_joint, after="source_only", row="source-only")
+             for s in seeds]
+    return jobs
 
 
 def quick_config(cfg: Config) -> Config:
@@ -35,73 +76,174 @@ def quick_config(cfg: Config) -> Config:
 
 
 def ensure_data(cfg: Config, log=print) -> None:
-    missing = {k: v for k, v in cfg.counts.items() if not os.path.exists(os.path.join(cfg.data, k, "meta.json"))}
+    """Generates the splits of `cfg.counts` that are missing under `cfg.data`; a split
+    that exists must match the configured frame size and count."""
+    missing = {}
+    for split, count in cfg.counts.items():
+        if not os.path.exists(os.path.join(cfg.data, split, "meta.json")):
+            missing[split] = count
+            continue
+        meta = read_meta(os.path.join(cfg.data, split))
+        if tuple(meta.image_size) != tuple(cfg.size) or len(meta.frames) != count:
+            raise ValueError(f"{os.path.join(cfg.data, split)} holds {len(meta.frames)} frames of "
+                             f"{meta.image_size[0]}x{meta.image_size[1]}, the config asks for {count} of "
+                             f"{cfg.size[0]}x{cfg.size[1]}: delete the folder or set data= to another one")
     if missing:
         generate_benchmark(cfg.data, missing, seed=1234, size=cfg.size, log=log)
 
 
-def evaluate(trainer: Trainer, split_dir: str) -> Dict[str, float]:
+@torch.no_grad()
+def evaluate(net: torch.nn.Module, split_dir: str) -> Dict[str, float]:
+    """The metrics of desc_train.evaluate for `net` on every frame of the split: caps
+    80 m and 1-50 m without median scaling, and 80 m with it."""
     ds = DepthDataset(split_dir)
+    device = next(net.parameters()).device
     preds, gts = [], []
     for i in range(0, len(ds), 16):
         items = [ds[j] for j in range(i, min(len(ds), i + 16))]
-        image = torch.stack([it["image"] for it in items])
-        preds.append(trainer.predict(image).cpu())
+        preds.append(net(torch.stack([it["image"] for it in items]).to(device))[0].cpu())
         gts.append(torch.stack([it["depth"] for it in items]))
     pred, gt = torch.cat(preds), torch.cat(gts)
-    out = {f"{k}": v for k, v in depth_metrics(pred, gt, cap=(1e-3, 80.0)).items()}
+    out = dict(depth_metrics(pred, gt, cap=(1e-3, 80.0)))
     out.update({f"{k}@1-50m": v for k, v in depth_metrics(pred, gt, cap=(1.0, 50.0)).items()})
     out.update({f"{k}@median": v for k, v in depth_metrics(pred, gt, median_scaling=True).items()})
     return out
 
 
-def pictures(path: str, split_dir: str, trainers: Dict[str, Trainer], count: int = 4) -> None:
+@torch.no_grad()
+def pictures(path: str, split_dir: str, nets: Dict[str, torch.nn.Module], count: int = 4, zoom: int = 2) -> None:
+    """Rows of RGB | ground truth | one prediction per net, colour-mapped alike, with a title bar."""
     ds = DepthDataset(split_dir)
     rows = []
     for i in range(min(count, len(ds))):
         it = ds[i]
         tiles = [(it["image"].permute(1, 2, 0).numpy() * 255).astype(np.uint8), colorize_depth(it["depth"][0].numpy())]
-        for t in trainers.values():
-            tiles.append(colorize_depth(t.predict(it["image"][None])[0, 0].cpu().numpy()))
-        rows.append(np.concatenate([np.pad(t, ((1, 1), (1, 1), (0, 0)), constant_values=255) for t in tiles], axis=1))
-    cv2.imwrite(path, cv2.cvtColor(np.concatenate(rows, axis=0), cv2.COLOR_RGB2BGR))
+        tiles += [colorize_depth(net(it["image"][None])[0][0, 0].cpu().numpy()) for net in nets.values()]
+        tiles = [np.pad(cv2.resize(t, None, fx=zoom, fy=zoom, interpolation=cv2.INTER_NEAREST),
+                        ((1, 1), (1, 1), (0, 0)), constant_values=255) for t in tiles]
+        rows.append(np.concatenate(tiles, axis=1))
+    tile_w = rows[0].shape[1] // (2 + len(nets))
+    bar = np.full((18, rows[0].shape[1], 3), 255, np.uint8)
+    for j, title in enumerate(["RGB", "ground truth", *nets]):
+        cv2.putText(bar, title, (j * tile_w + 4, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    if not cv2.imwrite(path, cv2.cvtColor(np.concatenate([bar, *rows], axis=0), cv2.COLOR_RGB2BGR)):
+        raise OSError(f"{path}: could not be written")
 
 
-def run_demo(cfg: Config, seeds: Sequence[int] = (0, 1, 2), log=print) -> Dict:
+# ------------------------------------------------------------ running the jobs
+_WORKER: Dict = {}  # set in each worker process by _init_worker
+
+
+def _init_worker(threads: int, steps) -> None:
+    torch.set_num_threads(threads)
+    _WORKER["steps"] = steps
+
+
+def run_job(cfg: Config, job: Job, log=None, on_step=None) -> Dict:
+    """Trains (or finds done) one job and evaluates it if it is a table row.
+    In a worker process, every step is reported on the queue of _init_worker."""
+    t0 = time.time()
+    if on_step is None and "steps" in _WORKER:
+        queue = _WORKER["steps"]
+        on_step = lambda stage, step, loss: queue.put((job.seed, stage, loss))  # noqa: E731
+    trainer = Trainer(dataclasses.replace(cfg, seed=job.seed), os.path.join(cfg.out, f"seed{job.seed}"),
+                      log=log or (lambda *_: None), on_step=on_step)
+    start = trainer.checkpoint_path(job.after) if job.after else None
+    trained = trainer.run_stage(job.stage, job.steps, job.switches, start_from=start, kind=job.kind)
+    metrics = evaluate(trainer.g_rgb.eval(), os.path.join(cfg.data, "target_test")) if job.row else None
+    return dict(job=job, trained=trained, seconds=time.time() - t0, metrics=metrics)
+
+
+def _run_all(cfg: Config, jobs: List[Job], workers: int, report: Callable[[Dict], str]) -> None:
+    """Runs `jobs` as their dependencies allow, at most `workers` at a time, with
+    one progress bar (steps, speed, the latest loss) over all of them; the line
+    `report` makes of each finished job is printed above the bar."""
+    done = set()
+    pending = list(jobs)
+    bar = tqdm(total=sum(j.steps for j in jobs), desc="demo", unit="step", dynamic_ncols=True)
+
+    def step(seed, stage, loss):
+        bar.update(1)
+        bar.set_postfix_str(f"seed {seed} {stage} loss {loss:.3f}", refresh=False)
+
+    def finish(result):
+        job = result["job"]
+        done.add((job.seed, job.stage))
+        if job.steps > result["trained"]:  # steps of an earlier run: not work of this one
+            bar.total -= job.steps - result["trained"]
+            bar.refresh()
+        bar.write(report(result))
+
+    def ready():
+        return [j for j in pending if j.after is None or (j.seed, j.after) in done]
+
+    if workers <= 1:
+        while pending:
+            job = ready()[0]
+            pending.remove(job)
+            finish(run_job(cfg, job, log=bar.write, on_step=lambda stage, n, loss: step(job.seed, stage, loss)))
+        bar.close()
+        return
+    threads = max(1, torch.get_num_threads() // workers)
+    ctx = mp.get_context("spawn")  # fork after torch's thread pools have started is unsafe
+    steps = ctx.Queue()
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(threads, steps)) as pool:
+        running = {}
+        while pending or running:
+            for job in ready()[: workers - len(running)]:
+                pending.remove(job)
+                running[pool.submit(run_job, cfg, job)] = job
+            finished, _ = wait(running, timeout=0.5, return_when=FIRST_COMPLETED)
+            while not steps.empty():
+                step(*steps.get())
+            for future in finished:
+                running.pop(future)
+                finish(future.result())  # a failed stage stops the demo with its error
+    bar.close()
+
+
+def default_workers(n_jobs: int) -> int:
+    return max(1, min(torch.get_num_threads(), n_jobs))
+
+
+def run_demo(cfg: Config, seeds: Sequence[int] = (0, 1, 2), workers: Optional[int] = None, log=print) -> Dict:
+    """Runs the whole demonstration and returns its record (also written to
+    `<out>/results.json` and `<out>/results.md`, pictures to `<out>/pictures_seed<s>.png`)."""
     t0 = time.time()
     ensure_data(cfg, log)
-    results: Dict[str, List[Dict[str, float]]] = {"source-only": [], **{k: [] for k in VARIANTS}}
+    jobs = plan(cfg, seeds)
+    workers = default_workers(len(jobs)) if workers is None else workers
+    per_seed: Dict[str, Dict[int, Dict[str, float]]] = {row: {} for row in ROWS}
+    log(f"{len(jobs)} stages for seeds {list(seeds)} on {workers} worker(s)")
+
+    def report(result):
+        job = result["job"]
+        what = f"seed {job.seed} {job.stage}" + (f" ({job.row})" if job.row and job.row != "DESC" else "")
+        how = f"{result['trained']} steps in {result['seconds']:.0f} s" if result["trained"] else "done already"
+        if job.row:
+            per_seed[job.row][job.seed] = result["metrics"]
+            how += f"; target AbsRel {result['metrics']['abs_rel']:.4f}"
+        return f"{what}: {how}"
+
+    _run_all(cfg, jobs, workers, report)
     test_split = os.path.join(cfg.data, "target_test")
     for seed in seeds:
         run_dir = os.path.join(cfg.out, f"seed{seed}")
-        c = dataclasses.replace(cfg, seed=seed)
-        base = Trainer(c, run_dir, log=log)
-        base.run_stage("source_only", c.iters_source)
-        # The baseline gets as many G_rgb steps as the joint rows (stage a + stage c), so
-        # that the rows differ by the DESC terms, not by training time.
-        baseline = Trainer(c, run_dir, log=log)
-        baseline.run_stage("source_only_long", c.iters_joint, start_from=base.checkpoint_path("source_only"),
-                           kind="source_only")
-        results["source-only"].append(evaluate(baseline, test_split))
-        base.run_stage("semantic", c.iters_sem, start_from=base.checkpoint_path("source_only"))
-        shown = {"source-only": baseline}
-        for row, (stage, switches) in VARIANTS.items():
-            t = Trainer(c, run_dir, log=log)
-            t.run_stage(stage, c.iters_joint, switches, start_from=base.checkpoint_path("semantic"), kind="joint")
-            results[row].append(evaluate(t, test_split))
-            if row == "DESC":
-                shown["DESC"] = t
-        pictures(os.path.join(cfg.out, f"pictures_seed{seed}.png"), test_split, shown)
-        log(f"seed {seed}: AbsRel source-only {results['source-only'][-1]['abs_rel']:.4f}, "
-            f"DESC {results['DESC'][-1]['abs_rel']:.4f}")
+        nets = {"source-only": load_g_rgb(os.path.join(run_dir, "source_only_long.pt")),
+                "DESC": load_g_rgb(os.path.join(run_dir, "joint.pt"))}
+        pictures(os.path.join(cfg.out, f"pictures_seed{seed}.png"), test_split, nets)
+    results = {row: [per_seed[row][s] for s in seeds] for row in ROWS}
     summary = {row: {k: (statistics.mean(r[k] for r in runs), statistics.pstdev(r[k] for r in runs))
                      for k in runs[0]} for row, runs in results.items()}
-    record = dict(config=dataclasses.asdict(cfg), seeds=list(seeds), per_seed=results, summary=summary,
-                  wall_time_s=round(time.time() - t0, 1))
+    ratio = [d["abs_rel"] / s["abs_rel"] for d, s in zip(results["DESC"], results["source-only"])]
+    record = dict(config=dataclasses.asdict(cfg), seeds=list(seeds), workers=workers, per_seed=results,
+                  summary=summary, desc_over_source_only_abs_rel=ratio, wall_time_s=round(time.time() - t0, 1))
     os.makedirs(cfg.out, exist_ok=True)
     with open(os.path.join(cfg.out, "results.json"), "w") as f:
         json.dump(record, f, indent=1)
-    table = markdown_table(summary, len(seeds))
+    table = markdown_table(summary, len(seeds)) + "\n\nDESC / source-only AbsRel per seed: " + \
+        ", ".join(f"{r:.2f}" for r in ratio)
     with open(os.path.join(cfg.out, "results.md"), "w") as f:
         f.write(table + "\n")
     log(table)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Dict, Optional
+from typing import Callable, Dict, Optional
 
 import torch
 import torch.nn.functional as F
@@ -32,10 +32,7 @@ from .data import DepthDataset
 from .data.classes import CLASSES
 from .models import DepthUNet, HeightNet, instance_features, semantic_input
 
-try:
-    from tqdm import tqdm
-except ImportError:  # progress bars are a nicety
-    tqdm = None
+from tqdm import tqdm
 
 NUM_CLASSES = len(CLASSES)
 NUM_FEATURES = NUM_CLASSES + 7
@@ -45,6 +42,16 @@ def edge_map(image: Tensor) -> Tensor:
     """G_sem's edge channel: Sobel magnitude of the luminance, squashed to [0, 1)."""
     y = 0.299 * image[:, 0:1] + 0.587 * image[:, 1:2] + 0.114 * image[:, 2:3]
     return torch.tanh(2.0 * _sobel_magnitude(y))
+
+
+def tensorboard_writer(log_dir: str):
+    """A TensorBoard SummaryWriter when tensorboard is installed, else None
+    (log.jsonl holds the same scalars)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(log_dir)
 
 
 def supervised_loss(preds, depth: Tensor, weight: float) -> Tensor:
@@ -58,11 +65,28 @@ def supervised_loss(preds, depth: Tensor, weight: float) -> Tensor:
     return total
 
 
+def consistency_at_scale(depth: Tensor, depth_sem: Tensor, tgt: Dict[str, Tensor], weighted: bool) -> Tensor:
+    """L1 between G_rgb's and G_sem's depth at one output scale: weighted by the
+    confidence map of the labels and image at that scale (nearest-sampled
+    labels, area-averaged image), or a plain mean."""
+    if not weighted:
+        return desc_ops.consistency_loss(depth, depth_sem, torch.ones_like(depth))
+    step = tgt["semantic"].shape[-1] // depth.shape[-1]
+    semantic = tgt["semantic"][..., step // 2::step, step // 2::step].contiguous()
+    image = tgt["image"] if step == 1 else F.interpolate(tgt["image"], size=depth.shape[-2:], mode="area")
+    return desc_ops.semantic_consistency_loss(depth, depth_sem, semantic, image=image)
+
+
 class Trainer:
-    def __init__(self, cfg: Config, run_dir: str, log=print):
+    def __init__(self, cfg: Config, run_dir: str, log=print,
+                 on_step: Optional[Callable[[str, int, float], None]] = None):
+        """`on_step(stage, step, loss)`, when given, is called after every step in
+        place of the trainer's own progress bar (the demo shows one bar for all
+        its worker processes)."""
         self.cfg = cfg
         self.run_dir = run_dir
         self.log = log
+        self.on_step = on_step
         os.makedirs(run_dir, exist_ok=True)
         self.device = torch.device(cfg.device)
         torch.manual_seed(cfg.seed)
@@ -124,12 +148,11 @@ class Trainer:
         if stage == "joint":
             depth_t = preds_t[0]
             if switches.get("consistency", True) and cfg.consistency_weight:
-                depth_sem_t = self.g_sem(self._sem_input(tgt))[0]
-                if switches.get("confidence", cfg.confidence):
-                    cons = desc_ops.semantic_consistency_loss(depth_t, depth_sem_t, tgt["semantic"],
-                                                              image=tgt["image"])
-                else:
-                    cons = desc_ops.consistency_loss(depth_t, depth_sem_t, torch.ones_like(depth_t))
+                sem_t = self.g_sem(self._sem_input(tgt))
+                weighted = switches.get("confidence", cfg.confidence)
+                cons = tgt["depth"].new_zeros(())
+                for i in range(cfg.consistency_scales):
+                    cons = cons + consistency_at_scale(preds_t[i], sem_t[i], tgt, weighted)
                 t["consistency"] = cfg.consistency_weight * cons
             if switches.get("instance", True) and cfg.instance_weight:
                 st = desc_ops.instance_stats(tgt["instance_ids"], cfg.max_instances)
@@ -166,10 +189,11 @@ class Trainer:
         return state
 
     def run_stage(self, stage: str, steps: int, switches: Optional[Dict[str, bool]] = None,
-                  start_from: Optional[str] = None, kind: Optional[str] = None) -> None:
+                  start_from: Optional[str] = None, kind: Optional[str] = None) -> int:
         """Runs `steps` iterations of stage `kind` (source_only, semantic, joint;
         default: the name) under the name `stage`, resuming from its own
-        checkpoint, or else starting from the weights in `start_from`."""
+        checkpoint, or else starting from the weights in `start_from`. Returns
+        the number of steps it trained (0 when the stage was done already)."""
         switches = switches or {}
         kind = kind or stage
         path = self.checkpoint_path(stage)
@@ -178,15 +202,16 @@ class Trainer:
             state = self.load(path)
             if state.get("done"):
                 self.log(f"{stage}: done already ({path})")
-                return
+                return 0
             first = state["step"]
             self.log(f"{stage}: resuming at step {first}")
         elif start_from:
             self.load(start_from, optimizer=False)
         for m in (self.g_rgb, self.g_sem, self.g_h):
             m.train()
-        bar = tqdm(total=steps, initial=first, desc=stage, leave=False) if tqdm else None
+        bar = None if self.on_step else tqdm(total=steps, initial=first, desc=stage, leave=False)
         log_path = os.path.join(self.run_dir, "log.jsonl")
+        tb = tensorboard_writer(os.path.join(self.run_dir, "tensorboard"))
         t0 = time.time()
         for step in range(first, steps):
             src, tgt = self.batch(self.source, 1, step), self.batch(self.target, 2, step)
@@ -199,7 +224,9 @@ class Trainer:
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             self.opt.step()
-            if bar:
+            if self.on_step:
+                self.on_step(stage, step + 1, loss.item())
+            else:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss.item():.3f}")
             if (step + 1) % self.cfg.log_every == 0 or step + 1 == steps:
@@ -207,13 +234,31 @@ class Trainer:
                            **{k: round(v.item(), 5) for k, v in terms.items()})
                 with open(log_path, "a") as f:
                     f.write(json.dumps(rec) + "\n")
+                if tb is not None:
+                    for k, v in rec.items():
+                        if k not in ("stage", "step", "time"):
+                            tb.add_scalar(f"{stage}/{k}", v, step + 1)
             if (step + 1) % self.cfg.checkpoint_every == 0 and step + 1 < steps:
                 self.save(stage, step + 1, done=False)
         if bar:
             bar.close()
+        if tb is not None:
+            tb.close()
         self.save(stage, steps, done=True)
+        return steps - first
 
     @torch.no_grad()
     def predict(self, image: Tensor) -> Tensor:
         self.g_rgb.eval()
         return self.g_rgb(image.to(self.device))[0]
+
+
+def load_g_rgb(checkpoint: str, device="cpu") -> DepthUNet:
+    """G_rgb of a desc_train checkpoint, in eval mode, with the width it was trained at."""
+    try:
+        state = torch.load(checkpoint, map_location=device, weights_only=False)
+        net = DepthUNet(3, state.get("config", {}).get("width", Config.width))
+        net.load_state_dict(state["g_rgb"])
+    except Exception as err:
+        raise RuntimeError(f"{checkpoint}: not a readable desc_train checkpoint: {err}") from None
+    return net.to(device).eval()

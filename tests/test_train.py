@@ -91,3 +91,55 @@ def test_config_file_and_overrides(tmp_path):
     (tmp_path / "bad.toml").write_text("colour = 1\n")
     with pytest.raises(ValueError, match="unknown settings"):
         load_config(str(tmp_path / "bad.toml"))
+
+
+def test_tensorboard_gets_the_logged_scalars(quick, tmp_path, monkeypatch):
+    import desc_train.train as train_mod
+
+    written = []
+
+    class FakeWriter:
+        def __init__(self, log_dir):
+            self.log_dir = log_dir
+
+        def add_scalar(self, tag, value, step):
+            written.append((tag, value, step))
+
+        def close(self):
+            written.append("closed")
+
+    monkeypatch.setattr(train_mod, "tensorboard_writer", FakeWriter)
+    cfg = dataclasses.replace(quick, log_every=1)
+    Trainer(cfg, str(tmp_path), log=lambda *_: None).run_stage("source_only", 2)
+    tags = {w[0] for w in written if w != "closed"}
+    assert {"source_only/loss", "source_only/supervised_rgb", "source_only/smoothness"} <= tags
+    assert {w[2] for w in written if w != "closed"} == {1, 2} and written[-1] == "closed"
+
+
+def test_plan_orders_every_stage_after_its_start(quick):
+    from desc_train.demo import ROWS, plan
+
+    jobs = plan(quick, [0, 5])
+    seen = set()
+    for job in jobs:
+        assert job.after is None or (job.seed, job.after) in seen, job
+        seen.add((job.seed, job.stage))
+    assert len(seen) == len(jobs) == 14
+    assert sorted(j.row for j in jobs if j.row and j.seed == 5) == sorted(ROWS)
+
+
+def test_worker_processes_match_the_inline_run(quick, tmp_path):
+    from desc_train.demo import run_demo
+
+    quiet = lambda *_: None  # noqa: E731
+    inline = run_demo(dataclasses.replace(quick, out=str(tmp_path / "one")), seeds=[3], workers=1, log=quiet)
+    pooled = run_demo(dataclasses.replace(quick, out=str(tmp_path / "two")), seeds=[3], workers=2, log=quiet)
+    for row, metrics in inline["summary"].items():
+        for k, (mean, _) in metrics.items():
+            assert pooled["summary"][row][k][0] == pytest.approx(mean, rel=1e-3, abs=1e-5), (row, k)
+
+
+def test_existing_data_of_another_size_is_an_error(quick):
+    cfg = dataclasses.replace(quick, size=(48, 96))
+    with pytest.raises(ValueError, match="target_test|source_train|target_train"):
+        ensure_data(cfg, log=lambda *_: None)
