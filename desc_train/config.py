@@ -15,25 +15,25 @@ class Config:
     counts: Dict[str, int] = field(default_factory=lambda: {"source_train": 400, "target_train": 400,
                                                             "target_test": 100})
     width: int = 8  # U-Net base width
-    batch_size: int = 4
-    lr: float = 1e-3
-    betas: Tuple[float, float] = (0.95, 0.999)
+    batch_size: int = 4  # frames per domain per step
+    lr: float = 1e-3  # Adam, for every network (the official code: 1e-4 over 20,000 steps)
+    betas: Tuple[float, float] = (0.95, 0.999)  # Adam, as the official code
     iters_source: int = 150  # stage a: source-only G_rgb
     iters_sem: int = 300  # stage b: G_sem and G_h on the source
     iters_joint: int = 150  # stage c: joint, with the DESC terms on the target
     supervised_weight: float = 50.0 / 40.0  # DESC's 50 * L1 in tanh space, per metre
     consistency_weight: float = 1.0  # per metre of |G_rgb - G_sem|, at each of consistency_scales scales
     consistency_scales: int = 4  # output scales the consistency loss pulls (1: the finest only, as the official code)
-    instance_weight: float = 1.0
-    smoothness_weight: float = 0.01
+    instance_weight: float = 1.0  # per metre of |G_rgb - f H / h| on instance pixels
+    smoothness_weight: float = 0.01  # divided by 2^i at output scale i
     confidence: bool = True  # confidence-weighted consistency (False: the official plain mean)
-    max_instances: int = 32
+    max_instances: int = 32  # instance slots K per frame
     min_instance_rows: int = 6  # smaller instances give no height label and no prior
-    seed: int = 0
-    device: str = "cpu"
+    seed: int = 0  # weights and batches (the benchmark has its own seed)
+    device: str = "cpu"  # or "cuda"
     amp: bool = False  # autocast (bfloat16) on CUDA
-    log_every: int = 20
-    checkpoint_every: int = 100
+    log_every: int = 20  # steps between log.jsonl records
+    checkpoint_every: int = 100  # steps between checkpoints within a stage
 
 
 def _coerce(value: str, like):

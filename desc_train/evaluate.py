@@ -34,11 +34,14 @@ def image_metrics(pred: Tensor, gt: Tensor, valid: Tensor) -> Dict[str, float]:
 
 
 def depth_metrics(pred: Tensor, gt: Tensor, *, cap: Tuple[float, float] = (1e-3, 80.0),
-                  median_scaling: bool = False, crop: Optional[str] = None) -> Dict[str, float]:
+                  median_scaling: bool = False, crop: Optional[str] = None,
+                  mask: Optional[Tensor] = None) -> Dict[str, float]:
     """Mean over images of the metrics. ``pred``, ``gt`` (B, 1, H, W) or (B, H, W)
     metres (gt <= 0 or non-finite: no ground truth); ``cap`` (min, max) selects
     the ground-truth pixels evaluated (``(1e-3, 80)``; ``(1, 50)`` for the 1–50 m
-    protocol) and clamps predictions into it; ``crop="garg"`` for KITTI's Eigen split."""
+    protocol) and clamps predictions into it; ``crop="garg"`` for KITTI's Eigen split;
+    ``mask`` (B, H, W) or (B, 1, H, W) bool restricts the pixels further (say, to
+    instance pixels); images left without a pixel are skipped."""
     if pred.shape != gt.shape:
         raise ValueError(f"pred has shape {tuple(pred.shape)} but gt has {tuple(gt.shape)}")
     if crop not in (None, "garg"):
@@ -52,6 +55,8 @@ def depth_metrics(pred: Tensor, gt: Tensor, *, cap: Tuple[float, float] = (1e-3,
         valid = torch.isfinite(gt[b]) & (gt[b] > lo) & (gt[b] < hi)
         if crop == "garg":
             valid &= garg_crop_mask(*gt.shape[-2:], device=gt.device)
+        if mask is not None:
+            valid &= mask[b].reshape(gt.shape[-2:]).to(torch.bool)
         if not valid.any():
             continue
         p = pred[b]

@@ -62,3 +62,14 @@ def test_garg_crop():
     pred = gt.clone()
     pred[..., :100, :] = 50.0  # outside the crop: ignored
     assert depth_metrics(pred, gt, crop="garg")["abs_rel"] == 0.0
+
+
+def test_mask_restricts_the_evaluated_pixels():
+    g = torch.Generator().manual_seed(3)
+    gt = torch.rand(2, 1, 8, 12, generator=g) * 70 + 1
+    pred = gt * (1 + 0.3 * torch.rand(2, 1, 8, 12, generator=g))
+    mask = torch.zeros(2, 8, 12, dtype=torch.bool)
+    mask[0, 2:5, 3:9] = True  # the second image has no pixel left: skipped
+    expected = ((pred[0, 0].clamp(max=80.0) - gt[0, 0]).abs() / gt[0, 0])[mask[0]].mean().item()  # cap clamps
+    assert depth_metrics(pred, gt, mask=mask)["abs_rel"] == pytest.approx(expected, rel=1e-6)
+    assert depth_metrics(pred, gt, mask=mask)["abs_rel"] != pytest.approx(depth_metrics(pred, gt)["abs_rel"])

@@ -143,3 +143,16 @@ def test_existing_data_of_another_size_is_an_error(quick):
     cfg = dataclasses.replace(quick, size=(48, 96))
     with pytest.raises(ValueError, match="target_test|source_train|target_train"):
         ensure_data(cfg, log=lambda *_: None)
+
+
+def test_consistency_at_a_coarse_scale_uses_labels_and_image_of_that_scale():
+    import desc_ops
+    from desc_train.train import consistency_at_scale
+
+    g = torch.Generator().manual_seed(0)
+    tgt = {"semantic": torch.randint(-1, 5, (2, 16, 32), generator=g), "image": torch.rand(2, 3, 16, 32, generator=g)}
+    d, s = torch.rand(2, 1, 8, 16, generator=g) * 80, torch.rand(2, 1, 8, 16, generator=g) * 80
+    expected = desc_ops.semantic_consistency_loss(d, s, tgt["semantic"][:, 1::2, 1::2].contiguous(),
+                                                  image=torch.nn.functional.avg_pool2d(tgt["image"], 2))
+    assert torch.allclose(consistency_at_scale(d, s, tgt, weighted=True), expected, rtol=1e-5)
+    assert torch.allclose(consistency_at_scale(d, s, tgt, weighted=False), (d - s).abs().mean(), rtol=1e-5)
