@@ -86,6 +86,8 @@ def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Co
             setattr(cfg, k, _coerce(v, getattr(cfg, k)))
         except ValueError as err:
             raise ValueError(f"setting {k}: {err}") from None
+    if not 1 <= cfg.consistency_scales <= 4:
+        raise ValueError(f"consistency_scales must be 1 to 4 (the U-Nets' output scales), got {cfg.consistency_scales}")
     if cfg.size[0] % 16 or cfg.size[1] % 16:
         raise ValueError(f"size must be multiples of 16, got {cfg.size}")
     return cfg

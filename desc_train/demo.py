@@ -217,6 +217,8 @@ def run_demo(cfg: Config, seeds: Sequence[int] = (0, 1, 2), workers: Optional[in
     ensure_data(cfg, log)
     jobs = plan(cfg, seeds)
     workers = default_workers(len(jobs)) if workers is None else workers
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
     per_seed: Dict[str, Dict[int, Dict[str, float]]] = {row: {} for row in ROWS}
     log(f"{len(jobs)} stages for seeds {list(seeds)} on {workers} worker(s)")
 

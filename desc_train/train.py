@@ -6,7 +6,8 @@
     features -> metric height, labelled by instance_heights of the source ground
     truth) on the source;
 (c) ``joint``: source supervision of G_rgb and G_sem, and on the target DESCLoss:
-    confidence-weighted consistency between G_rgb and G_sem, the instance prior
+    confidence-weighted consistency between G_rgb and G_sem (at each output
+    scale), the instance prior
     from G_h's heights, smoothness. Each DESC term can be switched off.
 
 Every stage checkpoints atomically and resumes where it stopped; a non-finite
@@ -23,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import default_collate
+from tqdm import tqdm
 
 import desc_ops
 from desc_ops.reference import _sobel_magnitude
@@ -31,8 +33,6 @@ from .config import Config, as_dict
 from .data import DepthDataset
 from .data.classes import CLASSES
 from .models import DepthUNet, HeightNet, instance_features, semantic_input
-
-from tqdm import tqdm
 
 NUM_CLASSES = len(CLASSES)
 NUM_FEATURES = NUM_CLASSES + 7

@@ -156,3 +156,16 @@ def test_consistency_at_a_coarse_scale_uses_labels_and_image_of_that_scale():
                                                   image=torch.nn.functional.avg_pool2d(tgt["image"], 2))
     assert torch.allclose(consistency_at_scale(d, s, tgt, weighted=True), expected, rtol=1e-5)
     assert torch.allclose(consistency_at_scale(d, s, tgt, weighted=False), (d - s).abs().mean(), rtol=1e-5)
+
+
+def test_demo_rejects_zero_workers(quick):
+    from desc_train.demo import run_demo
+
+    with pytest.raises(ValueError, match="workers"):
+        run_demo(quick, seeds=[0], workers=0, log=lambda *_: None)
+
+
+def test_consistency_scales_must_be_an_output_scale():
+    assert load_config(None, ["consistency_scales=1"]).consistency_scales == 1
+    with pytest.raises(ValueError, match="consistency_scales"):
+        load_config(None, ["consistency_scales=5"])
