@@ -15,6 +15,7 @@ loss stops the run with the name of the term.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -77,6 +78,23 @@ def consistency_at_scale(depth: Tensor, depth_sem: Tensor, tgt: Dict[str, Tensor
     return desc_ops.semantic_consistency_loss(depth, depth_sem, semantic, image=image)
 
 
+@contextlib.contextmanager
+def frozen_running_stats(net: torch.nn.Module, enabled: bool = True):
+    """BatchNorm layers of `net` normalise with the batch as usual but leave
+    their running statistics alone (momentum 0) inside the block: G_rgb's
+    source batches then do not enter the statistics it uses on the target at
+    test time (as the official code does)."""
+    layers = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)] if enabled else []
+    saved = [m.momentum for m in layers]
+    for m in layers:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, momentum in zip(layers, saved):
+            m.momentum = momentum
+
+
 class Trainer:
     def __init__(self, cfg: Config, run_dir: str, log=print,
                  on_step: Optional[Callable[[str, int, float], None]] = None):
@@ -131,7 +149,9 @@ class Trainer:
         cfg = self.cfg
         t: Dict[str, Tensor] = {}
         if stage in ("source_only", "joint"):
-            t["supervised_rgb"] = supervised_loss(self.g_rgb(src["image"]), src["depth"], cfg.supervised_weight)
+            with frozen_running_stats(self.g_rgb, cfg.target_bn_stats):
+                preds_s = self.g_rgb(src["image"])
+            t["supervised_rgb"] = supervised_loss(preds_s, src["depth"], cfg.supervised_weight)
         if stage in ("semantic", "joint"):
             t["supervised_sem"] = supervised_loss(self.g_sem(self._sem_input(src)), src["depth"],
                                                   cfg.supervised_weight)

@@ -169,3 +169,21 @@ def test_consistency_scales_must_be_an_output_scale():
     assert load_config(None, ["consistency_scales=1"]).consistency_scales == 1
     with pytest.raises(ValueError, match="consistency_scales"):
         load_config(None, ["consistency_scales=5"])
+
+
+def test_frozen_running_stats_keeps_statistics_but_not_gradients():
+    from desc_train.train import frozen_running_stats
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(2, 3, 1), torch.nn.BatchNorm2d(3))
+    before = {k: v.clone() for k, v in net[1].state_dict().items() if "running" in k}
+    x = torch.randn(4, 2, 5, 5) * 3 + 1
+    with frozen_running_stats(net):
+        y = net(x)
+    for k, v in before.items():
+        assert torch.equal(net[1].state_dict()[k], v), k
+    assert net[1].momentum == 0.1  # restored
+    assert torch.allclose(y.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-5)  # batch statistics used
+    y.sum().backward()
+    assert net[0].weight.grad is not None
+    net(x)
+    assert not torch.equal(net[1].running_mean, before["running_mean"])
