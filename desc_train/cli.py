@@ -75,17 +75,10 @@ def main(argv=None) -> int:
         run_demo(cfg, seeds=[int(s) for s in args.seeds.split(",")], workers=args.workers)
         return 0
     if args.command == "evaluate":
-        import torch
-
-        from .data import DepthDataset
-        from .evaluate import depth_metrics
+        from .evaluate import depth_metrics, predict_split
         from .train import load_g_rgb
 
-        net = load_g_rgb(args.checkpoint)
-        ds = DepthDataset(args.split)
-        with torch.no_grad():
-            pred = torch.cat([net(ds[i]["image"][None])[0] for i in range(len(ds))])
-        gt = torch.stack([ds[i]["depth"] for i in range(len(ds))])
+        pred, gt, _ = predict_split(load_g_rgb(args.checkpoint), args.split)
         lo, hi = (float(v) for v in args.cap.split(","))
         for k, v in depth_metrics(pred, gt, cap=(lo, hi), median_scaling=args.median_scaling, crop=args.crop).items():
             print(f"{k:9s} {v:.4f}")

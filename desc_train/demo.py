@@ -29,7 +29,7 @@ from .config import Config
 from .data import DepthDataset, generate_benchmark
 from .data.layout import read_meta
 from .data.sheet import colorize_depth
-from .evaluate import METRICS, depth_metrics
+from .evaluate import METRICS, depth_metrics, predict_split
 from .train import Trainer, load_g_rgb
 
 VARIANTS = {  # row name -> (stage name, switches)
@@ -92,24 +92,15 @@ def ensure_data(cfg: Config, log=print) -> None:
         generate_benchmark(cfg.data, missing, seed=1234, size=cfg.size, log=log)
 
 
-@torch.no_grad()
 def evaluate(net: torch.nn.Module, split_dir: str) -> Dict[str, float]:
     """The metrics of desc_train.evaluate for `net` on every frame of the split: caps
     80 m and 1-50 m without median scaling, 80 m with it, and 80 m on instance pixels only."""
-    ds = DepthDataset(split_dir)
-    device = next(net.parameters()).device
-    preds, gts, instances = [], [], []
-    for i in range(0, len(ds), 16):
-        items = [ds[j] for j in range(i, min(len(ds), i + 16))]
-        preds.append(net(torch.stack([it["image"] for it in items]).to(device))[0].cpu())
-        gts.append(torch.stack([it["depth"] for it in items]))
-        instances.append(torch.stack([it["instance_ids"] >= 0 for it in items]))
-    pred, gt = torch.cat(preds), torch.cat(gts)
+    pred, gt, instances = predict_split(net, split_dir)
     out = dict(depth_metrics(pred, gt, cap=(1e-3, 80.0)))
     out.update({f"{k}@1-50m": v for k, v in depth_metrics(pred, gt, cap=(1.0, 50.0)).items()})
     out.update({f"{k}@median": v for k, v in depth_metrics(pred, gt, median_scaling=True).items()})
     # Where the instance prior acts: the pixels of segmented instances (cars, people).
-    out.update({f"{k}@instances": v for k, v in depth_metrics(pred, gt, mask=torch.cat(instances)).items()})
+    out.update({f"{k}@instances": v for k, v in depth_metrics(pred, gt, mask=instances).items()})
     return out
 
 

@@ -9,6 +9,8 @@ from typing import Dict, Optional, Tuple
 import torch
 from torch import Tensor
 
+from .data import DepthDataset
+
 METRICS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3")
 
 
@@ -69,3 +71,19 @@ def depth_metrics(pred: Tensor, gt: Tensor, *, cap: Tuple[float, float] = (1e-3,
     if n == 0:
         raise ValueError("no image has valid ground truth within the cap")
     return {k: v / n for k, v in totals.items()}
+
+
+@torch.no_grad()
+def predict_split(net: torch.nn.Module, split_dir: str, batch_size: int = 16) -> Tuple[Tensor, Tensor, Tensor]:
+    """`net`'s finest-scale depth for every frame of a split, decoding each frame
+    once: ``(pred, gt, instance_mask)``, (N, 1, H, W) metres twice and (N, H, W)
+    bool (pixels of segmented instances), on the CPU."""
+    ds = DepthDataset(split_dir)
+    device = next(net.parameters()).device
+    preds, gts, instances = [], [], []
+    for i in range(0, len(ds), batch_size):
+        items = [ds[j] for j in range(i, min(len(ds), i + batch_size))]
+        preds.append(net(torch.stack([it["image"] for it in items]).to(device))[0].cpu())
+        gts.append(torch.stack([it["depth"] for it in items]))
+        instances.append(torch.stack([it["instance_ids"] >= 0 for it in items]))
+    return torch.cat(preds), torch.cat(gts), torch.cat(instances)

@@ -66,15 +66,15 @@ def supervised_loss(preds, depth: Tensor, weight: float) -> Tensor:
     return total
 
 
-def consistency_at_scale(depth: Tensor, depth_sem: Tensor, tgt: Dict[str, Tensor], weighted: bool) -> Tensor:
+def consistency_at_scale(depth: Tensor, depth_sem: Tensor, semantic: Tensor, image: Tensor,
+                         weighted: bool) -> Tensor:
     """L1 between G_rgb's and G_sem's depth at one output scale: weighted by the
-    confidence map of the labels and image at that scale (nearest-sampled
-    labels, area-averaged image), or a plain mean."""
+    confidence map of the full-resolution labels nearest-sampled to that scale
+    and of `image` (already at that scale), or a plain mean."""
     if not weighted:
         return desc_ops.consistency_loss(depth, depth_sem, torch.ones_like(depth))
-    step = tgt["semantic"].shape[-1] // depth.shape[-1]
-    semantic = tgt["semantic"][..., step // 2::step, step // 2::step].contiguous()
-    image = tgt["image"] if step == 1 else F.interpolate(tgt["image"], size=depth.shape[-2:], mode="area")
+    step = semantic.shape[-1] // depth.shape[-1]
+    semantic = semantic[..., step // 2::step, step // 2::step].contiguous()
     return desc_ops.semantic_consistency_loss(depth, depth_sem, semantic, image=image)
 
 
@@ -161,8 +161,9 @@ class Trainer:
         if stage in ("source_only", "joint"):
             preds_t = self.g_rgb(tgt["image"])
             smooth = tgt["depth"].new_zeros(())
-            for i, p in enumerate(preds_t):
-                img = F.interpolate(tgt["image"], size=p.shape[-2:], mode="area")
+            # The target image at each output scale, for smoothness and the confidence map.
+            images_t = [F.interpolate(tgt["image"], size=p.shape[-2:], mode="area") for p in preds_t]
+            for i, (p, img) in enumerate(zip(preds_t, images_t)):
                 smooth = smooth + cfg.smoothness_weight / 2 ** i * desc_ops.smoothness_loss(p, img)
             t["smoothness"] = smooth
         if stage == "joint":
@@ -172,7 +173,7 @@ class Trainer:
                 weighted = switches.get("confidence", cfg.confidence)
                 cons = tgt["depth"].new_zeros(())
                 for i in range(cfg.consistency_scales):
-                    cons = cons + consistency_at_scale(preds_t[i], sem_t[i], tgt, weighted)
+                    cons = cons + consistency_at_scale(preds_t[i], sem_t[i], tgt["semantic"], images_t[i], weighted)
                 t["consistency"] = cfg.consistency_weight * cons
             if switches.get("instance", True) and cfg.instance_weight:
                 st = desc_ops.instance_stats(tgt["instance_ids"], cfg.max_instances)
@@ -267,10 +268,6 @@ class Trainer:
         self.save(stage, steps, done=True)
         return steps - first
 
-    @torch.no_grad()
-    def predict(self, image: Tensor) -> Tensor:
-        self.g_rgb.eval()
-        return self.g_rgb(image.to(self.device))[0]
 
 
 def load_g_rgb(checkpoint: str, device="cpu") -> DepthUNet:

@@ -154,8 +154,10 @@ def test_consistency_at_a_coarse_scale_uses_labels_and_image_of_that_scale():
     d, s = torch.rand(2, 1, 8, 16, generator=g) * 80, torch.rand(2, 1, 8, 16, generator=g) * 80
     expected = desc_ops.semantic_consistency_loss(d, s, tgt["semantic"][:, 1::2, 1::2].contiguous(),
                                                   image=torch.nn.functional.avg_pool2d(tgt["image"], 2))
-    assert torch.allclose(consistency_at_scale(d, s, tgt, weighted=True), expected, rtol=1e-5)
-    assert torch.allclose(consistency_at_scale(d, s, tgt, weighted=False), (d - s).abs().mean(), rtol=1e-5)
+    image = torch.nn.functional.avg_pool2d(tgt["image"], 2)
+    assert torch.allclose(consistency_at_scale(d, s, tgt["semantic"], image, weighted=True), expected, rtol=1e-5)
+    assert torch.allclose(consistency_at_scale(d, s, tgt["semantic"], image, weighted=False), (d - s).abs().mean(),
+                          rtol=1e-5)
 
 
 def test_demo_rejects_zero_workers(quick):
