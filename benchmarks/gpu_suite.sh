@@ -17,37 +17,55 @@ out=$(cd "$out" && pwd)
 cd "$(dirname "$0")/.."
 status=0
 step() { echo "== $1: $(date +%T)" | tee -a "$out/summary.txt"; }
+# Some GPU images have python3 but no python; PYTHON overrides.
+py=${PYTHON:-$(command -v python || command -v python3)}
 
 step "environment"
-{ nvidia-smi; python --version; python -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"; nvcc --version; } \
+{ nvidia-smi; "$py" --version; echo "image CC=${CC:-} CXX=${CXX:-}"; "$py" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"; nvcc --version; } \
   > "$out/environment.txt" 2>&1
 
 step "build"
 if [ -z "${TORCH_CUDA_ARCH_LIST:-}" ]; then
-  export TORCH_CUDA_ARCH_LIST=$(python -c "import torch; print('%d.%d' % torch.cuda.get_device_capability())")
+  export TORCH_CUDA_ARCH_LIST=$("$py" -c "import torch; print('%d.%d' % torch.cuda.get_device_capability())")
 fi
 export MAX_JOBS=${MAX_JOBS:-$(nproc)}
-if ! FORCE_CUDA=1 python -m pip install --no-build-isolation --no-deps -v -e . > "$out/build.log" 2>&1; then
+# The gcc on PATH, not an image's $CC/$CXX: one GPU image's CXX (/opt/gcc)
+# links libstdc++ statically, and an extension with its own libstdc++ beside
+# torch's crashes when it formats a C++ error message (any TORCH_CHECK).
+# DESC_CC / DESC_CXX choose another.
+export CC=${DESC_CC:-$(command -v gcc)} CXX=${DESC_CXX:-$(command -v g++)}
+if ! FORCE_CUDA=1 "$py" -m pip install --no-build-isolation --no-deps -v -e . > "$out/build.log" 2>&1; then
   echo "build failed: see build.log" | tee -a "$out/summary.txt"
   tail -40 "$out/build.log"
   exit 1
 fi
-python -c "import desc_ops; print('desc_ops built with CUDA', desc_ops.built_cuda_version())" | tee -a "$out/summary.txt"
+"$py" -c "import desc_ops; print('desc_ops built with CUDA', desc_ops.built_cuda_version())" | tee -a "$out/summary.txt"
 
 step "tests"
-python -m pytest -q tests -p no:cacheprovider > "$out/tests.log" 2>&1 || status=1
-tail -3 "$out/tests.log" | tee -a "$out/summary.txt"
+# One process per test file: a crash (a kernel that corrupts memory) then
+# names its file and leaves the other files' results standing.
+for f in tests/test_*.py; do
+  echo "==== $f" >> "$out/tests.log"
+  "$py" -m pytest -q -rfE -p no:cacheprovider "$f" >> "$out/tests.log" 2>&1
+  rc=$?
+  [ $rc -eq 0 ] || status=1
+  printf '%-36s exit %3d  %s\n' "$f" "$rc" "$(grep -E '(passed|failed|error|skipped)' "$out/tests.log" | tail -1)" \
+    | tee -a "$out/summary.txt"
+done
 
 # The sanitizers slow kernels down by orders of magnitude: a reduced set (float32, CUDA against CPU).
 for tool in memcheck racecheck synccheck; do
   step "compute-sanitizer $tool"
-  compute-sanitizer --tool "$tool" --error-exitcode 9 python -m pytest -q -p no:cacheprovider \
-    tests/test_cuda.py -k "matches_cpu and float32" > "$out/sanitizer-$tool.log" 2>&1 || status=1
-  grep -E "ERROR SUMMARY|passed|failed" "$out/sanitizer-$tool.log" | tail -3 | tee -a "$out/summary.txt"
+  compute-sanitizer --tool "$tool" --error-exitcode 9 "$py" -m pytest -q -p no:cacheprovider \
+    tests/test_cuda.py -k "matches_cpu and float32" > "$out/sanitizer-$tool.tmp" 2>&1 || status=1
+  # one log for the three tools keeps the folder small enough to copy back whole
+  { echo "==== $tool"; cat "$out/sanitizer-$tool.tmp"; } >> "$out/sanitizer.log"
+  grep -E "ERROR SUMMARY|passed|failed" "$out/sanitizer-$tool.tmp" | tail -3 | tee -a "$out/summary.txt"
+  rm -f "$out/sanitizer-$tool.tmp"
 done
 
 step "benchmarks"
-python benchmarks/losses.py --device cuda ${quick:+--quick} --json "$out/benchmark.json" \
+"$py" benchmarks/losses.py --device cuda ${quick:+--quick} --json "$out/benchmark.json" \
   --plot "$out/benchmark-scaling.png" > "$out/benchmark.txt" 2>&1 || status=1
 tail -5 "$out/benchmark.txt" | tee -a "$out/summary.txt"
 

@@ -19,6 +19,13 @@ TOLERANCES = {
 }
 
 
+def pytest_make_parametrize_id(config, val, argname):
+    """Test ids name dtypes (``[float32]``, not ``[dtype0]``) so that ``-k float32`` selects them."""
+    if isinstance(val, torch.dtype):
+        return str(val).removeprefix("torch.")
+    return None
+
+
 def tol(dtype):
     return TOLERANCES[dtype]
 

@@ -113,8 +113,12 @@ def test_gradcheck(device, impl, reduction):
     far = torch.where(torch.rand(depth.shape, generator=g) > 0.5, 50.0, 0.02).to(depth)
     depth = leaf(far + 0.05 * torch.rand(depth.shape, generator=g, dtype=torch.float64).to(depth))
     heights = leaf(heights)
+    # The kernels are deterministic; the reference's gather backward adds with
+    # atomics on CUDA, so its repeated backward may differ in the last bits.
+    nondet_tol = 1e-12 if impl == "reference" and device.type == "cuda" else 0.0
     assert torch.autograd.gradcheck(
-        lambda d, h: desc_ops.instance_prior_loss(d, ids, h, focal, reduction=reduction), (depth, heights))
+        lambda d, h: desc_ops.instance_prior_loss(d, ids, h, focal, reduction=reduction), (depth, heights),
+        nondet_tol=nondet_tol)
     assert torch.autograd.gradcheck(
         lambda d, h: desc_ops.instance_prior_loss(d, ids, h, focal, reduction=reduction, max_depth=5.0),
-        (depth, heights))
+        (depth, heights), nondet_tol=nondet_tol)

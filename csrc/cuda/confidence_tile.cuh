@@ -53,6 +53,9 @@ struct ConfidenceView {
 
 // The grid of the tile kernel for a B x H x W map.
 inline dim3 tile_grid(int64_t B, int64_t H, int64_t W) {
+  TORCH_CHECK_VALUE(B <= 65535 && (H + kTileH - 1) / kTileH <= 65535,
+                    "the CUDA kernels take at most 65535 images of at most ", 65535 * kTileH, " rows, got B=", B,
+                    ", H=", H);
   return dim3(static_cast<unsigned>((W + kTileW - 1) / kTileW), static_cast<unsigned>((H + kTileH - 1) / kTileH),
               static_cast<unsigned>(B));
 }

@@ -3,8 +3,9 @@
 //
 // The fused forward reads depth, depth_sem, the C logits (or the labels) and
 // the image once, writes the confidence (what the backward needs) and one
-// (S, W) partial per block; a single-block pass adds the partials in block
-// order. The backward is one elementwise pass.
+// (S, W) partial per 32 x 8 tile; a single-block pass adds the partials in
+// tile order. consistency_loss runs the same tiles with the weight as input.
+// The backward is one elementwise pass.
 #include <torch/library.h>
 
 #include "../consistency_loss.h"
@@ -20,8 +21,8 @@ struct WeightedL1Sink {
   using acc_t = at::opmath_type<scalar_t>;
   const scalar_t* depth;
   const scalar_t* depth_sem;
-  scalar_t* confidence;
-  scalar_t* loss_map;  // reduction "none", else null
+  scalar_t* confidence;  // null when the confidence is an input
+  scalar_t* loss_map;    // reduction "none", else null
   acc_t* partials;
   int64_t H, W;
 
@@ -30,7 +31,7 @@ struct WeightedL1Sink {
     if (inside) {
       const int64_t i = (b * H + y) * W + x;
       const scalar_t c_out = static_cast<scalar_t>(c);
-      confidence[i] = c_out;
+      if (confidence != nullptr) confidence[i] = c_out;
       // The stored (rounded) confidence is the weight, so the fused loss is
       // consistency_loss(confidence_map(...)) exactly.
       w = static_cast<acc_t>(c_out);
@@ -46,26 +47,18 @@ struct WeightedL1Sink {
   }
 };
 
-template <typename scalar_t, typename acc_t>
-__global__ void __launch_bounds__(kThreads) weighted_l1_kernel(const scalar_t* __restrict__ depth,
-                                                               const scalar_t* __restrict__ depth_sem,
-                                                               const scalar_t* __restrict__ weight,
-                                                               scalar_t* __restrict__ loss_map,
-                                                               acc_t* __restrict__ partials, int64_t n) {
-  acc_t l = 0, w = 0;
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * kThreads) {
-    const acc_t wi = static_cast<acc_t>(weight[i]);
-    const acc_t li = math::weighted_l1(wi, static_cast<acc_t>(depth[i]), static_cast<acc_t>(depth_sem[i]));
-    if (loss_map != nullptr) loss_map[i] = static_cast<scalar_t>(li);
-    l += li;
-    w += wi;
-  }
-  block_sum2<kThreads>(l, w);
-  if (threadIdx.x == 0) {
-    partials[2 * blockIdx.x] = l;
-    partials[2 * blockIdx.x + 1] = w;
-  }
+// consistency_loss: the same tiles and the same sink as the fused kernel, with
+// the confidence read from `weight`, so both reduce in one order and the
+// fused loss equals consistency_loss(confidence_map(...)) to the bit.
+template <typename scalar_t>
+__global__ void __launch_bounds__(kThreads) weight_tile_kernel(const scalar_t* __restrict__ weight, int64_t H,
+                                                               int64_t W, const WeightedL1Sink<scalar_t> sink) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t b = blockIdx.z;
+  const int64_t y = static_cast<int64_t>(blockIdx.y) * kTileH + threadIdx.y;
+  const int64_t x = static_cast<int64_t>(blockIdx.x) * kTileW + threadIdx.x;
+  const bool inside = y < H && x < W;
+  sink(b, y, x, inside, inside ? static_cast<acc_t>(weight[(b * H + y) * W + x]) : acc_t(0));
 }
 
 // (loss, norm) outputs of a reduction (loss is the map for "none").
@@ -83,15 +76,22 @@ std::tuple<at::Tensor, at::Tensor> consistency_loss_cuda(const at::Tensor& depth
                    weight = weight_in.contiguous();
   at::Tensor loss, norm;
   std::tie(loss, norm) = loss_outputs(depth, reduction);
-  const int64_t n = depth.numel();
-  const int64_t blocks = grid_for(n);
+  const int64_t B = depth.size(0), H = depth.size(2), W = depth.size(3);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, depth.scalar_type(), "consistency_loss_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const at::Tensor partials = at::empty({blocks, 2}, norm.options());
-    weighted_l1_kernel<scalar_t, acc_t><<<blocks, kThreads, 0, stream()>>>(
-        depth.data_ptr<scalar_t>(), depth_sem.data_ptr<scalar_t>(), weight.data_ptr<scalar_t>(),
-        reduction == "none" ? loss.data_ptr<scalar_t>() : nullptr, partials.data_ptr<acc_t>(), n);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    const at::Tensor partials = at::zeros({tile_blocks(B, H, W), 2}, norm.options());
+    if (depth.numel() > 0) {
+      const WeightedL1Sink<scalar_t> sink{depth.data_ptr<scalar_t>(),
+                                          depth_sem.data_ptr<scalar_t>(),
+                                          nullptr,
+                                          reduction == "none" ? loss.data_ptr<scalar_t>() : nullptr,
+                                          partials.data_ptr<acc_t>(),
+                                          H,
+                                          W};
+      weight_tile_kernel<scalar_t><<<tile_grid(B, H, W), dim3(kTileW, kTileH), 0, stream()>>>(
+          weight.data_ptr<scalar_t>(), H, W, sink);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    }
     launch_finish<scalar_t, acc_t>(partials, finish_for(reduction), loss, norm);
   });
   return {loss, norm};
