@@ -8,6 +8,8 @@ Switches (environment):
   TORCH_CUDA_ARCH_LIST    GPU architectures (default here "8.0;9.0+PTX" when no GPU is visible)
   CUDA_HOME               toolkit root (default /usr/local/cuda when it exists)
   MAX_JOBS                parallel compile jobs
+  DEBUG=1                 -O0 -g (and -G -lineinfo for nvcc): kernels a debugger
+                          (gdb, cuda-gdb, compute-sanitizer) can step through
 By default the CUDA kernels are built when torch is a CUDA build and nvcc is found.
 """
 import glob
@@ -67,7 +69,9 @@ def extensions():
     # -g0: no debug info (Python's CFLAGS ask for -g, which doubles compile time).
     # -fno-math-errno -fno-trapping-math: sqrt, selects and the branch-free exp
     # of desc_math.h vectorise (no errno or floating-point trap is ever read).
-    cxx = ["-O3", "-g0", "-fopenmp", "-fvisibility=hidden", "-fno-math-errno", "-fno-trapping-math"]
+    debug = _flag("DEBUG")
+    cxx = ["-O0", "-g"] if debug else ["-O3", "-g0"]
+    cxx += ["-fopenmp", "-fvisibility=hidden", "-fno-math-errno", "-fno-trapping-math"]
     # -fopenmp makes at::parallel_for (inline in torch's OpenMP builds) run in
     # parallel; the extension then uses the libgomp torch has already loaded.
     link = ["-fopenmp"]
@@ -79,7 +83,8 @@ def extensions():
         sources += sorted(glob.glob("csrc/cuda/*.cu"))
         macros.append(("WITH_CUDA", None))
         ext = CUDAExtension
-        extra = {"cxx": cxx, "nvcc": ["-O3", "--expt-relaxed-constexpr", "-lineinfo"]}
+        nvcc = ["-O0", "-g", "-G"] if debug else ["-O3"]
+        extra = {"cxx": cxx, "nvcc": nvcc + ["--expt-relaxed-constexpr", "-lineinfo"]}
         include_dirs = _cuda_extra_includes()
     else:
         ext = CppExtension
@@ -92,7 +97,8 @@ def extensions():
             f"TORCH_CUDA_ARCH_LIST={os.environ.get('TORCH_CUDA_ARCH_LIST')}"
             if with_cuda
             else "CPU only"
-        ),
+        )
+        + (", DEBUG (-O0 -g)" if debug else ""),
         flush=True,
     )
     return [

@@ -68,6 +68,26 @@ inline void check_plane(const at::Tensor& t, const char* name, int64_t B,
                     describe(t));
 }
 
+// A reduction over no pixels has no value (spec: common rules).
+inline void check_not_empty(const at::Tensor& depth, const std::string& reduction) {
+  TORCH_CHECK_VALUE(reduction == "none" || depth.numel() > 0, "depth is empty (", describe(depth),
+                    "): reduction '", reduction, "' needs pixels");
+}
+
+// The incoming gradient of a reduced loss: one element on the device of `like`.
+inline void check_scalar_grad(const at::Tensor& grad, const at::Tensor& like) {
+  check_same_device(grad, "grad", like, "depth");
+  TORCH_CHECK_VALUE(grad.numel() == 1, "grad of a reduced loss must have one element, got ", describe(grad));
+}
+
+// The normaliser a forward returned: one element of the accumulation dtype.
+inline void check_norm(const at::Tensor& norm, const at::Tensor& depth) {
+  check_same_device(norm, "norm", depth, "depth");
+  const auto acc = depth.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  TORCH_CHECK_VALUE(norm.numel() == 1 && norm.scalar_type() == acc, "norm must be one ", c10::toString(acc),
+                    " element (the forward's output), got ", describe(norm));
+}
+
 inline void check_reduction(const std::string& reduction, bool allow_none) {
   TORCH_CHECK_VALUE(reduction == "mean" || reduction == "sum" ||
                         (allow_none && reduction == "none"),

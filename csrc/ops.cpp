@@ -35,7 +35,7 @@ TORCH_LIBRARY(desc_ops, m) {
       "Tensor? edges, float edge_weight, float boundary_weight, int ignore_index, "
       "Tensor? ignore_classes, str reduction) -> (Tensor, Tensor, Tensor)");
   m.def(
-      "consistency_loss_backward(Tensor grad, Tensor depth, Tensor depth_sem, Tensor weight, "
+      "_consistency_loss_backward(Tensor grad, Tensor depth, Tensor depth_sem, Tensor weight, "
       "Tensor norm, str reduction) -> (Tensor, Tensor)");
   m.def(
       "instance_stats(Tensor instance_ids, int num_instances, Tensor? depth, bool validate) "
@@ -45,10 +45,10 @@ TORCH_LIBRARY(desc_ops, m) {
       "int min_pixels, float? max_depth, str reduction, bool validate) "
       "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");
   m.def(
-      "instance_prior_loss_backward(Tensor grad, Tensor depth, Tensor instance_ids, Tensor z, "
+      "_instance_prior_loss_backward(Tensor grad, Tensor depth, Tensor instance_ids, Tensor z, "
       "Tensor dz_dh, Tensor sign_sum, Tensor norm) -> (Tensor, Tensor)");
   m.def("smoothness_loss(Tensor depth, Tensor image) -> Tensor");
-  m.def("smoothness_loss_backward(Tensor grad, Tensor depth, Tensor image) -> Tensor");
+  m.def("_smoothness_loss_backward(Tensor grad, Tensor depth, Tensor image) -> Tensor");
   m.def("_cuda_version() -> int", &cuda_version);
 }
 

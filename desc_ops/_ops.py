@@ -3,7 +3,10 @@
 The schemas live in csrc/ops.cpp; the fakes here give every output's shape
 and dtype without computing, so that ``torch.compile(fullgraph=True)`` traces
 the operators, and ``register_autograd`` wires each forward op to its
-backward op, saving only what the requested gradients need.
+(private) backward op, saving only what the requested gradients need.
+
+The fakes also refuse arguments on different devices, as the kernels do: a
+call that mixes a meta tensor with real ones is dispatched to the fake.
 """
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import torch
 from torch import Tensor
 
 from . import _backend
+from ._args import _same_device
 
 ops = torch.ops.desc_ops
 
@@ -23,10 +27,16 @@ def _scalar(like: Tensor, dtype=None) -> Tensor:
     return like.new_empty((), dtype=dtype or like.dtype)
 
 
+def _one_device(first: str, ref: Tensor, **others) -> None:
+    for name, t in others.items():
+        _same_device(ref, first, t, name)
+
+
 # ----------------------------------------------------------------------- fakes
 
 
 def _confidence_map_fake(semantic, image, edges, edge_weight, boundary_weight, ignore_index, ignore_classes):
+    _one_device("semantic", semantic, image=image, edges=edges)
     if semantic.is_floating_point():
         B, _, H, W = semantic.shape
         dtype = semantic.dtype
@@ -37,21 +47,25 @@ def _confidence_map_fake(semantic, image, edges, edge_weight, boundary_weight, i
 
 
 def _consistency_loss_fake(depth, depth_sem, weight, reduction):
+    _one_device("depth", depth, depth_sem=depth_sem, weight=weight)
     loss = torch.empty_like(depth) if reduction == "none" else _scalar(depth)
     return loss, _scalar(depth, _acc(depth.dtype))
 
 
 def _semantic_consistency_loss_fake(depth, depth_sem, semantic, image, edges, edge_weight, boundary_weight,
                                     ignore_index, ignore_classes, reduction):
+    _one_device("depth", depth, depth_sem=depth_sem, semantic=semantic, image=image, edges=edges)
     loss, norm = _consistency_loss_fake(depth, depth_sem, depth, reduction)
     return loss, torch.empty_like(depth), norm
 
 
 def _consistency_loss_backward_fake(grad, depth, depth_sem, weight, norm, reduction):
+    _one_device("depth", depth, grad=grad, depth_sem=depth_sem, weight=weight, norm=norm)
     return torch.empty_like(depth), torch.empty_like(depth)
 
 
 def _instance_stats_fake(instance_ids, num_instances, depth, validate):
+    _one_device("instance_ids", instance_ids, depth=depth)
     B = instance_ids.shape[0]
     K = num_instances
     count = instance_ids.new_empty((B, K), dtype=torch.long)
@@ -63,6 +77,7 @@ def _instance_stats_fake(instance_ids, num_instances, depth, validate):
 
 
 def _instance_prior_loss_fake(depth, instance_ids, heights, focal, min_pixels, max_depth, reduction, validate):
+    _one_device("depth", depth, instance_ids=instance_ids, heights=heights, focal=focal)
     acc = _acc(depth.dtype)
     B, K = heights.shape
     return (_scalar(depth), depth.new_empty((B, K), dtype=acc), depth.new_empty((B, K), dtype=acc),
@@ -70,14 +85,17 @@ def _instance_prior_loss_fake(depth, instance_ids, heights, focal, min_pixels, m
 
 
 def _instance_prior_loss_backward_fake(grad, depth, instance_ids, z, dz_dh, sign_sum, norm):
+    _one_device("depth", depth, grad=grad, instance_ids=instance_ids, z=z, dz_dh=dz_dh, sign_sum=sign_sum, norm=norm)
     return torch.empty_like(depth), z.new_empty(z.shape, dtype=depth.dtype)
 
 
 def _smoothness_loss_fake(depth, image):
+    _one_device("depth", depth, image=image)
     return _scalar(depth)
 
 
 def _smoothness_loss_backward_fake(grad, depth, image):
+    _one_device("depth", depth, grad=grad, image=image)
     return torch.empty_like(depth)
 
 
@@ -95,7 +113,7 @@ def _consistency_setup(ctx, inputs, output):
 
 def _consistency_backward(ctx, grad, _grad_norm):
     depth, depth_sem, weight, norm = ctx.saved_tensors
-    gd, gs = ops.consistency_loss_backward(grad, depth, depth_sem, weight, norm, ctx.reduction)
+    gd, gs = ops._consistency_loss_backward(grad, depth, depth_sem, weight, norm, ctx.reduction)
     return (gd if ctx.needs_input_grad[0] else None, gs if ctx.needs_input_grad[1] else None, None, None)
 
 
@@ -110,7 +128,7 @@ def _semantic_consistency_setup(ctx, inputs, output):
 
 def _semantic_consistency_backward(ctx, grad, _grad_confidence, _grad_norm):
     depth, depth_sem, confidence, norm = ctx.saved_tensors
-    gd, gs = ops.consistency_loss_backward(grad, depth, depth_sem, confidence, norm, ctx.reduction)
+    gd, gs = ops._consistency_loss_backward(grad, depth, depth_sem, confidence, norm, ctx.reduction)
     return (gd if ctx.needs_input_grad[0] else None, gs if ctx.needs_input_grad[1] else None) + (None,) * 8
 
 
@@ -124,7 +142,7 @@ def _prior_setup(ctx, inputs, output):
 
 def _prior_backward(ctx, grad, *_):
     depth, instance_ids, z, dz_dh, sign_sum, norm = ctx.saved_tensors
-    gd, gh = ops.instance_prior_loss_backward(grad, depth, instance_ids, z, dz_dh, sign_sum, norm)
+    gd, gh = ops._instance_prior_loss_backward(grad, depth, instance_ids, z, dz_dh, sign_sum, norm)
     return (gd if ctx.needs_input_grad[0] else None, None,
             gh if ctx.needs_input_grad[2] else None) + (None,) * 5
 
@@ -136,7 +154,7 @@ def _smoothness_setup(ctx, inputs, output):
 
 def _smoothness_backward(ctx, grad):
     depth, image = ctx.saved_tensors
-    return ops.smoothness_loss_backward(grad, depth, image), None
+    return ops._smoothness_loss_backward(grad, depth, image), None
 
 
 def register() -> None:
@@ -144,12 +162,12 @@ def register() -> None:
         "confidence_map": _confidence_map_fake,
         "consistency_loss": _consistency_loss_fake,
         "semantic_consistency_loss": _semantic_consistency_loss_fake,
-        "consistency_loss_backward": _consistency_loss_backward_fake,
+        "_consistency_loss_backward": _consistency_loss_backward_fake,
         "instance_stats": _instance_stats_fake,
         "instance_prior_loss": _instance_prior_loss_fake,
-        "instance_prior_loss_backward": _instance_prior_loss_backward_fake,
+        "_instance_prior_loss_backward": _instance_prior_loss_backward_fake,
         "smoothness_loss": _smoothness_loss_fake,
-        "smoothness_loss_backward": _smoothness_loss_backward_fake,
+        "_smoothness_loss_backward": _smoothness_loss_backward_fake,
     }
     for name, fake in fakes.items():
         torch.library.register_fake(f"desc_ops::{name}", fake)

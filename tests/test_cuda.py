@@ -7,7 +7,7 @@ import torch
 
 import desc_ops
 
-from conftest import DTYPES, assert_close, leaf
+from helpers import DTYPES, assert_close, leaf
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

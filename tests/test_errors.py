@@ -1,130 +1,216 @@
-"""Every bad input the spec names raises ValueError naming the argument, on
-both backends; direct calls of the compiled operators are guarded too."""
+"""Every bad input the contract names (docs/ops.md) raises a ValueError naming
+the argument: one table, run against the public functions on both backends
+and against the compiled operators (torch.ops.desc_ops.*) directly, so the
+Python and C++ rules cannot drift apart. The private backward operators
+check everything they read."""
 import pytest
 import torch
 
 import desc_ops
 
 ops = torch.ops.desc_ops
+B, H, W, K = 2, 4, 5, 3
 
 
-@pytest.fixture(params=["extension", "reference"])
-def impl(request):
-    desc_ops.set_backend(request.param)
-    return request.param
+def _x(b=B, h=H, w=W):
+    return torch.rand(b, 1, h, w) + 1
 
 
-def _x(B=2, H=4, W=5):
-    return torch.rand(B, 1, H, W) + 1
+def _ids(value=0, b=B, h=H, w=W):
+    return torch.full((b, h, w), value, dtype=torch.long)
 
 
-def test_devices_must_match(impl):
-    meta = torch.empty(2, 1, 4, 5, device="meta")
-    with pytest.raises(ValueError, match="depth_sem is on meta but depth is on cpu"):
-        desc_ops.consistency_loss(_x(), meta, _x())
-    with pytest.raises(ValueError, match="image"):
-        desc_ops.smoothness_loss(_x(), torch.empty(2, 3, 4, 5, device="meta"))
-    with pytest.raises(ValueError, match="instance_ids"):
-        desc_ops.instance_prior_loss(_x(), torch.zeros(2, 4, 5, dtype=torch.long, device="meta"),
-                                     torch.ones(2, 1), 10.0)
+EMPTY = torch.rand(0, 1, H, W)
+META = "meta"
+
+# The arguments of a valid call of each operator, by name: the public
+# function takes them as keywords, the compiled operator in schema order.
+VALID = {
+    "confidence_map": dict(semantic=_ids(), image=None, edges=None, edge_weight=1.0, boundary_weight=0.5,
+                           ignore_index=-1, ignore_classes=None),
+    "consistency_loss": dict(depth=_x(), depth_sem=_x(), weight=_x(), reduction="mean"),
+    "semantic_consistency_loss": dict(depth=_x(), depth_sem=_x(), semantic=_ids(), image=None, edges=None,
+                                      edge_weight=1.0, boundary_weight=0.5, ignore_index=-1, ignore_classes=None,
+                                      reduction="mean"),
+    "instance_stats": dict(instance_ids=_ids(), num_instances=K, depth=None, validate=True),
+    "instance_prior_loss": dict(depth=_x(), instance_ids=_ids(), heights=torch.ones(B, K), focal=torch.ones(B),
+                                min_pixels=1, max_depth=None, reduction="mean", validate=True),
+    "smoothness_loss": dict(depth=_x(), image=torch.rand(B, 3, H, W)),
+}
 
 
-def test_shapes(impl):
-    with pytest.raises(ValueError, match="depth_sem must have shape"):
-        desc_ops.consistency_loss(_x(), _x(H=3), _x())
-    with pytest.raises(ValueError, match="weight must have shape"):
-        desc_ops.consistency_loss(_x(), _x(), torch.rand(2, 2, 4, 5))
-    with pytest.raises(ValueError, match="depth must have shape"):
-        desc_ops.smoothness_loss(torch.rand(2, 3, 4, 5), torch.rand(2, 3, 4, 5))
-    with pytest.raises(ValueError, match="image must have shape"):
-        desc_ops.smoothness_loss(_x(), torch.rand(2, 3, 4, 6))
-    with pytest.raises(ValueError, match="image must have shape"):
-        desc_ops.confidence_map(torch.zeros(2, 4, 5, dtype=torch.long), image=torch.rand(2, 2, 4, 5))
-    with pytest.raises(ValueError, match="edges must have shape"):
-        desc_ops.confidence_map(torch.zeros(2, 4, 5, dtype=torch.long), edges=torch.rand(2, 1, 4, 4))
-    with pytest.raises(ValueError, match="semantic must cover"):
-        desc_ops.semantic_consistency_loss(_x(), _x(), torch.zeros(2, 4, 6, dtype=torch.long))
-    with pytest.raises(ValueError, match="semantic labels must have shape"):
-        desc_ops.confidence_map(torch.zeros(4, 5, dtype=torch.long))
-    with pytest.raises(ValueError, match="instance_ids must have shape"):
-        desc_ops.instance_prior_loss(_x(), torch.zeros(2, 4, 4, dtype=torch.long), torch.ones(2, 1), 10.0)
-    with pytest.raises(ValueError, match="heights must have shape"):
-        desc_ops.instance_prior_loss(_x(), torch.zeros(2, 4, 5, dtype=torch.long), torch.ones(3, 1), 10.0)
-    with pytest.raises(ValueError, match="focal must be a scalar or have shape"):
-        desc_ops.instance_prior_loss(_x(), torch.zeros(2, 4, 5, dtype=torch.long), torch.ones(2, 1),
-                                     torch.ones(3))
-    with pytest.raises(ValueError, match="depth must have shape"):
-        desc_ops.instance_stats(torch.zeros(2, 4, 5, dtype=torch.long), 1, _x(H=3))
+def _on_meta(t):
+    return t.to("meta")
 
 
-def test_dtypes(impl):
-    with pytest.raises(ValueError, match="depth must be a floating tensor"):
-        desc_ops.consistency_loss(torch.ones(2, 1, 4, 5, dtype=torch.long), _x(), _x())
-    with pytest.raises(ValueError, match="instance_ids must be an integer tensor"):
-        desc_ops.instance_stats(torch.zeros(2, 4, 5), 1)
-    with pytest.raises(ValueError, match="instance_ids must be an integer tensor"):
-        desc_ops.instance_prior_loss(_x(), torch.zeros(2, 4, 5), torch.ones(2, 1), 10.0)
-    with pytest.raises(ValueError, match="heights must be a floating tensor"):
-        desc_ops.instance_prior_loss(_x(), torch.zeros(2, 4, 5, dtype=torch.long),
-                                     torch.ones(2, 1, dtype=torch.long), 10.0)
-    with pytest.raises(ValueError, match="image must be a floating tensor"):
-        desc_ops.smoothness_loss(_x(), torch.ones(2, 3, 4, 5, dtype=torch.uint8))
-    with pytest.raises(ValueError, match="ignore_classes"):
-        desc_ops.confidence_map(torch.zeros(2, 4, 5, dtype=torch.long), ignore_classes=torch.ones(2))
+# (operator, arguments that replace valid ones, message). A value META moves
+# the valid argument of that name to the meta device.
+BAD = [
+    ("confidence_map", dict(semantic=_ids()[0]), "semantic labels must have shape"),
+    ("confidence_map", dict(semantic=torch.rand(B, 0, H, W)), "semantic logits must have shape"),
+    ("confidence_map", dict(image=torch.rand(B, 3, H, W), edges=torch.rand(B, 1, H, W)), "not both"),
+    ("confidence_map", dict(image=torch.rand(B, 2, H, W)), "image must have shape"),
+    ("confidence_map", dict(image=torch.ones(B, 3, H, W, dtype=torch.long)), "image must be a floating tensor"),
+    ("confidence_map", dict(edges=torch.rand(B, 1, H, W + 1)), "edges must have shape"),
+    ("confidence_map", dict(ignore_classes=torch.ones(2)), "ignore_classes must be a 1-D integer tensor"),
+    ("confidence_map", dict(image=torch.rand(B, 3, H, W, device="meta")), "image is on meta but semantic is on cpu"),
+    ("consistency_loss", dict(depth_sem=_x(h=3)), "depth_sem must have shape"),
+    ("consistency_loss", dict(weight=torch.rand(B, 2, H, W)), "weight must have shape"),
+    ("consistency_loss", dict(depth=torch.rand(B, 3, H, W)), "depth must have shape"),
+    ("consistency_loss", dict(depth=torch.ones(B, 1, H, W, dtype=torch.long)), "depth must be a floating tensor"),
+    ("consistency_loss", dict(reduction="max"), "reduction must be"),
+    ("consistency_loss", dict(depth=EMPTY, depth_sem=EMPTY, weight=EMPTY), "depth is empty"),
+    ("consistency_loss", dict(depth=EMPTY, depth_sem=EMPTY, weight=EMPTY, reduction="sum"), "depth is empty"),
+    ("consistency_loss", dict(depth_sem=META), "depth_sem is on meta but depth is on cpu"),
+    ("consistency_loss", dict(weight=META), "weight is on meta but depth is on cpu"),
+    ("semantic_consistency_loss", dict(semantic=_ids(w=W + 1)), "semantic must cover the pixels of depth"),
+    ("semantic_consistency_loss", dict(image=torch.rand(B, 3, H, W), edges=torch.rand(B, 1, H, W)), "not both"),
+    ("semantic_consistency_loss", dict(edges=torch.rand(B, 1, 3, W)), "edges must have shape"),
+    ("semantic_consistency_loss", dict(depth_sem=_x(w=3)), "depth_sem must have shape"),
+    ("semantic_consistency_loss", dict(reduction="max"), "reduction must be"),
+    ("semantic_consistency_loss", dict(depth=EMPTY, depth_sem=EMPTY, semantic=_ids(b=0)), "depth is empty"),
+    ("semantic_consistency_loss", dict(semantic=META), "semantic is on meta but depth is on cpu"),
+    ("instance_stats", dict(instance_ids=torch.zeros(B, H, W)), "instance_ids must be an int"),
+    ("instance_stats", dict(instance_ids=_ids()[0]), "instance_ids must have shape"),
+    ("instance_stats", dict(num_instances=-1), "num_instances must be"),
+    ("instance_stats", dict(instance_ids=_ids(K)), r"instance_ids must be -1 \(no instance\) or a slot in \[0, 3\)"),
+    ("instance_stats", dict(instance_ids=_ids(-2)), r"instance_ids must be -1 \(no instance\)"),
+    ("instance_stats", dict(depth=_x(h=H + 1)), "depth must have shape"),
+    ("instance_stats", dict(depth=_x().to("meta")), "depth is on meta but instance_ids is on cpu"),
+    ("instance_prior_loss", dict(heights=torch.ones(B + 1, K)), "heights must have shape"),
+    ("instance_prior_loss", dict(focal=torch.ones(B + 1)), "focal must be a scalar or have shape"),
+    ("instance_prior_loss", dict(instance_ids=_ids(w=W - 1)), "instance_ids must have shape"),
+    ("instance_prior_loss", dict(instance_ids=torch.zeros(B, H, W)), "instance_ids must be an int"),
+    ("instance_prior_loss", dict(reduction="none"), "reduction must be"),
+    ("instance_prior_loss", dict(max_depth=-1.0), "max_depth must be >= 0"),
+    ("instance_prior_loss", dict(instance_ids=_ids(K)), r"instance_ids must be -1 \(no instance\)"),
+    ("instance_prior_loss", dict(depth=EMPTY, instance_ids=_ids(b=0), heights=torch.ones(0, K),
+                                 focal=torch.ones(0)), "depth is empty"),
+    ("instance_prior_loss", dict(heights=META), "heights is on meta but depth is on cpu"),
+    ("instance_prior_loss", dict(instance_ids=META), "instance_ids is on meta but depth is on cpu"),
+    ("smoothness_loss", dict(image=torch.rand(B, 3, H, W + 1)), "image must have shape"),
+    ("smoothness_loss", dict(depth=torch.rand(B, 3, H, W)), "depth must have shape"),
+    ("smoothness_loss", dict(depth=EMPTY, image=torch.rand(0, 3, H, W)), "depth is empty"),
+    ("smoothness_loss", dict(image=META), "image is on meta but depth is on cpu"),
+]
+
+
+def _arguments(op, bad):
+    args = dict(VALID[op])
+    for name, value in bad.items():
+        args[name] = _on_meta(args[name]) if isinstance(value, str) and value == META else value
+    return args
+
+
+def _public(op, args):
+    fn = getattr(desc_ops, op)
+    if op == "instance_stats":
+        return fn(args.pop("instance_ids"), args.pop("num_instances"), **args)
+    return fn(**args)
+
+
+def _raw(op, args):
+    schema = getattr(ops, op).default._schema
+    return getattr(ops, op)(*(args[a.name] for a in schema.arguments))
+
+
+def _case_id(case):
+    op, bad, _ = case
+    return f"{op}-{'-'.join(bad)}"
+
+
+@pytest.mark.parametrize("case", BAD, ids=[_case_id(c) for c in BAD])
+@pytest.mark.parametrize("path", ["extension", "reference", "raw"])
+def test_bad_argument_raises(case, path):
+    op, bad, message = case
+    args = _arguments(op, bad)
+    with pytest.raises(ValueError, match=message):
+        if path == "raw":
+            _raw(op, args)
+        else:
+            desc_ops.set_backend(path)
+            _public(op, args)
+
+
+@pytest.mark.parametrize("op", list(VALID))
+@pytest.mark.parametrize("path", ["extension", "reference", "raw"])
+def test_valid_arguments_run(op, path):
+    """The table's valid calls run everywhere: each bad case fails for its own reason."""
+    args = _arguments(op, {})
+    if path == "raw":
+        _raw(op, args)
+    else:
+        desc_ops.set_backend(path)
+        _public(op, args)
+
+
+@pytest.mark.parametrize("impl", ["extension", "reference"])
+def test_python_only_checks(impl):
+    """Arguments the compiled operators cannot see wrongly typed (their schemas type them)."""
+    desc_ops.set_backend(impl)
     with pytest.raises(ValueError, match="semantic must be a torch.Tensor"):
         desc_ops.confidence_map([[0, 1]])
-
-
-def test_empty_batch_with_reduction(impl):
-    empty = torch.rand(0, 1, 4, 5)
-    for reduction in ("mean", "sum"):
-        with pytest.raises(ValueError, match="depth is empty"):
-            desc_ops.consistency_loss(empty, empty, empty, reduction=reduction)
-        with pytest.raises(ValueError, match="depth is empty"):
-            desc_ops.semantic_consistency_loss(empty, empty, torch.zeros(0, 4, 5, dtype=torch.long),
-                                               reduction=reduction)
-        with pytest.raises(ValueError, match="depth is empty"):
-            desc_ops.instance_prior_loss(empty, torch.zeros(0, 4, 5, dtype=torch.long), torch.ones(0, 2), 1.0,
-                                         reduction=reduction)
-    with pytest.raises(ValueError, match="depth is empty"):
-        desc_ops.smoothness_loss(empty, torch.rand(0, 3, 4, 5))
-    assert desc_ops.consistency_loss(empty, empty, empty, reduction="none").shape == (0, 1, 4, 5)
-
-
-def test_options(impl):
-    with pytest.raises(ValueError, match="reduction"):
-        desc_ops.consistency_loss(_x(), _x(), _x(), reduction="max")
-    with pytest.raises(ValueError, match="reduction"):
-        desc_ops.instance_prior_loss(_x(), torch.zeros(2, 4, 5, dtype=torch.long), torch.ones(2, 1), 1.0,
-                                     reduction="none")
-    with pytest.raises(ValueError, match="not both"):
-        desc_ops.confidence_map(torch.zeros(2, 4, 5, dtype=torch.long), image=torch.rand(2, 3, 4, 5),
-                                edges=torch.rand(2, 1, 4, 5))
+    with pytest.raises(ValueError, match="heights must be a floating tensor"):
+        desc_ops.instance_prior_loss(_x(), _ids(), torch.ones(B, K, dtype=torch.long), 10.0)
+    with pytest.raises(ValueError, match="min_pixels must be an int"):
+        desc_ops.instance_prior_loss(_x(), _ids(), torch.ones(B, K), 10.0, min_pixels=1.5)
+    with pytest.raises(ValueError, match="ignore_classes must hold integers"):
+        desc_ops.confidence_map(_ids(), ignore_classes=[1.5])
     with pytest.raises(ValueError, match="num_instances"):
-        desc_ops.instance_stats(torch.zeros(2, 4, 5, dtype=torch.long), -1)
-    with pytest.raises(ValueError, match="max_depth"):
-        desc_ops.instance_prior_loss(_x(), torch.zeros(2, 4, 5, dtype=torch.long), torch.ones(2, 1), 1.0,
-                                     max_depth=-1.0)
-    with pytest.raises(ValueError, match="instance_ids must be -1"):
-        desc_ops.instance_prior_loss(_x(), torch.full((2, 4, 5), 3), torch.ones(2, 1), 1.0)
+        desc_ops.instance_stats(_ids(), True)
 
 
-def test_compiled_ops_check_their_arguments():
-    """Direct calls skip the Python checks; the C++ checks still refuse bad shapes."""
-    with pytest.raises(ValueError, match="depth_sem"):
-        ops.consistency_loss(_x(), _x(H=3), _x(), "mean")
-    with pytest.raises(ValueError, match="reduction"):
-        ops.consistency_loss(_x(), _x(), _x(), "max")
-    with pytest.raises(ValueError, match="instance_ids"):
-        ops.instance_stats(torch.full((1, 2, 2), 9), 3, None, True)
-    with pytest.raises(ValueError, match="instance_ids"):
-        ops.instance_prior_loss(_x(), torch.zeros(2, 4, 4, dtype=torch.long), torch.ones(2, 1),
-                                torch.ones(2), 1, None, "mean", True)
-    with pytest.raises(ValueError, match="image"):
-        ops.smoothness_loss(_x(), torch.rand(2, 3, 4, 6))
-    with pytest.raises(ValueError, match="not both"):
-        ops.confidence_map(torch.zeros(2, 4, 5, dtype=torch.long), torch.rand(2, 3, 4, 5), torch.rand(2, 1, 4, 5),
-                           1.0, 0.5, -1, None)
-    with pytest.raises(ValueError, match="edges"):
-        ops.semantic_consistency_loss(_x(), _x(), torch.zeros(2, 4, 5, dtype=torch.long), None,
-                                      torch.rand(2, 1, 3, 5), 1.0, 0.5, -1, None, "mean")
+def test_empty_batch_without_reduction(device):
+    empty = EMPTY.to(device)
+    assert desc_ops.consistency_loss(empty, empty, empty, reduction="none").shape == (0, 1, H, W)
+    assert ops.consistency_loss(empty, empty, empty, "none")[0].shape == (0, 1, H, W)
+
+
+# ------------------------------------------------------------ backward operators
+
+
+def _forward_outputs(device):
+    d, s, w = _x().to(device), _x().to(device), _x().to(device)
+    ids = torch.randint(-1, K, (B, H, W)).to(device)
+    heights, focal = torch.ones(B, K, device=device), torch.full((B,), 30.0, device=device)
+    _, norm = ops.consistency_loss(d, s, w, "mean")
+    _, z, dz_dh, sign_sum, prior_norm = ops.instance_prior_loss(d, ids, heights, focal, 1, None, "mean", True)
+    return dict(d=d, s=s, w=w, ids=ids, norm=norm, z=z, dz_dh=dz_dh, sign_sum=sign_sum, prior_norm=prior_norm,
+                image=torch.rand(B, 3, H, W, device=device), grad=torch.ones((), device=device))
+
+
+def test_backward_operators_check_their_arguments(device):
+    x = _forward_outputs(device)
+    g, d, s, w, n = x["grad"], x["d"], x["s"], x["w"], x["norm"]
+    # The valid calls run.
+    ops._consistency_loss_backward(g, d, s, w, n, "mean")
+    ops._instance_prior_loss_backward(g, d, x["ids"], x["z"], x["dz_dh"], x["sign_sum"], x["prior_norm"])
+    ops._smoothness_loss_backward(g, d, x["image"])
+    cases = [
+        (lambda: ops._consistency_loss_backward(g, d, _x(h=3).to(device), w, n, "mean"), "depth_sem must have"),
+        (lambda: ops._consistency_loss_backward(g, d, s, _x(w=3).to(device), n, "mean"), "weight must have"),
+        (lambda: ops._consistency_loss_backward(g, d, s, w.double(), n, "mean"), "weight has dtype"),
+        (lambda: ops._consistency_loss_backward(g, d, s, w, torch.ones(2, device=device), "mean"), "norm must be"),
+        (lambda: ops._consistency_loss_backward(g, d, s, w, n.to("meta"), "mean"), "norm is on meta"),
+        (lambda: ops._consistency_loss_backward(g.to("meta"), d, s, w, n, "mean"), "grad is on meta"),
+        (lambda: ops._consistency_loss_backward(torch.ones(3, device=device), d, s, w, n, "sum"), "grad of a"),
+        (lambda: ops._consistency_loss_backward(_x(h=2).to(device), d, s, w, n, "none"), "grad must have shape"),
+        (lambda: ops._consistency_loss_backward(g, d, s, w, n, "max"), "reduction must be"),
+        (lambda: ops._instance_prior_loss_backward(g, d, x["ids"][:, :2], x["z"], x["dz_dh"], x["sign_sum"],
+                                                   x["prior_norm"]), "instance_ids must have shape"),
+        (lambda: ops._instance_prior_loss_backward(g, d, x["ids"], x["z"][:1], x["dz_dh"], x["sign_sum"],
+                                                   x["prior_norm"]), "z must have shape"),
+        (lambda: ops._instance_prior_loss_backward(g, d, x["ids"], x["z"], x["dz_dh"][:, :1], x["sign_sum"],
+                                                   x["prior_norm"]), "dz_dh must have shape"),
+        (lambda: ops._instance_prior_loss_backward(g, d, x["ids"], x["z"], x["dz_dh"], x["sign_sum"].int(),
+                                                   x["prior_norm"]), "sign_sum must have shape"),
+        (lambda: ops._instance_prior_loss_backward(g, d, x["ids"], x["z"], x["dz_dh"], x["sign_sum"],
+                                                   x["prior_norm"].double()), "norm must be"),
+        (lambda: ops._instance_prior_loss_backward(g, d, x["ids"].to("meta"), x["z"], x["dz_dh"], x["sign_sum"],
+                                                   x["prior_norm"]), "instance_ids is on meta"),
+        (lambda: ops._smoothness_loss_backward(g, d, x["image"][..., :2]), "image must have shape"),
+        (lambda: ops._smoothness_loss_backward(torch.ones(2, device=device), d, x["image"]), "grad of a"),
+    ]
+    for call, message in cases:
+        with pytest.raises(ValueError, match=message):
+            call()

@@ -5,7 +5,7 @@ import torch
 import desc_ops
 from desc_ops import reference
 
-from conftest import DTYPES, assert_close, leaf, maybe_noncontiguous
+from helpers import DTYPES, assert_close, leaf, maybe_noncontiguous
 
 
 def _inputs(B, H, W, K, dtype, device, g, fill=0.6, id_dtype=torch.int64):

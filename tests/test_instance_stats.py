@@ -5,7 +5,7 @@ import torch
 import desc_ops
 from desc_ops import reference
 
-from conftest import DTYPES, assert_close, maybe_noncontiguous
+from helpers import DTYPES, assert_close, maybe_noncontiguous
 
 
 def _ids(B, H, W, K, g, device, dtype=torch.int64, fill=0.5):

@@ -10,7 +10,7 @@ import torch
 import desc_ops
 from desc_ops import reference
 
-from conftest import assert_close, leaf, rand_map
+from helpers import assert_close, leaf, rand_map
 
 ops = torch.ops.desc_ops
 

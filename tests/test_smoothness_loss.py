@@ -5,7 +5,7 @@ import torch
 import desc_ops
 from desc_ops import reference
 
-from conftest import DTYPES, assert_close, leaf, maybe_noncontiguous, rand_map
+from helpers import DTYPES, assert_close, leaf, maybe_noncontiguous, rand_map
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -11,7 +11,7 @@
 #include <type_traits>
 #include <vector>
 
-#include "../confidence.h"
+#include "../confidence_checks.h"
 #include "../desc_math.h"
 #include "simd.h"
 

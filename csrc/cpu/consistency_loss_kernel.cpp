@@ -6,7 +6,7 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
-#include "../consistency_loss.h"
+#include "../consistency_loss_checks.h"
 #include "confidence_rows.h"
 
 namespace desc_ops {
@@ -84,7 +84,7 @@ struct WeightMapRow {
 // fused loss equals consistency_loss(confidence_map(...)) exactly) and written
 // to `confidence` for the backward.
 template <typename Rows>
-struct ConfidenceRow {
+struct ConfidenceWeightRow {
   using scalar_t = typename Rows::scalar_t;
   using acc_t = typename Rows::acc_t;
   const Rows& rows;
@@ -133,7 +133,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> semantic_consistency_loss_cpu(
   dispatch_confidence_rows(a, [&](const auto& rows) {
     using Rows = std::decay_t<decltype(rows)>;
     using scalar_t = typename Rows::scalar_t;
-    const ConfidenceRow<Rows> weight_row{rows, confidence.data_ptr<scalar_t>(), a.H, a.W};
+    const ConfidenceWeightRow<Rows> weight_row{rows, confidence.data_ptr<scalar_t>(), a.H, a.W};
     out = weighted_l1_rows<scalar_t>(depth, depth_sem, reduction, weight_row);
   });
   return {std::get<0>(out), confidence, std::get<1>(out)};
@@ -143,7 +143,7 @@ std::tuple<at::Tensor, at::Tensor> consistency_loss_backward_cpu(
     const at::Tensor& grad_in, const at::Tensor& depth_in, const at::Tensor& depth_sem_in,
     const at::Tensor& weight_in, const at::Tensor& norm, c10::string_view reduction_sv) {
   const std::string reduction(reduction_sv);
-  check_consistency_backward_args(grad_in, depth_in, reduction);
+  check_consistency_backward_args(grad_in, depth_in, depth_sem_in, weight_in, norm, reduction);
   const bool none = reduction == "none";
   const at::Tensor depth = depth_in.contiguous();
   const at::Tensor depth_sem = depth_sem_in.contiguous();
@@ -181,7 +181,7 @@ std::tuple<at::Tensor, at::Tensor> consistency_loss_backward_cpu(
 TORCH_LIBRARY_IMPL(desc_ops, CPU, m) {
   m.impl("consistency_loss", &consistency_loss_cpu);
   m.impl("semantic_consistency_loss", &semantic_consistency_loss_cpu);
-  m.impl("consistency_loss_backward", &consistency_loss_backward_cpu);
+  m.impl("_consistency_loss_backward", &consistency_loss_backward_cpu);
 }
 
 }  // namespace cpu

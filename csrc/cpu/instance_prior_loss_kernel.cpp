@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "../desc_math.h"
-#include "../instance_prior_loss.h"
+#include "../instance_prior_loss_checks.h"
 #include "instance_boxes.h"
 
 namespace desc_ops {
@@ -23,7 +23,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> instance_
     const at::Tensor& focal_in, int64_t min_pixels, std::optional<double> max_depth,
     c10::string_view reduction_sv, bool validate) {
   const std::string reduction(reduction_sv);
-  const int64_t K = check_prior_args(depth_in, ids_in, heights_in, reduction, validate);
+  const int64_t K = check_prior_args(depth_in, ids_in, heights_in, max_depth, reduction, validate);
   const int64_t B = depth_in.size(0), H = depth_in.size(2), W = depth_in.size(3);
   const at::Tensor depth = depth_in.contiguous();
   const at::Tensor ids = ids_in.contiguous();
@@ -122,7 +122,7 @@ std::tuple<at::Tensor, at::Tensor> instance_prior_loss_backward_cpu(
     const at::Tensor& grad, const at::Tensor& depth_in, const at::Tensor& ids_in,
     const at::Tensor& z_in, const at::Tensor& dz_dh, const at::Tensor& sign_sum,
     const at::Tensor& norm) {
-  TORCH_CHECK_VALUE(grad.numel() == 1, "grad must have one element, got ", describe(grad));
+  check_prior_backward_args(grad, depth_in, ids_in, z_in, dz_dh, sign_sum, norm);
   const at::Tensor depth = depth_in.contiguous();
   const at::Tensor ids = ids_in.contiguous();
   const at::Tensor z = z_in.contiguous();
@@ -163,7 +163,7 @@ std::tuple<at::Tensor, at::Tensor> instance_prior_loss_backward_cpu(
 
 TORCH_LIBRARY_IMPL(desc_ops, CPU, m) {
   m.impl("instance_prior_loss", &instance_prior_loss_cpu);
-  m.impl("instance_prior_loss_backward", &instance_prior_loss_backward_cpu);
+  m.impl("_instance_prior_loss_backward", &instance_prior_loss_backward_cpu);
 }
 
 }  // namespace cpu

@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "../desc_math.h"
-#include "../instance_ids.h"
+#include "../instance_checks.h"
 #include "instance_boxes.h"
 
 namespace desc_ops {

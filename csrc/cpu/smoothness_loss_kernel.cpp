@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "../desc_math.h"
-#include "../smoothness_loss.h"
+#include "../smoothness_loss_checks.h"
 #include "simd.h"
 
 namespace desc_ops {
@@ -106,8 +106,6 @@ void backward_row(const scalar_t* d, const scalar_t* img, int64_t C, int64_t HW,
 
 at::Tensor smoothness_loss_cpu(const at::Tensor& depth_in, const at::Tensor& image_in) {
   check_smoothness_args(depth_in, image_in);
-  TORCH_CHECK_VALUE(depth_in.numel() > 0, "depth is empty (", describe(depth_in),
-                    "): smoothness_loss is a mean over its pixels");
   const at::Tensor depth = depth_in.contiguous();
   const at::Tensor image = image_in.contiguous();
   const int64_t B = depth.size(0), C = image.size(1), H = depth.size(2), W = depth.size(3);
@@ -139,13 +137,11 @@ at::Tensor smoothness_loss_cpu(const at::Tensor& depth_in, const at::Tensor& ima
 
 at::Tensor smoothness_loss_backward_cpu(const at::Tensor& grad, const at::Tensor& depth_in,
                                         const at::Tensor& image_in) {
-  check_smoothness_args(depth_in, image_in);
-  TORCH_CHECK_VALUE(grad.numel() == 1, "grad must have one element, got ", describe(grad));
+  check_smoothness_backward_args(grad, depth_in, image_in);
   const at::Tensor depth = depth_in.contiguous();
   const at::Tensor image = image_in.contiguous();
   const int64_t B = depth.size(0), C = image.size(1), H = depth.size(2), W = depth.size(3);
   at::Tensor grad_depth = at::empty_like(depth);
-  if (depth.numel() == 0) return grad_depth;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, depth.scalar_type(), "smoothness_loss_backward", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const acc_t g = static_cast<acc_t>(grad.item<double>());
@@ -170,7 +166,7 @@ at::Tensor smoothness_loss_backward_cpu(const at::Tensor& grad, const at::Tensor
 
 TORCH_LIBRARY_IMPL(desc_ops, CPU, m) {
   m.impl("smoothness_loss", &smoothness_loss_cpu);
-  m.impl("smoothness_loss_backward", &smoothness_loss_backward_cpu);
+  m.impl("_smoothness_loss_backward", &smoothness_loss_backward_cpu);
 }
 
 }  // namespace cpu

@@ -20,9 +20,9 @@ struct WriteConfidence {
 at::Tensor confidence_map_cuda(const at::Tensor& semantic, const std::optional<at::Tensor>& image,
                                const std::optional<at::Tensor>& edges, double edge_weight, double boundary_weight,
                                int64_t ignore_index, const std::optional<at::Tensor>& ignore_classes) {
-  const c10::cuda::CUDAGuard guard(semantic.device());
   const ConfidenceArgs a = make_confidence_args(semantic, image, edges, edge_weight, boundary_weight, ignore_index,
                                                 ignore_classes);
+  const c10::cuda::CUDAGuard guard(semantic.device());
   at::Tensor out = at::empty({a.B, 1, a.H, a.W}, semantic.options().dtype(a.dtype));
   if (out.numel() == 0) return out;
   dispatch_confidence_view(a, [&](const auto& view) {

@@ -5,7 +5,7 @@
 // Sink's business (write it, or fold it into a loss and reduce).
 #pragma once
 
-#include "../confidence.h"
+#include "../confidence_checks.h"
 #include "../desc_math.h"
 #include "cuda_utils.cuh"
 
@@ -51,18 +51,29 @@ struct ConfidenceView {
   }
 };
 
-// The grid of the tile kernel for a B x H x W map.
-inline dim3 tile_grid(int64_t B, int64_t H, int64_t W) {
-  TORCH_CHECK_VALUE(B <= 65535 && (H + kTileH - 1) / kTileH <= 65535,
-                    "the CUDA kernels take at most 65535 images of at most ", 65535 * kTileH, " rows, got B=", B,
-                    ", H=", H);
-  return dim3(static_cast<unsigned>((W + kTileW - 1) / kTileW), static_cast<unsigned>((H + kTileH - 1) / kTileH),
-              static_cast<unsigned>(B));
+// The tiles of a B x H x W map, numbered image by image, row of tiles by row
+// of tiles, in a flat grid: gridDim.y and gridDim.z stop at 65535, a flat
+// gridDim.x at 2^31 - 1 tiles. Block i's partial sits at row i.
+inline int64_t tile_blocks(int64_t B, int64_t H, int64_t W) {
+  return B * ((H + kTileH - 1) / kTileH) * ((W + kTileW - 1) / kTileW);
 }
 
-inline int64_t tile_blocks(int64_t B, int64_t H, int64_t W) {
-  const dim3 g = tile_grid(B, H, W);
-  return static_cast<int64_t>(g.x) * g.y * g.z;
+inline dim3 tile_grid(int64_t B, int64_t H, int64_t W) {
+  const int64_t blocks = tile_blocks(B, H, W);
+  TORCH_CHECK_VALUE(blocks <= INT_MAX, "the CUDA kernels take at most 2^31 - 1 tiles of ", kTileH, " x ", kTileW,
+                    " pixels, got B=", B, ", H=", H, ", W=", W);
+  return dim3(static_cast<unsigned>(blocks));
+}
+
+struct TileOrigin {
+  int64_t b, y0, x0;
+};
+
+// Image and top-left pixel of this block's tile.
+__device__ __forceinline__ TileOrigin tile_origin(int64_t H, int64_t W) {
+  const int64_t tiles_x = (W + kTileW - 1) / kTileW, tiles_y = (H + kTileH - 1) / kTileH;
+  const int64_t t = blockIdx.x;
+  return {t / (tiles_x * tiles_y), (t / tiles_x) % tiles_y * kTileH, t % tiles_x * kTileW};
 }
 
 // Every thread of the block calls sink(b, y, x, inside, c) exactly once, so a
@@ -72,10 +83,9 @@ __global__ void __launch_bounds__(kThreads) confidence_tile_kernel(const Confide
                                                                    Sink sink) {
   using acc_t = at::opmath_type<scalar_t>;
   __shared__ acc_t lum[kTileH + 2][kTileW + 2];
-  const int64_t b = blockIdx.z;
-  const int64_t y0 = static_cast<int64_t>(blockIdx.y) * kTileH, x0 = static_cast<int64_t>(blockIdx.x) * kTileW;
-  const int tx = threadIdx.x, ty = threadIdx.y;
   const int64_t H = v.H, W = v.W, HW = H * W;
+  const auto [b, y0, x0] = tile_origin(H, W);
+  const int tx = threadIdx.x, ty = threadIdx.y;
 
   if (v.image != nullptr) {
     const scalar_t* img = v.image + b * v.image_channels * HW;

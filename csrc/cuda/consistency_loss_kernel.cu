@@ -8,7 +8,7 @@
 // The backward is one elementwise pass.
 #include <torch/library.h>
 
-#include "../consistency_loss.h"
+#include "../consistency_loss_checks.h"
 #include "confidence_tile.cuh"
 
 namespace desc_ops {
@@ -54,9 +54,8 @@ template <typename scalar_t>
 __global__ void __launch_bounds__(kThreads) weight_tile_kernel(const scalar_t* __restrict__ weight, int64_t H,
                                                                int64_t W, const WeightedL1Sink<scalar_t> sink) {
   using acc_t = at::opmath_type<scalar_t>;
-  const int64_t b = blockIdx.z;
-  const int64_t y = static_cast<int64_t>(blockIdx.y) * kTileH + threadIdx.y;
-  const int64_t x = static_cast<int64_t>(blockIdx.x) * kTileW + threadIdx.x;
+  const auto [b, y0, x0] = tile_origin(H, W);
+  const int64_t y = y0 + threadIdx.y, x = x0 + threadIdx.x;
   const bool inside = y < H && x < W;
   sink(b, y, x, inside, inside ? static_cast<acc_t>(weight[(b * H + y) * W + x]) : acc_t(0));
 }
@@ -103,9 +102,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> semantic_consistency_loss_cuda(
     double boundary_weight, int64_t ignore_index, const std::optional<at::Tensor>& ignore_classes,
     c10::string_view reduction_sv) {
   const std::string reduction(reduction_sv);
-  const c10::cuda::CUDAGuard guard(depth_in.device());
   const ConfidenceArgs a = semantic_consistency_args(depth_in, depth_sem_in, semantic, image, edges, edge_weight,
                                                      boundary_weight, ignore_index, ignore_classes, reduction);
+  const c10::cuda::CUDAGuard guard(depth_in.device());
   const at::Tensor depth = depth_in.contiguous(), depth_sem = depth_sem_in.contiguous();
   at::Tensor confidence = at::empty_like(depth);
   at::Tensor loss, norm;
@@ -158,7 +157,7 @@ std::tuple<at::Tensor, at::Tensor> consistency_loss_backward_cuda(const at::Tens
                                                                   const at::Tensor& weight_in, const at::Tensor& norm,
                                                                   c10::string_view reduction_sv) {
   const std::string reduction(reduction_sv);
-  check_consistency_backward_args(grad_in, depth_in, reduction);
+  check_consistency_backward_args(grad_in, depth_in, depth_sem_in, weight_in, norm, reduction);
   const c10::cuda::CUDAGuard guard(depth_in.device());
   const at::Tensor depth = depth_in.contiguous(), depth_sem = depth_sem_in.contiguous(),
                    weight = weight_in.contiguous();
@@ -169,9 +168,8 @@ std::tuple<at::Tensor, at::Tensor> consistency_loss_backward_cuda(const at::Tens
   if (n == 0) return {grad_depth, grad_depth_sem};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, depth.scalar_type(), "consistency_backward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const at::Tensor norm_acc = norm.to(depth.device(), opmath_dtype(depth.scalar_type()));
     weighted_l1_backward_kernel<scalar_t, acc_t><<<grid_for(n), kThreads, 0, stream()>>>(
-        grad.data_ptr<scalar_t>(), reduction == "none", norm_acc.data_ptr<acc_t>(), depth.data_ptr<scalar_t>(),
+        grad.data_ptr<scalar_t>(), reduction == "none", norm.data_ptr<acc_t>(), depth.data_ptr<scalar_t>(),
         depth_sem.data_ptr<scalar_t>(), weight.data_ptr<scalar_t>(), grad_depth.data_ptr<scalar_t>(),
         grad_depth_sem.data_ptr<scalar_t>(), n);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -184,7 +182,7 @@ std::tuple<at::Tensor, at::Tensor> consistency_loss_backward_cuda(const at::Tens
 TORCH_LIBRARY_IMPL(desc_ops, CUDA, m) {
   m.impl("consistency_loss", &consistency_loss_cuda);
   m.impl("semantic_consistency_loss", &semantic_consistency_loss_cuda);
-  m.impl("consistency_loss_backward", &consistency_loss_backward_cuda);
+  m.impl("_consistency_loss_backward", &consistency_loss_backward_cuda);
 }
 
 }  // namespace cuda

@@ -18,10 +18,29 @@ namespace cuda {
 constexpr int64_t kMaxSharedSlots = 1024;   // 6 int counters per slot: 24 KiB of shared memory
 constexpr int64_t kPixelsPerBlock = 16 * kThreads;
 
-// Blocks of a per-image chunked launch: x = chunk of the image, y = image.
+// A per-image chunked launch in a flat grid (gridDim.y stops at 65535
+// images): block i works on chunk i % chunks of image i / chunks.
+inline __host__ __device__ int64_t chunks_per_image(int64_t HW) {
+  return HW > kPixelsPerBlock ? (HW + kPixelsPerBlock - 1) / kPixelsPerBlock : 1;
+}
+
+inline int64_t chunk_blocks(int64_t B, int64_t HW) { return B * chunks_per_image(HW); }
+
 inline dim3 chunk_grid(int64_t B, int64_t HW) {
-  return dim3(static_cast<unsigned>(std::max<int64_t>(1, (HW + kPixelsPerBlock - 1) / kPixelsPerBlock)),
-              static_cast<unsigned>(B));
+  const int64_t blocks = chunk_blocks(B, HW);
+  TORCH_CHECK_VALUE(blocks <= INT_MAX, "the CUDA instance kernels take at most 2^31 - 1 chunks of ",
+                    kPixelsPerBlock, " pixels, got B=", B, " images of ", HW, " pixels");
+  return dim3(static_cast<unsigned>(blocks));
+}
+
+struct Chunk {
+  int64_t b, begin, end;  // image, and its pixels [begin, end)
+};
+
+__device__ __forceinline__ Chunk block_chunk(int64_t HW) {
+  const int64_t chunks = chunks_per_image(HW);
+  const int64_t begin = (static_cast<int64_t>(blockIdx.x) % chunks) * kPixelsPerBlock;
+  return {static_cast<int64_t>(blockIdx.x) / chunks, begin, std::min<int64_t>(begin + kPixelsPerBlock, HW)};
 }
 
 using ull = unsigned long long;
@@ -40,7 +59,8 @@ __global__ void __launch_bounds__(kThreads) instance_boxes_kernel(const index_t*
   int* s_xmin = smem + 3 * K;
   int* s_xmax = smem + 4 * K;
   int* s_valid = smem + 5 * K;
-  const int64_t b = blockIdx.y, HW = H * W;
+  const int64_t HW = H * W;
+  const auto [b, begin, end] = block_chunk(HW);
   if (kShared) {
     for (int64_t k = threadIdx.x; k < K; k += kThreads) {
       s_count[k] = 0;
@@ -52,8 +72,6 @@ __global__ void __launch_bounds__(kThreads) instance_boxes_kernel(const index_t*
     }
     __syncthreads();
   }
-  const int64_t begin = static_cast<int64_t>(blockIdx.x) * kPixelsPerBlock;
-  const int64_t end = std::min<int64_t>(begin + kPixelsPerBlock, HW);
   for (int64_t p = begin + threadIdx.x; p < end; p += kThreads) {
     const int64_t k = static_cast<int64_t>(ids[b * HW + p]);
     if (k < 0 || k >= K) continue;

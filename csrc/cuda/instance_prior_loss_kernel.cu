@@ -9,7 +9,7 @@
 // elementwise pass, and B*K tensor ops for the heights.
 #include <torch/library.h>
 
-#include "../instance_prior_loss.h"
+#include "../instance_prior_loss_checks.h"
 #include "instance_boxes.cuh"
 
 namespace desc_ops {
@@ -41,14 +41,12 @@ __global__ void __launch_bounds__(kThreads) prior_forward_kernel(const scalar_t*
                                                                  ull* __restrict__ sign_sum,
                                                                  acc_t* __restrict__ partials) {
   extern __shared__ int s_sign[];
-  const int64_t b = blockIdx.y;
+  const auto [b, begin, end] = block_chunk(HW);
   if (kShared) {
     for (int64_t k = threadIdx.x; k < K; k += kThreads) s_sign[k] = 0;
     __syncthreads();
   }
   acc_t total = 0;
-  const int64_t begin = static_cast<int64_t>(blockIdx.x) * kPixelsPerBlock;
-  const int64_t end = std::min<int64_t>(begin + kPixelsPerBlock, HW);
   for (int64_t p = begin + threadIdx.x; p < end; p += kThreads) {
     const int64_t k = static_cast<int64_t>(ids[b * HW + p]);
     if (k < 0 || k >= K) continue;
@@ -74,7 +72,7 @@ __global__ void __launch_bounds__(kThreads) prior_forward_kernel(const scalar_t*
     }
   }
   if (threadIdx.x == 0) {
-    const int64_t blk = static_cast<int64_t>(blockIdx.y) * gridDim.x + blockIdx.x;
+    const int64_t blk = linear_block();
     partials[2 * blk] = total;
     partials[2 * blk + 1] = acc_t(0);
   }
@@ -128,7 +126,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> instance_
     const at::Tensor& depth_in, const at::Tensor& ids_in, const at::Tensor& heights_in, const at::Tensor& focal_in,
     int64_t min_pixels, std::optional<double> max_depth, c10::string_view reduction_sv, bool validate) {
   const std::string reduction(reduction_sv);
-  const int64_t K = check_prior_args(depth_in, ids_in, heights_in, reduction, validate);
+  const int64_t K = check_prior_args(depth_in, ids_in, heights_in, max_depth, reduction, validate);
   const c10::cuda::CUDAGuard guard(depth_in.device());
   const int64_t B = depth_in.size(0), HW = depth_in.size(2) * depth_in.size(3);
   const at::Tensor depth = depth_in.contiguous(), ids = ids_in.contiguous(), heights = heights_in.contiguous();
@@ -140,7 +138,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> instance_
   at::Tensor sign_sum = at::zeros({B, K}, long_opts);
   at::Tensor loss = at::empty({}, depth.options()), norm = at::empty({}, acc_opts);
   const dim3 grid = chunk_grid(B, HW);
-  const int64_t blocks = static_cast<int64_t>(grid.x) * grid.y;
+  const int64_t blocks = chunk_blocks(B, HW);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, depth.scalar_type(), "instance_prior_loss_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     AT_DISPATCH_INDEX_TYPES(ids.scalar_type(), "instance_prior_loss_cuda_ids", [&] {
@@ -182,7 +180,7 @@ std::tuple<at::Tensor, at::Tensor> instance_prior_loss_backward_cuda(const at::T
                                                                      const at::Tensor& dz_dh,
                                                                      const at::Tensor& sign_sum,
                                                                      const at::Tensor& norm) {
-  TORCH_CHECK_VALUE(grad_in.numel() == 1, "grad must have one element, got ", describe(grad_in));
+  check_prior_backward_args(grad_in, depth_in, ids_in, z_in, dz_dh, sign_sum, norm);
   const c10::cuda::CUDAGuard guard(depth_in.device());
   const at::Tensor depth = depth_in.contiguous(), ids = ids_in.contiguous(), z = z_in.contiguous();
   const at::Tensor grad = grad_in.to(depth.scalar_type()).contiguous();
@@ -206,7 +204,7 @@ std::tuple<at::Tensor, at::Tensor> instance_prior_loss_backward_cuda(const at::T
 
 TORCH_LIBRARY_IMPL(desc_ops, CUDA, m) {
   m.impl("instance_prior_loss", &instance_prior_loss_cuda);
-  m.impl("instance_prior_loss_backward", &instance_prior_loss_backward_cuda);
+  m.impl("_instance_prior_loss_backward", &instance_prior_loss_backward_cuda);
 }
 
 }  // namespace cuda

@@ -10,7 +10,7 @@
 
 #include <cub/cub.cuh>
 
-#include "../instance_ids.h"
+#include "../instance_checks.h"
 #include "instance_boxes.cuh"
 
 namespace desc_ops {
@@ -31,13 +31,13 @@ __global__ void valid_slot_kernel(const index_t* __restrict__ ids, const acc_t* 
 
 template <typename scalar_t, typename acc_t>
 __global__ void mean_median_kernel(const acc_t* __restrict__ grouped, const int64_t* __restrict__ start,
-                                   const int64_t* __restrict__ valid_count, const acc_t* __restrict__ sums,
+                                   const int64_t* __restrict__ valid_count, const double* __restrict__ sums,
                                    int64_t slots, scalar_t* __restrict__ mean, scalar_t* __restrict__ median) {
   const acc_t nan = std::numeric_limits<acc_t>::quiet_NaN();
   for (int64_t s = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x; s < slots;
        s += static_cast<int64_t>(gridDim.x) * kThreads) {
     const int64_t n = valid_count[s];
-    mean[s] = static_cast<scalar_t>(n > 0 ? sums[s] / static_cast<acc_t>(n) : nan);
+    mean[s] = static_cast<scalar_t>(n > 0 ? sums[s] / static_cast<double>(n) : static_cast<double>(nan));
     median[s] = static_cast<scalar_t>(n > 0 ? grouped[start[s] + (n - 1) / 2] : nan);
   }
 }
@@ -86,27 +86,30 @@ void depth_stats_cuda(const at::Tensor& ids, const at::Tensor& depth, int64_t K,
   const at::Tensor counts = valid_count.reshape({-1});
   const at::Tensor start = counts.cumsum(0) - counts;
   const at::Tensor stop = start + counts;
-  const at::Tensor sums = at::zeros({slots}, d.options());
+  // The means sum in double, as on the CPU: a million float32 depths summed
+  // in float32 lose thousands of ulp.
+  const at::Tensor grouped_d = grouped.to(at::kDouble);
+  const at::Tensor sums = at::zeros({slots}, d.options().dtype(at::kDouble));
   if (n > 0) {
     size_t bytes = 0;
-    cub::DeviceSegmentedReduce::Sum(nullptr, bytes, grouped.data_ptr<acc_t>(), sums.data_ptr<acc_t>(),
+    cub::DeviceSegmentedReduce::Sum(nullptr, bytes, grouped_d.data_ptr<double>(), sums.data_ptr<double>(),
                                     static_cast<int>(slots), start.data_ptr<int64_t>(), stop.data_ptr<int64_t>(),
                                     stream());
     const at::Tensor temp = cub_temp(bytes, ids);
-    C10_CUDA_CHECK(cub::DeviceSegmentedReduce::Sum(temp.data_ptr(), bytes, grouped.data_ptr<acc_t>(),
-                                                   sums.data_ptr<acc_t>(), static_cast<int>(slots),
+    C10_CUDA_CHECK(cub::DeviceSegmentedReduce::Sum(temp.data_ptr(), bytes, grouped_d.data_ptr<double>(),
+                                                   sums.data_ptr<double>(), static_cast<int>(slots),
                                                    start.data_ptr<int64_t>(), stop.data_ptr<int64_t>(), stream()));
   }
   mean_median_kernel<scalar_t, acc_t><<<grid_for(slots), kThreads, 0, stream()>>>(
-      grouped.data_ptr<acc_t>(), start.data_ptr<int64_t>(), counts.data_ptr<int64_t>(), sums.data_ptr<acc_t>(),
+      grouped.data_ptr<acc_t>(), start.data_ptr<int64_t>(), counts.data_ptr<int64_t>(), sums.data_ptr<double>(),
       slots, mean.data_ptr<scalar_t>(), median.data_ptr<scalar_t>());
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> instance_stats_cuda(
     const at::Tensor& ids_in, int64_t K, const std::optional<at::Tensor>& depth_opt, bool validate) {
-  const c10::cuda::CUDAGuard guard(ids_in.device());
   const bool has_depth = check_stats_args(ids_in, K, depth_opt, validate);
+  const c10::cuda::CUDAGuard guard(ids_in.device());
   const int64_t B = ids_in.size(0);
   const at::Tensor ids = ids_in.contiguous();
   const auto long_opts = ids.options().dtype(at::kLong);

@@ -4,7 +4,7 @@
 #include <torch/library.h>
 
 #include "../desc_math.h"
-#include "../smoothness_loss.h"
+#include "../smoothness_loss_checks.h"
 #include "cuda_utils.cuh"
 
 namespace desc_ops {
@@ -85,8 +85,6 @@ __global__ void __launch_bounds__(kThreads) smoothness_backward_kernel(const sca
 
 at::Tensor smoothness_loss_cuda(const at::Tensor& depth_in, const at::Tensor& image_in) {
   check_smoothness_args(depth_in, image_in);
-  TORCH_CHECK_VALUE(depth_in.numel() > 0, "depth is empty (", describe(depth_in),
-                    "): smoothness_loss is a mean over its pixels");
   const c10::cuda::CUDAGuard guard(depth_in.device());
   const at::Tensor depth = depth_in.contiguous(), image = image_in.contiguous();
   const int64_t B = depth.size(0), C = image.size(1), H = depth.size(2), W = depth.size(3);
@@ -108,14 +106,12 @@ at::Tensor smoothness_loss_cuda(const at::Tensor& depth_in, const at::Tensor& im
 
 at::Tensor smoothness_loss_backward_cuda(const at::Tensor& grad_in, const at::Tensor& depth_in,
                                          const at::Tensor& image_in) {
-  check_smoothness_args(depth_in, image_in);
-  TORCH_CHECK_VALUE(grad_in.numel() == 1, "grad must have one element, got ", describe(grad_in));
+  check_smoothness_backward_args(grad_in, depth_in, image_in);
   const c10::cuda::CUDAGuard guard(depth_in.device());
   const at::Tensor depth = depth_in.contiguous(), image = image_in.contiguous();
   const at::Tensor grad = grad_in.to(depth.scalar_type()).contiguous();
   const int64_t B = depth.size(0), C = image.size(1), H = depth.size(2), W = depth.size(3);
   at::Tensor grad_depth = at::empty_like(depth);
-  if (depth.numel() == 0) return grad_depth;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, depth.scalar_type(), "smoothness_backward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const auto [ax, ay] = smoothness_term_scales<acc_t>(B, H, W);
@@ -131,7 +127,7 @@ at::Tensor smoothness_loss_backward_cuda(const at::Tensor& grad_in, const at::Te
 
 TORCH_LIBRARY_IMPL(desc_ops, CUDA, m) {
   m.impl("smoothness_loss", &smoothness_loss_cuda);
-  m.impl("smoothness_loss_backward", &smoothness_loss_backward_cuda);
+  m.impl("_smoothness_loss_backward", &smoothness_loss_backward_cuda);
 }
 
 }  // namespace cuda

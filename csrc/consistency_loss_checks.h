@@ -5,7 +5,7 @@
 #include <string>
 
 #include "checks.h"
-#include "confidence.h"
+#include "confidence_checks.h"
 
 namespace desc_ops {
 
@@ -25,6 +25,7 @@ inline void check_consistency_args(const at::Tensor& depth, const at::Tensor& de
   check_same_device(weight, "weight", depth, "depth");
   check_same_dtype(weight, "weight", depth, "depth");
   check_map(weight, "weight", depth.size(0), depth.size(2), depth.size(3));
+  check_not_empty(depth, reduction);
 }
 
 // The confidence inputs of the fused loss, computed in the dtype of depth.
@@ -44,17 +45,27 @@ inline ConfidenceArgs semantic_consistency_args(
     TORCH_CHECK_VALUE(a.dtype == depth.scalar_type(), "semantic, image and edges must have the dtype of depth (",
                       depth.scalar_type(), "), got ", a.dtype);
   }
+  check_not_empty(depth, reduction);
   a.dtype = depth.scalar_type();
   return a;
 }
 
+// The backward reads depth, depth_sem and weight pixel by pixel: all must match.
 inline void check_consistency_backward_args(const at::Tensor& grad, const at::Tensor& depth,
-                                            const std::string& reduction) {
+                                            const at::Tensor& depth_sem, const at::Tensor& weight,
+                                            const at::Tensor& norm, const std::string& reduction) {
   check_reduction(reduction, /*allow_none=*/true);
+  check_depth_pair(depth, depth_sem);
+  check_same_device(weight, "weight", depth, "depth");
+  check_same_dtype(weight, "weight", depth, "depth");
+  check_map(weight, "weight", depth.size(0), depth.size(2), depth.size(3));
+  check_norm(norm, depth);
   if (reduction == "none") {
+    check_same_device(grad, "grad", depth, "depth");
+    check_floating(grad, "grad");
     check_map(grad, "grad", depth.size(0), depth.size(2), depth.size(3));
   } else {
-    TORCH_CHECK_VALUE(grad.numel() == 1, "grad of a reduced loss must have one element, got ", describe(grad));
+    check_scalar_grad(grad, depth);
   }
 }
 

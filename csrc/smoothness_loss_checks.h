@@ -16,6 +16,13 @@ inline void check_smoothness_args(const at::Tensor& depth, const at::Tensor& ima
                         image.size(2) == depth.size(2) && image.size(3) == depth.size(3),
                     "image must have shape [", depth.size(0), ", C, ", depth.size(2), ", ", depth.size(3),
                     "], got ", describe(image));
+  check_not_empty(depth, "mean");
+}
+
+inline void check_smoothness_backward_args(const at::Tensor& grad, const at::Tensor& depth,
+                                           const at::Tensor& image) {
+  check_smoothness_args(depth, image);
+  check_scalar_grad(grad, depth);
 }
 
 // 1 / number of terms of the x and y means; 0 for an empty term.

@@ -11,8 +11,8 @@
 namespace desc_ops {
 
 // `instance_ids` is (B, H, W) int32/int64. With `validate`, every id must be
-// -1 or in [0, num_instances); on CUDA this costs one small device-to-host
-// read, which validate=false skips (such pixels are then ignored).
+// -1 or in [0, num_instances); on CUDA this costs one device-to-host read of
+// two numbers, which validate=false skips (such pixels are then ignored).
 inline void check_instance_ids(const at::Tensor& instance_ids, int64_t num_instances,
                                bool validate) {
   check_index(instance_ids, "instance_ids");
@@ -21,7 +21,8 @@ inline void check_instance_ids(const at::Tensor& instance_ids, int64_t num_insta
   TORCH_CHECK_VALUE(num_instances >= 0, "num_instances must be >= 0, got ", num_instances);
   if (!validate || instance_ids.numel() == 0) return;
   const auto [lo, hi] = at::aminmax(instance_ids);
-  const int64_t lo_v = lo.item<int64_t>(), hi_v = hi.item<int64_t>();
+  const at::Tensor range = at::stack({lo, hi}).to(at::kCPU, at::kLong);  // the one host read
+  const int64_t lo_v = range.data_ptr<int64_t>()[0], hi_v = range.data_ptr<int64_t>()[1];
   TORCH_CHECK_VALUE(lo_v >= -1 && hi_v < num_instances,
                     "instance_ids must be -1 (no instance) or a slot in [0, ", num_instances,
                     "), found values in [", lo_v, ", ", hi_v, "]");
