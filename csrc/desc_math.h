@@ -161,9 +161,10 @@ DESC_HD acc_t pseudo_depth(acc_t focal, acc_t height, int64_t pixel_height,
                            acc_t* dz_dheight) {
   const acc_t scale = focal / static_cast<acc_t>(pixel_height);
   const acc_t z = scale * height;
-  if (has_max_depth && (z < acc_t(0) || z > max_depth)) {
+  // The gradient of torch.clamp: 0 where the clamp acts, boundaries included.
+  if (has_max_depth && (z <= acc_t(0) || z >= max_depth)) {
     *dz_dheight = acc_t(0);
-    return z < acc_t(0) ? acc_t(0) : max_depth;
+    return z <= acc_t(0) ? acc_t(0) : max_depth;
   }
   *dz_dheight = scale;
   return z;

@@ -27,3 +27,11 @@ def extension_backend():
     desc_ops.set_backend("extension")
     yield
     desc_ops.set_backend(previous)
+
+
+@pytest.fixture(params=["extension", "reference"])
+def impl(request):
+    """Runs a test on both backends: values worked out by hand check the
+    reference as much as the kernels."""
+    desc_ops.set_backend(request.param)
+    return request.param

@@ -48,7 +48,7 @@ def test_matches_reference(device, dtype, kind, source, shape):
 
 @pytest.mark.parametrize("kind", ["logits", "labels64"])
 @pytest.mark.parametrize("ignore", [[0, 2], torch.tensor([3], dtype=torch.int32), 1, []])
-def test_ignore_classes(device, kind, ignore):
+def test_ignore_classes(device, impl, kind, ignore):
     g = torch.Generator().manual_seed(3)
     semantic = _semantic(kind, 2, 4, 9, 11, torch.float32, device, g)
     out = desc_ops.confidence_map(semantic, ignore_classes=ignore)
@@ -74,7 +74,7 @@ def test_noncontiguous_inputs(device, contiguous):
     assert torch.equal(transposed, expected)
 
 
-def test_logit_semantic_term_values(device):
+def test_logit_semantic_term_values(device, impl):
     uniform = torch.zeros(1, 4, 1, 1, device=device)
     assert desc_ops.confidence_map(uniform).item() == pytest.approx(0.0, abs=1e-7)
     certain = torch.tensor([100.0, 0, 0, 0], device=device).view(1, 4, 1, 1)
@@ -93,7 +93,7 @@ def test_logit_semantic_term_values(device):
     assert desc_ops.confidence_map(tie, ignore_classes=[1]).item() > 0
 
 
-def test_label_semantic_term_values(device):
+def test_label_semantic_term_values(device, impl):
     labels = torch.tensor([[[1, 1, 1, 2],
                             [1, 1, 1, 2],
                             [1, 1, -1, 2]]], device=device)
@@ -107,7 +107,7 @@ def test_label_semantic_term_values(device):
                        torch.tensor(b, device=device))
 
 
-def test_edges_and_sobel_values(device):
+def test_edges_and_sobel_values(device, impl):
     edges = torch.tensor([0.0, 0.5, 1.0], device=device).view(1, 1, 1, 3)
     labels = torch.zeros(1, 1, 3, dtype=torch.long, device=device)
     out = desc_ops.confidence_map(labels, edges=edges, edge_weight=2.0)
@@ -126,7 +126,7 @@ def test_edges_and_sobel_values(device):
     assert_close(desc_ops.confidence_map(zeros, image=rgb), desc_ops.confidence_map(zeros, image=gray))
 
 
-def test_dtype_of_result(device):
+def test_dtype_of_result(device, impl):
     labels = torch.zeros(1, 2, 2, dtype=torch.long, device=device)
     assert desc_ops.confidence_map(labels).dtype == torch.float32
     assert desc_ops.confidence_map(labels, edges=torch.zeros(1, 1, 2, 2, dtype=torch.float64,
@@ -136,7 +136,7 @@ def test_dtype_of_result(device):
     assert desc_ops.confidence_map(logits, image=image).dtype == torch.bfloat16
 
 
-def test_empty_batch(device):
+def test_empty_batch(device, impl):
     out = desc_ops.confidence_map(torch.zeros(0, 3, 4, 5, device=device))
     assert out.shape == (0, 1, 4, 5)
     out = desc_ops.confidence_map(torch.zeros(0, 4, 5, dtype=torch.long, device=device))

@@ -94,7 +94,7 @@ def test_fused_equals_composition(device, dtype, reduction):
 
 
 @pytest.mark.parametrize("fused", [False, True])
-def test_zero_total_weight_gives_exact_zero(device, fused):
+def test_zero_total_weight_gives_exact_zero(device, impl, fused):
     depth = leaf(rand_map(2, 5, 6, torch.float32, device))
     depth_sem = leaf(rand_map(2, 5, 6, torch.float32, device))
     if fused:
@@ -107,7 +107,7 @@ def test_zero_total_weight_gives_exact_zero(device, fused):
     assert (gd == 0).all() and (gs == 0).all()
 
 
-def test_gradient_formula(device):
+def test_gradient_formula(device, impl):
     depth = leaf(torch.tensor([[[[1.0, 2.0, 3.0]]]], device=device))
     depth_sem = leaf(torch.tensor([[[[2.0, 2.0, 1.0]]]], device=device))
     weight = torch.tensor([[[[0.5, 1.0, 2.0]]]], device=device)
@@ -118,7 +118,7 @@ def test_gradient_formula(device):
     assert torch.equal(depth_sem.grad, -depth.grad)
 
 
-def test_three_dim_maps_are_one_channel(device):
+def test_three_dim_maps_are_one_channel(device, impl):
     g = torch.Generator().manual_seed(2)
     depth = rand_map(2, 4, 5, torch.float32, device, generator=g)
     depth_sem = rand_map(2, 4, 5, torch.float32, device, generator=g)
@@ -127,7 +127,7 @@ def test_three_dim_maps_are_one_channel(device):
                        desc_ops.consistency_loss(depth, depth_sem, weight))
 
 
-def test_mixed_dtypes_follow_depth(device):
+def test_mixed_dtypes_follow_depth(device, impl):
     depth = rand_map(1, 3, 4, torch.float16, device)
     depth_sem = rand_map(1, 3, 4, torch.float32, device)
     weight = rand_map(1, 3, 4, torch.float64, device, low=0, high=1)

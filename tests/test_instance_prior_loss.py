@@ -19,6 +19,26 @@ def _inputs(B, H, W, K, dtype, device, g, fill=0.6, id_dtype=torch.int64):
     return depth, ids.to(device=device, dtype=id_dtype), heights, focal
 
 
+def _pseudo_depths(ids, heights, focal):
+    """z of every non-empty slot, unclamped, and the slots' pixel counts."""
+    st = reference.instance_stats(ids, heights.shape[1])
+    z = focal.double()[:, None] * heights.double() / st.pixel_height.clamp(min=1).double()
+    return z[st.count > 0], st.count[st.count > 0]
+
+
+def _options_that_act(option, ids, heights, focal):
+    """min_pixels that excludes some slots and keeps others (when the counts
+    differ), or a max_depth that clamps some pseudo-depths and not others."""
+    z, count = _pseudo_depths(ids, heights, focal)
+    if option == "min_pixels":
+        return {"min_pixels": int(count.max()) if count.numel() else 1}
+    if option == "max_depth":
+        # Half-way between two pseudo-depths: no z sits on the clamp's kink.
+        z = z.sort().values
+        return {"max_depth": float(z[len(z) // 2 - 1] + z[len(z) // 2]) / 2 if z.numel() >= 2 else 1.0}
+    return {}
+
+
 def _run(fn, depth, ids, heights, focal, **kw):
     depth, heights = leaf(depth), leaf(heights)
     loss = fn(depth, ids, heights, focal, **kw)
@@ -29,14 +49,15 @@ def _run(fn, depth, ids, heights, focal, **kw):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
 @pytest.mark.parametrize("shape_k", [((2, 9, 13), 5), ((1, 1, 1), 1), ((3, 31, 47), 40), ((2, 6, 5), 0)])
-@pytest.mark.parametrize("options", [{}, {"min_pixels": 4}, {"max_depth": 30.0}])
+@pytest.mark.parametrize("option", [None, "min_pixels", "max_depth"])
 @pytest.mark.parametrize("id_dtype", [torch.int32, torch.int64])
-def test_matches_reference(device, dtype, reduction, shape_k, options, id_dtype):
+def test_matches_reference(device, dtype, reduction, shape_k, option, id_dtype):
     (B, H, W), K = shape_k
     g = torch.Generator().manual_seed(B * 100 + H + K)
     depth, ids, heights, focal = _inputs(B, H, W, K, dtype, device, g, id_dtype=id_dtype)
     if K > 1:
         heights[0, 1] = float("nan")  # an unused slot
+    options = _options_that_act(option, ids, heights.double().nan_to_num(0), focal)
     got = _run(desc_ops.instance_prior_loss, depth, ids, heights, focal, reduction=reduction, **options)
     want = _run(reference.instance_prior_loss, depth, ids, heights, focal, reduction=reduction, **options)
     for a, b in zip(got, want):
@@ -44,7 +65,7 @@ def test_matches_reference(device, dtype, reduction, shape_k, options, id_dtype)
         assert_close(a, b)
 
 
-def test_formula_by_hand(device):
+def test_formula_by_hand(device, impl):
     ids = torch.tensor([[[0, 0, -1], [1, 0, -1]]], device=device)
     depth = leaf(torch.tensor([[[[10.0, 30.0, 5.0], [8.0, 25.0, 5.0]]]], device=device))
     heights = leaf(torch.tensor([[1.0, 0.5]], device=device))
@@ -58,7 +79,7 @@ def test_formula_by_hand(device):
     assert heights.grad.flatten().tolist() == pytest.approx([-5.0, 10.0])
 
 
-def test_clamp_and_unused_slots(device):
+def test_clamp_and_unused_slots(device, impl):
     ids = torch.tensor([[[0, 1, 2, 3]]], device=device)
     depth = leaf(torch.full((1, 1, 1, 4), 10.0, device=device))
     heights = leaf(torch.tensor([[100.0, 0.1, float("inf"), 1.0]], device=device))
@@ -71,7 +92,39 @@ def test_clamp_and_unused_slots(device):
     assert depth.grad[0, 0, 0, 2] == 0
 
 
-def test_no_used_slot_gives_exact_zero(device):
+def test_options_act_on_the_test_inputs():
+    """The options test_matches_reference passes exclude and clamp some slots, not none or all."""
+    g = torch.Generator().manual_seed(2 * 100 + 9 + 5)
+    depth, ids, heights, focal = _inputs(2, 9, 13, 5, torch.float32, "cpu", g)
+    z, count = _pseudo_depths(ids, heights, focal)
+    min_pixels = _options_that_act("min_pixels", ids, heights, focal)["min_pixels"]
+    assert (count < min_pixels).any() and (count >= min_pixels).any()
+    max_depth = _options_that_act("max_depth", ids, heights, focal)["max_depth"]
+    assert (z > max_depth).any() and (z < max_depth).any()
+    plain = desc_ops.instance_prior_loss(depth, ids, heights, focal)
+    for opts in ({"min_pixels": min_pixels}, {"max_depth": max_depth}):
+        assert desc_ops.instance_prior_loss(depth, ids, heights, focal, **opts) != plain
+
+
+def test_boundaries_by_hand(device, impl):
+    """A slot with exactly min_pixels pixels is used; a pseudo-depth exactly at
+    max_depth takes torch.clamp's gradient there: 0."""
+    ids = torch.tensor([[[0, 0, 1, 1, 1]]], device=device)  # slot 0: 2 pixels, slot 1: 3
+    depth = leaf(torch.full((1, 1, 1, 5), 10.0, device=device))
+    heights = leaf(torch.tensor([[1.0, 2.0]], device=device))
+    # pixel height 1: z = focal * h = 4 and 8.
+    loss = desc_ops.instance_prior_loss(depth, ids, heights, 4.0, min_pixels=3)
+    assert loss.item() == pytest.approx(2.0)  # slot 1 only: |10 - 8|
+    loss = desc_ops.instance_prior_loss(depth, ids, heights, 4.0, min_pixels=2, max_depth=8.0, reduction="sum")
+    assert loss.item() == pytest.approx(2 * 6.0 + 3 * 2.0)
+    loss.backward()
+    # d/dh0 = -focal * sum sign(10 - 4) = -4 * 2; z1 == max_depth: no gradient.
+    assert heights.grad.flatten().tolist() == pytest.approx([-8.0, 0.0])
+    loss = desc_ops.instance_prior_loss(depth, ids, heights, 4.0, max_depth=7.5, reduction="sum")
+    assert loss.item() == pytest.approx(2 * 6.0 + 3 * 2.5)
+
+
+def test_no_used_slot_gives_exact_zero(device, impl):
     g = torch.Generator().manual_seed(1)
     depth, ids, heights, focal = _inputs(2, 5, 5, 3, torch.float32, device, g)
     depth, heights = leaf(depth), leaf(heights)
@@ -119,6 +172,12 @@ def test_gradcheck(device, impl, reduction):
     assert torch.autograd.gradcheck(
         lambda d, h: desc_ops.instance_prior_loss(d, ids, h, focal, reduction=reduction), (depth, heights),
         nondet_tol=nondet_tol)
+    # A max_depth between two pseudo-depths: some clamp, none sits on the kink.
+    z = _pseudo_depths(ids, heights.detach(), focal)[0].sort().values
+    assert z.numel() >= 2
+    mid = len(z) // 2
+    max_depth = float(z[mid - 1] + z[mid]) / 2
+    assert (z > max_depth).any() and z[mid] - z[mid - 1] > 1e-3
     assert torch.autograd.gradcheck(
-        lambda d, h: desc_ops.instance_prior_loss(d, ids, h, focal, reduction=reduction, max_depth=5.0),
+        lambda d, h: desc_ops.instance_prior_loss(d, ids, h, focal, reduction=reduction, max_depth=max_depth),
         (depth, heights), nondet_tol=nondet_tol)

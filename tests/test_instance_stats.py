@@ -58,7 +58,7 @@ def test_matches_reference(device, dtype, id_dtype, shape_k, with_depth):
     assert got.count.shape == (B, K)
 
 
-def test_against_python_loop(device):
+def test_against_python_loop(device, impl):
     """Count, box and lower median per instance, computed the obvious way."""
     g = torch.Generator().manual_seed(0)
     B, H, W, K = 3, 23, 29, 6
@@ -86,7 +86,7 @@ def test_against_python_loop(device):
                 assert torch.isnan(st.depth_median[b, k]) and torch.isnan(st.depth_mean[b, k])
 
 
-def test_ids_at_image_corners(device):
+def test_ids_at_image_corners(device, impl):
     ids = torch.full((1, 5, 7), -1, device=device)
     ids[0, 0, 0] = 0
     ids[0, 4, 6] = 0
@@ -99,7 +99,7 @@ def test_ids_at_image_corners(device):
     assert (st.x_min[0, 1].item(), st.y_max[0, 2].item()) == (6, 4)
 
 
-def test_even_count_takes_lower_median(device):
+def test_even_count_takes_lower_median(device, impl):
     ids = torch.zeros(1, 1, 4, dtype=torch.long, device=device)
     depth = torch.tensor([4.0, 1.0, 3.0, 2.0], device=device).view(1, 1, 1, 4)
     st = desc_ops.instance_stats(ids, 1, depth)
@@ -132,7 +132,7 @@ def test_validation(device, impl):
     assert st.count[0].tolist() == [8, 0, 0]
 
 
-def test_instance_heights_pinhole(device):
+def test_instance_heights_pinhole(device, impl):
     """An object of H metres at Z metres spans f H / Z pixels."""
     f, Z, H_metric = 100.0, 20.0, 1.6
     rows = round(f * H_metric / Z)  # 8 pixels
@@ -166,3 +166,14 @@ def test_relabel_instances(device):
     assert K1 == 2 and single.tolist() == [[0, 0], [1, -1]]
     # The relabelled map feeds instance_stats directly.
     assert desc_ops.instance_stats(ids, K).count.tolist() == [[1, 2, 1], [2, 0, 0]]
+
+
+def test_mean_of_a_large_instance_is_exact(device, impl):
+    """A million-pixel instance: the mean is the float64 mean rounded once to
+    float32 (a float32 running sum is off by thousands of ulp here)."""
+    g = torch.Generator().manual_seed(21)
+    depth = (torch.rand(1, 1, 1000, 1000, generator=g, dtype=torch.float64) * 0.01 + 30.0).float()
+    ids = torch.zeros(1, 1000, 1000, dtype=torch.long)
+    st = desc_ops.instance_stats(ids.to(device), 1, depth.to(device))
+    want = depth.double().mean().float()
+    assert st.depth_mean.cpu()[0, 0] == want

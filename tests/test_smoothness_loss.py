@@ -28,7 +28,7 @@ def test_matches_reference(device, dtype, shape, channels, contiguous):
         assert_close(a, b)
 
 
-def test_values_by_hand(device):
+def test_values_by_hand(device, impl):
     depth = torch.tensor([[[[1.0, 3.0], [2.0, 2.0]]]], device=device)
     image = torch.tensor([[[[0.0, 1.0], [0.0, 0.0]]]], device=device)
     e = torch.exp(torch.tensor(-1.0)).item()
