@@ -60,6 +60,13 @@ inline void check_map(const at::Tensor& t, const char* name, int64_t B,
                     "], got ", describe(t));
 }
 
+// A map read pixel by pixel beside `depth`: its device, dtype and shape.
+inline void check_map_like(const at::Tensor& t, const char* name, const at::Tensor& depth) {
+  check_same_device(t, name, depth, "depth");
+  check_same_dtype(t, name, depth, "depth");
+  check_map(t, name, depth.size(0), depth.size(2), depth.size(3));
+}
+
 inline void check_plane(const at::Tensor& t, const char* name, int64_t B,
                         int64_t H, int64_t W) {
   TORCH_CHECK_VALUE(t.dim() == 3 && t.size(0) == B && t.size(1) == H &&
@@ -68,7 +75,7 @@ inline void check_plane(const at::Tensor& t, const char* name, int64_t B,
                     describe(t));
 }
 
-// A reduction over no pixels has no value (spec: common rules).
+// A reduction over no pixels has no value (docs/ops.md §0).
 inline void check_not_empty(const at::Tensor& depth, const std::string& reduction) {
   TORCH_CHECK_VALUE(reduction == "none" || depth.numel() > 0, "depth is empty (", describe(depth),
                     "): reduction '", reduction, "' needs pixels");

@@ -1,4 +1,4 @@
-// The inputs of the confidence map (spec §1), checked and made contiguous once
+// The inputs of the confidence map (docs/ops.md §1), checked and made contiguous once
 // for every kernel that evaluates it: confidence_map itself and the fused
 // semantic_consistency_loss, on any device.
 #pragma once
@@ -22,7 +22,7 @@ struct ConfidenceArgs {
   double boundary_weight = 0.5;
   int64_t ignore_index = -1;
   // The floating dtype the map is computed for: that of the logits, else of
-  // the image or edges, else float32 (spec: common rules).
+  // the image or edges, else float32 (docs/ops.md §0).
   at::ScalarType dtype = at::kFloat;
 
   bool has_logits() const { return logits.defined(); }
@@ -83,7 +83,7 @@ inline ConfidenceArgs make_confidence_args(
   }
   if (ignore_classes.has_value() && ignore_classes->defined()) {
     TORCH_CHECK_VALUE(ignore_classes->dim() == 1 &&
-                          !at::isFloatingType(ignore_classes->scalar_type()),
+                          at::isIntegralType(ignore_classes->scalar_type(), /*includeBool=*/false),
                       "ignore_classes must be a 1-D integer tensor, got ",
                       describe(*ignore_classes));
     a.ignore = ignore_classes->to(semantic.device(), at::kLong).contiguous();

@@ -1,5 +1,5 @@
 // Argument checks of consistency_loss, semantic_consistency_loss and their
-// backward (spec §2), shared by the CPU and CUDA kernels.
+// backward (docs/ops.md §2), shared by the CPU and CUDA kernels.
 #pragma once
 
 #include <string>
@@ -13,18 +13,14 @@ inline at::ScalarType opmath_dtype(at::ScalarType t) { return t == at::kDouble ?
 
 inline void check_depth_pair(const at::Tensor& depth, const at::Tensor& depth_sem) {
   check_depth(depth);
-  check_same_device(depth_sem, "depth_sem", depth, "depth");
-  check_same_dtype(depth_sem, "depth_sem", depth, "depth");
-  check_map(depth_sem, "depth_sem", depth.size(0), depth.size(2), depth.size(3));
+  check_map_like(depth_sem, "depth_sem", depth);
 }
 
 inline void check_consistency_args(const at::Tensor& depth, const at::Tensor& depth_sem,
                                    const at::Tensor& weight, const std::string& reduction) {
   check_reduction(reduction, /*allow_none=*/true);
   check_depth_pair(depth, depth_sem);
-  check_same_device(weight, "weight", depth, "depth");
-  check_same_dtype(weight, "weight", depth, "depth");
-  check_map(weight, "weight", depth.size(0), depth.size(2), depth.size(3));
+  check_map_like(weight, "weight", depth);
   check_not_empty(depth, reduction);
 }
 
@@ -56,9 +52,7 @@ inline void check_consistency_backward_args(const at::Tensor& grad, const at::Te
                                             const at::Tensor& norm, const std::string& reduction) {
   check_reduction(reduction, /*allow_none=*/true);
   check_depth_pair(depth, depth_sem);
-  check_same_device(weight, "weight", depth, "depth");
-  check_same_dtype(weight, "weight", depth, "depth");
-  check_map(weight, "weight", depth.size(0), depth.size(2), depth.size(3));
+  check_map_like(weight, "weight", depth);
   check_norm(norm, depth);
   if (reduction == "none") {
     check_same_device(grad, "grad", depth, "depth");

@@ -1,5 +1,5 @@
 // Per-pixel arithmetic of every desc_ops operator, written once for the CPU
-// kernels and the CUDA kernels (spec: shared/spec/ops.md). Everything here is
+// kernels and the CUDA kernels (docs/ops.md). Everything here is
 // a pure function of its arguments so that the CPU tests also check the
 // arithmetic the GPU path runs.
 #pragma once
@@ -59,7 +59,7 @@ DESC_HD float fast_exp(float x) {
 // float64 is for gradcheck and references, not speed.
 DESC_HD double fast_exp(double x) { return ::exp(x); }
 
-// sign(0) = 0 (spec: notation).
+// sign(0) = 0 (docs/ops.md §0).
 template <typename T>
 DESC_HD T sign(T x) {
   return static_cast<T>((T(0) < x) - (x < T(0)));

@@ -1,4 +1,4 @@
-// Checks of instance id maps shared by the instance operators (spec §3, §4),
+// Checks of instance id maps shared by the instance operators (docs/ops.md §3, §4),
 // on any device.
 #pragma once
 

@@ -1,4 +1,4 @@
-// Argument checks of instance_prior_loss (spec §4), shared by the CPU and
+// Argument checks of instance_prior_loss (docs/ops.md §4), shared by the CPU and
 // CUDA kernels.
 #pragma once
 

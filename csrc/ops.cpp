@@ -1,4 +1,4 @@
-// The schemas of every desc_ops operator (spec: shared/spec/ops.md), declared
+// The schemas of every desc_ops operator (docs/ops.md), declared
 // once. Kernels are registered per device in csrc/cpu and csrc/cuda;
 // autograd and fake kernels are added in Python (desc_ops/_ops.py).
 //

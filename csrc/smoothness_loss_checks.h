@@ -1,4 +1,4 @@
-// Argument checks and normalisers of smoothness_loss (spec §5), shared by the
+// Argument checks and normalisers of smoothness_loss (docs/ops.md §5), shared by the
 // CPU and CUDA kernels.
 #pragma once
 

@@ -1,6 +1,6 @@
 """desc-ops: fused C++/CUDA kernels for the losses of DESC (semantic and
 edge-guided depth domain adaptation). The contract of every operator is
-``shared/spec/ops.md``; ``desc_ops.reference`` is its plain-PyTorch form.
+``docs/ops.md``; ``desc_ops.reference`` is its plain-PyTorch form.
 
 Backend: ``DESC_OPS_BACKEND=extension`` (default: the compiled kernels) or
 ``reference``; ``desc_ops.backend()`` tells which runs.

@@ -1,8 +1,8 @@
 """Validation and normalisation of the arguments of every operator.
 
 One function per operator returns the arguments in the order of the operator's
-schema (csrc/ops.cpp), checked and converted by the rules of the spec
-(`shared/spec/ops.md`, "Common rules"):
+schema (csrc/ops.cpp), checked and converted by the rules of the contract
+(`docs/ops.md` §0):
 
 * every tensor on one device, else ``ValueError`` naming both;
 * a ``(B, H, W)`` map is taken as ``(B, 1, H, W)``;
@@ -116,14 +116,14 @@ def _ignore_classes(ignore_classes, device: torch.device) -> Optional[Tensor]:
         t = torch.tensor([int(c) for c in ignore_classes], dtype=torch.int64)
     else:
         raise ValueError(f"ignore_classes must be a 1-D integer tensor or a list of ints, got {ignore_classes!r}")
-    if t.dim() != 1 or t.is_floating_point() or t.dtype == torch.bool:
+    if t.dim() != 1 or t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
         raise ValueError(f"ignore_classes must be a 1-D integer tensor, got {_shape(t)}")
     return t.to(device=device, dtype=torch.int64)
 
 
 def confidence(semantic, image, edges, edge_weight, boundary_weight, ignore_index, ignore_classes,
                dtype: Optional[torch.dtype] = None):
-    """Arguments of confidence_map (spec §1). `dtype` forces the floating dtype
+    """Arguments of confidence_map (docs/ops.md §1). `dtype` forces the floating dtype
     (the fused loss computes the map in the dtype of depth)."""
     semantic = _tensor(semantic, "semantic")
     if semantic.is_floating_point():
@@ -168,7 +168,7 @@ def confidence(semantic, image, edges, edge_weight, boundary_weight, ignore_inde
 
 
 def consistency(depth, depth_sem, weight, reduction):
-    """Arguments of consistency_loss (spec §2)."""
+    """Arguments of consistency_loss (docs/ops.md §2)."""
     depth = _map(depth, "depth")
     depth_sem = _map(depth_sem, "depth_sem", like=depth).to(depth.dtype)
     weight = _map(weight, "weight", like=depth).detach().to(depth.dtype)
@@ -179,7 +179,7 @@ def consistency(depth, depth_sem, weight, reduction):
 
 def semantic_consistency(depth, depth_sem, semantic, image, edges, edge_weight, boundary_weight,
                          ignore_index, ignore_classes, reduction):
-    """Arguments of semantic_consistency_loss (spec §2, fused with §1)."""
+    """Arguments of semantic_consistency_loss (docs/ops.md §2, fused with §1)."""
     depth = _map(depth, "depth")
     depth_sem = _map(depth_sem, "depth_sem", like=depth).to(depth.dtype)
     _same_device(depth, "depth", _tensor(semantic, "semantic"), "semantic")
@@ -215,7 +215,7 @@ def _num_instances(num_instances) -> int:
 
 
 def stats(instance_ids, num_instances, depth, validate):
-    """Arguments of instance_stats (spec §3)."""
+    """Arguments of instance_stats (docs/ops.md §3)."""
     ids = _integer(_tensor(instance_ids, "instance_ids"), "instance_ids")
     if ids.dim() == 4 and ids.shape[1] == 1:
         ids = ids.squeeze(1)
@@ -233,7 +233,7 @@ def stats(instance_ids, num_instances, depth, validate):
 
 
 def prior(depth, instance_ids, heights, focal, min_pixels, max_depth, reduction, validate):
-    """Arguments of instance_prior_loss (spec §4)."""
+    """Arguments of instance_prior_loss (docs/ops.md §4)."""
     depth = _map(depth, "depth")
     B, H, W = depth.shape[0], depth.shape[2], depth.shape[3]
     ids = _plane(instance_ids, "instance_ids", B, H, W).detach()
@@ -255,7 +255,7 @@ def prior(depth, instance_ids, heights, focal, min_pixels, max_depth, reduction,
 
 
 def smoothness(depth, image):
-    """Arguments of smoothness_loss (spec §5)."""
+    """Arguments of smoothness_loss (docs/ops.md §5)."""
     depth = _map(depth, "depth")
     image = _floating(_tensor(image, "image"), "image")
     _same_device(depth, "depth", image, "image")

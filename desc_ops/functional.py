@@ -1,4 +1,4 @@
-"""The public operators of desc_ops (spec: ``shared/spec/ops.md``).
+"""The public operators of desc_ops (``docs/ops.md``).
 
 Each function checks its arguments (``desc_ops._args``), then runs the
 compiled kernel of the tensors' device, or ``desc_ops.reference`` when that
@@ -38,7 +38,7 @@ def confidence_map(
     ignore_index: int = -1,
     ignore_classes: Classes = None,
 ) -> Tensor:
-    """Per-pixel trust in the semantic depth model, ``c = s * e`` in ``[0, 1]`` (spec §1).
+    """Per-pixel trust in the semantic depth model, ``c = s * e`` in ``[0, 1]`` (docs/ops.md §1).
 
     ``s``: for logits ``(B, C, H, W)``, ``(max softmax - 1/C) / (1 - 1/C)``; for
     labels ``(B, H, W)``, 0 on ``ignore_index``, ``1 - boundary_weight`` on class
@@ -55,7 +55,7 @@ def confidence_map(
 
 
 def consistency_loss(depth: Tensor, depth_sem: Tensor, weight: Tensor, *, reduction: str = "mean") -> Tensor:
-    """Weighted L1 between two depth maps (spec §2).
+    """Weighted L1 between two depth maps (docs/ops.md §2).
 
     ``"none"``: ``weight * |depth - depth_sem|``; ``"sum"``: its sum ``S``;
     ``"mean"``: ``S / sum(weight)`` (0 when all weights are 0). Gradients to
@@ -81,7 +81,7 @@ def semantic_consistency_loss(
     return_confidence: bool = False,
 ):
     """``consistency_loss(depth, depth_sem, confidence_map(semantic, ...))`` in one
-    pass, without materialising softmax or Sobel images (spec §2). With
+    pass, without materialising softmax or Sobel images (docs/ops.md §2). With
     ``return_confidence`` also returns the confidence map ``(B, 1, H, W)``."""
     if _backend.use_reference():
         return reference.semantic_consistency_loss(
@@ -98,7 +98,7 @@ def instance_stats(instance_ids: Tensor, num_instances: int, depth: Optional[Ten
                    validate: bool = True) -> InstanceStats:
     """Per instance slot ``(B, K)``: pixel count, tight box, pixel height, and with
     ``depth`` the number of valid (finite, > 0) depths, their mean and their
-    lower median (``sorted[(n - 1) // 2]``, NaN if none) (spec §3).
+    lower median (``sorted[(n - 1) // 2]``, NaN if none) (docs/ops.md §3).
 
     ``instance_ids`` ``(B, H, W)``: ``k`` in ``[0, num_instances)`` is slot ``k``,
     ``-1`` no instance; anything else raises ``ValueError`` unless
@@ -124,7 +124,7 @@ def instance_prior_loss(
     reduction: str = "mean",
     validate: bool = True,
 ) -> Tensor:
-    """L1 between depth and the pinhole pseudo-depth of instances (spec §4).
+    """L1 between depth and the pinhole pseudo-depth of instances (docs/ops.md §4).
 
     A slot is used when it has ``>= min_pixels`` pixels and a finite height;
     its pseudo-depth is ``z = focal * heights[b, k] / pixel_height`` (clamped to
@@ -140,7 +140,7 @@ def instance_prior_loss(
 
 
 def smoothness_loss(depth: Tensor, image: Tensor) -> Tensor:
-    """Edge-aware first-order smoothness (spec §5):
+    """Edge-aware first-order smoothness (docs/ops.md §5):
     ``mean |dx| exp(-mean_c |dI_x|) + mean |dy| exp(-mean_c |dI_y|)``. Gradient to ``depth``."""
     if _backend.use_reference():
         return reference.smoothness_loss(depth, image)

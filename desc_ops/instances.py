@@ -1,5 +1,5 @@
 """Instance helpers that need no kernel: the ``InstanceStats`` record,
-``instance_heights`` (spec §3) and ``relabel_instances`` (spec, helpers)."""
+``instance_heights`` (docs/ops.md §3) and ``relabel_instances`` (docs/ops.md §6)."""
 from __future__ import annotations
 
 from typing import NamedTuple, Optional, Tuple, Union
@@ -37,7 +37,7 @@ class InstanceStats(NamedTuple):
 
 def instance_heights(stats: InstanceStats, focal: Union[float, Tensor]) -> Tensor:
     """Metric height of every instance, ``depth_median * pixel_height / focal_b``
-    (spec §3, the pinhole relation ``h_pixels = f H / Z``); NaN where the
+    (docs/ops.md §3, the pinhole relation ``h_pixels = f H / Z``); NaN where the
     median is NaN. ``focal`` is a scalar or ``(B,)``, in pixels."""
     if not isinstance(stats, InstanceStats):
         raise ValueError(f"stats must be the InstanceStats of instance_stats, got {type(stats).__name__}")

@@ -1,5 +1,5 @@
-"""Every desc_ops operator in plain PyTorch: the executable form of the spec
-(`shared/spec/ops.md`). Same signatures as the public functions of
+"""Every desc_ops operator in plain PyTorch: the executable form of the contract
+(`docs/ops.md`). Same signatures as the public functions of
 ``desc_ops``; tests and benchmarks compare the kernels against these, and
 ``DESC_OPS_BACKEND=reference`` makes ``desc_ops`` run them.
 
@@ -102,7 +102,7 @@ def _confidence_map(semantic, image, edges, edge_weight, boundary_weight, ignore
 
 def confidence_map(semantic, *, image=None, edges=None, edge_weight=1.0, boundary_weight=0.5,
                    ignore_index=-1, ignore_classes=None) -> Tensor:
-    """``c = s * e`` (spec §1): semantic certainty times ``exp(-edge_weight * edge strength)``."""
+    """``c = s * e`` (docs/ops.md §1): semantic certainty times ``exp(-edge_weight * edge strength)``."""
     return _confidence_map(*_args.confidence(semantic, image, edges, edge_weight, boundary_weight,
                                              ignore_index, ignore_classes))
 
@@ -125,14 +125,14 @@ def _consistency_loss(depth, depth_sem, weight, reduction) -> Tensor:
 
 
 def consistency_loss(depth, depth_sem, weight, *, reduction="mean") -> Tensor:
-    """``sum_p w |depth - depth_sem|``, divided by ``sum_p w`` for ``"mean"`` (spec §2)."""
+    """``sum_p w |depth - depth_sem|``, divided by ``sum_p w`` for ``"mean"`` (docs/ops.md §2)."""
     return _consistency_loss(*_args.consistency(depth, depth_sem, weight, reduction))
 
 
 def semantic_consistency_loss(depth, depth_sem, semantic, *, image=None, edges=None, edge_weight=1.0,
                               boundary_weight=0.5, ignore_index=-1, ignore_classes=None,
                               reduction="mean", return_confidence=False):
-    """``consistency_loss(depth, depth_sem, confidence_map(semantic, ...))`` (spec §2)."""
+    """``consistency_loss(depth, depth_sem, confidence_map(semantic, ...))`` (docs/ops.md §2)."""
     a = _args.semantic_consistency(depth, depth_sem, semantic, image, edges, edge_weight, boundary_weight,
                                    ignore_index, ignore_classes, reduction)
     depth, depth_sem, conf_args, reduction = a[0], a[1], a[2:-1], a[-1]
@@ -199,7 +199,7 @@ def _instance_stats(ids: Tensor, K: int, depth: Optional[Tensor], validate: bool
 
 def instance_stats(instance_ids, num_instances, depth=None, *, validate=True) -> InstanceStats:
     """Count, tight box, pixel height, and with depth the valid count, mean and
-    lower median depth of every instance slot (spec §3)."""
+    lower median depth of every instance slot (docs/ops.md §3)."""
     return _instance_stats(*_args.stats(instance_ids, num_instances, depth, validate))
 
 
@@ -236,7 +236,7 @@ def _instance_prior_loss(depth, ids, heights, focal, min_pixels, max_depth, redu
 def instance_prior_loss(depth, instance_ids, heights, focal, *, min_pixels=1, max_depth=None,
                         reduction="mean", validate=True) -> Tensor:
     """``mean |depth(p) - z_k|`` over the pixels of used slots, with the
-    pseudo-depth ``z_k = focal * heights_k / pixel_height_k`` (spec §4)."""
+    pseudo-depth ``z_k = focal * heights_k / pixel_height_k`` (docs/ops.md §4)."""
     return _instance_prior_loss(*_args.prior(depth, instance_ids, heights, focal, min_pixels, max_depth,
                                              reduction, validate))
 
@@ -258,5 +258,5 @@ def _smoothness_loss(depth, image) -> Tensor:
 
 
 def smoothness_loss(depth, image) -> Tensor:
-    """Edge-aware smoothness ``mean |dx| exp(-mean_c |dI_x|) + mean |dy| exp(-mean_c |dI_y|)`` (spec §5)."""
+    """Edge-aware smoothness ``mean |dx| exp(-mean_c |dI_x|) + mean |dy| exp(-mean_c |dI_y|)`` (docs/ops.md §5)."""
     return _smoothness_loss(*_args.smoothness(depth, image))

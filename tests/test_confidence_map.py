@@ -1,5 +1,5 @@
-"""confidence_map (spec §1): kernels against the reference, and the values the
-spec states for simple inputs."""
+"""confidence_map (docs/ops.md §1): kernels against the reference, and the values the
+contract states for simple inputs."""
 import pytest
 import torch
 

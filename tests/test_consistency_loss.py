@@ -1,4 +1,4 @@
-"""consistency_loss and the fused semantic_consistency_loss (spec §2): values
+"""consistency_loss and the fused semantic_consistency_loss (docs/ops.md §2): values
 and gradients against the reference, the fused form against its composition,
 and the W_tot == 0 rule."""
 import pytest

@@ -53,6 +53,7 @@ BAD = [
     ("confidence_map", dict(image=torch.ones(B, 3, H, W, dtype=torch.long)), "image must be a floating tensor"),
     ("confidence_map", dict(edges=torch.rand(B, 1, H, W + 1)), "edges must have shape"),
     ("confidence_map", dict(ignore_classes=torch.ones(2)), "ignore_classes must be a 1-D integer tensor"),
+    ("confidence_map", dict(ignore_classes=torch.ones(2, dtype=torch.bool)), "ignore_classes must be a 1-D integer"),
     ("confidence_map", dict(image=torch.rand(B, 3, H, W, device="meta")), "image is on meta but semantic is on cpu"),
     ("consistency_loss", dict(depth_sem=_x(h=3)), "depth_sem must have shape"),
     ("consistency_loss", dict(weight=torch.rand(B, 2, H, W)), "weight must have shape"),

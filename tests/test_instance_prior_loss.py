@@ -1,4 +1,4 @@
-"""instance_prior_loss (spec §4): value and gradients to depth and heights."""
+"""instance_prior_loss (docs/ops.md §4): value and gradients to depth and heights."""
 import pytest
 import torch
 

@@ -1,4 +1,4 @@
-"""instance_stats, instance_heights and relabel_instances (spec §3)."""
+"""instance_stats, instance_heights and relabel_instances (docs/ops.md §3)."""
 import pytest
 import torch
 

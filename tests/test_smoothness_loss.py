@@ -1,4 +1,4 @@
-"""smoothness_loss (spec §5)."""
+"""smoothness_loss (docs/ops.md §5)."""
 import pytest
 import torch
 

@@ -1,4 +1,4 @@
-// confidence_map on the CPU (spec §1).
+// confidence_map on the CPU (docs/ops.md §1).
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 

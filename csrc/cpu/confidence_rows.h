@@ -1,4 +1,4 @@
-// The confidence map (spec §1) on the CPU, evaluated one image row at a time
+// The confidence map (docs/ops.md §1) on the CPU, evaluated one image row at a time
 // so that the luminance of the three rows a Sobel row needs is computed once
 // per row instead of once per tap, and so that nothing the size of the image
 // (softmax, Sobel) is ever materialised.

@@ -1,5 +1,5 @@
 // consistency_loss, its fused form semantic_consistency_loss, and their common
-// backward on the CPU (spec §2).
+// backward on the CPU (docs/ops.md §2).
 //
 // Sums are taken per image row and the row partials added in row order, so
 // the result does not depend on how rows were split between threads.

@@ -1,4 +1,4 @@
-// Per-image walks over instance maps on the CPU (spec §3, §4), shared by
+// Per-image walks over instance maps on the CPU (docs/ops.md §3, §4), shared by
 // instance_stats and instance_prior_loss.
 //
 // Instance masks are made of long horizontal runs of one id, so the walks

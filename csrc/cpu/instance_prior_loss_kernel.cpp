@@ -1,4 +1,4 @@
-// instance_prior_loss and its backward on the CPU (spec §4).
+// instance_prior_loss and its backward on the CPU (docs/ops.md §4).
 //
 // Forward: per image, the boxes of the slots (instance_boxes.h), the
 // pseudo-depth of each used slot, then one pass over the pixels for the L1 sum

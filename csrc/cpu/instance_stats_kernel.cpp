@@ -1,4 +1,4 @@
-// instance_stats on the CPU (spec §3): counts, boxes, and the mean and exact
+// instance_stats on the CPU (docs/ops.md §3): counts, boxes, and the mean and exact
 // lower median of the valid depths of every instance slot, one image per task.
 //
 // The median uses a counting sort of the valid depths by slot (two walks over

@@ -1,4 +1,4 @@
-// smoothness_loss and its backward on the CPU (spec §5), one image row at a
+// smoothness_loss and its backward on the CPU (docs/ops.md §5), one image row at a
 // time in branch-free loops (vectorised; AVX2 for float where available). The
 // backward recomputes the edge-aware weights from the image instead of saving
 // two maps of them: one extra read of the image against two saved maps.

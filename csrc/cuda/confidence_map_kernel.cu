@@ -1,4 +1,4 @@
-// confidence_map on the GPU (spec §1).
+// confidence_map on the GPU (docs/ops.md §1).
 #include <torch/library.h>
 
 #include "confidence_tile.cuh"

@@ -1,4 +1,4 @@
-// The confidence map (spec §1) on the GPU: one thread per pixel over 32x8
+// The confidence map (docs/ops.md §1) on the GPU: one thread per pixel over 32x8
 // tiles of one image. The luminance of the tile and its one-pixel halo is
 // computed once into shared memory, so each Sobel tap is a shared-memory read
 // rather than three global reads. What a pixel's confidence is used for is the

@@ -1,5 +1,5 @@
 // consistency_loss, the fused semantic_consistency_loss and their common
-// backward on the GPU (spec §2).
+// backward on the GPU (docs/ops.md §2).
 //
 // The fused forward reads depth, depth_sem, the C logits (or the labels) and
 // the image once, writes the confidence (what the backward needs) and one

@@ -1,5 +1,5 @@
 // Per-slot pixel counts, tight boxes and valid-depth counts of instance maps on
-// the GPU (spec §3), shared by instance_stats and instance_prior_loss.
+// the GPU (docs/ops.md §3), shared by instance_stats and instance_prior_loss.
 //
 // A handful of ids over a million pixels is the worst case for global atomics,
 // so each block works on a chunk of one image and keeps its own counters in
@@ -122,7 +122,7 @@ void instance_boxes_cuda(const at::Tensor& ids, const scalar_t* depth, int64_t K
   box.select(2, 3).fill_(-1);
   if (valid_count.defined()) valid_count.zero_();
   if (B * K > 0 && H * W > 0) {
-    TORCH_CHECK(H < INT_MAX && W < INT_MAX, "instance maps must be smaller than 2^31 pixels a side");
+    TORCH_CHECK_VALUE(H < INT_MAX && W < INT_MAX, "instance_ids must be smaller than 2^31 pixels a side on CUDA");
     const dim3 grid = chunk_grid(B, H * W);
     ull* valid_p = valid_count.defined() ? reinterpret_cast<ull*>(valid_count.data_ptr<int64_t>()) : nullptr;
     auto* count_p = reinterpret_cast<ull*>(count.data_ptr<int64_t>());

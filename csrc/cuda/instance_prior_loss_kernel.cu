@@ -1,4 +1,4 @@
-// instance_prior_loss and its backward on the GPU (spec §4), for the whole
+// instance_prior_loss and its backward on the GPU (docs/ops.md §4), for the whole
 // batch at once with no host loop and no device-to-host read (the optional
 // id validation aside).
 //

@@ -1,4 +1,4 @@
-// instance_stats on the GPU (spec §3), for the whole batch at once with no
+// instance_stats on the GPU (docs/ops.md §3), for the whole batch at once with no
 // host loop and no device-to-host read (the optional id validation aside).
 //
 // Counts, boxes and valid counts: instance_boxes.cuh. Mean and exact lower
@@ -51,7 +51,7 @@ void depth_stats_cuda(const at::Tensor& ids, const at::Tensor& depth, int64_t K,
                       const at::Tensor& mean, const at::Tensor& median) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t n = ids.numel(), slots = valid_count.numel();
-  TORCH_CHECK(n < INT_MAX && slots < INT_MAX, "instance_stats on CUDA handles fewer than 2^31 pixels and slots");
+  TORCH_CHECK_VALUE(n < INT_MAX && slots < INT_MAX, "instance_stats on CUDA takes fewer than 2^31 pixels and slots");
   const at::Tensor d = depth.to(std::is_same_v<acc_t, double> ? at::kDouble : at::kFloat).reshape({-1});
   const at::Tensor slot = at::empty({n}, ids.options().dtype(at::kLong));
   if (n > 0) {

@@ -1,4 +1,4 @@
-// smoothness_loss and its backward on the GPU (spec §5). Forward: one thread
+// smoothness_loss and its backward on the GPU (docs/ops.md §5). Forward: one thread
 // per pixel adds its right and lower terms to per-block partials; backward:
 // one thread per pixel recomputes the (at most four) weights it touches.
 #include <torch/library.h>
