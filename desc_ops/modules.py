@@ -2,7 +2,8 @@
 objective of DESC that the trainer uses."""
 from __future__ import annotations
 
-from typing import Dict, NamedTuple, Optional, Sequence, Union
+import numbers
+from typing import Dict, List, NamedTuple, Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn
@@ -14,7 +15,7 @@ __all__ = ["ConsistencyLoss", "SemanticConsistencyLoss", "InstancePriorLoss", "S
 
 
 class ConsistencyLoss(nn.Module):
-    """``consistency_loss(depth, depth_sem, weight)`` (spec §2)."""
+    """``consistency_loss(depth, depth_sem, weight)`` (docs/ops.md §2)."""
 
     def __init__(self, reduction: str = "mean"):
         super().__init__()
@@ -25,7 +26,7 @@ class ConsistencyLoss(nn.Module):
 
 
 class SemanticConsistencyLoss(nn.Module):
-    """Confidence-weighted consistency, fused (spec §2 with §1): the options of
+    """Confidence-weighted consistency, fused (docs/ops.md §2 with §1): the options of
     ``confidence_map`` are fixed at construction."""
 
     def __init__(self, *, edge_weight: float = 1.0, boundary_weight: float = 0.5, ignore_index: int = -1,
@@ -46,90 +47,166 @@ class SemanticConsistencyLoss(nn.Module):
 
 
 class InstancePriorLoss(nn.Module):
-    """``instance_prior_loss`` (spec §4) with fixed ``min_pixels`` and ``max_depth``."""
+    """``instance_prior_loss`` (docs/ops.md §4) with fixed ``min_pixels``,
+    ``max_depth`` and ``validate`` (``False`` skips the id check, the one host
+    read on CUDA, for ids that are valid by construction)."""
 
-    def __init__(self, *, min_pixels: int = 1, max_depth: Optional[float] = None, reduction: str = "mean"):
+    def __init__(self, *, min_pixels: int = 1, max_depth: Optional[float] = None, reduction: str = "mean",
+                 validate: bool = True):
         super().__init__()
         self.min_pixels = min_pixels
         self.max_depth = max_depth
         self.reduction = reduction
+        self.validate = validate
 
     def forward(self, depth: Tensor, instance_ids: Tensor, heights: Tensor, focal: Union[float, Tensor]) -> Tensor:
         return F.instance_prior_loss(depth, instance_ids, heights, focal, min_pixels=self.min_pixels,
-                                     max_depth=self.max_depth, reduction=self.reduction)
+                                     max_depth=self.max_depth, reduction=self.reduction, validate=self.validate)
 
 
 class SmoothnessLoss(nn.Module):
-    """Edge-aware smoothness (spec §5)."""
+    """Edge-aware smoothness (docs/ops.md §5)."""
 
     def forward(self, depth: Tensor, image: Tensor) -> Tensor:
         return F.smoothness_loss(depth, image)
 
 
 class DESCLossOutput(NamedTuple):
+    """``total``: the objective, to backpropagate. ``terms``: every loss computed,
+    unweighted and detached, by name (``consistency``, ``instance_prior``,
+    ``smoothness``; at output scale ``i > 0``, ``consistency@i`` and
+    ``smoothness@i``). ``weighted``: each term's share of ``total`` (weights
+    applied, summed over scales, with gradients), so that ``total`` is their sum."""
+
     total: Tensor
     terms: Dict[str, Tensor]
+    weighted: Dict[str, Tensor]
+
+
+Weights = Union[float, Sequence[float]]
+
+
+def _per_scale(weight: Weights, scales: int, name: str) -> List[float]:
+    """The weight of each of `scales` output scales: a number weighs every scale
+    alike; a sequence gives scale 0, 1, ... in turn and 0 to the scales past its end."""
+    if isinstance(weight, numbers.Real):
+        return [float(weight)] * scales
+    weights = [float(w) for w in weight]
+    if len(weights) > scales:
+        raise ValueError(f"DESCLoss: {name} has {len(weights)} per-scale weights but depth has {scales} scale(s)")
+    return weights + [0.0] * (scales - len(weights))
+
+
+def _nearest(x: Tensor, size) -> Tensor:
+    """`x` (…, H, W) at `size` (h, w), h and w dividing H and W, each pixel the
+    full-resolution pixel nearest to its centre: labels stay labels."""
+    (H, W), (h, w) = x.shape[-2:], size
+    if (H, W) == (h, w):
+        return x
+    if H % h or W % w:
+        raise ValueError(f"DESCLoss: a depth scale of {h}x{w} does not divide the full resolution {H}x{W}")
+    sy, sx = H // h, W // w
+    return x[..., sy // 2::sy, sx // 2::sx].contiguous()
 
 
 class DESCLoss(nn.Module):
-    """The target-domain objective of DESC on one scale:
+    """The target-domain objective of DESC:
 
-    ``consistency_weight * L_cons + instance_weight * L_inst + smoothness_weight * L_smooth``
+    ``sum_i consistency_weight[i] * L_cons(i) + instance_weight * L_inst + sum_i smoothness_weight[i] * L_smooth(i)``
+
+    over the output scales ``i`` of a depth network, or one scale:
 
     * ``L_cons``: the confidence-weighted ``semantic_consistency_loss`` between
       the RGB depth and the semantic depth (or, with ``confidence=False``, the
       plain mean ``|depth - depth_sem|`` of the official code, for ablations);
-    * ``L_inst``: ``instance_prior_loss`` of the depth against the pinhole
-      pseudo-depth of predicted instance heights;
+    * ``L_inst``: ``instance_prior_loss`` of the finest depth against the pinhole
+      pseudo-depth of predicted instance heights (``min_pixels``, ``max_depth``
+      as there);
     * ``L_smooth``: the edge-aware ``smoothness_loss`` of the depth.
 
-    A term with weight 0 is skipped, so each can be switched off. ``forward``
-    returns the total and every computed term (detached) by name.
+    ``depth`` (and ``depth_sem``) is one map or a list of maps, finest first, each
+    scale dividing the finest. ``semantic``, ``edges``, ``image`` and
+    ``instance_ids`` are at full resolution: at a coarser scale the confidence
+    map reads the labels (or logits, or edges) of the full-resolution pixel
+    nearest to each pixel's centre, and the image area-averaged to that scale.
+
+    A weight is a number (every scale alike) or a sequence of per-scale weights,
+    finest first (scales past its end get 0). A term or scale of weight 0 is
+    skipped, so each can be switched off. ``forward`` returns a ``DESCLossOutput``.
     """
 
-    def __init__(self, *, consistency_weight: float = 1.0, instance_weight: float = 1.0,
-                 smoothness_weight: float = 0.01, confidence: bool = True, edge_weight: float = 1.0,
+    def __init__(self, *, consistency_weight: Weights = 1.0, instance_weight: float = 1.0,
+                 smoothness_weight: Weights = 0.01, confidence: bool = True, edge_weight: float = 1.0,
                  boundary_weight: float = 0.5, ignore_index: int = -1,
                  ignore_classes: Optional[Sequence[int]] = None, min_pixels: int = 1,
-                 max_depth: Optional[float] = None):
+                 max_depth: Optional[float] = None, validate: bool = True):
         super().__init__()
-        self.consistency_weight = float(consistency_weight)
+        self.consistency_weight = consistency_weight
         self.instance_weight = float(instance_weight)
-        self.smoothness_weight = float(smoothness_weight)
+        self.smoothness_weight = smoothness_weight
         self.confidence = confidence
         self.consistency = SemanticConsistencyLoss(edge_weight=edge_weight, boundary_weight=boundary_weight,
                                                    ignore_index=ignore_index, ignore_classes=ignore_classes)
-        self.instance_prior = InstancePriorLoss(min_pixels=min_pixels, max_depth=max_depth)
+        self.instance_prior = InstancePriorLoss(min_pixels=min_pixels, max_depth=max_depth, validate=validate)
         self.smoothness = SmoothnessLoss()
 
-    def forward(self, depth: Tensor, *, depth_sem: Optional[Tensor] = None, semantic: Optional[Tensor] = None,
+    def forward(self, depth: Union[Tensor, Sequence[Tensor]], *,
+                depth_sem: Optional[Union[Tensor, Sequence[Tensor]]] = None, semantic: Optional[Tensor] = None,
                 image: Optional[Tensor] = None, edges: Optional[Tensor] = None,
                 instance_ids: Optional[Tensor] = None, heights: Optional[Tensor] = None,
                 focal: Optional[Union[float, Tensor]] = None) -> DESCLossOutput:
+        depths = [depth] if isinstance(depth, Tensor) else list(depth)
+        n = len(depths)
+        consistency_weights = _per_scale(self.consistency_weight, n, "consistency_weight")
+        smoothness_weights = _per_scale(self.smoothness_weight, n, "smoothness_weight")
         terms: Dict[str, Tensor] = {}
-        total = depth.new_zeros(())
-        if self.consistency_weight:
+        weighted: Dict[str, Tensor] = {}
+        zero = depths[0].new_zeros(())
+
+        def add(name: str, scale: int, weight: float, value: Tensor) -> None:
+            terms[name if scale == 0 else f"{name}@{scale}"] = value.detach()
+            weighted[name] = weighted.get(name, zero) + weight * value
+
+        images: Dict[int, Tensor] = {}
+
+        def image_at(i: int) -> Tensor:  # made once, for the confidence map and the smoothness alike
+            if i not in images:
+                size = depths[i].shape[-2:]
+                images[i] = image if image.shape[-2:] == size else \
+                    torch.nn.functional.interpolate(image, size=size, mode="area")
+            return images[i]
+
+        if any(consistency_weights):
             if depth_sem is None:
                 raise ValueError("DESCLoss: depth_sem is needed for the consistency term")
-            if self.confidence:
-                if semantic is None:
-                    raise ValueError("DESCLoss: semantic is needed for the confidence-weighted consistency term")
-                term = self.consistency(depth, depth_sem, semantic, image=image if edges is None else None,
-                                        edges=edges)
-            else:
-                term = F.consistency_loss(depth, depth_sem, torch.ones_like(depth))
-            terms["consistency"] = term
-            total = total + self.consistency_weight * term
+            depths_sem = [depth_sem] if isinstance(depth_sem, Tensor) else list(depth_sem)
+            if len(depths_sem) != n:
+                raise ValueError(f"DESCLoss: depth has {n} scale(s) but depth_sem has {len(depths_sem)}")
+            if self.confidence and semantic is None:
+                raise ValueError("DESCLoss: semantic is needed for the confidence-weighted consistency term")
+            for i, (d, s, w) in enumerate(zip(depths, depths_sem, consistency_weights)):
+                if not w:
+                    continue
+                if self.confidence:
+                    size = d.shape[-2:]
+                    term = self.consistency(d, s, _nearest(semantic, size),
+                                            edges=None if edges is None else _nearest(edges, size),
+                                            image=image_at(i) if edges is None and image is not None else None)
+                else:
+                    term = F.consistency_loss(d, s, torch.ones_like(d))
+                add("consistency", i, w, term)
         if self.instance_weight:
             if instance_ids is None or heights is None or focal is None:
                 raise ValueError("DESCLoss: instance_ids, heights and focal are needed for the instance term")
-            term = self.instance_prior(depth, instance_ids, heights, focal)
-            terms["instance_prior"] = term
-            total = total + self.instance_weight * term
-        if self.smoothness_weight:
+            add("instance_prior", 0, self.instance_weight,
+                self.instance_prior(depths[0], instance_ids, heights, focal))
+        if any(smoothness_weights):
             if image is None:
                 raise ValueError("DESCLoss: image is needed for the smoothness term")
-            term = self.smoothness(depth, image)
-            terms["smoothness"] = term
-            total = total + self.smoothness_weight * term
-        return DESCLossOutput(total, {k: v.detach() for k, v in terms.items()})
+            for i, (d, w) in enumerate(zip(depths, smoothness_weights)):
+                if w:
+                    add("smoothness", i, w, self.smoothness(d, image_at(i)))
+        total = zero
+        for value in weighted.values():
+            total = total + value
+        return DESCLossOutput(total, terms, weighted)

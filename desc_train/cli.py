@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
+
+from .errors import UserError
 
 
 def _size(text: str):
@@ -15,6 +16,27 @@ def _size(text: str):
     if h < 8 or w < 8:
         raise argparse.ArgumentTypeError(f"size must be at least 8x8, got {text!r}")
     return h, w
+
+
+def _ints(text: str):
+    try:
+        return [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
+
+
+def _cap(text: str):
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"cap must look like 0.001,80 (min,max metres), got {text!r}") from None
+    return lo, hi
 
 
 def _override(cfg, item: str):
@@ -39,69 +61,82 @@ def main(argv=None) -> int:
     g.add_argument("--workers", type=int, default=None, help="processes (default: the CPU count)")
     g.add_argument("--sheet", default=None, help="also write a contact sheet PNG here")
     g.add_argument("--logits", action="store_true", help="also write the simulated segmenter's logits (target)")
+    g.set_defaults(run=_generate)
     s = sub.add_parser("sheet", help="contact sheet (RGB | depth | labels | instances) of dataset splits")
     s.add_argument("splits", nargs="+", help="split folders (with meta.json)")
     s.add_argument("--out", required=True, help="PNG to write")
     s.add_argument("--rows", type=int, default=4, help="frames per split")
+    s.set_defaults(run=_sheet)
     d = sub.add_parser("demo", help="generate the benchmark, train source-only and DESC (with ablations), "
                                     "evaluate on the target test split, write table and pictures")
-    d.add_argument("--quick", action="store_true", help="a tiny run (under two minutes) that shows the pipeline")
-    d.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
+    d.add_argument("--quick", action="store_true", help="a tiny run that shows the whole pipeline")
+    d.add_argument("--seeds", type=_ints, default=[0, 1, 2], help="comma-separated seeds (default 0,1,2)")
     d.add_argument("--config", default=None, help="TOML file of settings (desc_train/config.py)")
-    d.add_argument("--workers", type=int, default=None,
+    d.add_argument("--workers", type=_positive, default=None,
                    help="stages trained at once, in processes (default: torch's thread count)")
     d.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one setting (repeatable)")
+    d.set_defaults(run=_demo)
     e = sub.add_parser("evaluate", help="evaluate a checkpoint's G_rgb on a split")
     e.add_argument("checkpoint")
     e.add_argument("split", help="split folder with ground-truth depth")
     e.add_argument("--median-scaling", action="store_true")
-    e.add_argument("--cap", default="0.001,80", help="min,max metres of evaluated ground truth")
+    e.add_argument("--cap", type=_cap, default=(1e-3, 80.0), help="min,max metres of evaluated ground truth")
     e.add_argument("--crop", default=None, choices=[None, "garg"])
+    e.set_defaults(run=_evaluate)
     args = p.parse_args(argv)
+    try:
+        return args.run(args)
+    except (UserError, OSError) as err:  # the user's mistake: one line, no traceback
+        print(f"desc-train {args.command}: error: {err}", file=sys.stderr)
+        return 1
 
-    if args.command == "demo":
-        import dataclasses
 
-        from .config import load_config
-        from .demo import quick_config, run_demo
+def _demo(args) -> int:
+    import dataclasses
 
-        cfg = load_config(args.config, [])
-        if args.quick:
-            cfg = quick_config(cfg)
-            cfg = dataclasses.replace(cfg, data=cfg.data + "-quick", out=cfg.out + "-quick")
-        for item in args.overrides:
-            cfg = _override(cfg, item)
-        run_demo(cfg, seeds=[int(s) for s in args.seeds.split(",")], workers=args.workers)
-        return 0
-    if args.command == "evaluate":
-        from .evaluate import depth_metrics, predict_split
-        from .train import load_g_rgb
+    from .config import load_config
+    from .demo import quick_config, run_demo
 
-        pred, gt, _ = predict_split(load_g_rgb(args.checkpoint), args.split)
-        lo, hi = (float(v) for v in args.cap.split(","))
-        for k, v in depth_metrics(pred, gt, cap=(lo, hi), median_scaling=args.median_scaling, crop=args.crop).items():
-            print(f"{k:9s} {v:.4f}")
-        return 0
+    cfg = load_config(args.config, [])
+    if args.quick:
+        cfg = quick_config(cfg)
+        cfg = dataclasses.replace(cfg, data=cfg.data + "-quick", out=cfg.out + "-quick")
+    for item in args.overrides:
+        cfg = _override(cfg, item)
+    run_demo(cfg, seeds=args.seeds, workers=args.workers)
+    return 0
 
-    if args.command == "generate":
-        from .data.generate import generate_benchmark, iter_splits
-        from .data.sheet import contact_sheet
 
-        t = time.time()
-        counts = {"source_train": args.source, "target_train": args.target, "target_test": args.test}
-        generate_benchmark(args.out, {k: v for k, v in counts.items() if v > 0}, seed=args.seed, size=args.size,
-                           workers=args.workers, logits=args.logits)
-        print(f"generated in {time.time() - t:.1f} s under {args.out}")
-        if args.sheet:
-            print(f"wrote {contact_sheet(list(iter_splits(args.out)), args.sheet)}")
-        return 0
-    if args.command == "sheet":
-        from .data.sheet import contact_sheet
+def _evaluate(args) -> int:
+    from .evaluate import depth_metrics, predict_split
+    from .train import load_g_rgb
 
-        print(f"wrote {contact_sheet(args.splits, args.out, per_split=args.rows)}")
-        return 0
-    return 2
+    pred, gt, _ = predict_split(load_g_rgb(args.checkpoint), args.split)
+    for k, v in depth_metrics(pred, gt, cap=args.cap, median_scaling=args.median_scaling, crop=args.crop).items():
+        print(f"{k:9s} {v:.4f}")
+    return 0
+
+
+def _generate(args) -> int:
+    from .data.generate import generate_benchmark, iter_splits
+    from .data.sheet import contact_sheet
+
+    t = time.time()
+    counts = {"source_train": args.source, "target_train": args.target, "target_test": args.test}
+    generate_benchmark(args.out, {k: v for k, v in counts.items() if v > 0}, seed=args.seed, size=args.size,
+                       workers=args.workers, logits=args.logits)
+    print(f"generated in {time.time() - t:.1f} s under {args.out}")
+    if args.sheet:
+        print(f"wrote {contact_sheet(list(iter_splits(args.out)), args.sheet)}")
+    return 0
+
+
+def _sheet(args) -> int:
+    from .data.sheet import contact_sheet
+
+    print(f"wrote {contact_sheet(args.splits, args.out, per_split=args.rows)}")
+    return 0
 
 
 if __name__ == "__main__":

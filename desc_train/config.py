@@ -6,6 +6,12 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from .errors import UserError
+
+
+class ConfigError(UserError):
+    """A setting of a TOML file or a ``key=value`` override is unknown or malformed."""
+
 
 @dataclass
 class Config:
@@ -28,8 +34,8 @@ class Config:
     smoothness_weight: float = 0.01  # divided by 2^i at output scale i
     confidence: bool = True  # confidence-weighted consistency (False: the official plain mean)
     # G_rgb's BatchNorm running statistics from target batches only, as the official code. Off by
-    # default: measured in the demo (seeds 0-2) it leaves the source-only row far worse and unstable
-    # (AbsRel 0.60 +- 0.25 against 0.33 +- 0.06), which would flatter every DESC row.
+    # default: in the demo it leaves the source-only row far worse and unstable, which would
+    # flatter every DESC row (README, "Training").
     target_bn_stats: bool = False
     max_instances: int = 32  # instance slots K per frame
     min_instance_rows: int = 6  # smaller instances give no height label and no prior
@@ -73,27 +79,31 @@ def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Co
         except ImportError:  # Python < 3.11
             import tomli as tomllib
         with open(path, "rb") as f:
-            raw = tomllib.load(f)
+            try:
+                raw = tomllib.load(f)
+            except tomllib.TOMLDecodeError as err:
+                raise ConfigError(f"{path}: not valid TOML: {err}") from None
         unknown = set(raw) - names
         if unknown:
-            raise ValueError(f"{path}: unknown settings {sorted(unknown)}")
+            raise ConfigError(f"{path}: unknown settings {sorted(unknown)}")
         for k, v in raw.items():
             like = getattr(cfg, k)
             setattr(cfg, k, tuple(v) if isinstance(like, tuple) else v)
     for item in overrides:
         if "=" not in item:
-            raise ValueError(f"override must be key=value, got {item!r}")
+            raise ConfigError(f"override must be key=value, got {item!r}")
         k, v = item.split("=", 1)
         if k not in names:
-            raise ValueError(f"unknown setting {k!r}; known: {', '.join(sorted(names))}")
+            raise ConfigError(f"unknown setting {k!r}; known: {', '.join(sorted(names))}")
         try:
             setattr(cfg, k, _coerce(v, getattr(cfg, k)))
         except ValueError as err:
-            raise ValueError(f"setting {k}: {err}") from None
+            raise ConfigError(f"setting {k}: {err}") from None
     if not 1 <= cfg.consistency_scales <= 4:
-        raise ValueError(f"consistency_scales must be 1 to 4 (the U-Nets' output scales), got {cfg.consistency_scales}")
+        raise ConfigError(f"consistency_scales must be 1 to 4 (the U-Nets' output scales), "
+                          f"got {cfg.consistency_scales}")
     if cfg.size[0] % 16 or cfg.size[1] % 16:
-        raise ValueError(f"size must be multiples of 16, got {cfg.size}")
+        raise ConfigError(f"size must be multiples of 16, got {cfg.size}")
     return cfg
 
 
@@ -101,4 +111,4 @@ def as_dict(cfg: Config) -> Dict:
     return dataclasses.asdict(cfg)
 
 
-__all__: List[str] = ["Config", "load_config", "as_dict"]
+__all__: List[str] = ["Config", "ConfigError", "load_config", "as_dict"]

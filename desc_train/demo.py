@@ -6,8 +6,7 @@ Per seed the work is a small graph of stages: (a) source-only G_rgb; from it the
 source-only row (stage a trained on for as many steps as the joint stage) and
 (b) G_sem + G_h; from (b) the four joint rows. Independent stages run in
 parallel worker processes, one or more torch threads each: the networks of the
-demo are small, and two single-threaded processes do about 1.7x the steps of
-one process with two threads on a 2-core machine.
+demo are too small for torch's threads to keep the cores busy.
 """
 from __future__ import annotations
 
@@ -18,7 +17,7 @@ import os
 import statistics
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -27,31 +26,32 @@ from tqdm import tqdm
 
 from .config import Config
 from .data import DepthDataset, generate_benchmark
-from .data.layout import read_meta
+from .data.layout import DataError, read_meta
 from .data.sheet import colorize_depth
 from .evaluate import METRICS, depth_metrics, predict_split
 from .train import Trainer, load_g_rgb
 
-VARIANTS = {  # row name -> (stage name, switches)
+VARIANTS = {  # row name -> (stage name, the settings of its ablation)
     "DESC": ("joint", {}),
-    "consistency only": ("joint_consistency", {"instance": False}),
-    "instance prior only": ("joint_instance", {"consistency": False}),
-    "unweighted consistency": ("joint_unweighted", {"confidence": False}),
+    "consistency only": ("joint_consistency", {"instance_weight": 0.0}),
+    "instance prior only": ("joint_instance", {"consistency_weight": 0.0}),
+    "no confidence map": ("joint_no_confidence", {"confidence": False}),
 }
 ROWS = ["source-only", *VARIANTS]
 
 
 @dataclasses.dataclass(frozen=True)
 class Job:
-    """One stage of one seed: trains `steps` of `kind` into `<out>/seed<seed>/<stage>.pt`,
-    starting from the checkpoint of stage `after`, and evaluates it when it is a `row`."""
+    """One stage of one seed: trains `steps` of `kind` into `<out>/seed<seed>/<stage>.pt`
+    with the config's `settings` replaced, starting from the checkpoint of stage
+    `after`, and evaluates it when it is a `row`."""
 
     seed: int
     stage: str
     kind: str
     steps: int
     after: Optional[str] = None
-    switches: Dict[str, bool] = dataclasses.field(default_factory=dict)
+    settings: Dict[str, Any] = dataclasses.field(default_factory=dict)
     row: Optional[str] = None
 
 
@@ -60,8 +60,8 @@ def plan(cfg: Config, seeds: Sequence[int]) -> List[Job]:
     the stages that unlock others first."""
     jobs = [Job(s, "source_only", "source_only", cfg.iters_source) for s in seeds]
     jobs += [Job(s, "semantic", "semantic", cfg.iters_sem, after="source_only") for s in seeds]
-    jobs += [Job(s, stage, "joint", cfg.iters_joint, "semantic", switches, row)
-             for s in seeds for row, (stage, switches) in VARIANTS.items()]
+    jobs += [Job(s, stage, "joint", cfg.iters_joint, "semantic", settings, row)
+             for s in seeds for row, (stage, settings) in VARIANTS.items()]
     # The baseline gets as many G_rgb steps as the joint rows (stage a + stage c), so
     # that the rows differ by the DESC terms, not by training time.
     jobs += [Job(s, "source_only_long", "source_only", cfg.iters_joint, after="source_only", row="source-only")
@@ -85,7 +85,7 @@ def ensure_data(cfg: Config, log=print) -> None:
             continue
         meta = read_meta(os.path.join(cfg.data, split))
         if tuple(meta.image_size) != tuple(cfg.size) or len(meta.frames) != count:
-            raise ValueError(f"{os.path.join(cfg.data, split)} holds {len(meta.frames)} frames of "
+            raise DataError(f"{os.path.join(cfg.data, split)} holds {len(meta.frames)} frames of "
                              f"{meta.image_size[0]}x{meta.image_size[1]}, the config asks for {count} of "
                              f"{cfg.size[0]}x{cfg.size[1]}: delete the folder or set data= to another one")
     if missing:
@@ -141,10 +141,10 @@ def run_job(cfg: Config, job: Job, log=None, on_step=None) -> Dict:
     if on_step is None and "steps" in _WORKER:
         queue = _WORKER["steps"]
         on_step = lambda stage, step, loss: queue.put((job.seed, stage, loss))  # noqa: E731
-    trainer = Trainer(dataclasses.replace(cfg, seed=job.seed), os.path.join(cfg.out, f"seed{job.seed}"),
-                      log=log or (lambda *_: None), on_step=on_step)
+    trainer = Trainer(dataclasses.replace(cfg, seed=job.seed, **job.settings),
+                      os.path.join(cfg.out, f"seed{job.seed}"), log=log or (lambda *_: None), on_step=on_step)
     start = trainer.checkpoint_path(job.after) if job.after else None
-    trained = trainer.run_stage(job.stage, job.steps, job.switches, start_from=start, kind=job.kind)
+    trained = trainer.run_stage(job.stage, job.steps, start_from=start, kind=job.kind)
     metrics = evaluate(trainer.g_rgb.eval(), os.path.join(cfg.data, "target_test")) if job.row else None
     return dict(job=job, trained=trained, seconds=time.time() - t0, metrics=metrics)
 

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 MAX_DEPTH = 80.0  # metres = MAX_DEPTH / 2 * (tanh + 1), as the official implementation
+SCALES = 4  # output scales of the U-Nets
 
 
 def _block(cin: int, cout: int) -> nn.Sequential:
@@ -28,10 +29,10 @@ class DepthUNet(nn.Module):
         super().__init__()
         w = [width, 2 * width, 4 * width, 8 * width, 16 * width]
         self.max_depth = max_depth
-        self.enc = nn.ModuleList([_block(in_channels, w[0])] + [_block(w[i], w[i + 1]) for i in range(4)])
-        self.up = nn.ModuleList([nn.Conv2d(w[i + 1], w[i], 1) for i in range(4)])
-        self.dec = nn.ModuleList([_block(2 * w[i], w[i]) for i in range(4)])
-        self.heads = nn.ModuleList([nn.Conv2d(w[i], 1, 3, padding=1) for i in range(4)])
+        self.enc = nn.ModuleList([_block(in_channels, w[0])] + [_block(w[i], w[i + 1]) for i in range(SCALES)])
+        self.up = nn.ModuleList([nn.Conv2d(w[i + 1], w[i], 1) for i in range(SCALES)])
+        self.dec = nn.ModuleList([_block(2 * w[i], w[i]) for i in range(SCALES)])
+        self.heads = nn.ModuleList([nn.Conv2d(w[i], 1, 3, padding=1) for i in range(SCALES)])
 
     def forward(self, x: Tensor) -> List[Tensor]:
         if x.shape[-1] % 16 or x.shape[-2] % 16:
@@ -41,7 +42,7 @@ class DepthUNet(nn.Module):
             x = block(x if i == 0 else F.max_pool2d(x, 2))
             skips.append(x)
         outputs = []
-        for i in reversed(range(4)):
+        for i in reversed(range(SCALES)):
             x = F.interpolate(self.up[i](x), scale_factor=2, mode="nearest")
             x = self.dec[i](torch.cat([x, skips[i]], dim=1))
             outputs.append(self.max_depth / 2 * (torch.tanh(self.heads[i](x)) + 1))

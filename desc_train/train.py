@@ -5,13 +5,15 @@
 (b) ``semantic``: G_sem (one-hot semantics + edges -> depth) and G_h (instance
     features -> metric height, labelled by instance_heights of the source ground
     truth) on the source;
-(c) ``joint``: source supervision of G_rgb and G_sem, and on the target DESCLoss:
-    confidence-weighted consistency between G_rgb and G_sem (at each output
-    scale), the instance prior
-    from G_h's heights, smoothness. Each DESC term can be switched off.
+(c) ``joint``: source supervision of G_rgb and G_sem, and on the target
+    ``desc_ops.DESCLoss``: confidence-weighted consistency between G_rgb and
+    G_sem (at each output scale), the instance prior from G_h's heights,
+    smoothness. A DESC term with weight 0 in the config is switched off.
 
-Every stage checkpoints atomically and resumes where it stopped; a non-finite
-loss stops the run with the name of the term.
+The target-domain terms of (a) and (c) are one ``DESCLoss`` built from the
+config (``target_objective``), the object desc_ops' tests check. Every stage
+checkpoints atomically and resumes where it stopped; a non-finite loss stops
+the run with the name of the term.
 """
 from __future__ import annotations
 
@@ -33,7 +35,8 @@ from desc_ops.reference import _sobel_magnitude
 from .config import Config, as_dict
 from .data import DepthDataset
 from .data.classes import CLASSES
-from .models import DepthUNet, HeightNet, instance_features, semantic_input
+from .errors import UserError
+from .models import MAX_DEPTH, SCALES, DepthUNet, HeightNet, instance_features, semantic_input
 
 NUM_CLASSES = len(CLASSES)
 NUM_FEATURES = NUM_CLASSES + 7
@@ -66,16 +69,18 @@ def supervised_loss(preds, depth: Tensor, weight: float) -> Tensor:
     return total
 
 
-def consistency_at_scale(depth: Tensor, depth_sem: Tensor, semantic: Tensor, image: Tensor,
-                         weighted: bool) -> Tensor:
-    """L1 between G_rgb's and G_sem's depth at one output scale: weighted by the
-    confidence map of the full-resolution labels nearest-sampled to that scale
-    and of `image` (already at that scale), or a plain mean."""
-    if not weighted:
-        return desc_ops.consistency_loss(depth, depth_sem, torch.ones_like(depth))
-    step = semantic.shape[-1] // depth.shape[-1]
-    semantic = semantic[..., step // 2::step, step // 2::step].contiguous()
-    return desc_ops.semantic_consistency_loss(depth, depth_sem, semantic, image=image)
+def target_objective(cfg: Config, kind: str) -> desc_ops.DESCLoss:
+    """The target-domain terms of a stage kind: in ``joint``, DESC's, with the
+    consistency at the ``consistency_scales`` finest output scales; in
+    ``source_only``, the smoothness alone; at every output scale ``i`` the
+    smoothness weight is ``smoothness_weight / 2**i``, as the official code."""
+    joint = kind == "joint"
+    return desc_ops.DESCLoss(
+        consistency_weight=[cfg.consistency_weight] * cfg.consistency_scales if joint else 0.0,
+        instance_weight=cfg.instance_weight if joint else 0.0,
+        smoothness_weight=[cfg.smoothness_weight / 2 ** i for i in range(SCALES)],
+        confidence=cfg.confidence, max_depth=MAX_DEPTH,
+        validate=False)  # relabel_instances made the ids: valid, and no host read per step on CUDA
 
 
 @contextlib.contextmanager
@@ -117,7 +122,7 @@ class Trainer:
                                    seed=cfg.seed)
         self.target = DepthDataset(os.path.join(cfg.data, "target_train"), max_instances=cfg.max_instances,
                                    seed=cfg.seed + 1)
-        self.state = {"stage": None, "step": 0}
+        self.objectives = {kind: target_objective(cfg, kind) for kind in ("source_only", "joint")}
 
     # ------------------------------------------------------------ data
     def batch(self, ds: DepthDataset, salt: int, step: int) -> Dict[str, Tensor]:
@@ -132,10 +137,12 @@ class Trainer:
         return {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
 
     # ------------------------------------------------------------ terms
-    def _heights_target(self, b):
-        st = desc_ops.instance_stats(b["instance_ids"], self.cfg.max_instances, b["depth"])
-        h = desc_ops.instance_heights(st, b["focal"])
-        ok = torch.isfinite(h) & (st.pixel_height >= self.cfg.min_instance_rows) & (b["instance_class"] >= 0)
+    def _source_height_labels(self, src):
+        """The metric height of every instance slot of a source batch from its
+        ground-truth depth (G_h's labels), and which slots have one."""
+        st = desc_ops.instance_stats(src["instance_ids"], self.cfg.max_instances, src["depth"])
+        h = desc_ops.instance_heights(st, src["focal"])
+        ok = torch.isfinite(h) & (st.pixel_height >= self.cfg.min_instance_rows) & (src["instance_class"] >= 0)
         return st, h, ok
 
     def _predict_heights(self, b, st) -> Tensor:
@@ -145,7 +152,8 @@ class Trainer:
     def _sem_input(self, b):
         return semantic_input(b["semantic"], NUM_CLASSES, edge_map(b["image"]))
 
-    def terms(self, stage: str, src, tgt, switches: Dict[str, bool]) -> Dict[str, Tensor]:
+    def terms(self, stage: str, src, tgt) -> Dict[str, Tensor]:
+        """The weighted loss terms of one step of a stage kind, by name: the loss is their sum."""
         cfg = self.cfg
         t: Dict[str, Tensor] = {}
         if stage in ("source_only", "joint"):
@@ -155,34 +163,27 @@ class Trainer:
         if stage in ("semantic", "joint"):
             t["supervised_sem"] = supervised_loss(self.g_sem(self._sem_input(src)), src["depth"],
                                                   cfg.supervised_weight)
-            st, h, ok = self._heights_target(src)
+            st, h, ok = self._source_height_labels(src)
             pred = self._predict_heights(src, st)
             t["height"] = (pred - h)[ok].abs().mean() if ok.any() else pred.sum() * 0
         if stage in ("source_only", "joint"):
-            preds_t = self.g_rgb(tgt["image"])
-            smooth = tgt["depth"].new_zeros(())
-            # The target image at each output scale, for smoothness and the confidence map.
-            images_t = [F.interpolate(tgt["image"], size=p.shape[-2:], mode="area") for p in preds_t]
-            for i, (p, img) in enumerate(zip(preds_t, images_t)):
-                smooth = smooth + cfg.smoothness_weight / 2 ** i * desc_ops.smoothness_loss(p, img)
-            t["smoothness"] = smooth
-        if stage == "joint":
-            depth_t = preds_t[0]
-            if switches.get("consistency", True) and cfg.consistency_weight:
-                sem_t = self.g_sem(self._sem_input(tgt))
-                weighted = switches.get("confidence", cfg.confidence)
-                cons = tgt["depth"].new_zeros(())
-                for i in range(cfg.consistency_scales):
-                    cons = cons + consistency_at_scale(preds_t[i], sem_t[i], tgt["semantic"], images_t[i], weighted)
-                t["consistency"] = cfg.consistency_weight * cons
-            if switches.get("instance", True) and cfg.instance_weight:
-                st = desc_ops.instance_stats(tgt["instance_ids"], cfg.max_instances)
-                heights = self._predict_heights(tgt, st)
-                small = st.pixel_height < cfg.min_instance_rows
-                heights = torch.where(small, torch.full_like(heights, float("nan")), heights)
-                t["instance_prior"] = cfg.instance_weight * desc_ops.instance_prior_loss(
-                    depth_t, tgt["instance_ids"], heights, tgt["focal"], max_depth=80.0, validate=False)
+            t.update(self._target_terms(stage, tgt))
         return t
+
+    def _target_terms(self, stage: str, tgt) -> Dict[str, Tensor]:
+        """The weighted terms of the stage's target objective (``target_objective``),
+        running G_sem and G_h only for the terms that are on."""
+        cfg = self.cfg
+        inputs = {}
+        if stage == "joint" and cfg.consistency_weight:
+            inputs.update(depth_sem=self.g_sem(self._sem_input(tgt)), semantic=tgt["semantic"])
+        if stage == "joint" and cfg.instance_weight:
+            st = desc_ops.instance_stats(tgt["instance_ids"], cfg.max_instances)
+            heights = self._predict_heights(tgt, st)
+            # No prior from instances too short for G_h to have learnt their height.
+            heights = heights.masked_fill(st.pixel_height < cfg.min_instance_rows, float("nan"))
+            inputs.update(instance_ids=tgt["instance_ids"], heights=heights, focal=tgt["focal"])
+        return self.objectives[stage](self.g_rgb(tgt["image"]), image=tgt["image"], **inputs).weighted
 
     # ------------------------------------------------------------ loop
     def checkpoint_path(self, stage: str) -> str:
@@ -197,25 +198,19 @@ class Trainer:
         os.replace(path + ".tmp", path)  # atomic: an interruption leaves the previous checkpoint
 
     def load(self, path: str, optimizer: bool = True) -> Dict:
-        try:
-            state = torch.load(path, map_location=self.device, weights_only=False)
-        except Exception as err:  # a truncated or foreign file
-            raise RuntimeError(f"{path}: not a readable desc_train checkpoint: {err}") from None
-        self.g_rgb.load_state_dict(state["g_rgb"])
-        self.g_sem.load_state_dict(state["g_sem"])
-        self.g_h.load_state_dict(state["g_h"])
+        state = read_checkpoint(path, self.device)
+        for name in ("g_rgb", "g_sem", "g_h"):
+            _load_weights(getattr(self, name), state, name, path)
         if optimizer:
             self.opt.load_state_dict(state["opt"])
             torch.set_rng_state(state["rng"])
         return state
 
-    def run_stage(self, stage: str, steps: int, switches: Optional[Dict[str, bool]] = None,
-                  start_from: Optional[str] = None, kind: Optional[str] = None) -> int:
+    def run_stage(self, stage: str, steps: int, start_from: Optional[str] = None, kind: Optional[str] = None) -> int:
         """Runs `steps` iterations of stage `kind` (source_only, semantic, joint;
         default: the name) under the name `stage`, resuming from its own
         checkpoint, or else starting from the weights in `start_from`. Returns
         the number of steps it trained (0 when the stage was done already)."""
-        switches = switches or {}
         kind = kind or stage
         path = self.checkpoint_path(stage)
         first = 0
@@ -236,8 +231,9 @@ class Trainer:
         t0 = time.time()
         for step in range(first, steps):
             src, tgt = self.batch(self.source, 1, step), self.batch(self.target, 2, step)
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.amp and self.device.type == "cuda"):
-                terms = self.terms(kind, src, tgt, switches)
+            amp = self.cfg.amp and self.device.type == "cuda"
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
+                terms = self.terms(kind, src, tgt)
             for name, value in terms.items():
                 if not torch.isfinite(value):
                     raise FloatingPointError(f"{stage} step {step}: loss term '{name}' is {value.item()}")
@@ -269,13 +265,34 @@ class Trainer:
         return steps - first
 
 
+class CheckpointError(UserError):
+    """A checkpoint is missing, unreadable or not one of desc_train's; the message names the file."""
+
+
+def read_checkpoint(path: str, device="cpu") -> Dict:
+    """The state a Trainer saved at `path`. Tensors and plain values only
+    (``weights_only``): a foreign file cannot run code when it is read."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{path}: no such checkpoint")
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception:  # truncated, not a torch file, or pickled objects: torch's messages vary
+        raise CheckpointError(f"{path}: not a readable desc_train checkpoint") from None
+    if not isinstance(state, dict) or not {"g_rgb", "g_sem", "g_h"} <= state.keys():
+        raise CheckpointError(f"{path}: not a desc_train checkpoint (no g_rgb, g_sem and g_h weights)")
+    return state
+
+
+def _load_weights(net: torch.nn.Module, state: Dict, name: str, path: str) -> None:
+    try:
+        net.load_state_dict(state[name])
+    except RuntimeError:  # torch lists every mismatched tensor, over many lines
+        raise CheckpointError(f"{path}: its {name} weights do not fit the network (another width?)") from None
+
 
 def load_g_rgb(checkpoint: str, device="cpu") -> DepthUNet:
     """G_rgb of a desc_train checkpoint, in eval mode, with the width it was trained at."""
-    try:
-        state = torch.load(checkpoint, map_location=device, weights_only=False)
-        net = DepthUNet(3, state.get("config", {}).get("width", Config.width))
-        net.load_state_dict(state["g_rgb"])
-    except Exception as err:
-        raise RuntimeError(f"{checkpoint}: not a readable desc_train checkpoint: {err}") from None
+    state = read_checkpoint(checkpoint, device)
+    net = DepthUNet(3, state.get("config", {}).get("width", Config.width))
+    _load_weights(net, state, "g_rgb", checkpoint)
     return net.to(device).eval()

@@ -218,3 +218,11 @@ def test_desc_loss_combines_terms(device):
         desc_ops.DESCLoss(instance_weight=0, smoothness_weight=0)(x["depth"], depth_sem=x["depth_sem"])
     with pytest.raises(ValueError, match="instance_ids"):
         desc_ops.DESCLoss(consistency_weight=0, smoothness_weight=0)(x["depth"])
+    # validate reaches the instance term: an out-of-range id raises, or is no instance.
+    bad_ids = torch.full_like(x["ids"], x["heights"].shape[1])
+    prior_only = dict(consistency_weight=0, smoothness_weight=0)
+    with pytest.raises(ValueError, match="instance_ids must be -1"):
+        desc_ops.DESCLoss(**prior_only)(x["depth"], instance_ids=bad_ids, heights=x["heights"], focal=30.0)
+    out = desc_ops.DESCLoss(**prior_only, validate=False)(x["depth"], instance_ids=bad_ids, heights=x["heights"],
+                                                         focal=30.0)
+    assert out.total.item() == 0.0

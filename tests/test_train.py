@@ -1,12 +1,18 @@
-"""desc_train stages: the quick demo end to end, exact resumption, and a
-non-finite loss stopping the run with the term's name."""
+"""desc_train stages: the quick demo end to end, exact resumption, a
+non-finite loss stopping the run with the term's name, the trainer's objective
+(desc_ops.DESCLoss) on both backends, and the command line's answers to a
+user's mistakes."""
 import dataclasses
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
+from torch.nn.functional import avg_pool2d
 
+import desc_ops
 from desc_train.cli import main as cli_main
 from desc_train.config import Config, load_config
 from desc_train.demo import ensure_data, quick_config
@@ -21,12 +27,20 @@ def quick(tmp_path_factory):
     return cfg
 
 
+@pytest.fixture(scope="module")
+def start(quick, tmp_path_factory):
+    """A checkpoint of freshly initialised networks."""
+    trainer = Trainer(quick, str(tmp_path_factory.mktemp("start")), log=lambda *_: None)
+    trainer.save("start", 0, done=True)
+    return trainer.checkpoint_path("start")
+
+
 def test_quick_demo_end_to_end(quick, capsys):
     assert cli_main(["demo", "--quick", "--seeds", "0", "--set", f"data={quick.data}",
                      "--set", f"out={quick.out}"]) == 0
     record = json.load(open(os.path.join(quick.out, "results.json")))
     assert set(record["summary"]) == {"source-only", "DESC", "consistency only", "instance prior only",
-                                      "unweighted consistency"}
+                                      "no confidence map"}
     for row in record["summary"].values():
         assert all(v[0] == v[0] for v in row.values())  # no NaN
     assert os.path.exists(os.path.join(quick.out, "results.md"))
@@ -145,19 +159,63 @@ def test_existing_data_of_another_size_is_an_error(quick):
         ensure_data(cfg, log=lambda *_: None)
 
 
-def test_consistency_at_a_coarse_scale_uses_labels_and_image_of_that_scale():
-    import desc_ops
-    from desc_train.train import consistency_at_scale
-
+def test_desc_loss_at_coarse_scales_uses_labels_and_image_of_that_scale():
+    """Scale i reads the full-resolution label nearest to each pixel's centre
+    and the image area-averaged to its size, with its own weights."""
     g = torch.Generator().manual_seed(0)
-    tgt = {"semantic": torch.randint(-1, 5, (2, 16, 32), generator=g), "image": torch.rand(2, 3, 16, 32, generator=g)}
-    d, s = torch.rand(2, 1, 8, 16, generator=g) * 80, torch.rand(2, 1, 8, 16, generator=g) * 80
-    expected = desc_ops.semantic_consistency_loss(d, s, tgt["semantic"][:, 1::2, 1::2].contiguous(),
-                                                  image=torch.nn.functional.avg_pool2d(tgt["image"], 2))
-    image = torch.nn.functional.avg_pool2d(tgt["image"], 2)
-    assert torch.allclose(consistency_at_scale(d, s, tgt["semantic"], image, weighted=True), expected, rtol=1e-5)
-    assert torch.allclose(consistency_at_scale(d, s, tgt["semantic"], image, weighted=False), (d - s).abs().mean(),
-                          rtol=1e-5)
+    semantic, image = torch.randint(-1, 5, (2, 16, 32), generator=g), torch.rand(2, 3, 16, 32, generator=g)
+    shapes = [(2, 1, 16, 32), (2, 1, 8, 16), (2, 1, 4, 8)]
+    d = [torch.rand(shape, generator=g) * 80 for shape in shapes]
+    d_sem = [torch.rand(shape, generator=g) * 80 for shape in shapes]
+    labels = [semantic, semantic[:, 1::2, 1::2].contiguous(), semantic[:, 2::4, 2::4].contiguous()]
+    images = [image, avg_pool2d(image, 2), avg_pool2d(image, 4)]
+    cons = [desc_ops.semantic_consistency_loss(d[i], d_sem[i], labels[i], image=images[i]) for i in range(3)]
+    smooth = [desc_ops.smoothness_loss(d[i], images[i]) for i in range(3)]
+
+    loss = desc_ops.DESCLoss(consistency_weight=[1.0, 0.5, 0.25], instance_weight=0.0,
+                             smoothness_weight=[0.1, 0.05])  # no smoothness at scale 2
+    out = loss(d, depth_sem=d_sem, semantic=semantic, image=image)
+    assert set(out.terms) == {"consistency", "consistency@1", "consistency@2", "smoothness", "smoothness@1"}
+    for i, name in enumerate(["consistency", "consistency@1", "consistency@2"]):
+        assert torch.allclose(out.terms[name], cons[i], rtol=1e-5), name
+    assert torch.allclose(out.weighted["consistency"], cons[0] + 0.5 * cons[1] + 0.25 * cons[2], rtol=1e-5)
+    assert torch.allclose(out.weighted["smoothness"], 0.1 * smooth[0] + 0.05 * smooth[1], rtol=1e-5)
+    assert torch.allclose(out.total, out.weighted["consistency"] + out.weighted["smoothness"], rtol=1e-6)
+
+    plain = desc_ops.DESCLoss(instance_weight=0.0, smoothness_weight=0.0, confidence=False)(d, depth_sem=d_sem)
+    assert torch.allclose(plain.total, sum((a - b).abs().mean() for a, b in zip(d, d_sem)), rtol=1e-5)
+    with pytest.raises(ValueError, match="smoothness_weight has 4 per-scale weights"):
+        desc_ops.DESCLoss(smoothness_weight=[1.0] * 4)(d, depth_sem=d_sem, semantic=semantic, image=image)
+
+
+def test_joint_terms_match_on_both_backends(quick, start, tmp_path):
+    """A few joint steps from one checkpoint through the kernels and through
+    desc_ops.reference: the same terms step after step, so the gradients agree
+    too (or the weights would drift apart)."""
+
+    def joint_terms(backend):
+        desc_ops.set_backend(backend)
+        trainer = Trainer(quick, str(tmp_path / backend), log=lambda *_: None)
+        terms, seen = trainer.terms, []
+
+        def recorded(*args):
+            out = terms(*args)
+            seen.append({k: v.item() for k, v in out.items()})
+            return out
+
+        trainer.terms = recorded
+        trainer.run_stage("joint", 3, start_from=start)
+        return seen
+
+    kernels, reference = joint_terms("extension"), joint_terms("reference")
+    assert len(kernels) == 3
+    assert set(kernels[0]) == {"supervised_rgb", "supervised_sem", "height", "consistency", "instance_prior",
+                               "smoothness"}
+    assert all(v > 0 for v in kernels[0].values()), kernels[0]  # every term acts
+    for step, (a, b) in enumerate(zip(kernels, reference)):
+        assert a.keys() == b.keys()
+        for name in a:
+            assert b[name] == pytest.approx(a[name], rel=1e-5), (step, name)
 
 
 def test_demo_rejects_zero_workers(quick):
@@ -189,3 +247,35 @@ def test_frozen_running_stats_keeps_statistics_but_not_gradients():
     assert net[0].weight.grad is not None
     net(x)
     assert not torch.equal(net[1].running_mean, before["running_mean"])
+
+
+# ------------------------------------------------------------ the command line's answers to mistakes
+@pytest.fixture(scope="module")
+def foreign(tmp_path_factory):
+    path = tmp_path_factory.mktemp("foreign") / "resnet.pt"
+    torch.save({"conv1.weight": torch.zeros(2, 3)}, path)
+    return str(path)
+
+
+@pytest.mark.parametrize("case", ["missing checkpoint", "foreign checkpoint", "split without meta.json",
+                                  "unknown --set key", "malformed --set value"])
+def test_cli_mistakes_get_one_line_naming_the_file_or_key(case, quick, start, foreign, tmp_path, capsys):
+    test_split = os.path.join(quick.data, "target_test")
+    argv, named = {
+        "missing checkpoint": (["evaluate", str(tmp_path / "missing.pt"), test_split], "missing.pt"),
+        "foreign checkpoint": (["evaluate", foreign, test_split], "resnet.pt"),
+        "split without meta.json": (["evaluate", start, str(tmp_path)], os.path.join(str(tmp_path), "meta.json")),
+        "unknown --set key": (["demo", "--set", "colour=red"], "'colour'"),
+        "malformed --set value": (["demo", "--set", "lr=fast"], "setting lr:"),
+    }[case]
+    assert cli_main(argv) == 1
+    out = capsys.readouterr()
+    assert named in out.err and len(out.err.strip().splitlines()) == 1, out.err
+    assert out.out == ""
+
+
+def test_cli_mistake_exits_without_a_traceback(quick, tmp_path):
+    run = subprocess.run([sys.executable, "-m", "desc_train", "evaluate", str(tmp_path / "missing.pt"),
+                          os.path.join(quick.data, "target_test")], capture_output=True, text=True)
+    assert run.returncode == 1
+    assert run.stderr.strip() == f"desc-train evaluate: error: {tmp_path / 'missing.pt'}: no such checkpoint"

@@ -5,7 +5,6 @@ import numpy as np
 CLASSES = ("road", "sidewalk", "building", "vegetation", "sky", "car", "person", "terrain")
 ROAD, SIDEWALK, BUILDING, VEGETATION, SKY, CAR, PERSON, TERRAIN = range(len(CLASSES))
 INSTANCE_CLASSES = (CAR, PERSON)
-IGNORE_LABEL = 255  # on disk; -1 in tensors
 
 # Colours of the label picture (Cityscapes' where the class exists there).
 LABEL_COLORS = np.array([

@@ -15,7 +15,6 @@ Everything is vectorised NumPy over the pixels of an image; a seed fixes everyth
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Dict, List
 
@@ -246,7 +245,3 @@ def make_frame(seed: int, domain: str, index: int, H: int, W: int, logits: bool 
             out["logits"] = simulate_logits(semantic, len(CLASSES), rng)
     out.update(semantic=semantic, instance=instance)
     return out
-
-
-def objects_as_dicts(objects: List[SceneObject]) -> List[Dict]:
-    return [dataclasses.asdict(o) for o in objects]

@@ -22,11 +22,13 @@ from typing import Dict, List, Optional, Sequence
 import cv2
 import numpy as np
 
+from ..errors import UserError
+
 DEPTH_SCALE = 256.0
 FOLDERS = ("rgb", "depth", "semantic", "instance")
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """A file of a dataset is missing, unreadable or inconsistent; the message names it."""
 
 

@@ -12,7 +12,7 @@ from .classes import LABEL_COLORS
 from .layout import read_meta, read_sample
 
 
-def colorize_depth(depth: np.ndarray, max_depth: float = 80.0) -> np.ndarray:
+def colorize_depth(depth: np.ndarray) -> np.ndarray:
     """Inverse depth through a colour map (near is bright); no depth is black. (H, W, 3) uint8 RGB."""
     valid = depth > 0
     inv = np.where(valid, 1.0 / np.maximum(depth, 1e-3), 0.0)
