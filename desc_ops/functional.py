@@ -126,8 +126,8 @@ def instance_prior_loss(
 ) -> Tensor:
     """L1 between depth and the pinhole pseudo-depth of instances (docs/ops.md §4).
 
-    A slot is used when it has ``>= min_pixels`` pixels and a finite height;
-    its pseudo-depth is ``z = focal * heights[b, k] / pixel_height`` (clamped to
+    A slot is used when it has ``>= min_pixels`` pixels, a finite height and
+    its image a finite focal; its pseudo-depth is ``z = focal * heights[b, k] / pixel_height`` (clamped to
     ``[0, max_depth]`` if given). ``"sum"``: ``S = sum |depth(p) - z|`` over the
     pixels of used slots; ``"mean"``: ``S / N`` with ``N`` those pixels (0 if
     none). Gradients to ``depth`` and ``heights``.

@@ -212,9 +212,11 @@ def _instance_prior_loss(depth, ids, heights, focal, min_pixels, max_depth, redu
     acc = _acc(depth.dtype)
     st = _instance_stats(ids, K, None, validate)
     hts = heights.to(acc)
-    used = (st.count >= min_pixels) & (st.count > 0) & torch.isfinite(hts)
+    finite_focal = torch.isfinite(focal)
+    used = (st.count >= min_pixels) & (st.count > 0) & torch.isfinite(hts) & finite_focal[:, None]
     pixel_height = torch.where(used, st.pixel_height, torch.ones_like(st.pixel_height)).to(acc)
-    z = (focal[:, None] / pixel_height) * torch.where(used, hts, torch.zeros_like(hts))
+    f = torch.where(finite_focal, focal, torch.zeros_like(focal))  # a NaN focal would reach the gradient
+    z = (f[:, None] / pixel_height) * torch.where(used, hts, torch.zeros_like(hts))
     if max_depth is not None:
         z = z.clamp(0, max_depth)
     flat = ids.reshape(B, H * W).long()

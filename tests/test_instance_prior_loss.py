@@ -127,6 +127,23 @@ def test_boundaries_by_hand(device, impl):
     assert loss.item() == pytest.approx(2 * 6.0 + 3 * 2.5)
 
 
+def test_non_finite_focal_drops_its_image(device, impl):
+    """An image whose focal is NaN or inf has no used slot: the loss is that of
+    the other images, with finite gradients, on every backend."""
+    g = torch.Generator().manual_seed(8)
+    depth, ids, heights, _ = _inputs(3, 6, 7, 3, torch.float64, device, g)
+    for bad in (float("nan"), float("inf")):
+        focal = torch.tensor([30.0, bad, 20.0], dtype=torch.float64, device=device)
+        got = _run(desc_ops.instance_prior_loss, depth, ids, heights, focal)
+        keep = torch.tensor([0, 2], device=device)
+        want = _run(desc_ops.instance_prior_loss, depth[keep], ids[keep], heights[keep], focal[keep])
+        assert_close(got[0], want[0])
+        assert torch.isfinite(got[1]).all() and torch.isfinite(got[2]).all()
+        assert (got[1][1] == 0).all() and (got[2][1] == 0).all()
+        assert_close(got[1][keep], want[1])
+        assert_close(got[2][keep], want[2])
+
+
 def test_no_used_slot_gives_exact_zero(device, impl):
     g = torch.Generator().manual_seed(1)
     depth, ids, heights, focal = _inputs(2, 5, 5, 3, torch.float32, device, g)

@@ -63,7 +63,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> instance_
           instance_boxes_image(ids_b, H, W, K, cnt, box_p + b * K * 4);
           for (int64_t k = 0; k < K; ++k) {
             const acc_t h = static_cast<acc_t>(h_p[b * K + k]);
-            if (cnt[k] >= min_pixels && cnt[k] > 0 && math::isfinite_(h)) {
+            if (cnt[k] >= min_pixels && cnt[k] > 0 && math::isfinite_(h) && math::isfinite_(f_p[b])) {
               const int64_t pixel_height = box_p[(b * K + k) * 4 + 1] - box_p[(b * K + k) * 4] + 1;
               z_p[b * K + k] = math::pseudo_depth(f_p[b], h, pixel_height, has_max, max_d, dz_p + b * K + k);
               image_pixels[b] += cnt[k];

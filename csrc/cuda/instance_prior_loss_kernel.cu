@@ -24,7 +24,7 @@ __global__ void pseudo_depth_kernel(const int64_t* __restrict__ count, const int
   for (int64_t s = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x; s < slots;
        s += static_cast<int64_t>(gridDim.x) * kThreads) {
     const acc_t h = static_cast<acc_t>(heights[s]);
-    if (count[s] >= min_pixels && count[s] > 0 && math::isfinite_(h)) {
+    if (count[s] >= min_pixels && count[s] > 0 && math::isfinite_(h) && math::isfinite_(focal[s / K])) {
       const int64_t pixel_height = box[4 * s + 1] - box[4 * s] + 1;
       z[s] = math::pseudo_depth(focal[s / K], h, pixel_height, has_max, max_depth, dz_dh + s);
     } else {
