@@ -7,6 +7,10 @@
 #
 #   bash benchmarks/gpu_suite.sh LOG_DIR [--quick]
 #
+# GPU_SUITE_STEPS picks steps (default "build tests sanitizers benchmarks"):
+# the whole script takes longer than some machines allow one command, so it
+# can run as "build tests" and then "sanitizers benchmarks" on the warm machine.
+#
 # Needs: torch (CUDA build), nvcc, setuptools, ninja, pytest; no network.
 # TORCH_CUDA_ARCH_LIST defaults to the visible GPU's architecture.
 set -uo pipefail
@@ -17,6 +21,8 @@ out=$(cd "$out" && pwd)
 cd "$(dirname "$0")/.."
 status=0
 step() { echo "== $1: $(date +%T)" | tee -a "$out/summary.txt"; }
+steps=" ${GPU_SUITE_STEPS:-build tests sanitizers benchmarks} "
+want() { [[ $steps == *" $1 "* ]]; }
 # Some GPU images have python3 but no python; PYTHON overrides.
 py=${PYTHON:-$(command -v python || command -v python3)}
 
@@ -24,6 +30,7 @@ step "environment"
 { nvidia-smi; "$py" --version; echo "image CC=${CC:-} CXX=${CXX:-}"; "$py" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"; nvcc --version; } \
   > "$out/environment.txt" 2>&1
 
+if want build; then
 step "build"
 if [ -z "${TORCH_CUDA_ARCH_LIST:-}" ]; then
   export TORCH_CUDA_ARCH_LIST=$("$py" -c "import torch; print('%d.%d' % torch.cuda.get_device_capability())")
@@ -39,8 +46,10 @@ if ! FORCE_CUDA=1 "$py" -m pip install --no-build-isolation --no-deps -v -e . > 
   tail -40 "$out/build.log"
   exit 1
 fi
+fi
 "$py" -c "import desc_ops; print('desc_ops built with CUDA', desc_ops.built_cuda_version())" | tee -a "$out/summary.txt"
 
+if want tests; then
 step "tests"
 # One process per test file: a crash (a kernel that corrupts memory) then
 # names its file and leaves the other files' results standing.
@@ -52,8 +61,10 @@ for f in tests/test_*.py; do
   printf '%-36s exit %3d  %s\n' "$f" "$rc" "$(grep -E '(passed|failed|error|skipped)' "$out/tests.log" | tail -1)" \
     | tee -a "$out/summary.txt"
 done
+fi
 
 # The sanitizers slow kernels down by orders of magnitude: a reduced set (float32, CUDA against CPU).
+if want sanitizers; then
 for tool in memcheck racecheck synccheck; do
   step "compute-sanitizer $tool"
   compute-sanitizer --tool "$tool" --error-exitcode 9 "$py" -m pytest -q -p no:cacheprovider \
@@ -63,11 +74,14 @@ for tool in memcheck racecheck synccheck; do
   grep -E "ERROR SUMMARY|passed|failed" "$out/sanitizer-$tool.tmp" | tail -3 | tee -a "$out/summary.txt"
   rm -f "$out/sanitizer-$tool.tmp"
 done
+fi
 
+if want benchmarks; then
 step "benchmarks"
 "$py" benchmarks/losses.py --device cuda ${quick:+--quick} --json "$out/benchmark.json" \
   --plot "$out/benchmark-scaling.png" > "$out/benchmark.txt" 2>&1 || status=1
 tail -5 "$out/benchmark.txt" | tee -a "$out/summary.txt"
+fi
 
 step "done (status $status)"
 exit $status

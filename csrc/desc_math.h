@@ -33,6 +33,8 @@ DESC_HD bool isfinite_(double x) { return isfinite(x); }
 // polynomial; relative error below 2e-7 on [-87.3, 88.3], inputs clamped to
 // that range (exp(-87.3) ~ 1e-38 stands in for 0).
 DESC_HD float fast_exp(float x) {
+  const float in = x;
+  x = in == in ? x : 0.f;  // NaN: converting it to int below would be undefined
   x = x < -87.3f ? -87.3f : x;
   x = x > 88.3f ? 88.3f : x;
   const float t = x * 1.44269504088896341f;
@@ -49,12 +51,12 @@ DESC_HD float fast_exp(float x) {
   p = p * r * r + r + 1.0f;
   const int bits = (n + 127) << 23;  // 2^n
 #if defined(__CUDA_ARCH__)
-  return p * __int_as_float(bits);
+  const float scale = __int_as_float(bits);
 #else
   float scale;
   memcpy(&scale, &bits, sizeof(scale));
-  return p * scale;
 #endif
+  return in == in ? p * scale : in;
 }
 // float64 is for gradcheck and references, not speed.
 DESC_HD double fast_exp(double x) { return ::exp(x); }

@@ -46,3 +46,12 @@ def test_gradcheck(device, impl):
     depth = torch.randperm(2 * 5 * 6, generator=g).to(device, torch.float64).view(2, 1, 5, 6)
     image = torch.rand(2, 3, 5, 6, generator=g, dtype=torch.float64).to(device)
     assert torch.autograd.gradcheck(lambda d: desc_ops.smoothness_loss(d, image), (leaf(depth),))
+
+
+def test_nan_image_gives_nan(device, impl):
+    """A NaN in the image reaches the loss through the edge weight's exp (which
+    must not turn it into a number)."""
+    depth = torch.rand(1, 1, 3, 4, device=device) + 1
+    image = torch.rand(1, 3, 3, 4, device=device)
+    image[0, :, 1, 1] = float("nan")
+    assert torch.isnan(desc_ops.smoothness_loss(depth, image))
