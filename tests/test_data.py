@@ -193,6 +193,21 @@ def test_dataset_augmentation_is_reproducible(tmp_path):
     assert torch.equal(a["image"], b["image"]) and a["image"].shape == (3, 32, 96)
 
 
+def test_dataset_flip_mirrors_every_map_alike(tmp_path):
+    """A flip (hflip=1) mirrors the image, depth, semantics, instance slots and
+    logits of a frame together, and keeps the slots' classes and the focal."""
+    split = str(tmp_path / "flip")
+    generate_split(split, "target", 2, size=(48, 160), workers=1, logits=True)
+    for i in range(2):
+        plain, flipped = DepthDataset(split)[i], DepthDataset(split, augment=Augment(hflip=1.0))[i]
+        assert not torch.equal(plain["image"], flipped["image"])  # not a symmetric frame
+        for key in ("image", "depth", "semantic", "instance_ids", "logits"):
+            assert torch.equal(flipped[key], torch.flip(plain[key], dims=[-1])), key
+        assert (plain["instance_ids"] >= 0).any()
+        assert torch.equal(flipped["instance_class"], plain["instance_class"])
+        assert flipped["focal"].item() == plain["focal"].item()
+
+
 def test_cli_generate_and_sheet(tmp_path, capsys):
     out = tmp_path / "bench"
     sheet = tmp_path / "sheet.png"

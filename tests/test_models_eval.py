@@ -64,6 +64,24 @@ def test_garg_crop():
     assert depth_metrics(pred, gt, crop="garg")["abs_rel"] == 0.0
 
 
+def test_garg_crop_region_at_kitti_size():
+    """At 375 x 1242 the crop is rows 153..370 (0.40810811 * 375 = 153.04,
+    0.99189189 * 375 = 371.96) and columns 44..1196 (0.03594771 * 1242 = 44.65,
+    0.96405229 * 1242 = 1197.35); Eigen's crop (rows 124..341) is not it."""
+    expected = torch.zeros(375, 1242, dtype=torch.bool)
+    expected[153:371, 44:1197] = True
+    assert torch.equal(garg_crop_mask(375, 1242), expected)
+    gt = torch.full((1, 1, 375, 1242), 10.0)
+    for rows, cols, inside in [(slice(124, 153), slice(None), False),  # Eigen's rows above Garg's
+                               (slice(342, 371), slice(None), True),  # Garg's rows below Eigen's
+                               (slice(371, None), slice(None), False),
+                               (slice(None), slice(0, 44), False), (slice(None), slice(1197, None), False),
+                               (slice(153, 154), slice(44, 45), True), (slice(370, 371), slice(1196, 1197), True)]:
+        pred = gt.clone()
+        pred[..., rows, cols] = 20.0
+        assert (depth_metrics(pred, gt, crop="garg")["abs_rel"] > 0) == inside, (rows, cols)
+
+
 def test_mask_restricts_the_evaluated_pixels():
     g = torch.Generator().manual_seed(3)
     gt = torch.rand(2, 1, 8, 12, generator=g) * 70 + 1

@@ -1,7 +1,7 @@
 """desc_train stages: the quick demo end to end, exact resumption, a
-non-finite loss stopping the run with the term's name, the trainer's objective
-(desc_ops.DESCLoss) on both backends, and the command line's answers to a
-user's mistakes."""
+non-finite loss stopping the run with the term's name, the ablations' switches,
+the trainer's objective (desc_ops.DESCLoss) on both backends and its gradient
+to G_h, and the command line's answers to a user's mistakes."""
 import dataclasses
 import json
 import os
@@ -50,6 +50,11 @@ def test_quick_demo_end_to_end(quick, capsys):
     assert any("consistency" in r and "instance_prior" in r for r in logs if r["stage"] == "joint")
     out = capsys.readouterr().out
     assert "| DESC |" in out
+    # Each ablation changes the training: no row's metrics are another row's.
+    rows = {row: runs[0] for row, runs in record["per_seed"].items()}
+    for i, a in enumerate(sorted(rows)):
+        for b in sorted(rows)[i + 1:]:
+            assert rows[a] != rows[b], (a, b)
     # Everything is checkpointed: a second run trains nothing and gives the same table.
     assert cli_main(["demo", "--quick", "--seeds", "0", "--set", f"data={quick.data}",
                      "--set", f"out={quick.out}"]) == 0
@@ -58,31 +63,88 @@ def test_quick_demo_end_to_end(quick, capsys):
     assert "done already" in capsys.readouterr().out
 
 
-def test_resume_gives_the_same_weights(quick, tmp_path):
+def _state(trainer):
+    """Every tensor a run leaves behind: the three networks (running statistics
+    included) and Adam's moments and step counts."""
+    out = {f"{name}.{k}": v for name in ("g_rgb", "g_sem", "g_h")
+           for k, v in getattr(trainer, name).state_dict().items()}
+    for i, s in trainer.opt.state_dict()["state"].items():
+        out.update({f"opt.{i}.{k}": v for k, v in s.items()})
+    return out
+
+
+def test_resume_continues_where_the_interrupted_run_stopped(quick, tmp_path):
+    """A stage killed part-way and run again ends bitwise where an uninterrupted
+    run does, training only the steps after its last checkpoint; the resumed
+    trainer starts from other weights, so a run that ignored its checkpoint (or
+    its optimizer state) would end elsewhere."""
     cfg = dataclasses.replace(quick, checkpoint_every=2)
-    straight = Trainer(cfg, str(tmp_path / "a"), log=lambda *_: None)
-    straight.run_stage("source_only", 5)
+    quiet = lambda *_: None  # noqa: E731
+    straight = Trainer(cfg, str(tmp_path / "a"), log=quiet)
+    assert straight.run_stage("source_only", 5) == 5
 
     class Stop(Exception):
         pass
 
-    interrupted = Trainer(cfg, str(tmp_path / "b"), log=lambda *_: None)
+    interrupted = Trainer(cfg, str(tmp_path / "b"), log=quiet)
     original = interrupted.terms
     calls = {"n": 0}
 
     def failing_terms(*args, **kw):
         calls["n"] += 1
-        if calls["n"] == 4:  # dies during step 4, after the checkpoint of step 2... and 3 is lost
+        if calls["n"] == 4:  # dies during step 4, after the checkpoint of step 2: step 3 is lost
             raise Stop()
         return original(*args, **kw)
 
     interrupted.terms = failing_terms
     with pytest.raises(Stop):
         interrupted.run_stage("source_only", 5)
-    resumed = Trainer(cfg, str(tmp_path / "b"), log=lambda *_: None)
-    resumed.run_stage("source_only", 5)
-    for (k, a), (_, b) in zip(straight.g_rgb.state_dict().items(), resumed.g_rgb.state_dict().items()):
-        assert torch.allclose(a.float(), b.float(), atol=1e-6), k
+    assert torch.load(interrupted.checkpoint_path("source_only"), weights_only=True)["step"] == 2
+
+    steps = []
+    resumed = Trainer(cfg, str(tmp_path / "b"), log=quiet, on_step=lambda stage, step, loss: steps.append(step))
+    with torch.no_grad():  # what a restart from scratch would train from: not the checkpoint's weights
+        for p in resumed.opt.param_groups[0]["params"]:
+            p.add_(0.5)
+    trained = resumed.run_stage("source_only", 5)
+    a, b = _state(straight), _state(resumed)
+    assert a.keys() == b.keys() and len(a) > 3
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert trained == 3 and steps == [3, 4, 5]
+    assert Trainer(cfg, str(tmp_path / "b"), log=quiet).run_stage("source_only", 5) == 0  # done already
+
+    # The check can fail: from the moved weights, the same five steps end elsewhere.
+    restarted = Trainer(cfg, str(tmp_path / "c"), log=quiet)
+    with torch.no_grad():
+        for p in restarted.opt.param_groups[0]["params"]:
+            p.add_(0.5)
+    restarted.run_stage("source_only", 5)
+    assert not torch.equal(_state(restarted)["g_rgb.heads.0.weight"], a["g_rgb.heads.0.weight"])
+
+
+def test_ablation_rows_switch_their_joint_terms(quick, start, tmp_path):
+    """One joint step's terms from one checkpoint under the settings of each
+    ablation row of the demo: the row's term is off, or (no confidence map)
+    the consistency is another number; the other terms are unchanged."""
+    from desc_train.demo import VARIANTS
+
+    terms = {}
+    for row, (stage, settings) in VARIANTS.items():
+        trainer = Trainer(dataclasses.replace(quick, **settings), str(tmp_path / stage), log=lambda *_: None)
+        trainer.load(start, optimizer=False)
+        src, tgt = trainer.batch(trainer.source, 1, 0), trainer.batch(trainer.target, 2, 0)
+        with torch.no_grad():
+            terms[row] = {k: v.item() for k, v in trainer.terms("joint", src, tgt).items()}
+    desc = terms["DESC"]
+    assert {"consistency", "instance_prior"} <= desc.keys() and desc["consistency"] > 0 and desc["instance_prior"] > 0
+    assert "instance_prior" not in terms["consistency only"]
+    assert "consistency" not in terms["instance prior only"]
+    assert terms["consistency only"]["consistency"] == pytest.approx(desc["consistency"], rel=1e-6)
+    assert terms["instance prior only"]["instance_prior"] == pytest.approx(desc["instance_prior"], rel=1e-6)
+    plain = terms["no confidence map"]
+    assert plain["instance_prior"] == pytest.approx(desc["instance_prior"], rel=1e-6)
+    assert plain["consistency"] != pytest.approx(desc["consistency"], rel=1e-3)
 
 
 def test_non_finite_loss_names_the_term(quick, tmp_path):
@@ -186,6 +248,44 @@ def test_desc_loss_at_coarse_scales_uses_labels_and_image_of_that_scale():
     assert torch.allclose(plain.total, sum((a - b).abs().mean() for a, b in zip(d, d_sem)), rtol=1e-5)
     with pytest.raises(ValueError, match="smoothness_weight has 4 per-scale weights"):
         desc_ops.DESCLoss(smoothness_weight=[1.0] * 4)(d, depth_sem=d_sem, semantic=semantic, image=image)
+
+
+def test_desc_loss_passes_min_pixels_to_the_instance_prior(impl):
+    """Two instances on a depth of 10 m, focal 10 px: 3 pixels over 3 rows with
+    height 1.5 m (pseudo-depth 5 m, error 5) and 8 pixels over 4 rows with
+    2.4 m (6 m, error 4). min_pixels=4 leaves out the first one."""
+    ids = torch.full((1, 8, 8), -1)
+    ids[0, 1:4, 1] = 0
+    ids[0, 2:6, 4:6] = 1
+    depth = torch.full((1, 1, 8, 8), 10.0)
+    heights, focal = torch.tensor([[1.5, 2.4]]), torch.tensor([10.0])
+
+    def prior(min_pixels):
+        loss = desc_ops.DESCLoss(consistency_weight=0.0, smoothness_weight=0.0, instance_weight=1.0,
+                                 min_pixels=min_pixels)
+        out = loss(depth, instance_ids=ids, heights=heights, focal=focal)
+        assert set(out.terms) == {"instance_prior"}
+        return out.total.item()
+
+    assert prior(1) == pytest.approx((3 * 5 + 8 * 4) / 11, rel=1e-6)
+    assert prior(3) == pytest.approx((3 * 5 + 8 * 4) / 11, rel=1e-6)
+    assert prior(4) == pytest.approx(4.0, rel=1e-6)
+    assert prior(9) == 0.0  # no slot left
+
+
+def test_instance_prior_trains_g_h_through_the_heights(quick, start, tmp_path, impl):
+    """The instance prior of a joint step, alone, reaches G_h's weights (through
+    the predicted heights) and G_rgb's (through the depth), not G_sem's."""
+    trainer = Trainer(quick, str(tmp_path), log=lambda *_: None)
+    trainer.load(start, optimizer=False)
+    src, tgt = trainer.batch(trainer.source, 1, 0), trainer.batch(trainer.target, 2, 0)
+    st = desc_ops.instance_stats(tgt["instance_ids"], quick.max_instances)
+    assert ((st.pixel_height >= quick.min_instance_rows) & (tgt["instance_class"] >= 0)).any()  # a prior acts
+    trainer.terms("joint", src, tgt)["instance_prior"].backward()
+    for name, p in trainer.g_h.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    assert trainer.g_rgb.heads[0].weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in trainer.g_sem.parameters())
 
 
 def test_joint_terms_match_on_both_backends(quick, start, tmp_path):
