@@ -44,6 +44,9 @@ inline void check_same_dtype(const at::Tensor& a, const char* a_name,
                     b.scalar_type());
 }
 
+// The dtype sums run in for a floating dtype (at::opmath_type, as a ScalarType).
+inline at::ScalarType opmath_dtype(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
+
 // A floating depth map (B, 1, H, W), the first argument of most operators.
 inline void check_depth(const at::Tensor& t, const char* name = "depth") {
   check_floating(t, name);
@@ -90,7 +93,7 @@ inline void check_scalar_grad(const at::Tensor& grad, const at::Tensor& like) {
 // The normaliser a forward returned: one element of the accumulation dtype.
 inline void check_norm(const at::Tensor& norm, const at::Tensor& depth) {
   check_same_device(norm, "norm", depth, "depth");
-  const auto acc = depth.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  const auto acc = opmath_dtype(depth.scalar_type());
   TORCH_CHECK_VALUE(norm.numel() == 1 && norm.scalar_type() == acc, "norm must be one ", c10::toString(acc),
                     " element (the forward's output), got ", describe(norm));
 }

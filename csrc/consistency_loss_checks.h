@@ -9,8 +9,6 @@
 
 namespace desc_ops {
 
-inline at::ScalarType opmath_dtype(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
-
 inline void check_depth_pair(const at::Tensor& depth, const at::Tensor& depth_sem) {
   check_depth(depth);
   check_map_like(depth_sem, "depth_sem", depth);

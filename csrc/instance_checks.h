@@ -43,7 +43,7 @@ inline bool check_stats_args(const at::Tensor& instance_ids, int64_t num_instanc
 
 // Focal length per image, (B,), in the accumulation dtype of `like`.
 inline at::Tensor focal_per_image(const at::Tensor& focal, int64_t B, const at::Tensor& like) {
-  const auto dtype = like.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  const auto dtype = opmath_dtype(like.scalar_type());
   TORCH_CHECK_VALUE(focal.dim() == 0 || (focal.dim() == 1 && (focal.size(0) == B || focal.size(0) == 1)),
                     "focal must be a scalar or have shape [", B, "], got ", describe(focal));
   check_same_device(focal, "focal", like, "depth");
