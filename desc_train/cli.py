@@ -5,6 +5,7 @@ import argparse
 import sys
 import time
 
+from .config import PRESETS
 from .errors import UserError
 
 
@@ -77,13 +78,29 @@ def main(argv=None) -> int:
     d.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one setting (repeatable)")
     d.set_defaults(run=_demo)
+    t = sub.add_parser("train", help="train the DESC stages (source-only, semantic + height, joint) on prepared "
+                                     "splits, then evaluate on the test split")
+    t.add_argument("--config", default=None, help="TOML file of settings (desc_train/config.py)")
+    t.add_argument("--preset", default=None, choices=sorted(PRESETS),
+                   help="start from these settings (paper: the official implementation's, for a GPU)")
+    t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one setting (repeatable)")
+    t.set_defaults(run=_train)
     e = sub.add_parser("evaluate", help="evaluate a checkpoint's G_rgb on a split")
     e.add_argument("checkpoint")
-    e.add_argument("split", help="split folder with ground-truth depth")
-    e.add_argument("--median-scaling", action="store_true")
-    e.add_argument("--cap", type=_cap, default=(1e-3, 80.0), help="min,max metres of evaluated ground truth")
-    e.add_argument("--crop", default=None, choices=[None, "garg"])
+    e.add_argument("split", help="split folder with ground truth (gt/ at native size, or depth/)")
+    e.add_argument("--median-scaling", action="store_true", help="scale each prediction by median(gt)/median(pred)")
+    e.add_argument("--cap", type=_cap, action="append", default=None,
+                   help="min,max metres of evaluated ground truth (repeatable; default: the split's protocol, "
+                        "else 0.001,80 and 1,50)")
+    e.add_argument("--crop", default="auto", choices=["auto", "none", "garg", "cityscapes"],
+                   help="auto: the split's protocol (garg for KITTI, cityscapes for Cityscapes)")
+    e.add_argument("--json", default=None, help="also write the result (protocol and metrics) here")
+    e.add_argument("--device", default="cpu")
     e.set_defaults(run=_evaluate)
+    from .data.prepare import add_parser as add_prepare
+
+    add_prepare(sub)
     args = p.parse_args(argv)
     try:
         return args.run(args)
@@ -109,12 +126,31 @@ def _demo(args) -> int:
 
 
 def _evaluate(args) -> int:
-    from .evaluate import depth_metrics, predict_split
+    from .evaluate import evaluate_split, results_table
     from .train import load_g_rgb
 
-    pred, gt, _ = predict_split(load_g_rgb(args.checkpoint), args.split)
-    for k, v in depth_metrics(pred, gt, cap=args.cap, median_scaling=args.median_scaling, crop=args.crop).items():
-        print(f"{k:9s} {v:.4f}")
+    crop = None if args.crop == "none" else args.crop
+    result = evaluate_split(load_g_rgb(args.checkpoint, args.device), args.split,
+                            median_scaling=args.median_scaling, caps=args.cap, crop=crop)
+    print(results_table(result))
+    if args.json:
+        from .train import _write_json
+
+        _write_json(args.json, result)
+    return 0
+
+
+def _train(args) -> int:
+    from .config import load_config
+    from .train import train_desc
+
+    cfg = load_config(args.config, args.overrides, preset=args.preset)
+    result = train_desc(cfg)
+    if result is not None:
+        from .evaluate import results_table
+
+        for r in result.values():
+            print(results_table(r))
     return 0
 
 

@@ -15,7 +15,10 @@ class ConfigError(UserError):
 
 @dataclass
 class Config:
-    data: str = "runs/bench"  # dataset root in the layout of desc_train.data; generated if missing
+    data: str = "runs/bench"  # dataset root in the layout of desc_train.data (the demo generates it if missing)
+    source_split: str = "source_train"  # split folders under `data`: labelled source frames,
+    target_split: str = "target_train"  # unlabelled target frames (with semantic and instance maps),
+    test_split: str = "target_test"  # and target frames with ground truth, evaluated after training
     out: str = "runs/demo"  # run folder: checkpoints, logs, pictures, results
     size: Tuple[int, int] = (64, 192)  # generated frames, H x W (multiples of 16)
     counts: Dict[str, int] = field(default_factory=lambda: {"source_train": 400, "target_train": 400,
@@ -69,9 +72,28 @@ def _coerce(value: str, like):
     return value
 
 
-def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Config:
-    """Defaults, then the TOML file at `path`, then `key=value` overrides."""
-    cfg = Config()
+# The official implementation's settings (192x640, Adam 1e-4 with betas (0.95, 0.999),
+# 20 epochs of 20,760 source frames at batch 2 for stage a, 10 epochs at batch 4 for
+# stage b, 20,000 joint iterations at batch 2, consistency at the finest scale only, plain
+# mean consistency, BatchNorm statistics from the target). Its losses live in tanh space
+# (1 unit = 40 m): lambda 50 supervised, 1 consistency, 1 instance prior and 0.01
+# smoothness become these weights per metre. Width 88 gives DepthUNet 54.7 M parameters,
+# the official UNetGenerator's 54.6 M (a plainer network of the same capacity).
+PRESETS: Dict[str, Dict] = {
+    "paper": dict(size=(192, 640), width=88, batch_size=2, lr=1e-4, betas=(0.95, 0.999), iters_source=207_600,
+                  iters_sem=51_900, iters_joint=20_000, supervised_weight=50.0 / 40.0,
+                  consistency_weight=1.0 / 40.0, consistency_scales=1, instance_weight=1.0 / 40.0,
+                  smoothness_weight=0.01 / 40.0, confidence=False, target_bn_stats=True, device="cuda",
+                  data="data/vkitti2kitti", out="runs/paper", log_every=100, checkpoint_every=1000),
+}
+
+
+def load_config(path: Optional[str] = None, overrides: Sequence[str] = (), preset: Optional[str] = None) -> Config:
+    """Defaults (or those of a preset of PRESETS), then the TOML file at `path`,
+    then `key=value` overrides."""
+    if preset is not None and preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
+    cfg = dataclasses.replace(Config(), **PRESETS[preset]) if preset else Config()
     names = {f.name for f in dataclasses.fields(Config)}
     if path:
         try:
@@ -111,4 +133,4 @@ def as_dict(cfg: Config) -> Dict:
     return dataclasses.asdict(cfg)
 
 
-__all__: List[str] = ["Config", "ConfigError", "load_config", "as_dict"]
+__all__: List[str] = ["Config", "ConfigError", "PRESETS", "load_config", "as_dict"]

@@ -34,12 +34,25 @@ from desc_ops.reference import _sobel_magnitude
 
 from .config import Config, as_dict
 from .data import DepthDataset
-from .data.classes import CLASSES
+from .data.layout import DataError
 from .errors import UserError
 from .models import MAX_DEPTH, SCALES, DepthUNet, HeightNet, instance_features, semantic_input
 
-NUM_CLASSES = len(CLASSES)
-NUM_FEATURES = NUM_CLASSES + 7
+
+def domain_classes(source: DepthDataset, target: DepthDataset):
+    """The class names both splits label with (G_sem and G_h read one id space),
+    after checking the splits can train: depth on the source, labels on both."""
+    src, tgt = source.meta, target.meta
+    if not src.has_depth:
+        raise DataError(f"{source.split_dir}: the source split has no depth (meta.json has_depth false)")
+    for ds in (source, target):
+        if not ds.meta.has_labels:
+            raise DataError(f"{ds.split_dir}: no semantic and instance maps yet; add them with "
+                            f"desc-train prepare panoptic (or --labels gt where the dataset has labels)")
+    if list(src.classes) != list(tgt.classes):
+        raise DataError(f"{source.split_dir} and {target.split_dir} label different classes "
+                        f"({len(src.classes)} vs {len(tgt.classes)}): prepare both with the same label source")
+    return list(src.classes)
 
 
 def edge_map(image: Tensor) -> Tensor:
@@ -111,17 +124,26 @@ class Trainer:
         self.log = log
         self.on_step = on_step
         os.makedirs(run_dir, exist_ok=True)
+        if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+            raise UserError(f"device {cfg.device!r} is not available here; pass --set device=cpu")
         self.device = torch.device(cfg.device)
+        self.source = DepthDataset(os.path.join(cfg.data, cfg.source_split), seed=cfg.seed)
+        self.target = DepthDataset(os.path.join(cfg.data, cfg.target_split), seed=cfg.seed + 1)
+        self.classes = domain_classes(self.source, self.target)
+        self.num_classes = len(self.classes)
+        # Enough instance slots for the most crowded frame of either split.
+        self.K = max([cfg.max_instances] + [ds.meta.max_instances or 0 for ds in (self.source, self.target)])
+        for ds in (self.source, self.target):
+            ds.max_instances = self.K
+        # Depth beyond what G_rgb can output is supervised at its maximum (sky included), as the
+        # official code: a converted split states the depth it clamped to.
+        self.max_source_depth = min(MAX_DEPTH, self.source.meta.max_depth or float("inf"))
         torch.manual_seed(cfg.seed)
         self.g_rgb = DepthUNet(3, cfg.width).to(self.device)
-        self.g_sem = DepthUNet(NUM_CLASSES + 1, cfg.width).to(self.device)
-        self.g_h = HeightNet(NUM_FEATURES).to(self.device)
+        self.g_sem = DepthUNet(self.num_classes + 1, cfg.width).to(self.device)
+        self.g_h = HeightNet(self.num_classes + 7).to(self.device)
         params = list(self.g_rgb.parameters()) + list(self.g_sem.parameters()) + list(self.g_h.parameters())
         self.opt = torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas)
-        self.source = DepthDataset(os.path.join(cfg.data, "source_train"), max_instances=cfg.max_instances,
-                                   seed=cfg.seed)
-        self.target = DepthDataset(os.path.join(cfg.data, "target_train"), max_instances=cfg.max_instances,
-                                   seed=cfg.seed + 1)
         self.objectives = {kind: target_objective(cfg, kind) for kind in ("source_only", "joint")}
 
     # ------------------------------------------------------------ data
@@ -140,17 +162,22 @@ class Trainer:
     def _source_height_labels(self, src):
         """The metric height of every instance slot of a source batch from its
         ground-truth depth (G_h's labels), and which slots have one."""
-        st = desc_ops.instance_stats(src["instance_ids"], self.cfg.max_instances, src["depth"])
+        st = desc_ops.instance_stats(src["instance_ids"], self.K, src["depth"])
         h = desc_ops.instance_heights(st, src["focal"])
         ok = torch.isfinite(h) & (st.pixel_height >= self.cfg.min_instance_rows) & (src["instance_class"] >= 0)
+        # An instance at the far plane (clamped depth) has no measurable height, as the official code skips it.
+        ok &= st.depth_median < self.max_source_depth
         return st, h, ok
 
     def _predict_heights(self, b, st) -> Tensor:
         H, W = b["semantic"].shape[-2:]
-        return self.g_h(instance_features(st, b["instance_class"], NUM_CLASSES, H, W))
+        return self.g_h(instance_features(st, b["instance_class"], self.num_classes, H, W))
+
+    def _depth(self, src) -> Tensor:
+        return src["depth"].clamp(max=self.max_source_depth)
 
     def _sem_input(self, b):
-        return semantic_input(b["semantic"], NUM_CLASSES, edge_map(b["image"]))
+        return semantic_input(b["semantic"], self.num_classes, edge_map(b["image"]))
 
     def terms(self, stage: str, src, tgt) -> Dict[str, Tensor]:
         """The weighted loss terms of one step of a stage kind, by name: the loss is their sum."""
@@ -159,9 +186,9 @@ class Trainer:
         if stage in ("source_only", "joint"):
             with frozen_running_stats(self.g_rgb, cfg.target_bn_stats):
                 preds_s = self.g_rgb(src["image"])
-            t["supervised_rgb"] = supervised_loss(preds_s, src["depth"], cfg.supervised_weight)
+            t["supervised_rgb"] = supervised_loss(preds_s, self._depth(src), cfg.supervised_weight)
         if stage in ("semantic", "joint"):
-            t["supervised_sem"] = supervised_loss(self.g_sem(self._sem_input(src)), src["depth"],
+            t["supervised_sem"] = supervised_loss(self.g_sem(self._sem_input(src)), self._depth(src),
                                                   cfg.supervised_weight)
             st, h, ok = self._source_height_labels(src)
             pred = self._predict_heights(src, st)
@@ -178,7 +205,7 @@ class Trainer:
         if stage == "joint" and cfg.consistency_weight:
             inputs.update(depth_sem=self.g_sem(self._sem_input(tgt)), semantic=tgt["semantic"])
         if stage == "joint" and cfg.instance_weight:
-            st = desc_ops.instance_stats(tgt["instance_ids"], cfg.max_instances)
+            st = desc_ops.instance_stats(tgt["instance_ids"], self.K)
             heights = self._predict_heights(tgt, st)
             # No prior from instances too short for G_h to have learnt their height.
             heights = heights.masked_fill(st.pixel_height < cfg.min_instance_rows, float("nan"))
@@ -263,6 +290,46 @@ class Trainer:
             tb.close()
         self.save(stage, steps, done=True)
         return steps - first
+
+
+# desc-train train: (stage name, kind, the setting of its steps, the stage it starts from).
+STAGES = (("source_only", "source_only", "iters_source", None),
+          ("semantic", "semantic", "iters_sem", "source_only"),
+          ("joint", "joint", "iters_joint", "semantic"))
+
+
+def train_desc(cfg: Config, log=print) -> Optional[Dict[str, Dict]]:
+    """``desc-train train``: the three stages of DESC on the splits the config
+    names, into ``cfg.out`` (resuming whatever is there), then G_rgb evaluated on
+    the test split, when there is one, without and with per-image median scaling
+    (written to ``results.json``). Returns those results, or None without a test split."""
+    from .evaluate import evaluate_split
+
+    for split in (cfg.source_split, cfg.target_split):
+        if not os.path.exists(os.path.join(cfg.data, split, "meta.json")):
+            raise DataError(f"{os.path.join(cfg.data, split)}: no prepared split (no meta.json); write it with "
+                            f"desc-train prepare (README, Real data) or desc-train generate, or set data= and "
+                            f"{'source' if split == cfg.source_split else 'target'}_split=")
+    trainer = Trainer(cfg, cfg.out, log=log)
+    _write_json(os.path.join(cfg.out, "config.json"), as_dict(cfg))
+    for stage, kind, iters, after in STAGES:
+        trainer.run_stage(stage, getattr(cfg, iters), start_from=trainer.checkpoint_path(after) if after else None,
+                          kind=kind)
+    test = os.path.join(cfg.data, cfg.test_split)
+    if not os.path.exists(os.path.join(test, "meta.json")):
+        log(f"no test split at {test}: trained, not evaluated")
+        return None
+    net = trainer.g_rgb.eval()
+    results = {f"median_scaling_{'on' if on else 'off'}": evaluate_split(net, test, median_scaling=on)
+               for on in (False, True)}
+    _write_json(os.path.join(cfg.out, "results.json"), results)
+    return results
+
+
+def _write_json(path: str, obj) -> None:
+    with open(path + ".tmp", "w") as f:
+        json.dump(obj, f, indent=1)
+    os.replace(path + ".tmp", path)
 
 
 class CheckpointError(UserError):

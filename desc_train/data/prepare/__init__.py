@@ -1,0 +1,27 @@
+"""``desc-train prepare``: converters from the real datasets (Virtual KITTI, KITTI
+raw, Cityscapes, panoptic segmentations) into desc_train's layout, and ``check``
+of a prepared root. One module per dataset, each with ``add_arguments(parser)``
+and ``main(args)``; what they share is in ``common``."""
+from __future__ import annotations
+
+import argparse
+import importlib
+
+COMMANDS = {  # sub-command -> (module, help)
+    "vkitti": ("vkitti", "Virtual KITTI 1.3.1 or 2.0.3 (source: RGB, depth, optional labels)"),
+    "kitti": ("kitti", "KITTI raw frames of a list (target train, or test with ground truth)"),
+    "cityscapes": ("cityscapes", "Cityscapes frames (target, optionally with disparity ground truth)"),
+    "panoptic": ("panoptic", "semantic and instance maps of a prepared split from panoptic predictions"),
+    "check": ("check", "check a prepared root: sizes, focal lengths, classes, depth scale, ground truth"),
+}
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("prepare", help="convert a real dataset into desc_train's layout")
+    datasets = p.add_subparsers(dest="dataset", required=True)
+    for command, (module, text) in COMMANDS.items():
+        mod = importlib.import_module(f"{__name__}.{module}")
+        q = datasets.add_parser(command, help=text, description=(mod.__doc__ or text).split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        mod.add_arguments(q)
+        q.set_defaults(run=mod.main)

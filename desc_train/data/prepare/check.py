@@ -1,0 +1,126 @@
+"""Check a prepared root: every split's files, sizes, focal lengths, classes,
+depth scale, instance counts and evaluation ground truth, before hours of
+training find a problem in a DataLoader worker.
+
+Fails (exit 1) on: a missing file; a focal length outside 50-5,000 px; splits
+labelling different classes; instance classes that are not classes; source depth
+whose median exceeds 200 m or whose maximum is under 1 m (a wrong scale); a test
+split (one with an evaluation protocol in meta.json) without ground truth for
+every frame. Reports the rest (frames, sizes, focal range, depth statistics, the
+share of depth at max_depth, instances per frame, splits still without labels).
+"""
+from __future__ import annotations
+
+import os
+from typing import List, Tuple
+
+import numpy as np
+
+from ..layout import DataError, SplitMeta, gt_path, read_gt, read_meta, read_sample
+
+FOCAL_RANGE = (50.0, 5000.0)  # pixels; outside, the intrinsics were not scaled (or not read)
+SAMPLED = 64  # frames whose depth is decoded for the statistics
+
+
+def add_arguments(p) -> None:
+    p.add_argument("root", help="root of a prepared dataset (folders with meta.json)")
+    p.add_argument("--frames", type=int, default=SAMPLED, help="frames per split decoded for depth statistics")
+
+
+def splits_of(root: str) -> List[str]:
+    if not os.path.isdir(root):
+        raise DataError(f"{root}: no such folder")
+    found = sorted(d for d in os.listdir(root) if os.path.exists(os.path.join(root, d, "meta.json")))
+    if not found:
+        raise DataError(f"{root}: holds no split (no folder with a meta.json); prepare one with desc-train prepare")
+    return [os.path.join(root, d) for d in found]
+
+
+def _missing_files(split: str, meta: SplitMeta) -> List[str]:
+    folders = ["rgb"] + ["depth"] * meta.has_depth + ["semantic", "instance"] * meta.has_labels
+    missing = []
+    for name in meta.names:
+        for folder in folders:
+            png = os.path.join(split, folder, name + ".png")
+            if not os.path.exists(png) and not (folder == "depth" and os.path.exists(png[:-4] + ".npy")):
+                missing.append(png)
+        if meta.eval and not os.path.exists(gt_path(split, name)):
+            missing.append(gt_path(split, name))
+    return missing
+
+
+def check_split(split: str, frames: int = SAMPLED) -> Tuple[List[str], List[str]]:
+    """(report lines, problems) of one split."""
+    meta = read_meta(split)
+    lines, problems = [], []
+    names = meta.names
+    focals = [meta.frame_focal(n) for n in names] or [meta.focal]
+    lines.append(f"{split}: {meta.domain}, {len(names)} frames at {meta.image_size[0]}x{meta.image_size[1]}, "
+                 f"focal {min(focals):.1f} to {max(focals):.1f} px, {len(meta.classes)} classes, "
+                 f"depth {'yes' if meta.has_depth else 'no'}, labels {'yes' if meta.has_labels else 'not yet'}")
+    if not names:
+        problems.append(f"{split}: lists no frames")
+    if min(focals) < FOCAL_RANGE[0] or max(focals) > FOCAL_RANGE[1]:
+        problems.append(f"{split}: focal {min(focals):.1f} to {max(focals):.1f} px is outside "
+                        f"{FOCAL_RANGE[0]:.0f}-{FOCAL_RANGE[1]:.0f} px (intrinsics not scaled to the stored size?)")
+    bad = [c for c in meta.instance_classes if not 0 <= c < len(meta.classes)]
+    if bad:
+        problems.append(f"{split}: instance classes {bad} are not class ids (0-{len(meta.classes) - 1})")
+    missing = _missing_files(split, meta)
+    if missing:
+        problems.append(f"{split}: {len(missing)} files missing, first {missing[0]}")
+    if not meta.has_labels:
+        lines.append("  no semantic and instance maps yet: add them with desc-train prepare panoptic before training")
+    if meta.max_instances is not None:
+        lines.append(f"  at most {meta.max_instances} instances in a frame (the trainer takes at least as many slots)")
+    sample = [names[i] for i in np.linspace(0, len(names) - 1, min(frames, len(names))).astype(int)] if names else []
+    if meta.has_depth and sample and not missing:
+        depth = np.concatenate([read_sample(split, n, meta)["depth"].ravel() for n in sample])
+        valid = depth[depth > 0]
+        if valid.size == 0:
+            problems.append(f"{split}: no depth in {len(sample)} sampled frames")
+        else:
+            med, top = float(np.median(valid)), float(valid.max())
+            line = f"  depth over {len(sample)} frames: median {med:.2f} m, max {top:.2f} m"
+            if meta.max_depth:
+                line += f", {100 * np.mean(valid >= meta.max_depth - 1e-3):.1f} % at max_depth {meta.max_depth:g} m"
+            lines.append(line)
+            if med > 200 or top < 1:
+                problems.append(f"{split}: depth median {med:.1f} m, max {top:.2f} m: not metres (wrong depth_scale "
+                                f"or converted depth?)")
+    if meta.eval:
+        lines.append(f"  evaluation: ground truth {meta.eval.get('gt_kind')}, crop {meta.eval.get('crop')}, "
+                     f"caps {meta.eval.get('caps')}")
+        if sample and not missing:
+            gts = [read_gt(split, n) for n in sample[:8]]
+            if all(g is not None and not (g > 0).any() for g in gts):
+                problems.append(f"{split}: the sampled ground-truth maps hold no depth")
+    return lines, problems
+
+
+def check_root(root: str, frames: int = SAMPLED) -> Tuple[List[str], List[str]]:
+    lines, problems = [], []
+    metas = {}
+    for split in splits_of(root):
+        try:
+            more, bad = check_split(split, frames)
+            metas[split] = read_meta(split)
+        except DataError as err:
+            more, bad = [], [str(err)]
+        lines += more
+        problems += bad
+    labelled = {s: m for s, m in metas.items() if m.has_labels}
+    if len({tuple(m.classes) for m in labelled.values()}) > 1:
+        problems.append("splits label different classes: " + "; ".join(
+            f"{os.path.basename(s)} {len(m.classes)} classes" for s, m in labelled.items()))
+    return lines, problems
+
+
+def main(args) -> int:
+    lines, problems = check_root(args.root, args.frames)
+    for line in lines:
+        print(line)
+    if problems:
+        raise DataError(f"{len(problems)} problems:\n  " + "\n  ".join(problems))
+    print(f"{args.root}: ok")
+    return 0
