@@ -122,7 +122,7 @@ def to_tensors(s: Dict, max_instances: int, where: str = "instance map") -> Dict
     # The class of a slot: the most frequent label over its pixels.
     flat_ids, flat_sem = ids.reshape(-1), semantic.reshape(-1)
     on = (flat_ids >= 0) & (flat_sem >= 0)
-    num_classes = int(semantic.max().item()) + 1 if semantic.numel() else 1
+    num_classes = max(1, int(semantic.max().item()) + 1) if semantic.numel() else 1  # unlabelled: all -1
     votes = torch.zeros(max_instances * num_classes, dtype=torch.long)
     votes.scatter_add_(0, flat_ids[on] * num_classes + flat_sem[on], torch.ones(int(on.sum()), dtype=torch.long))
     votes = votes.view(max_instances, num_classes)

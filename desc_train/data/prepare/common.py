@@ -64,8 +64,8 @@ def add_common_arguments(p: argparse.ArgumentParser, size: str = "192x640", root
         p.add_argument("--root", required=True, help="the dataset as downloaded and extracted")
     p.add_argument("--out", required=True, help="root of the prepared dataset (desc_train's layout)")
     p.add_argument("--split", required=True, help="split folder to write under --out, e.g. source_train")
-    p.add_argument("--size", type=parse_size, default=parse_size(size),
-                   help=f"HxW of the stored frames, multiples of 16, or 'native' (default {size})")
+    p.add_argument("--size", type=parse_size, default=size,
+                   help="HxW of the stored frames, multiples of 16, or 'native'")
     p.add_argument("--workers", type=int, default=None, help="processes (default: the CPU count, at most 8)")
     p.add_argument("--limit", type=int, default=None, help="convert the first N frames only (a trial run)")
     p.add_argument("--overwrite", action="store_true",

@@ -1,0 +1,113 @@
+"""desc_train.evaluate on real-data test splits: ground truth at its native size
+(several sizes in one split), bilinear upsampling, the Garg and Cityscapes crops,
+both caps, NumPy's median, held against an independent NumPy implementation."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import protocol_numpy
+from desc_train.cli import main as cli
+from desc_train.data import DepthDataset
+from desc_train.data.layout import SplitMeta, write_gt, write_meta, write_sample
+from desc_train.evaluate import cityscapes_crop_mask, evaluate_split, frame_metrics, median
+from desc_train.models import DepthUNet
+
+NATIVE = [(75, 248), (74, 245), (75, 248)]  # two sizes in one split, as KITTI's dates
+EVAL = {"gt_kind": "velodyne_x", "crop": "garg", "caps": [[0.001, 80], [1, 50]], "list": "test_files.txt",
+        "list_sha256": "ab" * 32}
+
+
+def make_test_split(path, seed=0):
+    rng = np.random.default_rng(seed)
+    frames = {}
+    for i, (H, W) in enumerate(NATIVE):
+        name = f"frame{i}"
+        write_sample(path, name, rng.integers(0, 256, (32, 96, 3), dtype=np.uint8))
+        gt = rng.uniform(0.5, 90, (H, W)).astype(np.float32)
+        gt[rng.random((H, W)) < 0.7] = 0  # sparse, as projected LiDAR
+        write_gt(path, name, gt)
+        frames[name] = {"focal": 30.0, "orig_size": [H, W]}
+    write_meta(path, SplitMeta("target", ["x"], [], 30.0, [32, 96], frames=frames, has_depth=False,
+                               has_labels=False, eval=EVAL))
+    return path
+
+
+@pytest.fixture
+def split(tmp_path):
+    return make_test_split(str(tmp_path / "target_test"))
+
+
+def net_predictions(net, path):
+    ds = DepthDataset(path)
+    with torch.no_grad():
+        preds = net(torch.stack([ds[i]["image"] for i in range(len(ds))]))[0][:, 0].numpy()
+    gts = [np.load(f"{path}/gt/{n}.npy") for n in ds.names]
+    return preds, gts
+
+
+@pytest.mark.parametrize("median_scaling", [False, True], ids=["plain", "median"])
+def test_native_size_protocol_matches_numpy(split, median_scaling):
+    torch.manual_seed(0)
+    net = DepthUNet(3, 4).eval()
+    result = evaluate_split(net, split, median_scaling=median_scaling)
+    preds, gts = net_predictions(net, split)
+    assert result["protocol"]["gt_size"] == "native" and result["protocol"]["crop"] == "garg"
+    for (lo, hi), key in (((0.001, 80), "0.001-80m"), ((1, 50), "1-50m")):
+        expected = protocol_numpy.evaluate(preds, gts, lo=lo, hi=hi, median_scaling=median_scaling,
+                                           crop_name="garg")
+        assert result["images"][key] == 3
+        for k, v in expected.items():
+            assert result["metrics"][key][k] == pytest.approx(v, rel=1e-6, abs=1e-6), (key, k)
+
+
+def test_crop_and_caps_reach_the_metrics(split):
+    torch.manual_seed(0)
+    net = DepthUNet(3, 4).eval()
+    garg = evaluate_split(net, split)["metrics"]
+    none = evaluate_split(net, split, crop=None)["metrics"]
+    assert garg["0.001-80m"]["abs_rel"] != pytest.approx(none["0.001-80m"]["abs_rel"])
+    assert garg["0.001-80m"]["abs_rel"] != pytest.approx(garg["1-50m"]["abs_rel"])
+    one = evaluate_split(net, split, caps=[(2.0, 40.0)])
+    assert list(one["metrics"]) == ["2-40m"]
+
+
+def test_median_is_numpys():
+    x = torch.tensor([4.0, 1.0, 3.0, 2.0])
+    assert median(x).item() == 2.5 == np.median(x.numpy())
+    assert median(torch.tensor([5.0, 1.0, 3.0])).item() == 3.0
+    # Median scaling with an even count of valid pixels: the ratio uses both middle values.
+    gt = torch.tensor([[1.0, 2.0, 3.0, 10.0]])
+    pred = torch.tensor([[1.0, 1.0, 1.0, 1.0]])
+    m = frame_metrics(pred, gt, median_scaling=True)
+    p = np.full(4, 2.5)
+    assert m["abs_rel"] == pytest.approx(np.mean(np.abs(gt.numpy()[0] - p) / gt.numpy()[0]), rel=1e-7)
+
+
+def test_cityscapes_crop_is_manydepths_on_768x2048():
+    mask = cityscapes_crop_mask(768, 2048)
+    expected = torch.zeros(768, 2048, dtype=torch.bool)
+    expected[256:, 192:1856] = True
+    assert torch.equal(mask, expected)
+    assert np.array_equal(mask.numpy(), protocol_numpy.crop("cityscapes", 768, 2048))
+
+
+def test_evaluate_command_states_the_protocol(split, tmp_path, capsys):
+    net = DepthUNet(3, 4)  # evaluate reads G_rgb alone from a checkpoint
+    torch.save({"g_rgb": net.state_dict(), "g_sem": {}, "g_h": {}, "config": {"width": 4}}, tmp_path / "c.pt")
+    out = tmp_path / "r.json"
+    assert cli(["evaluate", str(tmp_path / "c.pt"), split, "--median-scaling", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "velodyne_x at native size" in text and "crop garg" in text and "median scaling on" in text
+    assert "test_files.txt sha256 abababababab" in text and "| 1-50m | 3 |" in text
+    saved = json.loads(out.read_text())
+    assert saved["protocol"]["median_scaling"] is True and set(saved["metrics"]) == {"0.001-80m", "1-50m"}
+
+
+def test_predictions_are_floored_at_a_millimetre():
+    gt = torch.tensor([[2.0, 4.0]])
+    m = frame_metrics(torch.zeros(1, 2), gt)  # then clamped into the cap's minimum, 1e-3
+    assert np.isfinite(m["rmse_log"]) and m["rmse_log"] == pytest.approx(np.sqrt(np.mean(np.log([2e3, 4e3]) ** 2)))
+    m = frame_metrics(torch.zeros(1, 2), gt, median_scaling=True)  # 0 / 0 without the floor
+    assert m["abs_rel"] == pytest.approx((1 / 2 + 1 / 4) / 2)  # both scaled to median(gt) = 3

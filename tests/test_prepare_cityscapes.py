@@ -1,0 +1,198 @@
+"""desc-train prepare cityscapes on a tiny Cityscapes tree written in the real
+formats: names, the bottom crop, intrinsics at the stored size, depth from
+disparity, the label and instance mapping, both folder layouts, and errors that
+name the file and the fix."""
+import json
+import os
+
+import cv2
+import numpy as np
+import pytest
+
+from desc_train.cli import main as cli_main
+from desc_train.data import coco
+from desc_train.data.dataset import DepthDataset
+from desc_train.data.layout import read_gt, read_meta, read_sample
+from desc_train.data.prepare import cityscapes
+
+H0, W0 = 128, 256  # the fabricated frames; the bottom quarter (32 rows) is the ego vehicle
+KEPT = 96
+CAM = dict(fx=400.0, fy=410.0, u0=130.0, v0=60.0, baseline=0.2)
+EGO = (255, 0, 0)  # RGB of the ego-vehicle rows
+NAME = "val_frankfurt_000000_000294"
+# (row, column) of the disparity values and the depth each gives: p = 0 none, p = 1 is d = 0,
+# p = 257 is d = 1 px, p = 1025 is d = 4 px.
+DISPARITY = {(10, 20): (0, 0.0), (20, 30): (1, 0.0), (40, 50): (257, 0.2 * 400.0),
+             (60, 70): (1025, 0.2 * 400.0 / 4)}
+EGO_DISPARITY = 2  # d = 1/256 px below row KEPT: a depth of thousands of metres if the crop missed it
+
+
+def _png(path, array):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    assert cv2.imwrite(str(path), array)
+
+
+def _folder(root, kind, zipped):
+    return os.path.join(root, f"{kind}_trainvaltest", kind) if zipped else os.path.join(root, kind)
+
+
+def make_frame(root, subset="val", city="frankfurt", stem="frankfurt_000000_000294", zipped=False,
+               camera=True, disparity=np.uint16, labels=True):
+    """Writes one Cityscapes frame: image, camera json, disparity and gtFine maps."""
+    def path(kind, suffix):
+        return os.path.join(_folder(root, kind, zipped), subset, city, stem + suffix)
+
+    bgr = np.full((H0, W0, 3), 90, np.uint8)
+    bgr[KEPT:] = EGO[::-1]
+    _png(path("leftImg8bit", "_leftImg8bit.png"), bgr)
+    if camera:
+        os.makedirs(os.path.dirname(path("camera", "_camera.json")), exist_ok=True)
+        with open(path("camera", "_camera.json"), "w") as f:
+            json.dump({"extrinsic": {"baseline": CAM["baseline"], "pitch": 0.04, "roll": 0.0, "x": 1.7, "y": 0.1,
+                                     "yaw": 0.0, "z": 1.2},
+                       "intrinsic": {k: CAM[k] for k in ("fx", "fy", "u0", "v0")}}, f)
+    if disparity is not None:
+        p = np.full((H0, W0), 513, np.uint16)
+        for (r, c), (value, _) in DISPARITY.items():
+            p[r, c] = value
+        p[KEPT:] = EGO_DISPARITY
+        _png(path("disparity", "_disparity.png"), p.astype(disparity))
+    if labels:
+        label_ids = np.zeros((H0, W0), np.uint8)  # 0: unlabeled
+        label_ids[:16] = 23  # sky
+        label_ids[16:48, :64] = 7  # road
+        label_ids[16:48, 64:128] = 8  # sidewalk
+        label_ids[48:80, :] = 26  # car: two objects and an uninstanced car group
+        label_ids[48:80, 200:232] = 29  # caravan: an object without a COCO class
+        label_ids[80:96, :32] = 25  # rider
+        label_ids[KEPT:] = 1  # ego vehicle
+        instance_ids = label_ids.astype(np.uint16)
+        instance_ids[48:80, 0:64] = 26001
+        instance_ids[48:80, 64:128] = 26002
+        instance_ids[48:80, 200:232] = 29001
+        instance_ids[80:96, :32] = 25001
+        _png(path("gtFine", "_gtFine_labelIds.png"), label_ids)
+        _png(path("gtFine", "_gtFine_instanceIds.png"), instance_ids)
+
+
+def prepare(root, out, *extra):
+    return cli_main(["prepare", "cityscapes", "--root", str(root), "--out", str(out), "--split", "target",
+                     "--subset", "val", "--size", "48x128", "--workers", "1", *extra])
+
+
+@pytest.mark.parametrize("zipped", [False, True], ids=["plain", "zip-named"])
+def test_disparity_ground_truth_crop_and_intrinsics(tmp_path, zipped):
+    make_frame(tmp_path / "cs", zipped=zipped, labels=False)
+    assert prepare(tmp_path / "cs", tmp_path / "out", "--gt", "disparity") == 0
+    split = str(tmp_path / "out" / "target")
+    meta = read_meta(split)
+    assert meta.names == [NAME] and meta.domain == "target" and not meta.has_depth and not meta.has_labels
+    assert meta.eval == {"gt_kind": "disparity", "crop": "cityscapes", "caps": [[0.001, 80]]}
+    assert meta.dataset["name"] == "cityscapes" and meta.dataset["subsets"] == ["val"]
+    assert meta.dataset["args"]["crop_bottom"] == 0.25
+    frame = meta.frames[NAME]
+    # 96x256 -> 48x128 halves both axes; cutting rows from the bottom moves no principal point.
+    assert frame["K"] == pytest.approx([CAM["fx"] / 2, CAM["fy"] / 2, CAM["u0"] / 2, CAM["v0"] / 2])
+    assert meta.frame_focal(NAME) == pytest.approx(CAM["fy"] / 2)
+    assert frame["orig_size"] == [KEPT, W0] and frame["baseline"] == CAM["baseline"]
+    assert frame["src"] == os.path.join(os.path.relpath(_folder("", "leftImg8bit", zipped)), "val", "frankfurt",
+                                        "frankfurt_000000_000294_leftImg8bit.png")
+    gt = read_gt(split, NAME)
+    assert gt.shape == (KEPT, W0)  # native size, less the ego vehicle
+    for (r, c), (_, depth) in DISPARITY.items():
+        assert gt[r, c] == pytest.approx(depth, rel=1e-6)
+    assert gt.max() == pytest.approx(CAM["baseline"] * CAM["fx"], rel=1e-6)  # no ego row left
+    sample = read_sample(split, NAME, meta)
+    assert sample["rgb"].shape == (48, 128, 3) and not (sample["rgb"][..., 0] > 200).any()
+    assert (sample["depth"] == 0).all() and (sample["semantic"] == -1).all()
+    item = DepthDataset(split)[0]
+    assert item["image"].shape == (3, 48, 128) and float(item["focal"]) == pytest.approx(CAM["fy"] / 2)
+
+
+def test_labels_map_to_coco_and_instances(tmp_path):
+    make_frame(tmp_path / "cs", disparity=None)
+    assert prepare(tmp_path / "cs", tmp_path / "out", "--labels", "gt", "--size", "96x256") == 0
+    split = str(tmp_path / "out" / "target")
+    meta = read_meta(split)
+    assert meta.has_labels and meta.eval is None and read_gt(split, NAME) is None
+    assert meta.classes == coco.CLASSES
+    assert meta.instance_classes == sorted(coco.class_id(n) for n in
+                                           ("person", "bicycle", "car", "motorcycle", "bus", "train", "truck"))
+    assert meta.label_source["kind"] == "gt" and meta.label_source["mapping"]["rider"] == "person"
+    s = read_sample(split, NAME, meta)
+    sem, inst = s["semantic"], s["instance"]
+    assert sem.shape == (KEPT, W0)
+    car, person = coco.class_id("car"), coco.class_id("person")
+    assert sem[0, 0] == coco.class_id("sky-other-merged") and sem[20, 10] == coco.class_id("road")
+    assert sem[20, 100] == coco.class_id("pavement-merged") and sem[20, 200] == -1  # unlabeled
+    assert (sem[48:80, :200] == car).all() and (sem[48:80, 200:232] == -1).all()  # caravan has no class
+    assert inst[50, 10] == 26001 and inst[50, 100] == 26002 and inst[50, 150] == 0  # the group: car, no object
+    assert inst[50, 210] == 0 and inst[85, 10] == 25001
+    assert set(np.unique(inst)) == {0, 25001, 26001, 26002}
+    item = DepthDataset(split, max_instances=4)[0]
+    assert sorted(item["instance_class"].tolist()) == [-1, person, car, car]
+
+
+def test_class_mapping_values():
+    ids = np.array([7, 8, 11, 12, 13, 19, 21, 22, 23, 24, 25, 26, 27, 28, 31, 32, 33], np.uint8)
+    expected = [100, 123, 129, 131, 117, 9, 116, 125, 119, 0, 0, 2, 7, 5, 6, 3, 1]
+    assert cityscapes.semantic_from_label_ids(ids).tolist() == expected
+    others = np.array([i for i in range(256) if i not in ids], np.uint8)
+    assert (cityscapes.semantic_from_label_ids(others) == 255).all()
+
+
+def test_disparity_decoding():
+    p = np.array([0, 1, 2, 257, 1025], np.uint16)
+    depth = cityscapes.disparity_to_depth(p, fx=400.0, baseline=0.2)
+    assert depth.dtype == np.float32
+    assert depth.tolist() == pytest.approx([0, 0, 80 * 256, 80, 20])
+
+
+def test_anisotropic_size_is_noted_and_limit_keeps_the_first(tmp_path, capsys):
+    make_frame(tmp_path / "cs", subset="train", city="aachen", stem="aachen_000000_000019", labels=False)
+    make_frame(tmp_path / "cs", subset="train", city="bochum", stem="bochum_000000_000313", labels=False)
+    code = cli_main(["prepare", "cityscapes", "--root", str(tmp_path / "cs"), "--out", str(tmp_path / "out"),
+                     "--split", "t", "--subset", "train", "--size", "48x192", "--workers", "1", "--limit", "1"])
+    assert code == 0
+    assert "scales x by 0.7500 and y by 0.5000" in capsys.readouterr().out
+    meta = read_meta(str(tmp_path / "out" / "t"))
+    assert meta.names == ["train_aachen_000000_000019"]
+    assert meta.frames["train_aachen_000000_000019"]["K"][:2] == pytest.approx([CAM["fx"] * 0.75, CAM["fy"] / 2])
+
+
+ERRORS = {  # case: (make_frame arguments, folder whose file is missing, prepare arguments, texts of the error)
+    "no disparity": (dict(disparity=None), "disparity", ["--gt", "disparity"],
+                     ["frankfurt_000000_000294_disparity.png", "missing", "disparity_trainvaltest.zip"]),
+    "no camera": (dict(camera=False), "camera", [],
+                  ["frankfurt_000000_000294_camera.json", "missing", "camera_trainvaltest.zip", "0.22 m"]),
+    "8-bit disparity": (dict(disparity=np.uint8), None, ["--gt", "disparity"],
+                        ["frankfurt_000000_000294_disparity.png", "16-bit", "d*256 + 1"]),
+    "test labels": (dict(), None, ["--subset", "test", "--labels", "gt"],
+                    [os.path.join("gtFine", "test"), "private", "without --labels gt"]),
+}
+
+
+@pytest.mark.parametrize("case", list(ERRORS))
+def test_errors_name_the_file_and_the_fix(tmp_path, capsys, case):
+    make, folder, extra, texts = ERRORS[case]
+    make_frame(tmp_path / "cs", **make)
+    if folder:  # the folder is there, the frame's file is not
+        os.makedirs(tmp_path / "cs" / folder / "val" / "frankfurt", exist_ok=True)
+    assert prepare(tmp_path / "cs", tmp_path / "out", *extra) == 1
+    err = capsys.readouterr().err
+    for text in texts:
+        assert text in err
+    assert not (tmp_path / "out" / "target" / "meta.json").exists()
+
+
+def test_missing_subset_folder_names_the_archive(tmp_path, capsys):
+    make_frame(tmp_path / "cs", labels=False)
+    assert prepare(tmp_path / "cs", tmp_path / "out", "--subset", "train") == 1
+    err = capsys.readouterr().err
+    assert os.path.join("leftImg8bit", "train") in err and "leftImg8bit_trainvaltest.zip" in err
+
+
+@pytest.mark.parametrize("argument", [["--subset", "val,bogus"], ["--crop-bottom", "1"]])
+def test_bad_arguments_are_refused(tmp_path, argument):
+    with pytest.raises(SystemExit):
+        prepare(tmp_path, tmp_path / "out", *argument)

@@ -1,0 +1,391 @@
+"""desc-train prepare kitti on a tiny KITTI raw tree written in the real format:
+the real 2011_09_26 calibration and a synthetic 1226x370 date, velodyne scans
+built so that chosen pixels receive chosen depths, lists in each format, the
+Eigen ground-truth npz, and the mistakes users make with these files."""
+import hashlib
+import os
+
+import cv2
+import numpy as np
+import pytest
+
+from desc_train.cli import main as cli_main
+from desc_train.data import coco
+from desc_train.data.layout import read_gt, read_meta, read_sample
+from desc_train.data.prepare import kitti
+from desc_train.data.prepare.kitti_calib import (load_camera, load_velo_to_cam, project_depth, read_calib_file,
+                                                 velo_to_image)
+
+REAL_DATE = "2011_09_26"  # public calibration values of that day
+CAM_TO_CAM = {
+    REAL_DATE: """calib_time: 09-Jan-2012 13:57:47
+corner_dist: 9.950000e-02
+S_rect_00: 1.242000e+03 3.750000e+02
+R_rect_00: 9.999239e-01 9.837760e-03 -7.445048e-03 -9.869795e-03 9.999421e-01 -4.278459e-03 7.402527e-03 4.351614e-03 9.999631e-01
+S_02: 1.392000e+03 5.120000e+02
+S_rect_02: 1.242000e+03 3.750000e+02
+P_rect_02: 7.215377e+02 0.000000e+00 6.095593e+02 4.485728e+01 0.000000e+00 7.215377e+02 1.728540e+02 2.163791e-01 0.000000e+00 0.000000e+00 1.000000e+00 2.745884e-03
+S_rect_03: 1.242000e+03 3.750000e+02
+P_rect_03: 7.215377e+02 0.000000e+00 6.095593e+02 -3.395242e+02 0.000000e+00 7.215377e+02 1.728540e+02 2.199936e+00 0.000000e+00 0.000000e+00 1.000000e+00 2.729905e-03
+""",
+    "2011_09_30": """calib_time: 01-Jan-2012 00:00:00
+S_rect_00: 1.226000e+03 3.700000e+02
+R_rect_00: 1 0 0 0 1 0 0 0 1
+S_rect_02: 1.226000e+03 3.700000e+02
+P_rect_02: 7.0e+02 0 6.0e+02 4.6e+01 0 7.05e+02 1.8e+02 0 0 0 1 0
+S_rect_03: 1.226000e+03 3.700000e+02
+P_rect_03: 7.0e+02 0 6.0e+02 -3.3e+02 0 7.05e+02 1.8e+02 0 0 0 1 0
+""",  # synthetic: a second image size makes the ground truth ragged
+}
+VELO_TO_CAM = """calib_time: 15-Mar-2012 11:37:16
+R: 7.533745e-03 -9.999714e-01 -6.166020e-04 1.480249e-02 7.280733e-04 -9.998902e-01 9.998621e-01 7.523790e-03 1.480755e-02
+T: -4.069766e-03 -7.631618e-02 -2.717806e-01
+delta_f: 0.000000e+00 0.000000e+00
+delta_c: 0.000000e+00 0.000000e+00
+"""
+SIZES = {REAL_DATE: (375, 1242), "2011_09_30": (370, 1226)}
+A = (REAL_DATE, "2011_09_26_drive_0002_sync", 69)
+B = (REAL_DATE, "2011_09_26_drive_0002_sync", 70)
+C = ("2011_09_30", "2011_09_30_drive_0016_sync", 5)
+FRAMES = [A, B, C]
+COLOUR = {A: (10, 120, 200), B: (200, 30, 60), C: (90, 90, 20)}  # RGB
+CHOSEN = {(200, 600): 8.0, (300, 100): 20.0, (180, 1200): 30.0}  # (row, col) -> velodyne x of frame A
+
+
+def name(frame, side="l"):
+    return f"{frame[1]}_{frame[2]:010d}_{side}"
+
+
+def projection(root, date):
+    return velo_to_image(load_camera(str(root), date), load_velo_to_cam(str(root), date))
+
+
+def point_on_pixel(P, row, col, depth, kind="velodyne_x"):
+    """The velodyne point that P projects onto (row, col) (0-based, after the
+    devkit's minus one) with the given velodyne x or camera z."""
+    ray = np.array([col + 1.0, row + 1.0, 1.0])
+    along, offset = np.linalg.solve(P[:, :3], ray), np.linalg.solve(P[:, :3], -P[:, 3])
+    scale = (depth - offset[0]) / along[0] if kind == "velodyne_x" else depth
+    return along * scale + offset
+
+
+def scan_a(P, size):
+    """Frame A's scan: the chosen pixels, a farther point on one of them, a point
+    behind the sensor (x < 0) on another, and points just off the image."""
+    H, W = size
+    pts = [point_on_pixel(P, r, c, d) for (r, c), d in CHOSEN.items()]
+    pts.append(point_on_pixel(P, 200, 600, 12.0))
+    pts.append(point_on_pixel(P, 300, 100, -20.0, "camera_z"))
+    pts += [point_on_pixel(P, r, c, 10.0) for r, c in [(100, -1), (100, W), (100, W + 2), (H, 50), (-1, 50)]]
+    return np.array([[*p, 0.5] for p in pts], np.float32)
+
+
+def scan_random(P, seed):
+    """Points in front of the car, with repeats along the rays of a tenth of them
+    (several points on one pixel), some behind the sensor (x < 0) and some between
+    the sensor and the camera plane (x >= 0 but camera z < 0)."""
+    rng = np.random.default_rng(seed)
+    n = 3000
+    pts = np.stack([rng.uniform(2, 70, n), rng.uniform(-25, 25, n), rng.uniform(-2.5, 1.5, n)], 1)
+    centre = -np.linalg.solve(P[:, :3], P[:, 3])
+    farther = centre + rng.uniform(1.05, 1.6, (n // 10, 1)) * (pts[: n // 10] - centre)
+    behind = pts[:200] * [-1, 1, 1]
+    near = np.stack([rng.uniform(0, 0.25, 200), rng.uniform(-0.05, 0.05, 200), rng.uniform(-0.05, 0.05, 200)], 1)
+    xyz = np.concatenate([pts, farther, behind, near])
+    return np.concatenate([xyz, rng.uniform(0, 1, (len(xyz), 1))], 1).astype(np.float32)
+
+
+def published_loop(points, P, size, kind="velodyne_x"):
+    """The Eigen export as published, point by point: the last write wins on a
+    pixel, then every group of points sharing the key row * (W - 1) + col - 1 puts
+    its minimum on the pixel of its first point, and negative depths become 0."""
+    H, W = size
+    depth = np.zeros(size)
+    groups = {}
+    for x, y, z, _ in points.astype(np.float64):
+        if x < 0:
+            continue
+        u, v, w = P @ [x, y, z, 1.0]
+        col, row = np.round(u / w) - 1, np.round(v / w) - 1
+        if not (0 <= col < W and 0 <= row < H):
+            continue
+        d = x if kind == "velodyne_x" else w
+        depth[int(row), int(col)] = d
+        groups.setdefault(row * (W - 1) + col - 1, []).append((int(row), int(col), d))
+    for members in groups.values():
+        if len(members) > 1:
+            depth[members[0][0], members[0][1]] = min(m[2] for m in members)
+    depth[depth < 0] = 0
+    return depth.astype(np.float32), sum(len(m) > 1 for m in groups.values())
+
+
+def make_tree(root, frames=FRAMES, ext="png", sizes=None, scans=True):
+    """A KITTI raw tree: calibration of each date, images (left and right) and scans."""
+    for date in {f[0] for f in frames}:
+        os.makedirs(root / date, exist_ok=True)
+        (root / date / "calib_cam_to_cam.txt").write_text(CAM_TO_CAM[date])
+        (root / date / "calib_velo_to_cam.txt").write_text(VELO_TO_CAM)
+    for i, frame in enumerate(frames):
+        date, drive, index = frame
+        H, W = (sizes or SIZES)[date]
+        for cam, colour in ((2, COLOUR[frame]), (3, COLOUR[frame][::-1])):
+            folder = root / date / drive / f"image_0{cam}" / "data"
+            os.makedirs(folder, exist_ok=True)
+            bgr = np.empty((H, W, 3), np.uint8)
+            bgr[:] = colour[::-1]
+            cv2.imwrite(str(folder / f"{index:010d}.{ext}"), bgr)
+        if scans:
+            folder = root / date / drive / "velodyne_points" / "data"
+            os.makedirs(folder, exist_ok=True)
+            P = projection(root, date)
+            points = scan_a(P, SIZES[date]) if frame == A else scan_random(P, i)
+            points.tofile(folder / f"{index:010d}.bin")
+    return root
+
+
+def scan(root, frame):
+    date, drive, index = frame
+    path = root / date / drive / "velodyne_points" / "data" / f"{index:010d}.bin"
+    return np.fromfile(path, np.float32).reshape(-1, 4)
+
+
+def monodepth2_list(path, frames=FRAMES, sides="l"):
+    path.write_text("".join(f"{d}/{drive} {i} {s}\n" for d, drive, i in frames for s in sides))
+    return path
+
+
+def desc_list(path, frames=FRAMES, ext="png"):
+    path.write_text("".join(f"{d}/{drive}/image_02/data/{i:010d}.{ext} {d}/{drive}/image_03/data/{i:010d}.{ext} {d} "
+                            f"{d}/{drive}/velodyne_points/data/{i:010d}.bin\n" for d, drive, i in frames))
+    return path
+
+
+def prepare(root, out, lst, *extra, split="target_test"):
+    return cli_main(["prepare", "kitti", "--root", str(root), "--out", str(out), "--split", split, "--list", str(lst),
+                     "--workers", "1", *extra])
+
+
+@pytest.fixture
+def tree(tmp_path):
+    return make_tree(tmp_path / "raw")
+
+
+# ---------------------------------------------------------------- calibration and projection
+def test_calibration_file_keeps_text_and_reads_the_camera(tree):
+    calib = read_calib_file(str(tree / REAL_DATE / "calib_cam_to_cam.txt"))
+    assert calib["calib_time"] == "09-Jan-2012 13:57:47"  # split at the first ':' only, kept as text
+    assert calib["P_rect_02"].shape == (12,) and calib["P_rect_02"][3] == pytest.approx(44.85728)
+    cam = load_camera(str(tree), REAL_DATE)
+    assert cam.size == (375, 1242)
+    np.testing.assert_allclose(cam.K, [721.5377, 721.5377, 609.5593, 172.854])
+    assert cam.baseline == pytest.approx(0.532725, abs=1e-6)
+    right = load_camera(str(tree), REAL_DATE, 3)
+    assert right.K[2] == pytest.approx(609.5593) and right.P_rect[0, 3] == pytest.approx(-339.5242)
+
+
+def test_projection_puts_chosen_depths_on_chosen_pixels(tree):
+    P, size = projection(tree, REAL_DATE), SIZES[REAL_DATE]
+    points = scan(tree, A)
+    vx = project_depth(points, P, size, "velodyne_x")
+    cz = project_depth(points, P, size, "camera_z")
+    # the farther point on (200, 600), the point behind the sensor on (300, 100) and those
+    # just off the image (which would wrap onto neighbouring rows) leave no trace
+    assert {tuple(p) for p in np.argwhere(vx > 0)} == set(CHOSEN)
+    assert {tuple(p) for p in np.argwhere(cz > 0)} == set(CHOSEN)
+    for (r, c), d in CHOSEN.items():
+        assert vx[r, c] == pytest.approx(d, abs=1e-5)
+        expected_z = (P @ [*point_on_pixel(P, r, c, d), 1.0])[2]
+        assert cz[r, c] == pytest.approx(expected_z, abs=1e-4)
+        assert 0.25 < vx[r, c] - cz[r, c] < 0.35  # velodyne x is ahead of the camera by ~0.27 m
+
+
+@pytest.mark.parametrize("kind", ["velodyne_x", "camera_z"])
+def test_projection_equals_the_published_loop_inside_the_border_columns(tree, kind):
+    for frame in (B, C):
+        P, size = projection(tree, frame[0]), SIZES[frame[0]]
+        expected, repeated = published_loop(scan(tree, frame), P, size, kind)
+        got = project_depth(scan(tree, frame), P, size, kind)
+        assert repeated > 50 and (expected > 0).sum() > 1000
+        np.testing.assert_array_equal(got[:, 1:-1], expected[:, 1:-1])
+
+
+# ---------------------------------------------------------------- the converter
+def test_velodyne_ground_truth_and_split_metadata(tree, tmp_path):
+    assert prepare(tree, tmp_path / "out", monodepth2_list(tmp_path / "test.txt"), "--gt", "velodyne") == 0
+    split = tmp_path / "out" / "target_test"
+    meta = read_meta(str(split))
+    assert meta.names == sorted(name(f) for f in FRAMES)
+    listed = "".join(f"{d}/{drive} {i:010d}\n" for d, drive, i in FRAMES)
+    assert meta.eval == dict(gt_kind="velodyne_x", crop="garg", caps=[[0.001, 80], [1, 50]], list="test.txt",
+                             list_sha256=hashlib.sha256(listed.encode()).hexdigest())
+    assert (meta.domain, meta.has_depth, meta.has_labels, meta.instance_classes) == ("target", False, False, [])
+    assert meta.classes == coco.CLASSES and meta.image_size == [192, 640]
+    assert meta.baseline == pytest.approx(0.532725, abs=1e-6)  # the median frame is of 2011_09_26
+    rec = meta.frames[name(A)]
+    assert rec["focal"] == pytest.approx(721.5377 * 192 / 375)  # fy at the stored size
+    np.testing.assert_allclose(rec["K"], [721.5377 * 640 / 1242, 721.5377 * 192 / 375, 609.5593 * 640 / 1242,
+                                          172.854 * 192 / 375], rtol=1e-6)
+    assert rec["orig_size"] == [375, 1242] and meta.frames[name(C)]["orig_size"] == [370, 1226]
+    assert rec["src"] == "2011_09_26/2011_09_26_drive_0002_sync/image_02/data/0000000069.png"
+    assert not os.path.exists(split / "depth")
+    for frame in FRAMES:
+        P, size = projection(tree, frame[0]), SIZES[frame[0]]
+        gt = read_gt(str(split), name(frame))
+        assert gt.shape == size
+        np.testing.assert_array_equal(gt[:, 1:-1], published_loop(scan(tree, frame), P, size)[0][:, 1:-1])
+        sample = read_sample(str(split), name(frame), meta)
+        assert sample["rgb"].shape == (192, 640, 3)
+        np.testing.assert_array_equal(sample["rgb"][96, 320], COLOUR[frame])
+        assert not sample["depth"].any() and (sample["semantic"] == -1).all()
+    assert read_gt(str(split), name(A))[200, 600] == pytest.approx(8.0)
+
+    assert prepare(tree, tmp_path / "out", tmp_path / "test.txt", "--gt", "velodyne", "--gt-depth", "camera_z",
+                   "--overwrite") == 0
+    meta = read_meta(str(split))
+    assert meta.eval["gt_kind"] == "camera_z"
+    z = read_gt(str(split), name(A))
+    assert 0.25 < 8.0 - z[200, 600] < 0.35
+
+
+def test_target_train_without_ground_truth_reads_zero_depth(tree, tmp_path):
+    assert prepare(tree, tmp_path / "out", monodepth2_list(tmp_path / "train.txt"), split="target_train") == 0
+    split = str(tmp_path / "out" / "target_train")
+    meta = read_meta(split)
+    assert meta.has_depth is False and meta.eval is None and meta.has_labels is False
+    assert not os.path.exists(os.path.join(split, "gt")) and not os.path.exists(os.path.join(split, "depth"))
+    sample = read_sample(split, name(C), meta)
+    assert sample["depth"].shape == (192, 640) and not sample["depth"].any()
+    assert read_gt(split, name(C)) is None
+    assert meta.frames[name(C)]["focal"] == pytest.approx(705 * 192 / 370)  # fy, not fx
+
+
+def reference_npz(root, path, order):
+    maps = [published_loop(scan(root, f), projection(root, f[0]), SIZES[f[0]])[0] for f in order]
+    data = np.empty(len(maps), dtype=object)  # ragged: one size per date
+    data[:] = maps
+    np.savez_compressed(path, data=data)
+    return maps
+
+
+def test_npz_entries_are_stored_in_list_order(tree, tmp_path):
+    maps = reference_npz(tree, tmp_path / "gt_depths.npz", FRAMES)
+    lst = desc_list(tmp_path / "test.txt")
+    assert prepare(tree, tmp_path / "out", lst, "--gt-npz", str(tmp_path / "gt_depths.npz")) == 0
+    split = str(tmp_path / "out" / "target_test")
+    meta = read_meta(split)
+    assert meta.eval["gt_kind"] == "velodyne_x" and meta.dataset["list_format"] == "desc"
+    for frame, expected in zip(FRAMES, maps):
+        np.testing.assert_array_equal(read_gt(split, name(frame)), expected)
+        assert meta.frames[name(frame)]["list_index"] == FRAMES.index(frame)
+
+
+@pytest.mark.parametrize("order,texts", [
+    ([C, B, A], ["entry 0 is 1226x370", "list line 1", "375", "does not follow this list's order"]),
+    ([B, A, C], ["entry 0 is not the velodyne_x projection", "0000000069.bin", "does not follow"]),
+    ([A, B], ["holds 2 maps but the list has 3 lines"]),
+])
+def test_npz_of_another_order_or_length_is_refused(tree, tmp_path, capsys, order, texts):
+    reference_npz(tree, tmp_path / "gt_depths.npz", order)
+    code = prepare(tree, tmp_path / "out", monodepth2_list(tmp_path / "test.txt"), "--gt-npz",
+                   str(tmp_path / "gt_depths.npz"))
+    err = capsys.readouterr().err
+    assert code == 1 and all(t in err for t in texts), err
+    assert not os.path.exists(tmp_path / "out" / "target_test" / "meta.json")
+
+
+def test_list_formats_give_the_same_split(tree, tmp_path, capsys):
+    metas = {}
+    lists = {"monodepth2": monodepth2_list(tmp_path / "m.txt", sides="lr"), "desc": desc_list(tmp_path / "d.txt")}
+    (tmp_path / "t.txt").write_text("".join(" ".join(line.split()[:2]) + "\n"
+                                            for line in lists["desc"].read_text().splitlines()))
+    lists["t2net"] = tmp_path / "t.txt"
+    for fmt, lst in lists.items():
+        assert prepare(tree, tmp_path / fmt, lst) == 0
+        metas[fmt] = read_meta(str(tmp_path / fmt / "target_test"))
+        assert metas[fmt].dataset["list_format"] == fmt
+        if fmt == "monodepth2":
+            out = capsys.readouterr().out
+            assert "3 of 6 lines with side r" in out and "--side lr keeps them" in out
+    assert metas["desc"].frames == metas["t2net"].frames
+    lines = {n: r.pop("list_index") for n, r in metas["monodepth2"].frames.items()}
+    assert lines == {name(f): 2 * i for i, f in enumerate(FRAMES)}  # the l line of each l, r pair
+    assert metas["monodepth2"].frames == {n: {k: v for k, v in r.items() if k != "list_index"}
+                                          for n, r in metas["desc"].frames.items()}
+    # one hash per list of frames, whatever the format: sha256 of "<date>/<drive> <frame:010d>" lines
+    frames = "".join(f"{d}/{drive} {i:010d}\n" for d, drive, i in FRAMES)
+    assert {m.dataset["list_sha256"] for m in metas.values()} == {hashlib.sha256(frames.encode()).hexdigest()}
+    assert prepare(tree, tmp_path / "both", lists["monodepth2"], "--side", "lr") == 0
+    both = read_meta(str(tmp_path / "both" / "target_test"))
+    assert sorted(both.frames) == sorted([name(f, s) for f in FRAMES for s in "lr"])
+    assert both.frames[name(A, "r")]["src"].endswith("image_03/data/0000000069.png")
+    rgb = read_sample(str(tmp_path / "both" / "target_test"), name(A, "r"), both)["rgb"]
+    np.testing.assert_array_equal(rgb[0, 0], COLOUR[A][::-1])
+
+
+def test_published_list_is_recognised_by_its_hash(tree, tmp_path, monkeypatch):
+    lst = monodepth2_list(tmp_path / "test.txt")
+    assert prepare(tree, tmp_path / "plain", lst) == 0
+    meta = read_meta(str(tmp_path / "plain" / "target_test"))
+    assert meta.dataset["list_name"] is None
+    monkeypatch.setattr(kitti, "IN_ORDER", {meta.dataset["list_sha256"]: "Eigen test"})
+    assert prepare(tree, tmp_path / "known", lst) == 0
+    assert read_meta(str(tmp_path / "known" / "target_test")).dataset["list_name"] == "Eigen test"
+    reordered = monodepth2_list(tmp_path / "other.txt", [B, A, C])  # the test list's hash is of its order
+    assert prepare(tree, tmp_path / "reordered", reordered) == 0
+    assert read_meta(str(tmp_path / "reordered" / "target_test")).dataset["list_name"] is None
+
+
+def test_annotated_ground_truth_is_metres_times_256(tree, tmp_path):
+    folder = tmp_path / "ann" / "val" / A[1] / "proj_depth" / "groundtruth" / "image_02"
+    os.makedirs(folder)
+    png = np.zeros(SIZES[REAL_DATE], np.uint16)
+    png[150, 700] = 2560
+    cv2.imwrite(str(folder / "0000000069.png"), png)
+    assert prepare(tree, tmp_path / "out", monodepth2_list(tmp_path / "l.txt", [A]), "--gt", "annotated",
+                   "--annotated-root", str(tmp_path / "ann")) == 0
+    split = str(tmp_path / "out" / "target_test")
+    assert read_meta(split).eval["gt_kind"] == "annotated"
+    gt = read_gt(split, name(A))
+    assert gt[150, 700] == 10.0 and (gt > 0).sum() == 1
+
+
+# ---------------------------------------------------------------- mistakes
+def test_jpeg_tree_needs_ext_jpg(tmp_path, capsys):
+    root = make_tree(tmp_path / "raw", ext="jpg", scans=False)
+    lst = monodepth2_list(tmp_path / "test.txt")
+    assert prepare(root, tmp_path / "out", lst) == 1
+    err = capsys.readouterr().err
+    assert "0000000069.png missing but 0000000069.jpg exists" in err and "--ext jpg" in err
+    assert prepare(root, tmp_path / "out", lst, "--ext", "jpg") == 0
+    meta = read_meta(str(tmp_path / "out" / "target_test"))
+    assert meta.frames[name(A)]["src"].endswith("0000000069.jpg")
+    rgb = read_sample(str(tmp_path / "out" / "target_test"), name(A), meta)["rgb"]
+    assert np.abs(rgb[96, 320].astype(int) - COLOUR[A]).max() <= 3  # JPEG
+
+
+def test_missing_calibration_names_the_archive(tree, tmp_path, capsys):
+    os.remove(tree / REAL_DATE / "calib_cam_to_cam.txt")
+    assert prepare(tree, tmp_path / "out", monodepth2_list(tmp_path / "test.txt")) == 1
+    err = capsys.readouterr().err
+    assert f"{REAL_DATE}/calib_cam_to_cam.txt missing" in err and f"{REAL_DATE}_calib.zip" in err
+
+
+def test_image_size_must_match_the_calibration(tmp_path, capsys):
+    root = make_tree(tmp_path / "raw", sizes={REAL_DATE: (376, 1241), "2011_09_30": (370, 1226)}, scans=False)
+    assert prepare(root, tmp_path / "out", monodepth2_list(tmp_path / "test.txt")) == 1
+    err = capsys.readouterr().err
+    assert "0000000069.png is 1241x376 but S_rect_02 of 2011_09_26 says 1242x375" in err
+    assert "2 of 3 frames failed" in err
+
+
+def test_missing_or_truncated_scans_are_refused(tree, tmp_path, capsys):
+    lst = monodepth2_list(tmp_path / "test.txt")
+    bin_b = tree / B[0] / B[1] / "velodyne_points" / "data" / "0000000070.bin"
+    bin_b.write_bytes(bin_b.read_bytes()[:-6])
+    assert prepare(tree, tmp_path / "out", lst, "--gt", "velodyne") == 1
+    err = capsys.readouterr().err
+    assert "0000000070.bin" in err and "not a multiple of 16" in err
+    os.remove(bin_b)
+    assert prepare(tree, tmp_path / "out", lst, "--gt", "velodyne") == 1
+    err = capsys.readouterr().err
+    assert "0000000070.bin missing (1 of 3 scans are missing)" in err and "_sync archives" in err
