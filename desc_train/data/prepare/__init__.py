@@ -16,12 +16,24 @@ COMMANDS = {  # sub-command -> (module, help)
 }
 
 
+class _Defaults(argparse.HelpFormatter):
+    """Appends an argument's default to its help, unless the help states it or there is none."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.default in (None, False, argparse.SUPPRESS) or "default" in text or action.required:
+            return text
+        default = action.default if not isinstance(action.default, (tuple, list)) else \
+            "x".join(map(str, action.default))
+        return f"{text} (default: {default})"
+
+
 def add_parser(sub) -> None:
     p = sub.add_parser("prepare", help="convert a real dataset into desc_train's layout")
     datasets = p.add_subparsers(dest="dataset", required=True)
     for command, (module, text) in COMMANDS.items():
         mod = importlib.import_module(f"{__name__}.{module}")
         q = datasets.add_parser(command, help=text, description=(mod.__doc__ or text).split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=_Defaults)
         mod.add_arguments(q)
         q.set_defaults(run=mod.main)

@@ -45,6 +45,18 @@ class Frame:
     extra: Dict[str, Any] = field(default_factory=dict)  # more of the frame's meta.json record
 
 
+def listed(lines: Sequence[str]) -> str:
+    """Lines as an indented list, the first MAX_SHOWN of them and a count of the rest."""
+    more = f"\n  ... and {len(lines) - MAX_SHOWN} more" if len(lines) > MAX_SHOWN else ""
+    return "\n  " + "\n  ".join(lines[:MAX_SHOWN]) + more
+
+
+def raise_all(errors: Sequence[str], headline: str) -> None:
+    """Raises one DataError listing every error of a run (all of them, not just the first)."""
+    if errors:
+        raise DataError(f"{headline}:{listed(errors)}")
+
+
 # ---------------------------------------------------------------- arguments
 def parse_size(text: str):
     """``HxW`` (multiples of 16, what the U-Nets take) or ``native``."""
@@ -205,11 +217,8 @@ def write_split(split_dir: str, frames: Sequence[Tuple[str, Any]], read: Callabl
             for job in todo:
                 errors += [e for e in [_write_frame(job)[2]] if e]
                 bar.update(1)
-    if errors:
-        shown = "\n  ".join(errors[:MAX_SHOWN])
-        more = f"\n  ... and {len(errors) - MAX_SHOWN} more" if len(errors) > MAX_SHOWN else ""
-        raise DataError(f"{len(errors)} of {len(frames)} frames failed (the {len(frames) - len(errors)} others are "
-                        f"kept; rerun to resume):\n  {shown}{more}")
+    raise_all(errors, f"{len(errors)} of {len(frames)} frames failed (the {len(frames) - len(errors)} others are "
+                      f"kept; rerun to resume)")
     records, stats = {}, {}
     for n in names:
         with open(_record_path(split_dir, n)) as f:

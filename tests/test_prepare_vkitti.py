@@ -1,0 +1,414 @@
+"""desc-train prepare vkitti: fabricated Virtual KITTI 1.3.1 and 2.0.3 trees in the
+releases' formats (uint16 centimetre depth with sky at 65535, PNG or JPEG RGB,
+scenegt colours with their encoding file, classgt colours with colors.txt,
+instancegt palette PNGs checked against bbox.txt, intrinsic.txt), converted
+through the command line and read back with the layout's readers."""
+import hashlib
+import os
+import shutil
+import struct
+import zlib
+
+import cv2
+import numpy as np
+import pytest
+
+from desc_train.cli import main as cli_main
+from desc_train.data import coco
+from desc_train.data.dataset import DepthDataset
+from desc_train.data.layout import read_meta, read_sample
+from desc_train.data.prepare import vkitti
+
+NATIVE = (375, 1242)  # (H, W) of the real frames
+SMALL = (60, 200)  # fabricated frames of most tests (converted with --allow-size)
+OUT_SIZE = ["--size", "48x160"]
+
+# Regions of every fabricated frame: 0 the top third (sky), 1-4 the quarters of the rest.
+SKY, LEFT, MID_LEFT, MID_RIGHT, RIGHT = range(5)
+DEPTH_CM = {SKY: 65535, LEFT: 1234, MID_LEFT: 1234, MID_RIGHT: 9000, RIGHT: 9000}
+
+V1_COLOURS = [("Sky", (90, 200, 255)), ("Car:3", (200, 10, 10)), ("Road", (100, 60, 100)),
+              ("Van:7", (10, 10, 180)), ("Pole", (255, 130, 0)), ("Building", (140, 140, 140)),
+              ("Car:5", (201, 10, 10))]
+V1_REGIONS = {SKY: "Sky", LEFT: "Car:3", MID_LEFT: "Road", MID_RIGHT: "Van:7", RIGHT: "Pole"}
+V2_COLOURS = [("Terrain", (210, 0, 200)), ("Sky", (90, 200, 255)), ("Road", (100, 60, 100)), ("Pole", (255, 130, 0)),
+              ("Truck", (160, 60, 60)), ("Car", (255, 127, 80)), ("Van", (0, 139, 139)), ("Undefined", (0, 0, 0))]
+V2_REGIONS = {SKY: "Sky", LEFT: "Car", MID_LEFT: "Road", MID_RIGHT: "Truck", RIGHT: "Pole"}
+V2_TRACKS = {LEFT: 3, MID_RIGHT: 1}  # region -> track id; instancegt stores track + 1
+V2_FOCAL = {0: (700.0, 700.0, 600.0, 180.0), 1: (810.5, 810.5, 630.0, 190.0)}  # not vKITTI's 725: must be read
+
+
+# ---------------------------------------------------------------- fabricating the releases' files
+def regions(size):
+    H, W = size
+    r = np.empty((H, W), np.uint8)
+    r[:, :] = np.minimum(np.arange(W) * 4 // W, 3)[None, :] + 1
+    r[: H // 3] = SKY
+    return r
+
+
+def at(size, region):
+    """A pixel in the middle of `region` at `size`, far from its borders."""
+    H, W = size
+    return (H // 6, W // 2) if region == SKY else (2 * H // 3, (2 * (region - 1) + 1) * W // 8)
+
+
+def paint(size, table, dtype=np.uint8):
+    r = regions(size)
+    return np.asarray(table, dtype)[r]
+
+
+def mkdirs_write(path, image):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    assert cv2.imwrite(path, image)
+
+
+def write_depth(path, size):
+    mkdirs_write(path, paint(size, [DEPTH_CM[i] for i in range(5)], np.uint16))
+
+
+def rgb_colour(region, seed):
+    """The RGB colour of a region of the fabricated frame `seed`."""
+    return [40 * region + 9 * seed, 30 + 20 * region, 200 - 30 * region]
+
+
+def write_rgb(path, size, seed):
+    mkdirs_write(path, paint(size, [rgb_colour(i, seed) for i in range(5)])[..., ::-1])
+
+
+def write_colours(path, size, colours, names):
+    """A label image whose regions have the colours of `names` (region -> category)."""
+    lookup = dict(colours)
+    mkdirs_write(path, paint(size, [lookup[names[i]] for i in range(5)])[..., ::-1])
+
+
+def palette(i):
+    return ((53 * i + 17) % 256, (101 * i + 3) % 256, (29 * i + 200) % 256)  # never the index itself
+
+
+def write_palette_png(path, indices):
+    """An 8-bit palette PNG (colour type 3) with the given indices."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    H, W = indices.shape
+    rows = b"".join(b"\x00" + row.tobytes() for row in indices.astype(np.uint8))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", W, H, 8, 3, 0, 0, 0))
+                + chunk(b"PLTE", bytes(v for i in range(256) for v in palette(i)))
+                + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+def write_text(path, lines):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def make_v1(root, worlds=("0001",), variations=("clone",), frames=2, size=SMALL, renamed=False, labels=False):
+    top = {"rgb": "rgb", "depth": "depth", "scenegt": "scenegt"} if renamed else \
+        {"rgb": "vkitti_1.3.1_rgb", "depth": "vkitti_1.3.1_depthgt", "scenegt": "vkitti_1.3.1_scenegt"}
+    for w in worlds:
+        for v in variations:
+            for n in range(frames):
+                write_rgb(os.path.join(root, top["rgb"], w, v, f"{n:05d}.png"), size, n)
+                write_depth(os.path.join(root, top["depth"], w, v, f"{n:05d}.png"), size)
+                if labels:
+                    write_colours(os.path.join(root, top["scenegt"], w, v, f"{n:05d}.png"), size, V1_COLOURS,
+                                  V1_REGIONS)
+            if labels:
+                write_text(os.path.join(root, top["scenegt"], f"{w}_{v}_scenegt_rgb_encoding.txt"),
+                           ["Category(:id) r g b"] + [f"{c} {r} {g} {b}" for c, (r, g, b) in V1_COLOURS])
+    return str(root)
+
+
+def make_v2(root, scenes=("Scene01",), variations=("clone",), frames=2, cameras=(0, 1), size=SMALL, merged=False,
+            lower=False, labels=False, shift=0):
+    """A 2.0.3 tree: the archives' folders, or one merged tree; `lower` spells the
+    folders in lower case (as the release's README does); `shift` adds to every
+    instancegt index (a decoding bbox.txt must refute)."""
+    def name(text):
+        return text.lower() if lower else text
+
+    def top(archive):
+        return str(root) if merged else os.path.join(root, name(f"vkitti_2.0.3_{archive}"))
+
+    inst = np.zeros(5, np.uint8)
+    inst[RIGHT] = 9  # a non-vehicle region: its index must not make an instance
+    for region, track in V2_TRACKS.items():
+        inst[region] = track + 1 + shift
+    counts = {track: int((regions(size) == region).sum()) for region, track in V2_TRACKS.items()}
+    for s in scenes:
+        for v in variations:
+            def frame_file(archive, folder, camera, pattern, n):
+                return os.path.join(top(archive), name(s), v, "frames", name(folder), name(f"Camera_{camera}"),
+                                    pattern.format(n))
+            intrinsic, bbox = ["frame cameraID K[0,0] K[1,1] K[0,2] K[1,2]"], \
+                ["frame cameraID trackID left right top bottom number_pixels truncation_ratio occupancy_ratio "
+                 "isMoving"]
+            for n in range(frames):
+                for c in cameras:
+                    write_rgb(frame_file("rgb", "rgb", c, "rgb_{:05d}.jpg", n), size, n + 3 * c)
+                    write_depth(frame_file("depth", "depth", c, "depth_{:05d}.png", n), size)
+                    intrinsic.append(f"{n} {c} " + " ".join(str(k) for k in V2_FOCAL[c]))
+                    bbox += [f"{n} {c} {t} 0 10 20 30 {p} 0.0 1.0 False" for t, p in sorted(counts.items())]
+                    if labels:
+                        write_colours(frame_file("classSegmentation", "classSegmentation", c, "classgt_{:05d}.png", n),
+                                      size, V2_COLOURS, V2_REGIONS)
+                        write_palette_png(frame_file("instanceSegmentation", "instanceSegmentation", c,
+                                                     "instancegt_{:05d}.png", n), inst[regions(size)])
+            text = os.path.join(top("textgt"), name(s), v)
+            write_text(os.path.join(text, "intrinsic.txt"), intrinsic)
+            write_text(os.path.join(text, "bbox.txt"), bbox)
+            write_text(os.path.join(text, "colors.txt"),
+                       ["Category r g b"] + [f"{c} {r} {g} {b}" for c, (r, g, b) in V2_COLOURS])
+    return str(root)
+
+
+# ---------------------------------------------------------------- running the converter
+def prepare(src, out, *extra, split="source_train"):
+    return cli_main(["prepare", "vkitti", "--root", str(src), "--out", str(out), "--split", split, "--workers", "1",
+                     *extra])
+
+
+def converted(src, out, *extra, split="source_train"):
+    assert prepare(src, out, *extra, split=split) == 0
+    return os.path.join(out, split), read_meta(os.path.join(out, split))
+
+
+def failure(capsys, src, out, *extra):
+    capsys.readouterr()
+    assert prepare(src, out, *extra) == 1
+    return capsys.readouterr().err
+
+
+def depth_at(split_dir, meta, name, size):
+    depth = read_sample(split_dir, name, meta)["depth"]
+    return {region: float(depth[at(size, region)]) for region in (SKY, LEFT, MID_RIGHT)}
+
+
+# ---------------------------------------------------------------- Virtual KITTI 1.3.1
+def test_v1_depth_in_metres_focal_and_names(tmp_path):
+    """Real-size frames: centimetres to metres, sky and far depth clamped to 80 m,
+    the focal 725 scaled to 192 rows, DESC's frame names; in worker processes."""
+    src = make_v1(tmp_path / "src", worlds=("0001", "0002"), variations=("clone", "fog"), size=NATIVE)
+    split, meta = converted(src, tmp_path / "out", "--workers", "2")
+    assert meta.names == [f"{w}_{v}_{n:05d}" for w in ("0001", "0002") for v in ("clone", "fog") for n in (0, 1)]
+    assert meta.image_size == [192, 640] and meta.domain == "source"
+    assert meta.has_depth and not meta.has_labels and meta.max_depth == 80.0
+    assert meta.dataset["name"] == "vkitti" and meta.dataset["version"] == "1.3.1"
+    assert meta.dataset["layout"] == "archives" and meta.dataset["list_sha256"] is None
+    record = meta.frames["0002_fog_00001"]
+    assert record["src"] == os.path.join("vkitti_1.3.1_rgb", "0002", "fog", "00001.png")
+    assert record["orig_size"] == [375, 1242]
+    np.testing.assert_allclose(record["K"], [725 * 640 / 1242, 725 * 192 / 375, 620.5 * 640 / 1242, 187 * 192 / 375],
+                               rtol=1e-6)
+    assert meta.frame_focal("0001_clone_00000") == pytest.approx(371.2)
+    assert depth_at(split, meta, "0002_fog_00001", (192, 640)) == {
+        SKY: 80.0, LEFT: pytest.approx(12.34, abs=1 / 512), MID_RIGHT: 80.0}
+    rgb = read_sample(split, "0002_fog_00001", meta)["rgb"]
+    assert rgb[at((192, 640), MID_LEFT)].tolist() == rgb_colour(MID_LEFT, 1)
+    item = DepthDataset(split)[0]
+    assert float(item["focal"]) == pytest.approx(371.2)
+    assert float(item["depth"].max()) == 80.0 and (item["semantic"] == -1).all()
+
+
+def test_v1_sky_ignore_and_constant_focal(tmp_path):
+    src = make_v1(tmp_path / "src", frames=1)
+    split, meta = converted(src, tmp_path / "out", *OUT_SIZE, "--allow-size", "--sky", "ignore",
+                            "--focal", "725.0087")
+    assert depth_at(split, meta, "0001_clone_00000", (48, 160)) == {
+        SKY: 0.0, LEFT: pytest.approx(12.34, abs=1 / 512), MID_RIGHT: 80.0}
+    assert meta.frame_focal("0001_clone_00000") == pytest.approx(725.0087 * 48 / 375)
+
+
+def test_v1_renamed_tree_lists_and_filters(tmp_path, monkeypatch):
+    """DESC's rgb/ + depth/ tree; --list restricts the frames and is recognised by its
+    hash, --exclude-list converts the rest, --worlds and --variations select."""
+    src = make_v1(tmp_path / "src", worlds=("0001", "0002"), variations=("clone", "rain"), frames=2, renamed=True)
+    listed = ["0002/rain/00001", "0001/clone/00000", "0002/clone/00001"]
+    lines = [f"rgb/{p}.png depth/{p}.png" for p in listed]
+    write_text(str(tmp_path / "train.txt"), lines)
+    digest = hashlib.sha256("".join(f"rgb/{p}.png\n" for p in sorted(listed)).encode()).hexdigest()
+    monkeypatch.setitem(vkitti.KNOWN_LISTS, digest, "fixture list")
+    split, meta = converted(src, tmp_path / "out", *OUT_SIZE, "--allow-size", "--list", str(tmp_path / "train.txt"))
+    assert meta.names == sorted(p.replace("/", "_") for p in listed)
+    assert meta.dataset["layout"] == "renamed" and meta.dataset["version"] == "1.3.1"
+    assert meta.dataset["list_sha256"] == digest and meta.dataset["list_name"] == "fixture list"
+    monkeypatch.delitem(vkitti.KNOWN_LISTS, digest)
+    _, rest = converted(src, tmp_path / "out", *OUT_SIZE, "--allow-size", "--exclude-list",
+                        str(tmp_path / "train.txt"), split="rest")
+    assert rest.names == sorted({f"{w}_{v}_{n:05d}" for w in ("0001", "0002") for v in ("clone", "rain")
+                                 for n in (0, 1)} - set(meta.names))
+    assert rest.dataset["list_sha256"] == digest and rest.dataset["list_name"] is None
+    _, some = converted(src, tmp_path / "out", *OUT_SIZE, "--allow-size", "--worlds", "2", "--variations", "rain",
+                        split="some")
+    assert some.names == ["0002_rain_00000", "0002_rain_00001"]
+
+
+def test_v1_ground_truth_labels(tmp_path):
+    src = make_v1(tmp_path / "src", frames=1, labels=True)
+    split, meta = converted(src, tmp_path / "out", *OUT_SIZE, "--allow-size", "--labels", "gt")
+    assert meta.has_labels and meta.classes == coco.CLASSES and meta.instance_classes == [coco.class_id("car")]
+    assert meta.label_source["kind"] == "gt" and meta.label_source["mapping"]["Van"] == "car"
+    assert meta.max_instances == 2
+    s = read_sample(split, "0001_clone_00000", meta)
+    size = (48, 160)
+    expected = {SKY: ("sky-other-merged", 0), LEFT: ("car", 4), MID_LEFT: ("road", 0), MID_RIGHT: ("car", 8),
+                RIGHT: (None, 0)}
+    for region, (name, instance) in expected.items():
+        assert s["semantic"][at(size, region)] == (coco.class_id(name) if name else -1), region
+        assert s["instance"][at(size, region)] == instance, region
+    item = DepthDataset(split)[0]
+    assert sorted(item["instance_class"][item["instance_class"] >= 0].tolist()) == [2, 2]
+
+
+# ---------------------------------------------------------------- Virtual KITTI 2.0.3
+def test_v2_intrinsics_names_and_cameras(tmp_path):
+    """Per-frame intrinsics from intrinsic.txt, JPEG frames, Camera_1 only with --camera 1."""
+    src = make_v2(tmp_path / "src", variations=("clone", "15-deg-left"))
+    split, meta = converted(src, tmp_path / "out", *OUT_SIZE, "--allow-size")
+    assert meta.names == [f"Scene01_{v}_c0_{n:05d}" for v in ("15-deg-left", "clone") for n in (0, 1)]
+    assert meta.dataset["version"] == "2.0.3" and meta.dataset["layout"] == "archives"
+    fx, fy, cx, cy = V2_FOCAL[0]
+    np.testing.assert_allclose(meta.frames["Scene01_clone_c0_00001"]["K"],
+                               [fx * 160 / 1242, fy * 48 / 375, cx * 160 / 1242, cy * 48 / 375], rtol=1e-5)
+    assert meta.frames["Scene01_clone_c0_00001"]["src"] == os.path.join(
+        "vkitti_2.0.3_rgb", "Scene01", "clone", "frames", "rgb", "Camera_0", "rgb_00001.jpg")
+    assert depth_at(split, meta, "Scene01_clone_c0_00000", (48, 160)) == {
+        SKY: 80.0, LEFT: pytest.approx(12.34, abs=1 / 512), MID_RIGHT: 80.0}
+    _, right = converted(src, tmp_path / "out", *OUT_SIZE, "--allow-size", "--camera", "1", "--variations", "clone",
+                         split="right")
+    assert right.names == ["Scene01_clone_c1_00000", "Scene01_clone_c1_00001"]
+    rgb = read_sample(os.path.join(tmp_path, "out", "right"), "Scene01_clone_c1_00001", right)["rgb"]
+    np.testing.assert_allclose(rgb[at((48, 160), LEFT)], rgb_colour(LEFT, 1 + 3), atol=4)  # JPEG
+    assert right.frame_focal("Scene01_clone_c1_00000") == pytest.approx(V2_FOCAL[1][1] * 48 / 375)
+
+
+def test_v2_list_of_rgb_paths(tmp_path):
+    src = make_v2(tmp_path / "src", cameras=(0,), frames=3)
+    write_text(str(tmp_path / "list.txt"), ["vkitti_2.0.3_rgb/Scene01/clone/frames/rgb/Camera_0/rgb_00002.jpg",
+                                            "Scene01/clone/frames/rgb/Camera_0/rgb_00000.jpg"])
+    _, meta = converted(src, tmp_path / "out", *OUT_SIZE, "--allow-size", "--list", str(tmp_path / "list.txt"))
+    assert meta.names == ["Scene01_clone_c0_00000", "Scene01_clone_c0_00002"]
+
+
+def test_v2_merged_lower_case_tree_with_labels(tmp_path):
+    """One merged tree spelt in lower case; classgt colours and instancegt palette
+    indices (track + 1) become COCO-133 classes and instance ids."""
+    src = make_v2(tmp_path / "src", frames=1, cameras=(0,), merged=True, lower=True, labels=True)
+    split, meta = converted(src, tmp_path / "out", *OUT_SIZE, "--allow-size", "--labels", "gt")
+    assert meta.names == ["Scene01_clone_c0_00000"] and meta.dataset["layout"] == "merged"
+    assert meta.instance_classes == [coco.class_id("car"), coco.class_id("truck")]
+    s = read_sample(split, "Scene01_clone_c0_00000", meta)
+    expected = {SKY: ("sky-other-merged", 0), LEFT: ("car", 4), MID_LEFT: ("road", 0), MID_RIGHT: ("truck", 2),
+                RIGHT: (None, 0)}
+    for region, (name, instance) in expected.items():
+        assert s["semantic"][at((48, 160), region)] == (coco.class_id(name) if name else -1), region
+        assert s["instance"][at((48, 160), region)] == instance, region
+
+
+# ---------------------------------------------------------------- resuming
+def test_interrupted_run_resumes_and_finished_split_needs_overwrite(tmp_path, capsys):
+    src = make_v1(tmp_path / "src", worlds=("0001", "0002"), frames=2)
+    bad = os.path.join(src, "vkitti_1.3.1_depthgt", "0002", "clone", "00001.png")
+    good = cv2.imread(bad, cv2.IMREAD_UNCHANGED)
+    cv2.imwrite(bad, np.zeros((*SMALL, 3), np.uint8))
+    args = [*OUT_SIZE, "--allow-size"]
+    assert bad in failure(capsys, src, tmp_path / "out", *args)
+    split = os.path.join(tmp_path, "out", "source_train")
+    assert not os.path.exists(os.path.join(split, "meta.json"))
+    kept = os.path.join(split, "rgb", "0001_clone_00000.png")
+    stamp = os.stat(kept).st_mtime_ns
+    cv2.imwrite(bad, good)
+    assert prepare(src, tmp_path / "out", *args, "--workers", "2") == 0  # the process count is no reason to restart
+    assert "resuming, 3 of 4 frames written already" in capsys.readouterr().out
+    assert os.stat(kept).st_mtime_ns == stamp and len(read_meta(split).names) == 4
+    assert "--overwrite" in failure(capsys, src, tmp_path / "out", *args)
+    assert prepare(src, tmp_path / "out", *args, "--overwrite") == 0
+    assert "(4 written, 0 resumed)" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- errors name the file and the fix
+def _rewrite_depth(image):
+    def mutate(root):
+        cv2.imwrite(os.path.join(root, "vkitti_1.3.1_depthgt", "0001", "clone", "00001.png"), image)
+    return mutate
+
+
+def _remove(*parts):
+    def mutate(root):
+        path = os.path.join(root, *parts)
+        shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+    return mutate
+
+
+def _add_v1_list(root):
+    write_text(os.path.join(root, "list.txt"), ["rgb/0001/clone/00000.png depth/0001/clone/00000.png"])
+
+
+def _add_v1_tree(root):
+    make_v1(root, frames=1)
+
+
+def _rgb_instancegt(root):
+    path = os.path.join(root, "vkitti_2.0.3_instanceSegmentation", "Scene01", "clone", "frames",
+                        "instanceSegmentation", "Camera_0", "instancegt_00000.png")
+    cv2.imwrite(path, cv2.imread(path, cv2.IMREAD_COLOR))  # what re-saving with OpenCV does: colours
+
+
+V1, V2 = dict(version=1), dict(version=2)
+ERRORS = {  # case -> (tree, mutation, extra arguments, fragments of the message)
+    "uint8 depth": (V1, _rewrite_depth(np.full((*SMALL, 3), 7, np.uint8)), [],
+                    ["vkitti_1.3.1_depthgt/0001/clone/00001.png", "16-bit single-channel", "uint8 with 3 channels"]),
+    "converted depth": (V1, _rewrite_depth(np.full(SMALL, 255, np.uint16)), [],
+                        ["vkitti_1.3.1_depthgt/0001/clone/00001.png", "maximum is 255", "converted depth"]),
+    "missing depth frame": (V1, _remove("vkitti_1.3.1_depthgt", "0001", "clone", "00001.png"), [],
+                            ["vkitti_1.3.1_depthgt/0001/clone has 1 of the 2 frames of the rgb",
+                             "first missing: 00001.png"]),
+    "missing 1.3.1 depth archive": (V1, _remove("vkitti_1.3.1_depthgt"), [],
+                                    ["no vkitti_1.3.1_depthgt/", "download vkitti_1.3.1_depthgt.tar"]),
+    "missing 2.0.3 depth archive": (V2, _remove("vkitti_2.0.3_depth"), [],
+                                    ["no vkitti_2.0.3_depth/", "download vkitti_2.0.3_depth.tar"]),
+    "missing intrinsic.txt": (V2, _remove("vkitti_2.0.3_textgt", "Scene01", "clone", "intrinsic.txt"), [],
+                              ["vkitti_2.0.3_textgt/Scene01/clone/intrinsic.txt missing", "--focal 725.0087"]),
+    "1.3.1 list on 2.0.3": (V2, _add_v1_list, ["--list", "{root}/list.txt"],
+                            ["list.txt line 1", "rgb/0001/clone/00000.png (Virtual KITTI 1.3.1",
+                             "is Virtual KITTI 2.0.3"]),
+    "camera 1 of 1.3.1": (V1, None, ["--camera", "1"], ["--camera 1: Virtual KITTI 1.3.1 has one camera"]),
+    "both releases": (V2, _add_v1_tree, [], ["1.3.1 (vkitti_1.3.1_rgb/)", "2.0.3 (vkitti_2.0.3_rgb/)",
+                                             "--version 1.3.1 or --version 2.0.3"]),
+    "shifted palette": (dict(version=2, labels=True, shift=1), None, ["--labels", "gt"],
+                        ["Camera_0/instancegt_00000.png: instancegt decoding does not match",
+                         "vkitti_2.0.3_textgt/Scene01/clone/bbox.txt number_pixels for track 1",
+                         "counted 0 pixels of value 2", "shifted"]),
+    "instancegt re-saved as colour": (dict(version=2, labels=True), _rgb_instancegt, ["--labels", "gt"],
+                                      ["instancegt_00000.png: expected an 8-bit palette PNG (mode P)", "got RGB"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ERRORS))
+def test_errors_name_the_file_and_the_fix(tmp_path, capsys, case):
+    tree, mutate, extra, fragments = ERRORS[case]
+    options = dict(tree)
+    root = str(tmp_path / "src")
+    if options.pop("version") == 1:
+        make_v1(root, **options)
+    else:
+        make_v2(root, cameras=(0,), frames=1, **options)
+    if mutate:
+        mutate(root)
+    err = failure(capsys, root, tmp_path / "out", *OUT_SIZE, "--allow-size", *(a.format(root=root) for a in extra))
+    assert "desc-train prepare: error:" in err
+    for fragment in fragments:
+        assert fragment in err, (fragment, err)
+
+
+def test_real_size_is_required_unless_allowed(tmp_path, capsys):
+    src = make_v1(tmp_path / "src", frames=1, size=(376, 1241))
+    err = failure(capsys, src, tmp_path / "out")
+    assert "vkitti_1.3.1_rgb/0001/clone/00000.png: image is 1241x376 but Virtual KITTI frames are 1242x375" in err
+    assert "--allow-size" in err
+    _, meta = converted(src, tmp_path / "out", "--allow-size")
+    assert meta.frame_focal("0001_clone_00000") == pytest.approx(371.2)
