@@ -1,0 +1,300 @@
+"""desc-train prepare panoptic: COCO panoptic results and Detectron2 outputs become the semantic and instance maps
+of a prepared split, in the 133 COCO panoptic classes. The predictions are fabricated in their real formats (RGB-id
+PNGs written by OpenCV, npz files of Detectron2's output) on a tiny split written with the layout functions."""
+import argparse
+import json
+import os
+
+import cv2
+import numpy as np
+import pytest
+
+from desc_train import cli
+from desc_train.data import coco
+from desc_train.data.dataset import DepthDataset
+from desc_train.data.layout import SplitMeta, read_meta, read_sample, write_meta, write_sample
+from desc_train.data.prepare import panoptic
+
+H, W = 32, 64  # the split's size
+SRC = {"f0": "drive_a/image_02/data/0000000001.png", "f1": "drive_b/image_02/data/0000000001.png"}
+ROAD, CAR, PERSON = 100, 2, 0  # layout ids of COCO road (149), car (3), person (1)
+CAR_ID = 1 + 2 * 256 + 3 * 65536  # R, G and B all used: decoded with swapped channels it is another id
+
+
+@pytest.fixture
+def root(tmp_path):
+    """A prepared split target_train (two frames, no labels yet), as the dataset converters leave it."""
+    split = tmp_path / "data" / "target_train"
+    for name in SRC:
+        write_sample(str(split), name, rgb=np.zeros((H, W, 3), np.uint8))
+    frames = {n: dict(focal=50.0, src=src, orig_size=[H, W]) for n, src in SRC.items()}
+    write_meta(str(split), SplitMeta(domain="target", classes=[], instance_classes=[], focal=50.0,
+                                     image_size=[H, W], frames=frames, has_depth=False, has_labels=False))
+    return tmp_path
+
+
+def run(root, *extra, predictions="pred/panoptic.json", fmt="coco"):
+    return cli.main(["prepare", "panoptic", "--predictions", str(root / predictions), "--out", str(root / "data"),
+                     "--split", "target_train", "--format", fmt, "--workers", "1", *extra])
+
+
+def labels(root, name):
+    split = str(root / "data" / "target_train")
+    s = read_sample(split, name, read_meta(split))
+    return s["semantic"], s["instance"]
+
+
+# ---------------------------------------------------------------- COCO panoptic results
+def id2rgb(ids):
+    return np.stack([ids % 256, ids // 256 % 256, ids // 65536], -1).astype(np.uint8)
+
+
+def coco_f0():
+    """32x64: road on top, then a car, a crowd of cars, a person and a void corner."""
+    ids = np.zeros((H, W), np.int64)
+    ids[:8] = 261
+    ids[8:, :32] = CAR_ID
+    ids[8:, 32:48] = 7
+    ids[8:20, 48:] = 9
+    segments = [dict(id=261, category_id=149, iscrowd=0), dict(id=CAR_ID, category_id=3, iscrowd=0),
+                dict(id=7, category_id=3, iscrowd=1), dict(id=9, category_id=1, iscrowd=0, score=0.95)]
+    return ids, segments
+
+
+def coco_f1():
+    """64x128, twice the split's size. Nearest resizing keeps rows and columns 0, 2, 4, ...: a car on the even
+    columns of the top rows stays, a person (the largest instance, 1) on odd columns and odd rows is lost, a truck
+    block (instance 2) stays; blending the car (3) with the person (1) would make it the truck (2)."""
+    ids = np.full((2 * H, 2 * W), 261, np.int64)
+    ids[:24, ::2], ids[:24, 1::2] = 11, 12
+    ids[41::2, :120] = 12
+    ids[24:40] = 13
+    return ids, [dict(id=261, category_id=149, iscrowd=0), dict(id=11, category_id=3, iscrowd=0, score=0.9),
+                 dict(id=12, category_id=1, iscrowd=0, score=0.9), dict(id=13, category_id=8, iscrowd=0)]
+
+
+def write_coco(root, frames, categories=None):
+    """A COCO panoptic JSON and its PNG folder, the PNGs written by OpenCV (BGR order) as tools do."""
+    pngs = root / "pred" / "panoptic"
+    pngs.mkdir(parents=True, exist_ok=True)
+    annotations = []
+    for i, (stem, (ids, segments)) in enumerate(frames.items()):
+        image = ids if ids.ndim == 2 and ids.dtype == np.uint8 else cv2.cvtColor(id2rgb(ids), cv2.COLOR_RGB2BGR)
+        assert cv2.imwrite(str(pngs / f"{stem}.png"), image)
+        annotations.append(dict(image_id=i, file_name=f"{stem}.png", segments_info=segments))
+    if categories is None:
+        categories = [dict(id=c, name=n, isthing=int(c <= 90)) for c, n in coco.THINGS + coco.STUFF]
+    (root / "pred" / "panoptic.json").write_text(json.dumps(dict(annotations=annotations, categories=categories)))
+
+
+def test_coco_ids_classes_instances_and_meta(root, capsys):
+    write_coco(root, {"f0": coco_f0(), "f1": coco_f1()})
+    ids, _ = coco_f0()
+    np.testing.assert_array_equal(panoptic.read_coco_png(str(root / "pred" / "panoptic" / "f0.png")), ids)
+    assert run(root, "--workers", "2") == 0
+    semantic, instance = labels(root, "f0")
+    assert (semantic[:8] == ROAD).all() and (semantic[8:, :48] == CAR).all()  # crowds keep their class
+    assert (semantic[8:20, 48:] == PERSON).all() and (semantic[20:, 48:] == -1).all()  # void reads as ignore
+    assert (instance[8:, :32] == 1).all() and (instance[8:20, 48:] == 2).all()  # by decreasing area
+    assert (instance[:8] == 0).all() and (instance[8:, 32:48] == 0).all() and (instance[20:, 48:] == 0).all()
+    meta = read_meta(str(root / "data" / "target_train"))
+    assert meta.has_labels and meta.classes == coco.CLASSES and meta.instance_classes == list(range(80))
+    assert meta.max_instances == 2 and meta.frames["f0"]["src"] == SRC["f0"]
+    assert meta.label_source["kind"] == "panoptic" and meta.label_source["format"] == "coco"
+    assert meta.label_source["score_thresh"] == 0.8
+    assert not os.path.exists(root / "data" / "target_train" / panoptic.RECORDS)
+    out = capsys.readouterr().out
+    assert "labelled 2 frames" in out and "1 crowds, 0 of other classes" in out and "1 lost in resizing" in out
+    item = DepthDataset(str(root / "data" / "target_train"), max_instances=4)[0]
+    car, person = item["instance_ids"][20, 10], item["instance_ids"][10, 50]
+    assert item["instance_class"][car] == CAR and item["instance_class"][person] == PERSON
+
+
+def test_larger_predictions_resized_with_nearest(root):
+    ids, segments = coco_f0()
+    wider = np.pad(ids, ((0, 0), (0, 1)))  # 32x65, 1.6 % wider than the split: within the tolerance
+    write_coco(root, {"f0": (wider, segments), "f1": coco_f1()})
+    assert run(root, predictions="pred") == 0  # the folder holding the JSON and the PNG folder
+    semantic, instance = labels(root, "f0")
+    assert (semantic[:8] == ROAD).all() and (semantic[8:, :48] == CAR).all() and (instance[8:, :32] == 1).all()
+    semantic, instance = labels(root, "f1")
+    assert (semantic[:12] == CAR).all() and (semantic[12:20] == 7).all() and (semantic[20:] == ROAD).all()
+    # the lost person's id is given to the truck, then the car's: 1..N by decreasing area again
+    assert (instance[:12] == 2).all() and (instance[12:20] == 1).all() and (instance[20:] == 0).all()
+
+
+def test_max_instances_keeps_the_largest(root, capsys):
+    write_coco(root, {"f0": coco_f0(), "f1": coco_f1()})
+    assert run(root, "--max-instances", "1") == 0
+    _, instance = labels(root, "f0")
+    assert (instance[8:, :32] == 1).all() and (instance[8:20, 48:] == 0).all()
+    _, instance = labels(root, "f1")  # the cut comes after resizing: the lost person takes no place
+    assert (instance[:12] == 0).all() and (instance[12:20] == 1).all()
+    assert "2 beyond --max-instances 1 (in 2 of 2 frames)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("classes, expected", [("vehicles", [1, 2, 3, 5, 6, 7]), ("car,7", [2, 7])])
+def test_instance_classes_drop_other_things(root, classes, expected):
+    write_coco(root, {"f0": coco_f0(), "f1": coco_f1()})
+    assert run(root, "--instance-classes", classes) == 0
+    semantic, instance = labels(root, "f0")
+    assert (semantic[8:20, 48:] == PERSON).all() and (instance[8:20, 48:] == 0).all()
+    assert (instance[8:, :32] == 1).all()
+    assert read_meta(str(root / "data" / "target_train")).instance_classes == expected
+
+
+def test_instance_classes_are_things():
+    assert panoptic.instance_classes("person, car") == (0, 2)
+    with pytest.raises(argparse.ArgumentTypeError, match="not a thing class"):
+        panoptic.instance_classes("road")
+
+
+# ---------------------------------------------------------------- Detectron2 outputs
+def write_npz(path, seg, segments):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, panoptic_seg=seg.astype(np.int32), segments_info=np.array(json.dumps(segments)))
+
+
+def detectron2_f0():
+    """Contiguous ids: stuff 1 (banner) and 53 (rug-merged) on top, a car (thing 2), a person scoring 0.6."""
+    seg = np.zeros((H, W), np.int32)
+    seg[:4], seg[4:8], seg[8:, :32], seg[8:20, 48:] = 2, 3, 1, 4
+    return seg, [dict(id=1, isthing=True, score=0.99, category_id=2, instance_id=0),
+                 dict(id=2, isthing=False, category_id=1, area=256),
+                 dict(id=3, isthing=False, category_id=53, area=256),
+                 dict(id=4, isthing=True, score=0.6, category_id=0, instance_id=1)]
+
+
+def test_detectron2_contiguous_ids_and_score_threshold(root, capsys):
+    pred = root / "npz"
+    write_npz(pred / "f0.npz", *detectron2_f0())
+    write_npz(pred / "f1.npz", *detectron2_f0())
+    (pred / panoptic.RUN_INFO).write_text(json.dumps(dict(model="Panoptic FPN", input_size=[368, 1232])))
+    assert run(root, predictions="npz", fmt="detectron2") == 0
+    semantic, instance = labels(root, "f0")
+    assert (semantic[:4] == 80).all() and (semantic[4:8] == 132).all() and (semantic[8:, :32] == CAR).all()
+    assert (semantic[8:20, 48:] == PERSON).all() and (semantic[20:, 32:] == -1).all()
+    assert (instance[8:, :32] == 1).all() and (instance[8:20, 48:] == 0).all()  # 0.6 < 0.8
+    assert "2 below --score-thresh 0.8" in capsys.readouterr().out
+    meta = read_meta(str(root / "data" / "target_train"))
+    assert meta.max_instances == 1 and meta.label_source["model"]["input_size"] == [368, 1232]
+
+    assert run(root, "--score-thresh", "0.5", predictions="npz", fmt="detectron2") == 1
+    assert "has labels already" in capsys.readouterr().err
+    seg, segments = detectron2_f0()
+    write_npz(pred / "f1.npz", seg, segments[:3])  # the person's segment is missing
+    assert run(root, "--score-thresh", "0.5", "--overwrite", predictions="npz", fmt="detectron2") == 1
+    assert "f1.npz: segment id 4 appears" in capsys.readouterr().err
+    # a replacement cut short leaves the split unlabelled, not labelled with half-replaced maps
+    assert not read_meta(str(root / "data" / "target_train")).has_labels
+    write_npz(pred / "f1.npz", seg, segments)
+    assert run(root, "--score-thresh", "0.5", predictions="npz", fmt="detectron2") == 0
+    assert (labels(root, "f0")[1][8:20, 48:] == 2).all()
+    assert read_meta(str(root / "data" / "target_train")).label_source["score_thresh"] == 0.5
+
+
+def test_match_src_uses_the_source_folders(root, capsys):
+    seg, segments = detectron2_f0()
+    other = np.full_like(seg, 2)  # all banner
+    write_npz(root / "npz" / "drive_a" / "image_02" / "data" / "0000000001.npz", seg, segments)
+    write_npz(root / "npz" / "drive_b" / "image_02" / "data" / "0000000001.npz", other, segments)
+    assert run(root, "--match", "src", predictions="npz", fmt="detectron2") == 0
+    assert (labels(root, "f0")[0][8:, :32] == CAR).all() and (labels(root, "f1")[0] == 80).all()
+
+    flat = root / "flat"
+    write_npz(flat / "0000000001.npz", seg, segments)  # one bare stem for two frames
+    assert run(root, "--match", "src", "--overwrite", predictions="flat", fmt="detectron2") == 1
+    assert "prediction 0000000001 matches frames f0, f1" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- errors
+def single_channel(root):
+    write_coco(root, {"f0": (np.full((H, W), 3, np.uint8), []), "f1": coco_f1()})
+    return [f"{root / 'pred' / 'panoptic' / 'f0.png'} is single-channel", "looks like a semantic map"]
+
+
+def unknown_segment(root):
+    ids, segments = coco_f0()
+    write_coco(root, {"f0": (ids, segments[1:]), "f1": coco_f1()})
+    return [f"{root / 'pred' / 'panoptic.json'}, f0.png: segment id 261 appears in the map but not in segments_info"]
+
+
+def bad_category(root):
+    ids, segments = coco_f0()
+    segments[0]["category_id"] = 12
+    write_coco(root, {"f0": (ids, segments), "f1": coco_f1()})
+    return ["panoptic.json, f0.png: category_id 12 is not a COCO panoptic id"]
+
+
+def aspect_mismatch(root):
+    ids = np.zeros((H + 1, W), np.int64)  # 3 % off
+    write_coco(root, {"f0": coco_f0(), "f1": (ids, [])})
+    return ["panoptic.json, f1.png: prediction is 33x64 (aspect 1.94) but the split is 32x64 (2.00)"]
+
+
+def missing_frame(root):
+    write_coco(root, {"f0": coco_f0()})
+    return ["1 of 2 frames missing", f"no prediction for frame f1 (looked for file_name f1.png in "
+                                      f"{root / 'pred' / 'panoptic.json'})"]
+
+
+def two_frames_fail(root):
+    ids, segments = coco_f0()
+    write_coco(root, {"f0": (np.full((H, W), 3, np.uint8), []), "f1": (ids, segments[1:])})
+    return ["2 of 2 frames failed", "f0.png is single-channel", "f1.png: segment id 261"]
+
+
+def repeated_segment(root):
+    ids, segments = coco_f0()
+    write_coco(root, {"f0": (ids, segments + segments[:1]), "f1": coco_f1()})
+    return ["panoptic.json, f0.png: segment id 261 is listed twice in segments_info"]
+
+
+def other_label_set(root):
+    write_coco(root, {"f0": coco_f0(), "f1": coco_f1()}, categories=[dict(id=3, name="bicycle", isthing=1)])
+    return ["category 3 is 'bicycle' here but 'car' in COCO panoptic"]
+
+
+def not_prepared(root):
+    write_coco(root, {"f0": coco_f0(), "f1": coco_f1()})
+    os.remove(root / "data" / "target_train" / "meta.json")
+    return [f"{root / 'data' / 'target_train' / 'meta.json'}: missing: prepare the split first"]
+
+
+@pytest.mark.parametrize("case", [single_channel, unknown_segment, bad_category, aspect_mismatch, missing_frame,
+                                  two_frames_fail, repeated_segment, other_label_set, not_prepared])
+def test_errors_name_the_file_and_leave_meta_unchanged(root, capsys, case):
+    meta = root / "data" / "target_train" / "meta.json"
+    before = meta.read_bytes()
+    expected = case(root)
+    assert run(root, "--workers", "2") == 1
+    err = capsys.readouterr().err
+    for text in expected:
+        assert text in err
+    if meta.exists():
+        assert meta.read_bytes() == before
+
+
+def fail_on_f1(root, capsys):
+    ids, segments = coco_f0()
+    write_coco(root, {"f0": coco_f0(), "f1": (ids, segments[1:])})
+    assert run(root) == 1
+    assert "1 of 2 frames failed" in capsys.readouterr().err
+    assert not read_meta(str(root / "data" / "target_train")).has_labels
+    write_coco(root, {"f0": coco_f0(), "f1": coco_f0()})
+
+
+def test_a_failed_run_resumes(root, capsys):
+    fail_on_f1(root, capsys)
+    assert run(root) == 0
+    out = capsys.readouterr().out
+    assert "resuming, 1 of 2 frames labelled already" in out and "(1 written, 1 resumed)" in out
+    assert (labels(root, "f1")[0][:8] == ROAD).all()
+
+
+@pytest.mark.parametrize("extra", [["--overwrite"], ["--max-instances", "5"]])
+def test_a_failed_run_restarts_on_overwrite_or_other_arguments(root, capsys, extra):
+    fail_on_f1(root, capsys)
+    assert run(root, *extra) == 0
+    out = capsys.readouterr().out
+    assert "resuming" not in out and "(2 written, 0 resumed)" in out
