@@ -166,17 +166,23 @@ def start_split(split_dir: str, overwrite: bool, args: Dict) -> None:
     """Prepares `split_dir` for writing: refuses a finished split unless
     `overwrite`, restarts an interrupted one under other arguments (or with
     `overwrite`), and otherwise resumes it."""
-    records = os.path.join(split_dir, RECORDS)
     if os.path.exists(meta_path(split_dir)):
         if not overwrite:
             raise DataError(f"{split_dir} is prepared already (it has a meta.json); pass --overwrite to replace it")
         shutil.rmtree(split_dir)
+    keep_records(os.path.join(split_dir, RECORDS), args, overwrite, discard=split_dir)
+
+
+def keep_records(records: str, args: Dict, restart: bool, discard: str) -> None:
+    """Keeps the per-frame records of an interrupted run made with the same `args`
+    (so that a rerun resumes it); under other arguments, or with `restart`, removes
+    `discard` (the records, or all the run wrote) first. Saves `args` beside the records."""
     saved = os.path.join(records, "args.json")
     if os.path.exists(saved):
         with open(saved) as f:
             same = json.load(f) == json.loads(json.dumps(args))
-        if overwrite or not same:
-            shutil.rmtree(split_dir)
+        if restart or not same:
+            shutil.rmtree(discard)
     os.makedirs(records, exist_ok=True)
     with open(saved + ".tmp", "w") as f:
         json.dump(args, f)

@@ -45,7 +45,7 @@ from tqdm import tqdm
 
 from .. import coco
 from ..layout import DataError, SplitMeta, meta_path, read_meta, write_meta, write_sample
-from .common import listed, resize_nearest
+from .common import keep_records, listed, resize_nearest
 
 RECORDS = ".panoptic"  # per-frame records of a labelling run; gone once meta.json says has_labels
 VOID = 0  # the segment id of unlabelled pixels in both formats
@@ -440,16 +440,8 @@ def start_labels(split_dir: str, meta: SplitMeta, overwrite: bool, args: Dict[st
         meta.has_labels = False
         write_meta(split_dir, meta)
     records = os.path.join(split_dir, RECORDS)
-    saved = os.path.join(records, "args.json")
-    if os.path.exists(saved):
-        with open(saved) as f:
-            same = json.load(f) == json.loads(json.dumps(args))
-        if overwrite or not same:
-            shutil.rmtree(records)
+    keep_records(records, args, overwrite, discard=records)
     os.makedirs(os.path.join(records, "frames"), exist_ok=True)
-    with open(saved + ".tmp", "w") as f:
-        json.dump(args, f)
-    os.replace(saved + ".tmp", saved)
 
 
 def run_jobs(jobs: List[Job], workers: Optional[int], desc: str) -> List[str]:
