@@ -206,7 +206,7 @@ def test_v1_depth_in_metres_focal_and_names(tmp_path):
                                rtol=1e-6)
     assert meta.frame_focal("0001_clone_00000") == pytest.approx(371.2)
     assert depth_at(split, meta, "0002_fog_00001", (192, 640)) == {
-        SKY: 80.0, LEFT: pytest.approx(12.34, abs=1 / 512), MID_RIGHT: 80.0}
+        SKY: 80.0, LEFT: pytest.approx(12.34, rel=1e-6), MID_RIGHT: 80.0}
     rgb = read_sample(split, "0002_fog_00001", meta)["rgb"]
     assert rgb[at((192, 640), MID_LEFT)].tolist() == rgb_colour(MID_LEFT, 1)
     item = DepthDataset(split)[0]
@@ -219,7 +219,7 @@ def test_v1_sky_ignore_and_constant_focal(tmp_path):
     split, meta = converted(src, tmp_path / "out", *OUT_SIZE, "--allow-size", "--sky", "ignore",
                             "--focal", "725.0087")
     assert depth_at(split, meta, "0001_clone_00000", (48, 160)) == {
-        SKY: 0.0, LEFT: pytest.approx(12.34, abs=1 / 512), MID_RIGHT: 80.0}
+        SKY: 0.0, LEFT: pytest.approx(12.34, rel=1e-6), MID_RIGHT: 80.0}
     assert meta.frame_focal("0001_clone_00000") == pytest.approx(725.0087 * 48 / 375)
 
 
@@ -277,7 +277,7 @@ def test_v2_intrinsics_names_and_cameras(tmp_path):
     assert meta.frames["Scene01_clone_c0_00001"]["src"] == os.path.join(
         "vkitti_2.0.3_rgb", "Scene01", "clone", "frames", "rgb", "Camera_0", "rgb_00001.jpg")
     assert depth_at(split, meta, "Scene01_clone_c0_00000", (48, 160)) == {
-        SKY: 80.0, LEFT: pytest.approx(12.34, abs=1 / 512), MID_RIGHT: 80.0}
+        SKY: 80.0, LEFT: pytest.approx(12.34, rel=1e-6), MID_RIGHT: 80.0}
     _, right = converted(src, tmp_path / "out", *OUT_SIZE, "--allow-size", "--camera", "1", "--variations", "clone",
                          split="right")
     assert right.names == ["Scene01_clone_c1_00000", "Scene01_clone_c1_00001"]

@@ -50,6 +50,7 @@ from .common import (Frame, add_common_arguments, anisotropy_note, scale_intrins
 
 NATIVE = (375, 1242)  # (H, W) of every Virtual KITTI frame; the intrinsics refer to it
 V1_K = (725.0, 725.0, 620.5, 187.0)
+CM_PER_METRE = 100.0  # the depth PNGs' unit
 FAR = 65535  # the far plane, 655.35 m: sky and other points at infinity
 # Raw centimetre depth always reaches beyond 10 m somewhere (the road ahead, or the
 # sky at 65535); a whole frame below it is depth re-encoded in metres or 8 bits.
@@ -530,7 +531,7 @@ def decode_depth(raw: np.ndarray, path: str, max_depth: float, sky: str) -> np.n
         raise DataError(f"{path}: depth maximum is {int(raw.max())} and no pixel reaches {FAR}: this looks like "
                         f"converted depth (Virtual KITTI raw depth is centimetres with sky at {FAR}); point --root "
                         f"at the original vkitti_*_depth folders")
-    metres = np.minimum(raw.astype(np.float32) / 100.0, max_depth)
+    metres = np.minimum(raw.astype(np.float32) / CM_PER_METRE, max_depth)
     if sky == "ignore":
         metres[raw == FAR] = 0.0
     return metres
@@ -729,6 +730,7 @@ def main(args) -> int:
                      list_name=selection.name if selection else None),
         label_source=dict(kind="gt", mapping=dict(TO_COCO)) if args.labels == "gt" else None,
     )
+    # Stored as Virtual KITTI stores it, in centimetres: the conversion loses nothing.
     write_split(os.path.join(args.out, args.split), jobs, read_frame, size=args.size, meta=meta, args=converted,
-                workers=args.workers, overwrite=args.overwrite)
+                workers=args.workers, overwrite=args.overwrite, depth_scale=CM_PER_METRE)
     return 0
