@@ -2,7 +2,7 @@
 depth scale, instance counts and evaluation ground truth, before hours of
 training find a problem in a DataLoader worker.
 
-Fails (exit 1) on: a missing file; a focal length outside 50-5,000 px; splits
+Fails (exit 1) on: a missing file; a focal length outside 0.1-10 image widths; splits
 labelling different classes; instance classes that are not classes; source depth
 whose median exceeds 200 m or whose maximum is under 1 m (a wrong scale); a test
 split (one with an evaluation protocol in meta.json) without ground truth for
@@ -18,7 +18,9 @@ import numpy as np
 
 from ..layout import DataError, SplitMeta, gt_path, read_gt, read_meta, read_sample
 
-FOCAL_RANGE = (50.0, 5000.0)  # pixels; outside, the intrinsics were not scaled (or not read)
+# Focal length in image widths: outside, the intrinsics were not read right (normalised,
+# in millimetres, or of another size). KITTI's is 0.58 widths, Cityscapes' 1.1.
+FOCAL_RANGE = (0.1, 10.0)
 SAMPLED = 64  # frames whose depth is decoded for the statistics
 
 
@@ -60,9 +62,11 @@ def check_split(split: str, frames: int = SAMPLED) -> Tuple[List[str], List[str]
                  f"depth {'yes' if meta.has_depth else 'no'}, labels {'yes' if meta.has_labels else 'not yet'}")
     if not names:
         problems.append(f"{split}: lists no frames")
-    if min(focals) < FOCAL_RANGE[0] or max(focals) > FOCAL_RANGE[1]:
-        problems.append(f"{split}: focal {min(focals):.1f} to {max(focals):.1f} px is outside "
-                        f"{FOCAL_RANGE[0]:.0f}-{FOCAL_RANGE[1]:.0f} px (intrinsics not scaled to the stored size?)")
+    lo, hi = (r * meta.image_size[1] for r in FOCAL_RANGE)
+    if min(focals) < lo or max(focals) > hi:
+        problems.append(f"{split}: focal {min(focals):.1f} to {max(focals):.1f} px is outside {lo:g}-{hi:g} px "
+                        f"({FOCAL_RANGE[0]:g} to {FOCAL_RANGE[1]:g} image widths): intrinsics of another size, "
+                        f"normalised or in millimetres?")
     bad = [c for c in meta.instance_classes if not 0 <= c < len(meta.classes)]
     if bad:
         problems.append(f"{split}: instance classes {bad} are not class ids (0-{len(meta.classes) - 1})")

@@ -1,0 +1,75 @@
+"""desc-train prepare check: a sound root passes; each problem it exists to catch
+fails it, naming the split and what is wrong."""
+import dataclasses
+import os
+
+import numpy as np
+import pytest
+
+from desc_train.cli import main as cli
+from desc_train.data import generate_benchmark
+from desc_train.data.layout import read_meta, write_gt, write_meta
+
+
+@pytest.fixture
+def root(tmp_path):
+    root = str(tmp_path / "data")
+    generate_benchmark(root, {"source_train": 3, "target_test": 2}, seed=2, size=(32, 64), workers=1, log=None)
+    return root
+
+
+def edit(root, split, **fields):
+    path = os.path.join(root, split)
+    write_meta(path, dataclasses.replace(read_meta(path), **fields))
+
+
+def failure(capsys, root):
+    assert cli(["prepare", "check", root]) == 1
+    return capsys.readouterr().err
+
+
+def test_a_sound_root_passes(root, capsys):
+    assert cli(["prepare", "check", root]) == 0
+    out = capsys.readouterr().out
+    assert "source_train: source, 3 frames at 32x64" in out and out.strip().endswith(f"{root}: ok")
+
+
+def test_focal_outside_the_plausible_range(root, capsys):
+    meta = read_meta(os.path.join(root, "source_train"))
+    edit(root, "source_train", frames={n: dict(f, focal=0.58) for n, f in meta.frames.items()})  # normalised
+    assert "source_train: focal 0.6 to 0.6 px is outside 6.4-640 px" in failure(capsys, root)
+
+
+def test_missing_file(root, capsys):
+    os.remove(os.path.join(root, "source_train", "instance", "000001.png"))
+    assert "1 files missing, first" in failure(capsys, root)
+
+
+def test_depth_of_the_wrong_scale(root, capsys):
+    edit(root, "source_train", depth_scale=0.5)  # every depth read 512 times too far
+    assert "source_train: depth median" in failure(capsys, root)
+
+
+def test_instance_classes_must_be_classes(root, capsys):
+    edit(root, "source_train", instance_classes=[5, 40])
+    assert "instance classes [40] are not class ids (0-7)" in failure(capsys, root)
+
+
+def test_splits_must_share_their_classes(root, capsys):
+    meta = read_meta(os.path.join(root, "target_test"))
+    edit(root, "target_test", classes=meta.classes + ["extra"])
+    assert "splits label different classes" in failure(capsys, root)
+
+
+def test_test_split_needs_ground_truth_for_every_frame(root, capsys):
+    split = os.path.join(root, "target_test")
+    edit(root, "target_test", eval={"gt_kind": "velodyne_x", "crop": "garg", "caps": [[0.001, 80]]})
+    write_gt(split, "000000", np.ones((40, 80), np.float32))
+    assert "gt/000001.npy" in failure(capsys, root)
+    write_gt(split, "000001", np.zeros((40, 80), np.float32))
+    write_gt(split, "000000", np.zeros((40, 80), np.float32))
+    assert "the sampled ground-truth maps hold no depth" in failure(capsys, root)
+
+
+def test_no_split_at_all(tmp_path, capsys):
+    assert "holds no split" in failure(capsys, str(tmp_path))
