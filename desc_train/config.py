@@ -24,7 +24,9 @@ class Config:
     counts: Dict[str, int] = field(default_factory=lambda: {"source_train": 400, "target_train": 400,
                                                             "target_test": 100})
     width: int = 8  # U-Net base width
-    batch_size: int = 4  # frames per domain per step
+    # Frames per domain per step, per process: under torchrun the global batch is batch_size times
+    # the number of processes (README, "Many GPUs and machines"); lr is not rescaled with it.
+    batch_size: int = 4
     lr: float = 1e-3  # Adam, for every network (the official code: 1e-4 over 20,000 steps)
     betas: Tuple[float, float] = (0.95, 0.999)  # Adam, as the official code
     iters_source: int = 150  # stage a: source-only G_rgb
@@ -45,6 +47,9 @@ class Config:
     seed: int = 0  # weights and batches (the benchmark has its own seed)
     device: str = "cpu"  # or "cuda"
     amp: bool = False  # autocast (bfloat16) on CUDA
+    # Under torchrun: BatchNorm statistics over the global batch (SyncBatchNorm), so that N processes
+    # of batch_size b train as one of batch N*b; off, each process normalises with its own b frames.
+    sync_bn: bool = False
     log_every: int = 20  # steps between log.jsonl records
     checkpoint_every: int = 100  # steps between checkpoints within a stage
 

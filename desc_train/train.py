@@ -14,24 +14,31 @@ The target-domain terms of (a) and (c) are one ``DESCLoss`` built from the
 config (``target_objective``), the object desc_ops' tests check. Every stage
 checkpoints atomically and resumes where it stopped; a non-finite loss stops
 the run with the name of the term.
+
+Under torchrun every stage trains the three networks in DistributedDataParallel
+(``distributed.py``): each rank reads its DistributedSampler shard of both
+domains, every mean is over the global batch, and rank 0 alone writes
+checkpoints, logs, TensorBoard, results and the progress bar.
 """
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import time
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import default_collate
+from torch.utils.data import DistributedSampler, default_collate
 from tqdm import tqdm
 
 import desc_ops
 from desc_ops.reference import _sobel_magnitude
 
+from . import distributed
 from .config import Config, as_dict
 from .data import DepthDataset
 from .data.layout import DataError
@@ -73,13 +80,37 @@ def tensorboard_writer(log_dir: str):
 
 def supervised_loss(preds, depth: Tensor, weight: float) -> Tensor:
     """Sum over scales of weight * mean |pred - gt| on pixels with ground truth
-    (predictions upsampled to full resolution)."""
+    (predictions upsampled to full resolution); the mean is over the pixels of
+    every rank (``distributed.global_mean``)."""
     valid = depth > 0
+    divisor = distributed.mean_divisor(valid.sum()).to(depth.dtype)
     total = depth.new_zeros(())
     for p in preds:
         p = F.interpolate(p, size=depth.shape[-2:], mode="bilinear", align_corners=False)
-        total = total + weight * (p - depth).abs()[valid].mean()
+        total = total + weight * ((p - depth).abs()[valid].sum() / divisor)
     return total
+
+
+def sampled_frames(n: int, batch_size: int, seed: int, step: int, rank: int = 0,
+                   world: int = 1) -> List[Tuple[int, int]]:
+    """(epoch, index) of the `batch_size` frames of a rank's batch at `step` from
+    a split of `n` frames: positions ``step * batch_size`` onwards of the rank's
+    stream, its DistributedSampler shard of each epoch's permutation (seeded by
+    `seed`, reshuffled every epoch) in turn. A function of its arguments alone,
+    so that a resumed run sees the batches of an uninterrupted one. Where
+    `world` divides `n`, the ranks' batches of a step are together the batch of
+    one process with ``world * batch_size`` frames."""
+    sampler = DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=True, seed=seed)
+    per_epoch = len(sampler)
+    frames: List[Tuple[int, int]] = []
+    position = step * batch_size
+    while len(frames) < batch_size:
+        epoch, offset = divmod(position, per_epoch)
+        sampler.set_epoch(epoch)
+        take = list(sampler)[offset:offset + batch_size - len(frames)]
+        frames += [(epoch, i) for i in take]
+        position += len(take)
+    return frames
 
 
 def target_objective(cfg: Config, kind: str) -> desc_ops.DESCLoss:
@@ -121,12 +152,11 @@ class Trainer:
         its worker processes)."""
         self.cfg = cfg
         self.run_dir = run_dir
-        self.log = log
+        self.main = distributed.is_main()
+        self.log = log if self.main else (lambda *_: None)
         self.on_step = on_step
         os.makedirs(run_dir, exist_ok=True)
-        if cfg.device.startswith("cuda") and not torch.cuda.is_available():
-            raise UserError(f"device {cfg.device!r} is not available here; pass --set device=cpu")
-        self.device = torch.device(cfg.device)
+        self.device = distributed.device(cfg.device)
         self.source = DepthDataset(os.path.join(cfg.data, cfg.source_split), seed=cfg.seed)
         self.target = DepthDataset(os.path.join(cfg.data, cfg.target_split), seed=cfg.seed + 1)
         self.classes = domain_classes(self.source, self.target)
@@ -139,21 +169,39 @@ class Trainer:
         # official code: a converted split states the depth it clamped to.
         self.max_source_depth = min(MAX_DEPTH, self.source.meta.max_depth or float("inf"))
         torch.manual_seed(cfg.seed)
-        self.g_rgb = DepthUNet(3, cfg.width).to(self.device)
-        self.g_sem = DepthUNet(self.num_classes + 1, cfg.width).to(self.device)
-        self.g_h = HeightNet(self.num_classes + 7).to(self.device)
+        nets = [DepthUNet(3, cfg.width), DepthUNet(self.num_classes + 1, cfg.width), HeightNet(self.num_classes + 7)]
+        if cfg.sync_bn:
+            nets = [distributed.sync_batchnorm(net, self.device) for net in nets]
+        self.g_rgb, self.g_sem, self.g_h = (net.to(self.device) for net in nets)
         params = list(self.g_rgb.parameters()) + list(self.g_sem.parameters()) + list(self.g_h.parameters())
         self.opt = torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas)
-        self.objectives = {kind: target_objective(cfg, kind) for kind in ("source_only", "joint")}
+        # The forward passes go through these: under torchrun, DistributedDataParallel wrappers
+        # (whose backward averages the gradients over the ranks); else the networks themselves.
+        self._rgb, self._sem, self._h = (distributed.data_parallel(net, self.device)
+                                         for net in (self.g_rgb, self.g_sem, self.g_h))
+        self.objectives = {kind: distributed.global_objective(target_objective(cfg, kind))
+                           for kind in ("source_only", "joint")}
 
     # ------------------------------------------------------------ data
+    def frames(self, ds: DepthDataset, salt: int, step: int, rank: Optional[int] = None,
+               world: Optional[int] = None) -> List[Tuple[int, int]]:
+        """(epoch, index) of the frames of `ds` in this rank's batch of a step
+        (``sampled_frames``; `salt` tells the domains apart); `rank` and `world`
+        default to this process's."""
+        rank = distributed.rank() if rank is None else rank
+        world = distributed.world_size() if world is None else world
+        # DistributedSampler seeds epoch e with seed + e: the domains' seeds lie 1,000,003 apart, so
+        # they share no permutation for a million epochs.
+        seed = (self.cfg.seed * 7919 + salt) * 1_000_003
+        return sampled_frames(len(ds), self.cfg.batch_size, seed, step, rank, world)
+
     def batch(self, ds: DepthDataset, salt: int, step: int) -> Dict[str, Tensor]:
-        """The batch of a step depends on (seed, dataset, step) alone, so that a
-        resumed run sees exactly the batches of an uninterrupted one."""
-        g = torch.Generator().manual_seed(((self.cfg.seed * 7919 + salt) * 1_000_003 + step) % 2**63)
-        idx = torch.randint(len(ds), (self.cfg.batch_size,), generator=g).tolist()
-        ds.set_epoch(step)
-        return self._to(default_collate([ds[i] for i in idx]))
+        """This rank's batch of `ds` at a step, each frame augmented as in its epoch."""
+        items = []
+        for epoch, index in self.frames(ds, salt, step):
+            ds.set_epoch(epoch)
+            items.append(ds[index])
+        return self._to(default_collate(items))
 
     def _to(self, batch):
         return {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
@@ -171,7 +219,7 @@ class Trainer:
 
     def _predict_heights(self, b, st) -> Tensor:
         H, W = b["semantic"].shape[-2:]
-        return self.g_h(instance_features(st, b["instance_class"], self.num_classes, H, W))
+        return self._h(instance_features(st, b["instance_class"], self.num_classes, H, W))
 
     def _depth(self, src) -> Tensor:
         return src["depth"].clamp(max=self.max_source_depth)
@@ -185,14 +233,15 @@ class Trainer:
         t: Dict[str, Tensor] = {}
         if stage in ("source_only", "joint"):
             with frozen_running_stats(self.g_rgb, cfg.target_bn_stats):
-                preds_s = self.g_rgb(src["image"])
+                preds_s = self._rgb(src["image"])
             t["supervised_rgb"] = supervised_loss(preds_s, self._depth(src), cfg.supervised_weight)
         if stage in ("semantic", "joint"):
-            t["supervised_sem"] = supervised_loss(self.g_sem(self._sem_input(src)), self._depth(src),
+            t["supervised_sem"] = supervised_loss(self._sem(self._sem_input(src)), self._depth(src),
                                                   cfg.supervised_weight)
             st, h, ok = self._source_height_labels(src)
             pred = self._predict_heights(src, st)
-            t["height"] = (pred - h)[ok].abs().mean() if ok.any() else pred.sum() * 0
+            # Over the labelled slots of every rank; with none, 0 and G_h still in the graph (DDP).
+            t["height"] = distributed.global_mean((pred - h)[ok].abs().sum(), ok.sum())
         if stage in ("source_only", "joint"):
             t.update(self._target_terms(stage, tgt))
         return t
@@ -203,26 +252,29 @@ class Trainer:
         cfg = self.cfg
         inputs = {}
         if stage == "joint" and cfg.consistency_weight:
-            inputs.update(depth_sem=self.g_sem(self._sem_input(tgt)), semantic=tgt["semantic"])
+            inputs.update(depth_sem=self._sem(self._sem_input(tgt)), semantic=tgt["semantic"])
         if stage == "joint" and cfg.instance_weight:
             st = desc_ops.instance_stats(tgt["instance_ids"], self.K)
             heights = self._predict_heights(tgt, st)
             # No prior from instances too short for G_h to have learnt their height.
             heights = heights.masked_fill(st.pixel_height < cfg.min_instance_rows, float("nan"))
             inputs.update(instance_ids=tgt["instance_ids"], heights=heights, focal=tgt["focal"])
-        return self.objectives[stage](self.g_rgb(tgt["image"]), image=tgt["image"], **inputs).weighted
+        return self.objectives[stage](self._rgb(tgt["image"]), image=tgt["image"], **inputs).weighted
 
     # ------------------------------------------------------------ loop
     def checkpoint_path(self, stage: str) -> str:
         return os.path.join(self.run_dir, f"{stage}.pt")
 
     def save(self, stage: str, step: int, done: bool) -> None:
-        path = self.checkpoint_path(stage)
-        state = dict(stage=stage, step=step, done=done, g_rgb=self.g_rgb.state_dict(), g_sem=self.g_sem.state_dict(),
-                     g_h=self.g_h.state_dict(), opt=self.opt.state_dict(), rng=torch.get_rng_state(),
-                     config=as_dict(self.cfg))
-        torch.save(state, path + ".tmp")
-        os.replace(path + ".tmp", path)  # atomic: an interruption leaves the previous checkpoint
+        """Rank 0 writes the checkpoint of `stage` at `step`; every rank waits for it."""
+        if self.main:
+            path = self.checkpoint_path(stage)
+            state = dict(stage=stage, step=step, done=done, g_rgb=self.g_rgb.state_dict(),
+                         g_sem=self.g_sem.state_dict(), g_h=self.g_h.state_dict(), opt=self.opt.state_dict(),
+                         rng=torch.get_rng_state(), config=as_dict(self.cfg))
+            torch.save(state, path + ".tmp")
+            os.replace(path + ".tmp", path)  # atomic: an interruption leaves the previous checkpoint
+        distributed.barrier()  # the next stage, on any rank, starts from this file
 
     def load(self, path: str, optimizer: bool = True) -> Dict:
         state = read_checkpoint(path, self.device)
@@ -230,8 +282,21 @@ class Trainer:
             _load_weights(getattr(self, name), state, name, path)
         if optimizer:
             self.opt.load_state_dict(state["opt"])
-            torch.set_rng_state(state["rng"])
+            torch.set_rng_state(state["rng"].cpu())  # map_location moved it to the training device
         return state
+
+    def gradients(self, kind: str, step: int) -> Dict[str, float]:
+        """Step `step` of stage kind `kind` up to the optimizer: this rank's
+        batches, the loss terms, their gradients in the networks (averaged over
+        the ranks). Returns each term's value over the global batch."""
+        src, tgt = self.batch(self.source, 1, step), self.batch(self.target, 2, step)
+        amp = self.cfg.amp and self.device.type == "cuda"
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
+            terms = self.terms(kind, src, tgt)
+        values = distributed.mean_over_ranks(torch.stack([v.detach().float() for v in terms.values()]))
+        self.opt.zero_grad(set_to_none=True)
+        sum(terms.values()).backward()
+        return dict(zip(terms, values.tolist()))
 
     def run_stage(self, stage: str, steps: int, start_from: Optional[str] = None, kind: Optional[str] = None) -> int:
         """Runs `steps` iterations of stage `kind` (source_only, semantic, joint;
@@ -240,42 +305,41 @@ class Trainer:
         the number of steps it trained (0 when the stage was done already)."""
         kind = kind or stage
         path = self.checkpoint_path(stage)
-        first = 0
+        first, done = 0, False
         if os.path.exists(path):
             state = self.load(path)
-            if state.get("done"):
-                self.log(f"{stage}: done already ({path})")
-                return 0
-            first = state["step"]
-            self.log(f"{stage}: resuming at step {first}")
+            first, done = state["step"], bool(state.get("done"))
         elif start_from:
             self.load(start_from, optimizer=False)
+        # Ranks that found different checkpoints (a run folder local to each node) would train
+        # diverging replicas, or wait for each other forever.
+        distributed.check_same(-1 if done else first, f"where {stage} starts ({path})")
+        if done:
+            self.log(f"{stage}: done already ({path})")
+            return 0
+        if first:
+            self.log(f"{stage}: resuming at step {first}")
         for m in (self.g_rgb, self.g_sem, self.g_h):
             m.train()
-        bar = None if self.on_step else tqdm(total=steps, initial=first, desc=stage, leave=False)
+        bar = tqdm(total=steps, initial=first, desc=stage, leave=False) if self.main and not self.on_step else None
         log_path = os.path.join(self.run_dir, "log.jsonl")
-        tb = tensorboard_writer(os.path.join(self.run_dir, "tensorboard"))
+        tb = tensorboard_writer(os.path.join(self.run_dir, "tensorboard")) if self.main else None
         t0 = time.time()
         for step in range(first, steps):
-            src, tgt = self.batch(self.source, 1, step), self.batch(self.target, 2, step)
-            amp = self.cfg.amp and self.device.type == "cuda"
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
-                terms = self.terms(kind, src, tgt)
-            for name, value in terms.items():
-                if not torch.isfinite(value):
-                    raise FloatingPointError(f"{stage} step {step}: loss term '{name}' is {value.item()}")
-            loss = sum(terms.values())
-            self.opt.zero_grad(set_to_none=True)
-            loss.backward()
+            terms = self.gradients(kind, step)
+            for name, value in terms.items():  # the same global values on every rank: all stop together
+                if not math.isfinite(value):
+                    raise FloatingPointError(f"{stage} step {step}: loss term '{name}' is {value}")
             self.opt.step()
-            if self.on_step:
-                self.on_step(stage, step + 1, loss.item())
-            else:
+            loss = sum(terms.values())
+            if bar:
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss.item():.3f}")
-            if (step + 1) % self.cfg.log_every == 0 or step + 1 == steps:
-                rec = dict(stage=stage, step=step + 1, loss=loss.item(), time=round(time.time() - t0, 2),
-                           **{k: round(v.item(), 5) for k, v in terms.items()})
+                bar.set_postfix(loss=f"{loss:.3f}")
+            elif self.on_step and self.main:
+                self.on_step(stage, step + 1, loss)
+            if self.main and ((step + 1) % self.cfg.log_every == 0 or step + 1 == steps):
+                rec = dict(stage=stage, step=step + 1, loss=loss, time=round(time.time() - t0, 2),
+                           **{k: round(v, 5) for k, v in terms.items()})
                 with open(log_path, "a") as f:
                     f.write(json.dumps(rec) + "\n")
                 if tb is not None:
@@ -302,7 +366,9 @@ def train_desc(cfg: Config, log=print) -> Optional[Dict[str, Dict]]:
     """``desc-train train``: the three stages of DESC on the splits the config
     names, into ``cfg.out`` (resuming whatever is there), then G_rgb evaluated on
     the test split, when there is one, without and with per-image median scaling
-    (written to ``results.json``). Returns those results, or None without a test split."""
+    (written to ``results.json``). Returns those results, or None without a test split.
+    Under torchrun every rank trains; rank 0 alone writes, evaluates (once the others
+    have left) and returns the results, the other ranks None."""
     from .evaluate import evaluate_split
 
     for split in (cfg.source_split, cfg.target_split):
@@ -310,11 +376,15 @@ def train_desc(cfg: Config, log=print) -> Optional[Dict[str, Dict]]:
             raise DataError(f"{os.path.join(cfg.data, split)}: no prepared split (no meta.json); write it with "
                             f"desc-train prepare (README, Real data) or desc-train generate, or set data= and "
                             f"{'source' if split == cfg.source_split else 'target'}_split=")
-    trainer = Trainer(cfg, cfg.out, log=log)
-    _write_json(os.path.join(cfg.out, "config.json"), as_dict(cfg))
-    for stage, kind, iters, after in STAGES:
-        trainer.run_stage(stage, getattr(cfg, iters), start_from=trainer.checkpoint_path(after) if after else None,
-                          kind=kind)
+    with distributed.process_group(cfg.device):
+        trainer = Trainer(cfg, cfg.out, log=log)
+        if trainer.main:
+            _write_json(os.path.join(cfg.out, "config.json"), as_dict(cfg))
+        for stage, kind, iters, after in STAGES:
+            trainer.run_stage(stage, getattr(cfg, iters),
+                              start_from=trainer.checkpoint_path(after) if after else None, kind=kind)
+    if not trainer.main:
+        return None
     test = os.path.join(cfg.data, cfg.test_split)
     if not os.path.exists(os.path.join(test, "meta.json")):
         log(f"no test split at {test}: trained, not evaluated")
