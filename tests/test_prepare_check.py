@@ -73,3 +73,13 @@ def test_test_split_needs_ground_truth_for_every_frame(root, capsys):
 
 def test_no_split_at_all(tmp_path, capsys):
     assert "holds no split" in failure(capsys, str(tmp_path))
+
+
+def test_error_lists_show_the_first_twenty_and_count_the_rest():
+    from desc_train.data.prepare.common import MAX_SHOWN, listed
+
+    assert MAX_SHOWN == 20
+    assert listed(["a", "b"]) == "\n  a\n  b"
+    text = listed([f"e{i}" for i in range(25)])
+    assert text.split("\n  ")[1:21] == [f"e{i}" for i in range(20)]
+    assert text.endswith("\n  e19\n  ... and 5 more")

@@ -17,7 +17,7 @@ import os
 import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import cv2
@@ -283,11 +283,3 @@ def report(split_dir: str, meta: SplitMeta, stats: Dict[str, Dict], resumed: int
         lines.append(f"  instances per frame: mean {np.mean(counts):.1f}, max {max(counts)}; histogram "
                      + ", ".join(f"{k}: {v}" for k, v in enumerate(hist) if v))
     return lines
-
-
-def frame_meta(split: SplitMeta) -> Dict[str, Any]:
-    """The fields of a SplitMeta other than those write_split derives from frames."""
-    out = asdict(split)
-    for key in ("focal", "image_size", "frames", "depth_scale"):
-        out.pop(key)
-    return out
