@@ -60,37 +60,34 @@ DESC_OPS_ALWAYS_INLINE void sobel_edge_body(const acc_t* __restrict__ t, const a
   }
 }
 
-// float, the common case, also in an AVX2 + FMA build chosen at run time.
-#ifdef DESC_OPS_HAS_AVX2_DISPATCH
-DESC_OPS_AVX2 inline void softmax_max_sum_avx2(const float* z, int64_t C, int64_t HW, int64_t W, float* mx,
-                                               float* sum) {
+// out[0, n) = v rounded to scalar_t (as static_cast), vectorised.
+template <typename scalar_t, int B, typename acc_t = at::opmath_type<scalar_t>>
+DESC_OPS_ALWAYS_INLINE void store_row_body(const acc_t* __restrict__ v, int64_t n, scalar_t* __restrict__ out) {
+  constexpr int N = kLanes<acc_t, B>;
+  int64_t i = 0;
+  for (; i + N <= n; i += N) vstore<scalar_t>(out + i, vload<acc_t, B>(v + i));
+  if (i < n) vstore_part<scalar_t>(out + i, vload_part<acc_t, B>(v + i, n - i), n - i);
+}
+DESC_OPS_ISA_VARIANTS(store_row, store_row_body, (const acc_t* v, int64_t n, scalar_t* out), (v, n, out))
+
+// The row loops in the widest build the CPU has (float and bfloat16).
+template <typename scalar_t, int B, typename acc_t>
+DESC_OPS_ALWAYS_INLINE void softmax_max_sum_typed_body(const scalar_t* z, int64_t C, int64_t HW, int64_t W, acc_t* mx,
+                                                       acc_t* sum) {
   softmax_max_sum_body(z, C, HW, W, mx, sum);
 }
-DESC_OPS_AVX2 inline void sobel_edge_avx2(const float* t, const float* m, const float* d, int64_t W,
-                                          float edge_weight, float* out) {
+DESC_OPS_ISA_VARIANTS(softmax_max_sum_row, softmax_max_sum_typed_body,
+                      (const scalar_t* z, int64_t C, int64_t HW, int64_t W, acc_t* mx, acc_t* sum),
+                      (z, C, HW, W, mx, sum))
+
+template <typename scalar_t, int B, typename acc_t = at::opmath_type<scalar_t>>
+DESC_OPS_ALWAYS_INLINE void sobel_edge_typed_body(const acc_t* t, const acc_t* m, const acc_t* d, int64_t W,
+                                                  acc_t edge_weight, acc_t* out) {
   sobel_edge_body(t, m, d, W, edge_weight, out);
 }
-#endif
-
-template <typename scalar_t, typename acc_t>
-inline void softmax_max_sum_row(const scalar_t* z, int64_t C, int64_t HW, int64_t W, acc_t* mx, acc_t* sum) {
-#ifdef DESC_OPS_HAS_AVX2_DISPATCH
-  if constexpr (std::is_same_v<scalar_t, float>) {
-    if (cpu_has_avx2()) return softmax_max_sum_avx2(z, C, HW, W, mx, sum);
-  }
-#endif
-  softmax_max_sum_body(z, C, HW, W, mx, sum);
-}
-
-template <typename acc_t>
-inline void sobel_edge_row(const acc_t* t, const acc_t* m, const acc_t* d, int64_t W, acc_t edge_weight, acc_t* out) {
-#ifdef DESC_OPS_HAS_AVX2_DISPATCH
-  if constexpr (std::is_same_v<acc_t, float>) {
-    if (cpu_has_avx2()) return sobel_edge_avx2(t, m, d, W, edge_weight, out);
-  }
-#endif
-  sobel_edge_body(t, m, d, W, edge_weight, out);
-}
+DESC_OPS_ISA_VARIANTS(sobel_edge_row, sobel_edge_typed_body,
+                      (const acc_t* t, const acc_t* m, const acc_t* d, int64_t W, acc_t edge_weight, acc_t* out),
+                      (t, m, d, W, edge_weight, out))
 
 template <typename scalar_t_, typename index_t>
 class ConfidenceRows {
@@ -133,7 +130,7 @@ class ConfidenceRows {
       const scalar_t* z = logits_ + b * C_ * HW + y * W_;
       acc_t* mx = s.max.data();
       acc_t* sum = s.sum_exp.data();
-      softmax_max_sum_row(z, C_, HW, W_, mx, sum);
+      softmax_max_sum_row<scalar_t>(z, C_, HW, W_, mx, sum);
       for (int64_t x = 0; x < W_; ++x) out[x] = math::logit_semantic_term(sum[x], C_);
       if (num_ignored_ > 0) {
         // The argmax (the lowest index holding the max) only where classes are ignored.
@@ -166,7 +163,7 @@ class ConfidenceRows {
       luminance_row(b, math::clamp_index(y - 1, H_), s.lum_top.data());
       luminance_row(b, y, s.lum_mid.data());
       luminance_row(b, math::clamp_index(y + 1, H_), s.lum_bottom.data());
-      sobel_edge_row(s.lum_top.data(), s.lum_mid.data(), s.lum_bottom.data(), W_, edge_weight_, out);
+      sobel_edge_row<scalar_t>(s.lum_top.data(), s.lum_mid.data(), s.lum_bottom.data(), W_, edge_weight_, out);
     } else if (edges_ != nullptr) {
       const scalar_t* e = edges_ + b * HW + y * W_;
       for (int64_t x = 0; x < W_; ++x) {

@@ -13,9 +13,68 @@ namespace desc_ops {
 namespace cpu {
 namespace {
 
-// Runs the weighted L1 over every row. `weight_row(b, y, w)` fills w[0..W)
-// with the weights of that row (and may write them somewhere as a side
-// effect). Returns (loss, norm) as the op's outputs.
+// One row: sum of weight * |d - s| and of the weights, in Vec lanes added in
+// a fixed tree (simd.h); with `map`, the per-pixel losses are also stored.
+template <typename scalar_t, int B, typename acc_t = at::opmath_type<scalar_t>>
+DESC_OPS_ALWAYS_INLINE void l1_row_body(const scalar_t* __restrict__ d, const scalar_t* __restrict__ s,
+                                        const scalar_t* __restrict__ w, int64_t n, scalar_t* __restrict__ map,
+                                        acc_t* out) {
+  constexpr int N = kLanes<acc_t, B>;
+  Vec<acc_t, B> sum{}, weight_sum{};
+  int64_t i = 0;
+  for (; i + N <= n; i += N) {
+    const Vec<acc_t, B> wv = vload<acc_t, B>(w + i);
+    const Vec<acc_t, B> l = wv * vabs(vload<acc_t, B>(d + i) - vload<acc_t, B>(s + i));  // math::weighted_l1
+    if (map != nullptr) vstore<scalar_t>(map + i, l);
+    sum += l;
+    weight_sum += wv;
+  }
+  if (i < n) {
+    const Vec<acc_t, B> wv = vload_part<acc_t, B>(w + i, n - i);
+    const Vec<acc_t, B> l = wv * vabs(vload_part<acc_t, B>(d + i, n - i) - vload_part<acc_t, B>(s + i, n - i));
+    if (map != nullptr) vstore_part<scalar_t>(map + i, l, n - i);
+    sum += l;
+    weight_sum += wv;
+  }
+  out[0] = lane_reduce(sum);
+  out[1] = lane_reduce(weight_sum);
+}
+DESC_OPS_ISA_VARIANTS(l1_row, l1_row_body,
+                      (const scalar_t* d, const scalar_t* s, const scalar_t* w, int64_t n, scalar_t* map, acc_t* out),
+                      (d, s, w, n, map, out))
+
+// g = scale * weight * sign(d - s) (math::weighted_l1_grad), with scale the
+// upstream scalar over the norm or, with `g_map`, the upstream map; both
+// gradients written, the second the exact negation of the first.
+template <typename scalar_t, int B, typename acc_t = at::opmath_type<scalar_t>>
+DESC_OPS_ALWAYS_INLINE void l1_grad_body(const scalar_t* __restrict__ d, const scalar_t* __restrict__ s,
+                                         const scalar_t* __restrict__ w, const scalar_t* __restrict__ g_map,
+                                         acc_t scale, int64_t n, scalar_t* __restrict__ gd,
+                                         scalar_t* __restrict__ gs) {
+  constexpr int N = kLanes<acc_t, B>;
+  int64_t i = 0;
+  for (; i + N <= n; i += N) {
+    const Vec<acc_t, B> sc = g_map != nullptr ? vload<acc_t, B>(g_map + i) : vsplat<B>(scale);
+    const Vec<acc_t, B> g = sc * vload<acc_t, B>(w + i) * vsign(vload<acc_t, B>(d + i) - vload<acc_t, B>(s + i));
+    vstore<scalar_t>(gd + i, g);
+    vstore<scalar_t>(gs + i, -g);
+  }
+  if (i < n) {
+    const int64_t m = n - i;
+    const Vec<acc_t, B> sc = g_map != nullptr ? vload_part<acc_t, B>(g_map + i, m) : vsplat<B>(scale);
+    const Vec<acc_t, B> g = sc * vload_part<acc_t, B>(w + i, m) * vsign(vload_part<acc_t, B>(d + i, m) - vload_part<acc_t, B>(s + i, m));
+    vstore_part<scalar_t>(gd + i, g, m);
+    vstore_part<scalar_t>(gs + i, Vec<acc_t, B>(-g), m);
+  }
+}
+DESC_OPS_ISA_VARIANTS(l1_grad, l1_grad_body,
+                      (const scalar_t* d, const scalar_t* s, const scalar_t* w, const scalar_t* g_map, acc_t scale,
+                       int64_t n, scalar_t* gd, scalar_t* gs),
+                      (d, s, w, g_map, scale, n, gd, gs))
+
+// Runs the weighted L1 over every row. `weight_row(b, y, scratch)` returns
+// the weights of that row as a scalar_t pointer (computing them, and writing
+// them somewhere, if need be). Returns (loss, norm) as the op's outputs.
 template <typename scalar_t, typename WeightRow>
 std::tuple<at::Tensor, at::Tensor> weighted_l1_rows(const at::Tensor& depth,
                                                     const at::Tensor& depth_sem,
@@ -26,31 +85,21 @@ std::tuple<at::Tensor, at::Tensor> weighted_l1_rows(const at::Tensor& depth,
   const bool none = reduction == "none";
   const auto acc_opts = depth.options().dtype(opmath_dtype(depth.scalar_type()));
   at::Tensor loss = none ? at::empty_like(depth) : at::empty({}, depth.options());
-  at::Tensor partials = at::zeros({B * H, 2}, acc_opts);
+  std::vector<acc_t> partials(2 * B * H);
   const scalar_t* d_p = depth.data_ptr<scalar_t>();
   const scalar_t* s_p = depth_sem.data_ptr<scalar_t>();
   scalar_t* map_p = none ? loss.data_ptr<scalar_t>() : nullptr;
-  acc_t* part_p = partials.data_ptr<acc_t>();
+  acc_t* part_p = partials.data();
 
   at::parallel_for(0, B * H, row_grain(W), [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> w(W);
     auto scratch = weight_row.scratch();
     for (int64_t r = begin; r < end; ++r) {
-      weight_row(r / H, r % H, w.data(), scratch);
-      const scalar_t* d = d_p + r * W;
-      const scalar_t* s = s_p + r * W;
-      acc_t sum = 0, weight_sum = 0;
-      for (int64_t x = 0; x < W; ++x) {
-        const acc_t l = math::weighted_l1(w[x], static_cast<acc_t>(d[x]), static_cast<acc_t>(s[x]));
-        if (map_p != nullptr) map_p[r * W + x] = static_cast<scalar_t>(l);
-        sum += l;
-        weight_sum += w[x];
-      }
-      part_p[2 * r] = sum;
-      part_p[2 * r + 1] = weight_sum;
+      const scalar_t* w = weight_row(r / H, r % H, scratch);
+      l1_row<scalar_t>(d_p + r * W, s_p + r * W, w, W, map_p != nullptr ? map_p + r * W : nullptr, part_p + 2 * r);
     }
   });
 
+  // Row partials added in row order: the sum does not depend on the threads.
   acc_t total = 0, weight_total = 0;
   for (int64_t r = 0; r < B * H; ++r) {
     total += part_p[2 * r];
@@ -74,10 +123,7 @@ struct WeightMapRow {
   const scalar_t* weight;
   int64_t H, W;
   int scratch() const { return 0; }
-  void operator()(int64_t b, int64_t y, acc_t* w, int) const {
-    const scalar_t* p = weight + (b * H + y) * W;
-    for (int64_t x = 0; x < W; ++x) w[x] = static_cast<acc_t>(p[x]);
-  }
+  const scalar_t* operator()(int64_t b, int64_t y, int) const { return weight + (b * H + y) * W; }
 };
 
 // Weights computed as the confidence map, rounded to the output dtype (so the
@@ -90,14 +136,17 @@ struct ConfidenceWeightRow {
   const Rows& rows;
   scalar_t* confidence;
   int64_t H, W;
-  typename Rows::Scratch scratch() const { return typename Rows::Scratch(W); }
-  void operator()(int64_t b, int64_t y, acc_t* w, typename Rows::Scratch& s) const {
-    rows.row(b, y, w, s);
+  struct Scratch {
+    explicit Scratch(int64_t W) : rows(W), w(W) {}
+    typename Rows::Scratch rows;
+    std::vector<acc_t> w;
+  };
+  Scratch scratch() const { return Scratch(W); }
+  const scalar_t* operator()(int64_t b, int64_t y, Scratch& s) const {
+    rows.row(b, y, s.w.data(), s.rows);
     scalar_t* c = confidence + (b * H + y) * W;
-    for (int64_t x = 0; x < W; ++x) {
-      c[x] = static_cast<scalar_t>(w[x]);
-      w[x] = static_cast<acc_t>(c[x]);
-    }
+    store_row(s.w.data(), W, c);
+    return c;
   }
 };
 
@@ -163,14 +212,11 @@ std::tuple<at::Tensor, at::Tensor> consistency_loss_backward_cpu(
     const scalar_t* w_p = weight.data_ptr<scalar_t>();
     scalar_t* gd_p = grad_depth.data_ptr<scalar_t>();
     scalar_t* gs_p = grad_depth_sem.data_ptr<scalar_t>();
-    at::parallel_for(0, depth.numel(), 16384, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) {
-        const acc_t sc = g_p != nullptr ? static_cast<acc_t>(g_p[i]) : scale;
-        const acc_t g = math::weighted_l1_grad(sc, static_cast<acc_t>(w_p[i]),
-                                               static_cast<acc_t>(d_p[i]), static_cast<acc_t>(s_p[i]));
-        gd_p[i] = static_cast<scalar_t>(g);
-        gs_p[i] = static_cast<scalar_t>(-g);
-      }
+    // Fixed 16384-element blocks, whatever the threads (the result is elementwise anyway).
+    const int64_t n = depth.numel(), block = 16384;
+    at::parallel_for(0, (n + block - 1) / block, 1, [&](int64_t begin, int64_t end) {
+      const int64_t i = begin * block, m = std::min(end * block, n) - i;
+      l1_grad<scalar_t>(d_p + i, s_p + i, w_p + i, g_p != nullptr ? g_p + i : nullptr, scale, m, gd_p + i, gs_p + i);
     });
   });
   return {grad_depth, grad_depth_sem};
