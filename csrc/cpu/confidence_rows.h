@@ -8,6 +8,7 @@
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 
+#include <algorithm>
 #include <type_traits>
 #include <vector>
 
@@ -19,25 +20,31 @@ namespace desc_ops {
 namespace cpu {
 
 // Per pixel of a row of logits (channel stride HW): mx = max_k z_k and
-// sum = sum_k exp(z_k - mx), in channel-outer loops over the row, which are
-// contiguous and branch-free and so vectorise.
-template <typename scalar_t, typename acc_t>
-DESC_OPS_ALWAYS_INLINE void softmax_max_sum_body(const scalar_t* z, int64_t C, int64_t HW, int64_t W,
-                                                                acc_t* __restrict__ mx, acc_t* __restrict__ sum) {
-  for (int64_t x = 0; x < W; ++x) {
-    mx[x] = static_cast<acc_t>(z[x]);
-    sum[x] = acc_t(0);
-  }
-  for (int64_t k = 1; k < C; ++k) {
-    const scalar_t* zk = z + k * HW;
-    for (int64_t x = 0; x < W; ++x) {
-      const acc_t v = static_cast<acc_t>(zk[x]);
-      mx[x] = v > mx[x] ? v : mx[x];
+// sum = sum_k exp(z_k - mx) (k in order), N pixels at a time in vectors: the
+// C rows of a chunk are read twice, the second time from L1.
+template <typename scalar_t, int B, typename acc_t>
+DESC_OPS_ALWAYS_INLINE void softmax_max_sum_body(const scalar_t* __restrict__ z, int64_t C, int64_t HW, int64_t W,
+                                                 acc_t* __restrict__ mx, acc_t* __restrict__ sum) {
+  constexpr int N = kLanes<acc_t, B>;
+  for (int64_t x = 0; x < W; x += N) {
+    const int64_t m = std::min<int64_t>(N, W - x);
+    auto load = [&](int64_t k) {
+      return m == N ? vload<acc_t, B>(z + k * HW + x) : vload_part<acc_t, B>(z + k * HW + x, m);
+    };
+    Vec<acc_t, B> hi = load(0);
+    for (int64_t k = 1; k < C; ++k) {
+      const Vec<acc_t, B> v = load(k);
+      hi = v > hi ? v : hi;
     }
-  }
-  for (int64_t k = 0; k < C; ++k) {
-    const scalar_t* zk = z + k * HW;
-    for (int64_t x = 0; x < W; ++x) sum[x] += math::fast_exp(static_cast<acc_t>(zk[x]) - mx[x]);
+    Vec<acc_t, B> s{};
+    for (int64_t k = 0; k < C; ++k) s += vexp(Vec<acc_t, B>(load(k) - hi));
+    if (m == N) {
+      vstore(mx + x, hi);
+      vstore(sum + x, s);
+    } else {
+      vstore_part(mx + x, hi, m);
+      vstore_part(sum + x, s, m);
+    }
   }
 }
 
@@ -71,12 +78,7 @@ DESC_OPS_ALWAYS_INLINE void store_row_body(const acc_t* __restrict__ v, int64_t 
 DESC_OPS_ISA_VARIANTS(store_row, store_row_body, (const acc_t* v, int64_t n, scalar_t* out), (v, n, out))
 
 // The row loops in the widest build the CPU has (float and bfloat16).
-template <typename scalar_t, int B, typename acc_t>
-DESC_OPS_ALWAYS_INLINE void softmax_max_sum_typed_body(const scalar_t* z, int64_t C, int64_t HW, int64_t W, acc_t* mx,
-                                                       acc_t* sum) {
-  softmax_max_sum_body(z, C, HW, W, mx, sum);
-}
-DESC_OPS_ISA_VARIANTS(softmax_max_sum_row, softmax_max_sum_typed_body,
+DESC_OPS_ISA_VARIANTS(softmax_max_sum_row, softmax_max_sum_body,
                       (const scalar_t* z, int64_t C, int64_t HW, int64_t W, acc_t* mx, acc_t* sum),
                       (z, C, HW, W, mx, sum))
 

@@ -14,25 +14,30 @@ namespace cpu {
 namespace {
 
 // One row: sum of weight * |d - s| and of the weights, in Vec lanes added in
-// a fixed tree (simd.h); with `map`, the per-pixel losses are also stored.
+// a fixed tree (simd.h); with `map`, the per-pixel losses are also stored,
+// with `signed_w` the signed weights weight * sign(d - s) (exact in scalar_t).
 template <typename scalar_t, int B, typename acc_t = at::opmath_type<scalar_t>>
 DESC_OPS_ALWAYS_INLINE void l1_row_body(const scalar_t* __restrict__ d, const scalar_t* __restrict__ s,
                                         const scalar_t* __restrict__ w, int64_t n, scalar_t* __restrict__ map,
-                                        acc_t* out) {
+                                        scalar_t* __restrict__ signed_w, acc_t* out) {
   constexpr int N = kLanes<acc_t, B>;
   Vec<acc_t, B> sum{}, weight_sum{};
   int64_t i = 0;
   for (; i + N <= n; i += N) {
     const Vec<acc_t, B> wv = vload<acc_t, B>(w + i);
-    const Vec<acc_t, B> l = wv * vabs(vload<acc_t, B>(d + i) - vload<acc_t, B>(s + i));  // math::weighted_l1
+    const Vec<acc_t, B> diff = vload<acc_t, B>(d + i) - vload<acc_t, B>(s + i);
+    const Vec<acc_t, B> l = wv * vabs(diff);  // math::weighted_l1
     if (map != nullptr) vstore<scalar_t>(map + i, l);
+    if (signed_w != nullptr) vstore<scalar_t>(signed_w + i, Vec<acc_t, B>(wv * vsign(diff)));
     sum += l;
     weight_sum += wv;
   }
   if (i < n) {
     const Vec<acc_t, B> wv = vload_part<acc_t, B>(w + i, n - i);
-    const Vec<acc_t, B> l = wv * vabs(vload_part<acc_t, B>(d + i, n - i) - vload_part<acc_t, B>(s + i, n - i));
+    const Vec<acc_t, B> diff = vload_part<acc_t, B>(d + i, n - i) - vload_part<acc_t, B>(s + i, n - i);
+    const Vec<acc_t, B> l = wv * vabs(diff);
     if (map != nullptr) vstore_part<scalar_t>(map + i, l, n - i);
+    if (signed_w != nullptr) vstore_part<scalar_t>(signed_w + i, Vec<acc_t, B>(wv * vsign(diff)), n - i);
     sum += l;
     weight_sum += wv;
   }
@@ -40,8 +45,9 @@ DESC_OPS_ALWAYS_INLINE void l1_row_body(const scalar_t* __restrict__ d, const sc
   out[1] = lane_reduce(weight_sum);
 }
 DESC_OPS_ISA_VARIANTS(l1_row, l1_row_body,
-                      (const scalar_t* d, const scalar_t* s, const scalar_t* w, int64_t n, scalar_t* map, acc_t* out),
-                      (d, s, w, n, map, out))
+                      (const scalar_t* d, const scalar_t* s, const scalar_t* w, int64_t n, scalar_t* map,
+                       scalar_t* signed_w, acc_t* out),
+                      (d, s, w, n, map, signed_w, out))
 
 // g = scale * weight * sign(d - s) (math::weighted_l1_grad), with scale the
 // upstream scalar over the norm or, with `g_map`, the upstream map; both
@@ -72,6 +78,34 @@ DESC_OPS_ISA_VARIANTS(l1_grad, l1_grad_body,
                        int64_t n, scalar_t* gd, scalar_t* gs),
                       (d, s, w, g_map, scale, n, gd, gs))
 
+// The same gradient from the signed weights the training forward saved:
+// scale * (weight * sign) equals (scale * weight) * sign bit for bit (sign is
+// -1, 0 or 1; only the sign of a zero may differ).
+template <typename scalar_t, int B, typename acc_t = at::opmath_type<scalar_t>>
+DESC_OPS_ALWAYS_INLINE void signed_grad_body(const scalar_t* __restrict__ signed_w,
+                                             const scalar_t* __restrict__ g_map, acc_t scale, int64_t n,
+                                             scalar_t* __restrict__ gd, scalar_t* __restrict__ gs) {
+  constexpr int N = kLanes<acc_t, B>;
+  int64_t i = 0;
+  for (; i + N <= n; i += N) {
+    const Vec<acc_t, B> sc = g_map != nullptr ? vload<acc_t, B>(g_map + i) : vsplat<B>(scale);
+    const Vec<acc_t, B> g = sc * vload<acc_t, B>(signed_w + i);
+    vstore<scalar_t>(gd + i, g);
+    vstore<scalar_t>(gs + i, -g);
+  }
+  if (i < n) {
+    const int64_t m = n - i;
+    const Vec<acc_t, B> sc = g_map != nullptr ? vload_part<acc_t, B>(g_map + i, m) : vsplat<B>(scale);
+    const Vec<acc_t, B> g = sc * vload_part<acc_t, B>(signed_w + i, m);
+    vstore_part<scalar_t>(gd + i, g, m);
+    vstore_part<scalar_t>(gs + i, Vec<acc_t, B>(-g), m);
+  }
+}
+DESC_OPS_ISA_VARIANTS(signed_grad, signed_grad_body,
+                      (const scalar_t* signed_w, const scalar_t* g_map, acc_t scale, int64_t n, scalar_t* gd,
+                       scalar_t* gs),
+                      (signed_w, g_map, scale, n, gd, gs))
+
 // Runs the weighted L1 over every row. `weight_row(b, y, scratch)` returns
 // the weights of that row as a scalar_t pointer (computing them, and writing
 // them somewhere, if need be). Returns (loss, norm) as the op's outputs.
@@ -79,7 +113,8 @@ template <typename scalar_t, typename WeightRow>
 std::tuple<at::Tensor, at::Tensor> weighted_l1_rows(const at::Tensor& depth,
                                                     const at::Tensor& depth_sem,
                                                     const std::string& reduction,
-                                                    const WeightRow& weight_row) {
+                                                    const WeightRow& weight_row,
+                                                    scalar_t* signed_w_p = nullptr) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t B = depth.size(0), H = depth.size(2), W = depth.size(3);
   const bool none = reduction == "none";
@@ -95,7 +130,8 @@ std::tuple<at::Tensor, at::Tensor> weighted_l1_rows(const at::Tensor& depth,
     auto scratch = weight_row.scratch();
     for (int64_t r = begin; r < end; ++r) {
       const scalar_t* w = weight_row(r / H, r % H, scratch);
-      l1_row<scalar_t>(d_p + r * W, s_p + r * W, w, W, map_p != nullptr ? map_p + r * W : nullptr, part_p + 2 * r);
+      l1_row<scalar_t>(d_p + r * W, s_p + r * W, w, W, map_p != nullptr ? map_p + r * W : nullptr,
+                       signed_w_p != nullptr ? signed_w_p + r * W : nullptr, part_p + 2 * r);
     }
   });
 
@@ -150,42 +186,120 @@ struct ConfidenceWeightRow {
   }
 };
 
-std::tuple<at::Tensor, at::Tensor> consistency_loss_cpu(const at::Tensor& depth_in,
-                                                        const at::Tensor& depth_sem_in,
-                                                        const at::Tensor& weight_in,
-                                                        c10::string_view reduction_sv) {
-  const std::string reduction(reduction_sv);
+// The forward ops; `signed_w`, if defined, receives weight * sign(depth -
+// depth_sem), all the training forward's backward needs.
+std::tuple<at::Tensor, at::Tensor> consistency_loss_impl(const at::Tensor& depth_in, const at::Tensor& depth_sem_in,
+                                                         const at::Tensor& weight_in, const std::string& reduction,
+                                                         at::Tensor* signed_w) {
   check_consistency_args(depth_in, depth_sem_in, weight_in, reduction);
   const at::Tensor depth = depth_in.contiguous();
   const at::Tensor depth_sem = depth_sem_in.contiguous();
   const at::Tensor weight = weight_in.contiguous();
+  if (signed_w != nullptr) *signed_w = at::empty_like(depth);
   std::tuple<at::Tensor, at::Tensor> out;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, depth.scalar_type(), "consistency_loss", [&] {
     const WeightMapRow<scalar_t> weight_row{weight.data_ptr<scalar_t>(), depth.size(2), depth.size(3)};
-    out = weighted_l1_rows<scalar_t>(depth, depth_sem, reduction, weight_row);
+    out = weighted_l1_rows<scalar_t>(depth, depth_sem, reduction, weight_row,
+                                     signed_w != nullptr ? signed_w->data_ptr<scalar_t>() : nullptr);
   });
   return out;
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> semantic_consistency_loss_cpu(
+std::tuple<at::Tensor, at::Tensor, at::Tensor> semantic_consistency_loss_impl(
     const at::Tensor& depth_in, const at::Tensor& depth_sem_in, const at::Tensor& semantic,
-    const std::optional<at::Tensor>& image, const std::optional<at::Tensor>& edges,
-    double edge_weight, double boundary_weight, int64_t ignore_index,
-    const std::optional<at::Tensor>& ignore_classes, c10::string_view reduction_sv) {
-  const std::string reduction(reduction_sv);
+    const std::optional<at::Tensor>& image, const std::optional<at::Tensor>& edges, double edge_weight,
+    double boundary_weight, int64_t ignore_index, const std::optional<at::Tensor>& ignore_classes,
+    const std::string& reduction, at::Tensor* signed_w) {
   const ConfidenceArgs a = semantic_consistency_args(depth_in, depth_sem_in, semantic, image, edges, edge_weight,
                                                      boundary_weight, ignore_index, ignore_classes, reduction);
   const at::Tensor depth = depth_in.contiguous();
   const at::Tensor depth_sem = depth_sem_in.contiguous();
   at::Tensor confidence = at::empty_like(depth);
+  if (signed_w != nullptr) *signed_w = at::empty_like(depth);
   std::tuple<at::Tensor, at::Tensor> out;
   dispatch_confidence_rows(a, [&](const auto& rows) {
     using Rows = std::decay_t<decltype(rows)>;
     using scalar_t = typename Rows::scalar_t;
     const ConfidenceWeightRow<Rows> weight_row{rows, confidence.data_ptr<scalar_t>(), a.H, a.W};
-    out = weighted_l1_rows<scalar_t>(depth, depth_sem, reduction, weight_row);
+    out = weighted_l1_rows<scalar_t>(depth, depth_sem, reduction, weight_row,
+                                     signed_w != nullptr ? signed_w->data_ptr<scalar_t>() : nullptr);
   });
   return {std::get<0>(out), confidence, std::get<1>(out)};
+}
+
+std::tuple<at::Tensor, at::Tensor> consistency_loss_cpu(const at::Tensor& depth, const at::Tensor& depth_sem,
+                                                        const at::Tensor& weight, c10::string_view reduction) {
+  return consistency_loss_impl(depth, depth_sem, weight, std::string(reduction), nullptr);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> consistency_loss_train_cpu(const at::Tensor& depth,
+                                                                          const at::Tensor& depth_sem,
+                                                                          const at::Tensor& weight,
+                                                                          c10::string_view reduction) {
+  at::Tensor signed_w;
+  auto [loss, norm] = consistency_loss_impl(depth, depth_sem, weight, std::string(reduction), &signed_w);
+  return {loss, norm, signed_w};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> semantic_consistency_loss_cpu(
+    const at::Tensor& depth, const at::Tensor& depth_sem, const at::Tensor& semantic,
+    const std::optional<at::Tensor>& image, const std::optional<at::Tensor>& edges, double edge_weight,
+    double boundary_weight, int64_t ignore_index, const std::optional<at::Tensor>& ignore_classes,
+    c10::string_view reduction) {
+  return semantic_consistency_loss_impl(depth, depth_sem, semantic, image, edges, edge_weight, boundary_weight,
+                                        ignore_index, ignore_classes, std::string(reduction), nullptr);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> semantic_consistency_loss_train_cpu(
+    const at::Tensor& depth, const at::Tensor& depth_sem, const at::Tensor& semantic,
+    const std::optional<at::Tensor>& image, const std::optional<at::Tensor>& edges, double edge_weight,
+    double boundary_weight, int64_t ignore_index, const std::optional<at::Tensor>& ignore_classes,
+    c10::string_view reduction) {
+  at::Tensor signed_w;
+  auto [loss, confidence, norm] =
+      semantic_consistency_loss_impl(depth, depth_sem, semantic, image, edges, edge_weight, boundary_weight,
+                                     ignore_index, ignore_classes, std::string(reduction), &signed_w);
+  return {loss, confidence, norm, signed_w};
+}
+
+// The backward of the training forwards: from the signed weights alone.
+std::tuple<at::Tensor, at::Tensor> consistency_loss_backward_signed_cpu(const at::Tensor& grad_in,
+                                                                        const at::Tensor& signed_w_in,
+                                                                        const at::Tensor& norm,
+                                                                        c10::string_view reduction_sv) {
+  const std::string reduction(reduction_sv);
+  check_reduction(reduction, /*allow_none=*/true);
+  check_depth(signed_w_in, "signed_weight");
+  check_norm(norm, signed_w_in);
+  const bool none = reduction == "none";
+  if (none) {
+    check_same_device(grad_in, "grad", signed_w_in, "signed_weight");
+    check_floating(grad_in, "grad");
+    check_map(grad_in, "grad", signed_w_in.size(0), signed_w_in.size(2), signed_w_in.size(3));
+  } else {
+    check_scalar_grad(grad_in, signed_w_in);
+  }
+  const at::Tensor signed_w = signed_w_in.contiguous();
+  at::Tensor grad_depth = at::empty_like(signed_w);
+  at::Tensor grad_depth_sem = at::empty_like(signed_w);
+  if (signed_w.numel() == 0) return {grad_depth, grad_depth_sem};
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, signed_w.scalar_type(), "consistency_loss_backward", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const at::Tensor grad = none ? grad_in.to(signed_w.scalar_type()).contiguous() : grad_in;
+    const scalar_t* g_p = none ? grad.data_ptr<scalar_t>() : nullptr;
+    const acc_t scale = none ? acc_t(1)
+                             : static_cast<acc_t>(grad.item<double>()) /
+                                   static_cast<acc_t>(norm.item<double>());
+    const scalar_t* w_p = signed_w.data_ptr<scalar_t>();
+    scalar_t* gd_p = grad_depth.data_ptr<scalar_t>();
+    scalar_t* gs_p = grad_depth_sem.data_ptr<scalar_t>();
+    const int64_t n = signed_w.numel(), block = 16384;
+    at::parallel_for(0, (n + block - 1) / block, 1, [&](int64_t begin, int64_t end) {
+      const int64_t i = begin * block, m = std::min(end * block, n) - i;
+      signed_grad<scalar_t>(w_p + i, g_p != nullptr ? g_p + i : nullptr, scale, m, gd_p + i, gs_p + i);
+    });
+  });
+  return {grad_depth, grad_depth_sem};
 }
 
 std::tuple<at::Tensor, at::Tensor> consistency_loss_backward_cpu(
@@ -228,6 +342,9 @@ TORCH_LIBRARY_IMPL(desc_ops, CPU, m) {
   m.impl("consistency_loss", &consistency_loss_cpu);
   m.impl("semantic_consistency_loss", &semantic_consistency_loss_cpu);
   m.impl("_consistency_loss_backward", &consistency_loss_backward_cpu);
+  m.impl("_consistency_loss_train", &consistency_loss_train_cpu);
+  m.impl("_semantic_consistency_loss_train", &semantic_consistency_loss_train_cpu);
+  m.impl("_consistency_loss_backward_signed", &consistency_loss_backward_signed_cpu);
 }
 
 }  // namespace cpu

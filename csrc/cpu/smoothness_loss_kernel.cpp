@@ -34,28 +34,45 @@ DESC_OPS_ALWAYS_INLINE Vec<acc_t, B> edge_weights(const scalar_t* img, int64_t C
   return vexp(Vec<acc_t, B>(-a / static_cast<acc_t>(C)));
 }
 
-// Sum over x < n of |d(x) - d(x + offset)| w(x), in lanes (simd.h).
+// Sum over x < n of |d(x) - d(x + offset)| w(x), in lanes (simd.h); with
+// `t`, also t(x) = w(x) sign(d(x) - d(x + offset)), what the gradient needs.
 template <typename scalar_t, int B, typename acc_t = at::opmath_type<scalar_t>>
 DESC_OPS_ALWAYS_INLINE void weighted_abs_sum_body(const scalar_t* __restrict__ d, const scalar_t* __restrict__ img,
-                                                  int64_t C, int64_t HW, int64_t offset, int64_t n, acc_t* out) {
+                                                  int64_t C, int64_t HW, int64_t offset, int64_t n, acc_t* out,
+                                                  acc_t* __restrict__ t) {
   constexpr int N = kLanes<acc_t, B>;
   Vec<acc_t, B> sum{};
   int64_t x = 0;
   for (; x + N <= n; x += N) {
     const Vec<acc_t, B> w = edge_weights<scalar_t, acc_t, B>(img + x, C, HW, offset, N);
-    sum += vabs(vload<acc_t, B>(d + x) - vload<acc_t, B>(d + x + offset)) * w;
+    const Vec<acc_t, B> diff = vload<acc_t, B>(d + x) - vload<acc_t, B>(d + x + offset);
+    sum += vabs(diff) * w;
+    if (t != nullptr) vstore(t + x, Vec<acc_t, B>(w * vsign(diff)));
   }
   if (x < n) {
     const int64_t m = n - x;
     const Vec<acc_t, B> w = edge_weights<scalar_t, acc_t, B>(img + x, C, HW, offset, m);
-    sum += vabs(vload_part<acc_t, B>(d + x, m) - vload_part<acc_t, B>(d + x + offset, m)) * w;
+    const Vec<acc_t, B> diff = vload_part<acc_t, B>(d + x, m) - vload_part<acc_t, B>(d + x + offset, m);
+    sum += vabs(diff) * w;
+    if (t != nullptr) vstore_part(t + x, Vec<acc_t, B>(w * vsign(diff)), m);
   }
   *out = lane_reduce(sum);
 }
 DESC_OPS_ISA_VARIANTS(weighted_abs_sum, weighted_abs_sum_body,
                       (const scalar_t* d, const scalar_t* img, int64_t C, int64_t HW, int64_t offset, int64_t n,
-                       acc_t* out),
-                      (d, img, C, HW, offset, n, out))
+                       acc_t* out, acc_t* t),
+                      (d, img, C, HW, offset, n, out, t))
+
+// out = g u, rounded to scalar_t, for n elements of the saved unit gradient.
+template <typename scalar_t, int B, typename acc_t = at::opmath_type<scalar_t>>
+DESC_OPS_ALWAYS_INLINE void scale_body(const acc_t* __restrict__ u, acc_t g, int64_t n, scalar_t* __restrict__ out) {
+  constexpr int N = kLanes<acc_t, B>;
+  int64_t i = 0;
+  for (; i + N <= n; i += N) vstore(out + i, Vec<acc_t, B>(g * vload<acc_t, B>(u + i)));
+  if (i < n) vstore_part(out + i, Vec<acc_t, B>(g * vload_part<acc_t, B>(u + i, n - i)), n - i);
+}
+DESC_OPS_ISA_VARIANTS(scale_unit_grad, scale_body, (const acc_t* u, acc_t g, int64_t n, scalar_t* out),
+                      (u, g, n, out))
 
 // t(x) = w(x) sign(d(x) - d(x + offset)) for x < n.
 template <typename scalar_t, int B, typename acc_t = at::opmath_type<scalar_t>>
@@ -122,8 +139,8 @@ at::Tensor smoothness_loss_cpu(const at::Tensor& depth_in, const at::Tensor& ima
         const int64_t b = r / H, y = r % H;
         const scalar_t* d = d_p + r * W;
         const scalar_t* img = i_p + b * C * H * W + y * W;
-        weighted_abs_sum<scalar_t>(d, img, C, H * W, 1, W - 1, &partial_x[r]);
-        if (y + 1 < H) weighted_abs_sum<scalar_t>(d, img, C, H * W, W, W, &partial_y[r]);
+        weighted_abs_sum<scalar_t>(d, img, C, H * W, 1, W - 1, &partial_x[r], static_cast<acc_t*>(nullptr));
+        if (y + 1 < H) weighted_abs_sum<scalar_t>(d, img, C, H * W, W, W, &partial_y[r], static_cast<acc_t*>(nullptr));
       }
     });
     acc_t sx = 0, sy = 0;
@@ -182,11 +199,90 @@ at::Tensor smoothness_loss_backward_cpu(const at::Tensor& grad, const at::Tensor
   return grad_depth;
 }
 
+// The training forward: the loss as smoothness_loss_cpu (bit for bit) and
+// the gradient for an upstream 1, in acc, (B, 1, H, W): u = ax (tx[x+1] -
+// tx[x]) + ay (td[x] - tu[x]) from the weights and signs the loss computes
+// anyway, so that the backward is one multiplication per pixel and never
+// recomputes a weight. For an upstream g the backward returns g u; the
+// recomputing backward returns (g ax) (...) + (g ay) (...), equal for g = 1.
+std::tuple<at::Tensor, at::Tensor> smoothness_loss_train_cpu(const at::Tensor& depth_in, const at::Tensor& image_in) {
+  check_smoothness_args(depth_in, image_in);
+  const at::Tensor depth = depth_in.contiguous();
+  const at::Tensor image = image_in.contiguous();
+  const int64_t B = depth.size(0), C = image.size(1), H = depth.size(2), W = depth.size(3);
+  at::Tensor loss = at::empty({}, depth.options());
+  at::Tensor unit = at::empty_like(depth, depth.options().dtype(opmath_dtype(depth.scalar_type())));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, depth.scalar_type(), "smoothness_loss_train", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const scalar_t* d_p = depth.data_ptr<scalar_t>();
+    const scalar_t* i_p = image.data_ptr<scalar_t>();
+    acc_t* u_p = unit.data_ptr<acc_t>();
+    const auto [ax, ay] = smoothness_term_scales<acc_t>(B, H, W);
+    std::vector<acc_t> partial_x(B * H, acc_t(0)), partial_y(B * H, acc_t(0));
+    at::parallel_for(0, B * H, std::max<int64_t>(1, 8192 / W), [&](int64_t begin, int64_t end) {
+      std::vector<acc_t> tx(W + 1, acc_t(0)), below(W), above(W);
+      acc_t* td = below.data();
+      acc_t* tu = above.data();
+      const int64_t HW = H * W;
+      acc_t unused;
+      for (int64_t r = begin; r < end; ++r) {
+        const int64_t b = r / H, y = r % H;
+        const scalar_t* d = d_p + r * W;
+        const scalar_t* img = i_p + b * C * HW + y * W;
+        if (y == 0) {
+          std::fill(tu, tu + W, acc_t(0));
+        } else if (r == begin) {
+          weighted_abs_sum<scalar_t>(d - W, img - W, C, HW, W, W, &unused, tu);
+        }
+        weighted_abs_sum<scalar_t>(d, img, C, HW, 1, W - 1, &partial_x[r], tx.data() + 1);
+        if (y + 1 < H) {
+          weighted_abs_sum<scalar_t>(d, img, C, HW, W, W, &partial_y[r], td);
+        } else {
+          std::fill(td, td + W, acc_t(0));
+        }
+        grad_row<acc_t>(tx.data(), td, tu, ax, ay, W, u_p + r * W);
+        std::swap(td, tu);
+      }
+    });
+    acc_t sx = 0, sy = 0;
+    for (int64_t r = 0; r < B * H; ++r) {
+      sx += partial_x[r];
+      sy += partial_y[r];
+    }
+    loss.fill_(sx * ax + sy * ay);
+  });
+  return {loss, unit};
+}
+
+at::Tensor smoothness_loss_backward_saved_cpu(const at::Tensor& grad, const at::Tensor& unit_in,
+                                              at::ScalarType dtype) {
+  check_depth(unit_in, "unit_grad");
+  check_scalar_grad(grad, unit_in);
+  TORCH_CHECK_VALUE(at::isFloatingType(dtype) && unit_in.scalar_type() == opmath_dtype(dtype),
+                    "unit_grad must have the accumulation dtype of ", dtype, ", got ", describe(unit_in));
+  const at::Tensor unit = unit_in.contiguous();
+  at::Tensor grad_depth = at::empty_like(unit, unit.options().dtype(dtype));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "smoothness_loss_backward_saved", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const acc_t g = static_cast<acc_t>(grad.item<double>());
+    const acc_t* u_p = unit.data_ptr<acc_t>();
+    scalar_t* g_p = grad_depth.data_ptr<scalar_t>();
+    const int64_t n = unit.numel(), block = 16384;
+    at::parallel_for(0, (n + block - 1) / block, 1, [&](int64_t begin, int64_t end) {
+      const int64_t i = begin * block, m = std::min(end * block, n) - i;
+      scale_unit_grad<scalar_t>(u_p + i, g, m, g_p + i);
+    });
+  });
+  return grad_depth;
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(desc_ops, CPU, m) {
   m.impl("smoothness_loss", &smoothness_loss_cpu);
   m.impl("_smoothness_loss_backward", &smoothness_loss_backward_cpu);
+  m.impl("_smoothness_loss_train", &smoothness_loss_train_cpu);
+  m.impl("_smoothness_loss_backward_saved", &smoothness_loss_backward_saved_cpu);
 }
 
 }  // namespace cpu
