@@ -22,22 +22,25 @@ namespace cpu {
 // Per pixel of a row of logits (channel stride HW): mx = max_k z_k and
 // sum = sum_k exp(z_k - mx) (k in order), N pixels at a time in vectors: the
 // C rows of a chunk are read twice, the second time from L1.
+// Channel k of the N pixels at z (m of them valid).
+template <typename acc_t, int B, typename scalar_t>
+DESC_OPS_ALWAYS_INLINE Vec<acc_t, B> load_channel(const scalar_t* z, int64_t k, int64_t HW, int64_t m) {
+  return m == kLanes<acc_t, B> ? vload<acc_t, B>(z + k * HW) : vload_part<acc_t, B>(z + k * HW, m);
+}
+
 template <typename scalar_t, int B, typename acc_t>
 DESC_OPS_ALWAYS_INLINE void softmax_max_sum_body(const scalar_t* __restrict__ z, int64_t C, int64_t HW, int64_t W,
                                                  acc_t* __restrict__ mx, acc_t* __restrict__ sum) {
   constexpr int N = kLanes<acc_t, B>;
   for (int64_t x = 0; x < W; x += N) {
     const int64_t m = std::min<int64_t>(N, W - x);
-    auto load = [&](int64_t k) {
-      return m == N ? vload<acc_t, B>(z + k * HW + x) : vload_part<acc_t, B>(z + k * HW + x, m);
-    };
-    Vec<acc_t, B> hi = load(0);
+    Vec<acc_t, B> hi = load_channel<acc_t, B>(z + x, 0, HW, m);
     for (int64_t k = 1; k < C; ++k) {
-      const Vec<acc_t, B> v = load(k);
+      const Vec<acc_t, B> v = load_channel<acc_t, B>(z + x, k, HW, m);
       hi = v > hi ? v : hi;
     }
     Vec<acc_t, B> s{};
-    for (int64_t k = 0; k < C; ++k) s += vexp(Vec<acc_t, B>(load(k) - hi));
+    for (int64_t k = 0; k < C; ++k) s += vexp(Vec<acc_t, B>(load_channel<acc_t, B>(z + x, k, HW, m) - hi));
     if (m == N) {
       vstore(mx + x, hi);
       vstore(sum + x, s);

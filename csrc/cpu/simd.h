@@ -125,6 +125,19 @@ DESC_OPS_ALWAYS_INLINE Vec<acc_t, B> vsplat(acc_t v) {
   return Vec<acc_t, B>{} + v;
 }
 
+// bfloat16 <-> float bits as one shuffle of 16-bit lanes (GCC splits
+// __builtin_convertvector into several instructions): the bfloat16 bits are
+// the high half of the float's (little endian: the odd 16-bit lanes).
+template <typename H, size_t... J>
+DESC_OPS_ALWAYS_INLINE auto bf16_widen(H h, std::index_sequence<J...>) {
+  constexpr int N = static_cast<int>(sizeof...(J)) / 2;  // lanes of h
+  return __builtin_shufflevector(H{}, h, (J % 2 == 0 ? 0 : N + static_cast<int>(J / 2))...);
+}
+template <typename W, size_t... I>
+DESC_OPS_ALWAYS_INLINE auto bf16_narrow(W w, std::index_sequence<I...>) {
+  return __builtin_shufflevector(w, w, static_cast<int>(2 * I + 1)...);
+}
+
 // N consecutive elements as acc_t. float and double: a plain load; bfloat16:
 // the bits shifted into the high half of a float (exact); half: per element.
 template <typename acc_t, int B, typename scalar_t>
@@ -135,7 +148,7 @@ DESC_OPS_ALWAYS_INLINE Vec<acc_t, B> vload(const scalar_t* p) {
   } else if constexpr (std::is_same_v<scalar_t, c10::BFloat16>) {
     Vec<uint16_t, B / 2> h;
     memcpy(&h, p, sizeof(h));
-    const Vec<uint32_t, B> u = __builtin_convertvector(h, Vec<uint32_t, B>) << 16;
+    const Vec<uint16_t, B> u = bf16_widen(h, std::make_index_sequence<B / 2>());
     memcpy(&v, &u, sizeof(v));
   } else {
     for (int j = 0; j < kLanes<acc_t, B>; ++j) v[j] = static_cast<acc_t>(p[j]);
@@ -155,9 +168,12 @@ DESC_OPS_ALWAYS_INLINE void vstore(scalar_t* p, V v) {
     using U = Vec<uint32_t, B>;
     U u;
     memcpy(&u, &v, sizeof(u));
-    const U rounded = (u + (((u >> 16) & 1u) + 0x7FFFu)) >> 16;
-    const U bits = v != v ? U{} + 0x7FC0u : rounded;
-    const Vec<uint16_t, B / 2> h = __builtin_convertvector(bits, Vec<uint16_t, B / 2>);
+    // The bfloat16 is the high half of: u + rounding bias, or the quiet NaN.
+    const U rounded = u + (((u >> 16) & 1u) + 0x7FFFu);
+    const U bits = v != v ? U{} + 0x7FC00000u : rounded;
+    Vec<uint16_t, B> halves;
+    memcpy(&halves, &bits, sizeof(halves));
+    const Vec<uint16_t, B / 2> h = bf16_narrow(halves, std::make_index_sequence<B / 4>());
     memcpy(p, &h, sizeof(h));
   } else {
     for (int j = 0; j < kLanes<acc_t, B>; ++j) p[j] = static_cast<scalar_t>(v[j]);
@@ -197,7 +213,7 @@ DESC_OPS_ALWAYS_INLINE V vsign(V x) {
   return x > acc_t(0) ? one : (x < acc_t(0) ? -one : zero);
 }
 
-// math::fast_exp lane by lane, the same operations in the same order.
+// math::fast_exp lane by lane: the same value for every input.
 template <typename V>
 DESC_OPS_ALWAYS_INLINE V vexp(V in) {
   if constexpr (std::is_same_v<ElemOf<V>, double>) {
@@ -206,8 +222,9 @@ DESC_OPS_ALWAYS_INLINE V vexp(V in) {
     return out;
   } else {
     using I = Vec<int32_t, kBytesOf<V>>;
-    V x = in == in ? in : V{};
-    x = x < -87.3f ? V{} - 87.3f : x;
+    // The clamp to [-87.3, 88.3], NaN to -87.3 (math::fast_exp maps NaN to 0
+    // before its clamp; either way a NaN input returns NaN below).
+    V x = in > -87.3f ? in : V{} - 87.3f;
     x = x > 88.3f ? V{} + 88.3f : x;
     const V t = x * 1.44269504088896341f;
     const I n = __builtin_convertvector(t + (t >= 0.f ? V{} + 0.5f : V{} - 0.5f), I);

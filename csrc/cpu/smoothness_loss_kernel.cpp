@@ -18,10 +18,12 @@ namespace {
 // The edge-aware weights of n pixels from p to the pixels `offset` further
 // on: w = exp(-mean_c |I_c(p) - I_c(p + offset)|) (math::edge_aware_weight),
 // for a (C, H, W) image `img` with plane stride HW; `m` of the N lanes valid.
-template <typename scalar_t, typename acc_t, int B>
-DESC_OPS_ALWAYS_INLINE Vec<acc_t, B> edge_weights(const scalar_t* img, int64_t C, int64_t HW, int64_t offset,
-                                               int64_t m) {
+// kC > 0 is C known at compile time (the channel loop unrolled).
+template <typename scalar_t, typename acc_t, int B, int kC>
+DESC_OPS_ALWAYS_INLINE Vec<acc_t, B> edge_weights(const scalar_t* img, int64_t C_, int64_t HW, int64_t offset,
+                                                  int64_t m) {
   constexpr int N = kLanes<acc_t, B>;
+  const int64_t C = kC > 0 ? kC : C_;
   Vec<acc_t, B> a{};
   for (int64_t c = 0; c < C; ++c) {
     const scalar_t* p = img + c * HW;
@@ -34,34 +36,102 @@ DESC_OPS_ALWAYS_INLINE Vec<acc_t, B> edge_weights(const scalar_t* img, int64_t C
   return vexp(Vec<acc_t, B>(-a / static_cast<acc_t>(C)));
 }
 
-// Sum over x < n of |d(x) - d(x + offset)| w(x), in lanes (simd.h); with
-// `t`, also t(x) = w(x) sign(d(x) - d(x + offset)), what the gradient needs.
-template <typename scalar_t, int B, typename acc_t = at::opmath_type<scalar_t>>
-DESC_OPS_ALWAYS_INLINE void weighted_abs_sum_body(const scalar_t* __restrict__ d, const scalar_t* __restrict__ img,
+template <typename scalar_t, int B, int kC, typename acc_t>
+DESC_OPS_ALWAYS_INLINE void weighted_abs_sum_impl(const scalar_t* __restrict__ d, const scalar_t* __restrict__ img,
                                                   int64_t C, int64_t HW, int64_t offset, int64_t n, acc_t* out,
-                                                  acc_t* __restrict__ t) {
+                                                  acc_t* __restrict__ t, Vec<acc_t, B> sum) {
   constexpr int N = kLanes<acc_t, B>;
-  Vec<acc_t, B> sum{};
   int64_t x = 0;
   for (; x + N <= n; x += N) {
-    const Vec<acc_t, B> w = edge_weights<scalar_t, acc_t, B>(img + x, C, HW, offset, N);
+    const Vec<acc_t, B> w = edge_weights<scalar_t, acc_t, B, kC>(img + x, C, HW, offset, N);
     const Vec<acc_t, B> diff = vload<acc_t, B>(d + x) - vload<acc_t, B>(d + x + offset);
     sum += vabs(diff) * w;
     if (t != nullptr) vstore(t + x, Vec<acc_t, B>(w * vsign(diff)));
   }
   if (x < n) {
     const int64_t m = n - x;
-    const Vec<acc_t, B> w = edge_weights<scalar_t, acc_t, B>(img + x, C, HW, offset, m);
+    const Vec<acc_t, B> w = edge_weights<scalar_t, acc_t, B, kC>(img + x, C, HW, offset, m);
     const Vec<acc_t, B> diff = vload_part<acc_t, B>(d + x, m) - vload_part<acc_t, B>(d + x + offset, m);
     sum += vabs(diff) * w;
     if (t != nullptr) vstore_part(t + x, Vec<acc_t, B>(w * vsign(diff)), m);
   }
   *out = lane_reduce(sum);
 }
+
+// Sum over x < n of |d(x) - d(x + offset)| w(x), in lanes (simd.h); with
+// `t`, also t(x) = w(x) sign(d(x) - d(x + offset)), what the gradient needs.
+template <typename scalar_t, int B, typename acc_t = at::opmath_type<scalar_t>>
+DESC_OPS_ALWAYS_INLINE void weighted_abs_sum_body(const scalar_t* __restrict__ d, const scalar_t* __restrict__ img,
+                                                  int64_t C, int64_t HW, int64_t offset, int64_t n, acc_t* out,
+                                                  acc_t* __restrict__ t) {
+  const Vec<acc_t, B> zero{};
+  if (C == 3) return weighted_abs_sum_impl<scalar_t, B, 3>(d, img, C, HW, offset, n, out, t, zero);  // RGB
+  if (C == 1) return weighted_abs_sum_impl<scalar_t, B, 1>(d, img, C, HW, offset, n, out, t, zero);
+  weighted_abs_sum_impl<scalar_t, B, 0>(d, img, C, HW, offset, n, out, t, zero);
+}
 DESC_OPS_ISA_VARIANTS(weighted_abs_sum, weighted_abs_sum_body,
                       (const scalar_t* d, const scalar_t* img, int64_t C, int64_t HW, int64_t offset, int64_t n,
                        acc_t* out, acc_t* t),
                       (d, img, C, HW, offset, n, out, t))
+
+// Both terms of one row in one pass (the pixels at x are loaded once for
+// the neighbour to the right and the one below): sx = sum_x<W-1 |dx| wx and,
+// if `down`, sy = sum_x<W |dy| wy, with the same lanes as weighted_abs_sum
+// (so the same bits); with tx / td, also the signed terms w sign(d).
+template <typename scalar_t, int B, int kC, typename acc_t>
+DESC_OPS_ALWAYS_INLINE void row_terms_impl(const scalar_t* __restrict__ d, const scalar_t* __restrict__ img,
+                                           int64_t C, int64_t HW, int64_t W, bool down, acc_t* sx, acc_t* sy,
+                                           acc_t* __restrict__ tx, acc_t* __restrict__ td) {
+  constexpr int N = kLanes<acc_t, B>;
+  if (!down) {
+    weighted_abs_sum_impl<scalar_t, B, kC>(d, img, C, HW, 1, W - 1, sx, tx, Vec<acc_t, B>{});
+    *sy = acc_t(0);
+    return;
+  }
+  Vec<acc_t, B> sum_x{}, sum_y{};
+  int64_t x = 0;
+  for (; x + N <= W - 1; x += N) {
+    const Vec<acc_t, B> wx = edge_weights<scalar_t, acc_t, B, kC>(img + x, C, HW, 1, N);
+    const Vec<acc_t, B> wy = edge_weights<scalar_t, acc_t, B, kC>(img + x, C, HW, W, N);
+    const Vec<acc_t, B> here = vload<acc_t, B>(d + x);
+    const Vec<acc_t, B> dx = here - vload<acc_t, B>(d + x + 1);
+    const Vec<acc_t, B> dy = here - vload<acc_t, B>(d + x + W);
+    sum_x += vabs(dx) * wx;
+    sum_y += vabs(dy) * wy;
+    if (tx != nullptr) {
+      vstore(tx + x, Vec<acc_t, B>(wx * vsign(dx)));
+      vstore(td + x, Vec<acc_t, B>(wy * vsign(dy)));
+    }
+  }
+  // The rest (fewer than N + 1 pixels) term by term, the lanes continuing.
+  acc_t rx, ry;
+  weighted_abs_sum_impl<scalar_t, B, kC>(d + x, img + x, C, HW, 1, W - 1 - x, &rx, tx != nullptr ? tx + x : nullptr,
+                                         sum_x);
+  weighted_abs_sum_impl<scalar_t, B, kC>(d + x, img + x, C, HW, W, W - x, &ry, td != nullptr ? td + x : nullptr,
+                                         sum_y);
+  *sx = rx;
+  *sy = ry;
+}
+
+template <typename scalar_t, int B, typename acc_t = at::opmath_type<scalar_t>>
+DESC_OPS_ALWAYS_INLINE void row_terms_body(const scalar_t* d, const scalar_t* img, int64_t C, int64_t HW, int64_t W,
+                                           bool down, acc_t* sx, acc_t* sy, acc_t* tx, acc_t* td) {
+  if (C == 3) return row_terms_impl<scalar_t, B, 3>(d, img, C, HW, W, down, sx, sy, tx, td);
+  if (C == 1) return row_terms_impl<scalar_t, B, 1>(d, img, C, HW, W, down, sx, sy, tx, td);
+  row_terms_impl<scalar_t, B, 0>(d, img, C, HW, W, down, sx, sy, tx, td);
+}
+DESC_OPS_ISA_VARIANTS(row_terms, row_terms_body,
+                      (const scalar_t* d, const scalar_t* img, int64_t C, int64_t HW, int64_t W, bool down, acc_t* sx,
+                       acc_t* sy, acc_t* tx, acc_t* td),
+                      (d, img, C, HW, W, down, sx, sy, tx, td))
+
+// t(x) = w(x) sign(d(x) - d(x + offset)) for x < n.
+template <typename scalar_t, typename acc_t>
+void signed_weights(const scalar_t* d, const scalar_t* img, int64_t C, int64_t HW, int64_t offset, int64_t n,
+                    acc_t* t) {
+  acc_t unused;
+  weighted_abs_sum<scalar_t>(d, img, C, HW, offset, n, &unused, t);
+}
 
 // out = g u, rounded to scalar_t, for n elements of the saved unit gradient.
 template <typename scalar_t, int B, typename acc_t = at::opmath_type<scalar_t>>
@@ -73,29 +143,6 @@ DESC_OPS_ALWAYS_INLINE void scale_body(const acc_t* __restrict__ u, acc_t g, int
 }
 DESC_OPS_ISA_VARIANTS(scale_unit_grad, scale_body, (const acc_t* u, acc_t g, int64_t n, scalar_t* out),
                       (u, g, n, out))
-
-// t(x) = w(x) sign(d(x) - d(x + offset)) for x < n.
-template <typename scalar_t, int B, typename acc_t = at::opmath_type<scalar_t>>
-DESC_OPS_ALWAYS_INLINE void signed_weights_body(const scalar_t* __restrict__ d, const scalar_t* __restrict__ img,
-                                                int64_t C, int64_t HW, int64_t offset, int64_t n,
-                                                acc_t* __restrict__ t) {
-  constexpr int N = kLanes<acc_t, B>;
-  int64_t x = 0;
-  for (; x + N <= n; x += N) {
-    const Vec<acc_t, B> w = edge_weights<scalar_t, acc_t, B>(img + x, C, HW, offset, N);
-    vstore<acc_t>(t + x, Vec<acc_t, B>(w * vsign(vload<acc_t, B>(d + x) - vload<acc_t, B>(d + x + offset))));
-  }
-  if (x < n) {
-    const int64_t m = n - x;
-    const Vec<acc_t, B> w = edge_weights<scalar_t, acc_t, B>(img + x, C, HW, offset, m);
-    vstore_part<acc_t>(t + x, Vec<acc_t, B>(w * vsign(vload_part<acc_t, B>(d + x, m) - vload_part<acc_t, B>(d + x + offset, m))),
-                       m);
-  }
-}
-DESC_OPS_ISA_VARIANTS(signed_weights, signed_weights_body,
-                      (const scalar_t* d, const scalar_t* img, int64_t C, int64_t HW, int64_t offset, int64_t n,
-                       acc_t* t),
-                      (d, img, C, HW, offset, n, t))
 
 // One row of the gradient from the signed weighted differences to the right
 // (tx, W + 1 long with a 0 at both ends), below (td) and above (tu):
@@ -139,8 +186,8 @@ at::Tensor smoothness_loss_cpu(const at::Tensor& depth_in, const at::Tensor& ima
         const int64_t b = r / H, y = r % H;
         const scalar_t* d = d_p + r * W;
         const scalar_t* img = i_p + b * C * H * W + y * W;
-        weighted_abs_sum<scalar_t>(d, img, C, H * W, 1, W - 1, &partial_x[r], static_cast<acc_t*>(nullptr));
-        if (y + 1 < H) weighted_abs_sum<scalar_t>(d, img, C, H * W, W, W, &partial_y[r], static_cast<acc_t*>(nullptr));
+        row_terms<scalar_t>(d, img, C, H * W, W, y + 1 < H, &partial_x[r], &partial_y[r], static_cast<acc_t*>(nullptr),
+                            static_cast<acc_t*>(nullptr));
       }
     });
     acc_t sx = 0, sy = 0;
@@ -185,12 +232,9 @@ at::Tensor smoothness_loss_backward_cpu(const at::Tensor& grad, const at::Tensor
         } else if (r == begin) {
           signed_weights<scalar_t>(d - W, img - W, C, HW, W, W, tu);
         }
-        signed_weights<scalar_t>(d, img, C, HW, 1, W - 1, tx.data() + 1);  // tx[0] = tx[W] = 0
-        if (y + 1 < H) {
-          signed_weights<scalar_t>(d, img, C, HW, W, W, td);
-        } else {
-          std::fill(td, td + W, acc_t(0));
-        }
+        acc_t unused_x, unused_y;
+        row_terms<scalar_t>(d, img, C, HW, W, y + 1 < H, &unused_x, &unused_y, tx.data() + 1, td);  // tx[0] = tx[W] = 0
+        if (y + 1 == H) std::fill(td, td + W, acc_t(0));
         grad_row<scalar_t>(tx.data(), td, tu, gx, gy, W, g_p + r * W);
         std::swap(td, tu);
       }
@@ -234,12 +278,8 @@ std::tuple<at::Tensor, at::Tensor> smoothness_loss_train_cpu(const at::Tensor& d
         } else if (r == begin) {
           weighted_abs_sum<scalar_t>(d - W, img - W, C, HW, W, W, &unused, tu);
         }
-        weighted_abs_sum<scalar_t>(d, img, C, HW, 1, W - 1, &partial_x[r], tx.data() + 1);
-        if (y + 1 < H) {
-          weighted_abs_sum<scalar_t>(d, img, C, HW, W, W, &partial_y[r], td);
-        } else {
-          std::fill(td, td + W, acc_t(0));
-        }
+        row_terms<scalar_t>(d, img, C, HW, W, y + 1 < H, &partial_x[r], &partial_y[r], tx.data() + 1, td);
+        if (y + 1 == H) std::fill(td, td + W, acc_t(0));
         grad_row<acc_t>(tx.data(), td, tu, ax, ay, W, u_p + r * W);
         std::swap(td, tu);
       }
