@@ -32,8 +32,8 @@ def _cpu_training(*tensors: Tensor) -> bool:
     """Whether a loss on the CPU will be differentiated: then its training form
     runs, whose forward also returns what the backward reads (the signed
     weights of §2, the unit gradient of §5), so that the backward reads one
-    map instead of recomputing from every input. Same values, same bits
-    (docs/ops.md §0, "CPU training forms")."""
+    map instead of recomputing from every input (docs/ops.md §0, "CPU
+    training forms")."""
     return (tensors[0].device.type == "cpu" and torch.is_grad_enabled()
             and any(t.requires_grad for t in tensors))
 

@@ -4,16 +4,17 @@
 // The extension is compiled for the baseline x86-64 ISA so that it runs
 // anywhere; a row function marked DESC_OPS_AVX2 or DESC_OPS_AVX512 gets the
 // wider instructions where the CPU has them. Its body must be an
-// always_inline template, so that every build comes from one source.
+// always_inline template, so that every build comes from one source, and
+// must not call lambdas (a lambda does not take the build's target, and
+// code that is not inlined into it would run the baseline ISA).
 //
-// Loops that sum are written with Vec<acc_t> (GCC vector extensions, 64 bytes:
-// 16 floats or 8 doubles) instead of relying on the auto-vectoriser, which
-// may not reorder a floating-point sum: lane j of a row's partial sum holds
-// the elements j, j + N, j + 2N, ... and the N lanes are added in a fixed
-// tree at the end (lane_reduce). The order depends on the row length alone,
-// not on the ISA build or the threads, and every build does the same lane
-// arithmetic (up to the contraction of a * b + c into an FMA, which the
-// AVX2 and AVX-512 builds may do and the baseline cannot).
+// Loops that sum are written with Vec<acc_t, B> (GCC vector extensions of
+// the build's native width: B = 16 bytes baseline, 32 AVX2, 64 AVX-512)
+// instead of relying on the auto-vectoriser, which may not reorder a
+// floating-point sum: lane j of a row's partial sum holds the elements j,
+// j + N, j + 2N, ... and the N lanes are added in a fixed tree at the end
+// (lane_reduce). The order depends on the row length and the build, never
+// on the threads.
 #pragma once
 
 #include <c10/util/BFloat16.h>
