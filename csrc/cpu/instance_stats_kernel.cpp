@@ -34,25 +34,38 @@ inline float kth_positive(float* v, int64_t n, int64_t k, std::vector<uint32_t>&
     hi = std::max(hi, b);
   }
   if (lo == hi) return v[0];
-  // At most 1024 buckets of 2^shift consecutive bit patterns from lo.
+  // About n / 4 buckets (16 to 1024) of 2^shift consecutive bit patterns
+  // from lo, counted in four interleaved histograms (consecutive values
+  // often share a bucket: one histogram would chain the increments).
+  const uint32_t target = static_cast<uint32_t>(std::min<int64_t>(1024, std::max<int64_t>(16, n / 4)));
   int shift = 0;
-  while (((hi - lo) >> shift) >= 1024u) ++shift;
+  while (((hi - lo) >> shift) >= target) ++shift;
   const uint32_t buckets = ((hi - lo) >> shift) + 1;
-  hist.assign(buckets, 0);
-  for (int64_t i = 0; i < n; ++i) {
+  hist.assign(4 * buckets, 0);
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    for (int q = 0; q < 4; ++q) {
+      uint32_t b;
+      memcpy(&b, v + i + q, sizeof(b));
+      ++hist[q * buckets + ((b - lo) >> shift)];
+    }
+  }
+  for (; i < n; ++i) {
     uint32_t b;
     memcpy(&b, v + i, sizeof(b));
     ++hist[(b - lo) >> shift];
   }
+  for (uint32_t c = 0; c < buckets; ++c) hist[c] += hist[buckets + c] + hist[2 * buckets + c] + hist[3 * buckets + c];
   uint32_t j = 0;
   int64_t before = 0;
   while (before + hist[j] <= k) before += hist[j++];
   // The values of bucket j to the front, then the exact select among them.
   int64_t m = 0;
-  for (int64_t i = 0; i < n; ++i) {
+  for (int64_t t = 0; t < n; ++t) {
     uint32_t b;
-    memcpy(&b, v + i, sizeof(b));
-    if (((b - lo) >> shift) == j) v[m++] = v[i];
+    memcpy(&b, v + t, sizeof(b));
+    v[m] = v[t];
+    m += ((b - lo) >> shift) == j;
   }
   std::nth_element(v, v + (k - before), v + m);
   return v[k - before];
@@ -74,8 +87,9 @@ struct DepthScratch {
 
 // count, box and, with depth, valid_count, mean and median of one image, in
 // one walk over its runs (instance_boxes.h). The sums of a slot are taken
-// run by run in float64 (a run's partial, then added to the slot's), as the
-// median is the exact lower median of the slot's valid depths.
+// run by run in float64 (a run's partial, in four interleaved sums, then
+// added to the slot's); the median is the exact lower median of the slot's
+// valid depths.
 template <typename scalar_t, typename index_t>
 void stats_image(const index_t* ids, const scalar_t* depth, int64_t H, int64_t W, int64_t K, int64_t* count,
                  int64_t* box, int64_t* valid_count, scalar_t* mean, scalar_t* median,
@@ -110,15 +124,27 @@ void stats_image(const index_t* ids, const scalar_t* depth, int64_t H, int64_t W
     }
     const scalar_t* d = depth + y * W + x0;
     acc_t* out = vals.data() + s.used[k];
-    int64_t n = 0;
-    double sum = 0.0;
-    for (int64_t i = 0; i < len; ++i) {
+    int64_t n = 0, i = 0;
+    // Four partial sums (pixels i mod 4), added in a fixed order: no chain
+    // of dependent float64 additions through the run.
+    double part[4] = {0.0, 0.0, 0.0, 0.0};
+    for (; i + 4 <= len; i += 4) {
+      for (int j = 0; j < 4; ++j) {
+        const acc_t v = static_cast<acc_t>(d[i + j]);
+        const bool valid = math::valid_depth(v);
+        out[n] = v;
+        n += valid;
+        part[j] += valid ? static_cast<double>(v) : 0.0;
+      }
+    }
+    for (int j = 0; i < len; ++i, ++j) {
       const acc_t v = static_cast<acc_t>(d[i]);
       const bool valid = math::valid_depth(v);
       out[n] = v;
       n += valid;
-      sum += valid ? static_cast<double>(v) : 0.0;
+      part[j] += valid ? static_cast<double>(v) : 0.0;
     }
+    const double sum = (part[0] + part[1]) + (part[2] + part[3]);
     s.used[k] += n;
     s.sum[k] += sum;
   });
