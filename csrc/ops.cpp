@@ -46,8 +46,8 @@ TORCH_LIBRARY(desc_ops, m) {
       "_semantic_consistency_loss_train(Tensor depth, Tensor depth_sem, Tensor semantic, Tensor? image, "
       "Tensor? edges, float edge_weight, float boundary_weight, int ignore_index, "
       "Tensor? ignore_classes, str reduction) -> (Tensor, Tensor, Tensor, Tensor)");
-  m.def("_consistency_loss_backward_signed(Tensor grad, Tensor signed_weight, Tensor norm, str reduction) "
-        "-> (Tensor, Tensor)");
+  m.def("_consistency_loss_backward_signed(Tensor grad, Tensor signed_weight, Tensor norm, str reduction, "
+        "bool[2] output_mask) -> (Tensor, Tensor)");
   m.def(
       "instance_stats(Tensor instance_ids, int num_instances, Tensor? depth, bool validate) "
       "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");

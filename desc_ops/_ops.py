@@ -73,9 +73,9 @@ def _semantic_consistency_loss_train_fake(*args):
     return loss, confidence, norm, torch.empty_like(args[0])
 
 
-def _consistency_loss_backward_signed_fake(grad, signed_weight, norm, reduction):
+def _consistency_loss_backward_signed_fake(grad, signed_weight, norm, reduction, output_mask):
     _one_device("signed_weight", signed_weight, grad=grad, norm=norm)
-    return torch.empty_like(signed_weight), torch.empty_like(signed_weight)
+    return tuple(torch.empty_like(signed_weight) if m else signed_weight.new_empty((0,)) for m in output_mask)
 
 
 def _instance_stats_fake(instance_ids, num_instances, depth, validate):
@@ -176,8 +176,9 @@ def _consistency_train_backward(ctx, grad, *_):
     if grad is None:  # only a non-differentiable output was used
         return None, None, None, None
     signed_weight, norm = ctx.saved_tensors
-    gd, gs = ops._consistency_loss_backward_signed(grad, signed_weight, norm, ctx.reduction)
-    return (gd if ctx.needs_input_grad[0] else None, gs if ctx.needs_input_grad[1] else None, None, None)
+    mask = list(ctx.needs_input_grad[:2])
+    gd, gs = ops._consistency_loss_backward_signed(grad, signed_weight, norm, ctx.reduction, mask)
+    return (gd if mask[0] else None, gs if mask[1] else None, None, None)
 
 
 def _semantic_consistency_train_setup(ctx, inputs, output):
@@ -193,8 +194,9 @@ def _semantic_consistency_train_backward(ctx, grad, *_):
     if grad is None:
         return (None,) * 10
     signed_weight, norm = ctx.saved_tensors
-    gd, gs = ops._consistency_loss_backward_signed(grad, signed_weight, norm, ctx.reduction)
-    return (gd if ctx.needs_input_grad[0] else None, gs if ctx.needs_input_grad[1] else None) + (None,) * 8
+    mask = list(ctx.needs_input_grad[:2])
+    gd, gs = ops._consistency_loss_backward_signed(grad, signed_weight, norm, ctx.reduction, mask)
+    return (gd if mask[0] else None, gs if mask[1] else None) + (None,) * 8
 
 
 def _smoothness_train_setup(ctx, inputs, output):

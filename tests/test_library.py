@@ -86,9 +86,13 @@ def test_training_forms_match(dtype):
     for reduction in ("mean", "sum", "none"):
         _, norm, signed = ops._consistency_loss_train(d, s, w, reduction)
         g = rand_map(2, 21, 45, dtype, "cpu") if reduction == "none" else torch.tensor(0.7, dtype=dtype)
-        for a, b in zip(ops._consistency_loss_backward_signed(g, signed, norm, reduction),
-                        ops._consistency_loss_backward(g, d, s, w, norm, reduction)):
+        want = ops._consistency_loss_backward(g, d, s, w, norm, reduction)
+        for a, b in zip(ops._consistency_loss_backward_signed(g, signed, norm, reduction, [True, True]), want):
             assert torch.equal(a, b)
+        gd, gs = ops._consistency_loss_backward_signed(g, signed, norm, reduction, [True, False])
+        assert torch.equal(gd, want[0]) and gs.shape == (0,)
+        gd, gs = ops._consistency_loss_backward_signed(g, signed, norm, reduction, [False, True])
+        assert torch.equal(gs, want[1]) and gd.shape == (0,)
     _, unit = ops._smoothness_loss_train(d, img)
     assert unit.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
     for g in (1.0, 0.3):

@@ -4,6 +4,7 @@
 // Sums are taken per image row and the row partials added in row order, so
 // the result does not depend on how rows were split between threads.
 #include <ATen/Parallel.h>
+#include <array>
 #include <torch/library.h>
 
 #include "../consistency_loss_checks.h"
@@ -90,15 +91,15 @@ DESC_OPS_ALWAYS_INLINE void signed_grad_body(const scalar_t* __restrict__ signed
   for (; i + N <= n; i += N) {
     const Vec<acc_t, B> sc = g_map != nullptr ? vload<acc_t, B>(g_map + i) : vsplat<B>(scale);
     const Vec<acc_t, B> g = sc * vload<acc_t, B>(signed_w + i);
-    vstore<scalar_t>(gd + i, g);
-    vstore<scalar_t>(gs + i, -g);
+    if (gd != nullptr) vstore<scalar_t>(gd + i, g);
+    if (gs != nullptr) vstore<scalar_t>(gs + i, -g);
   }
   if (i < n) {
     const int64_t m = n - i;
     const Vec<acc_t, B> sc = g_map != nullptr ? vload_part<acc_t, B>(g_map + i, m) : vsplat<B>(scale);
     const Vec<acc_t, B> g = sc * vload_part<acc_t, B>(signed_w + i, m);
-    vstore_part<scalar_t>(gd + i, g, m);
-    vstore_part<scalar_t>(gs + i, Vec<acc_t, B>(-g), m);
+    if (gd != nullptr) vstore_part<scalar_t>(gd + i, g, m);
+    if (gs != nullptr) vstore_part<scalar_t>(gs + i, Vec<acc_t, B>(-g), m);
   }
 }
 DESC_OPS_ISA_VARIANTS(signed_grad, signed_grad_body,
@@ -263,10 +264,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> semantic_consistency_
 }
 
 // The backward of the training forwards: from the signed weights alone.
+// output_mask: which of the two gradients to compute (the other is returned
+// empty, shape (0,)).
 std::tuple<at::Tensor, at::Tensor> consistency_loss_backward_signed_cpu(const at::Tensor& grad_in,
                                                                         const at::Tensor& signed_w_in,
                                                                         const at::Tensor& norm,
-                                                                        c10::string_view reduction_sv) {
+                                                                        c10::string_view reduction_sv,
+                                                                        std::array<bool, 2> output_mask) {
   const std::string reduction(reduction_sv);
   check_reduction(reduction, /*allow_none=*/true);
   check_depth(signed_w_in, "signed_weight");
@@ -280,8 +284,18 @@ std::tuple<at::Tensor, at::Tensor> consistency_loss_backward_signed_cpu(const at
     check_scalar_grad(grad_in, signed_w_in);
   }
   const at::Tensor signed_w = signed_w_in.contiguous();
-  at::Tensor grad_depth = at::empty_like(signed_w);
-  at::Tensor grad_depth_sem = at::empty_like(signed_w);
+  // Both gradients in one allocation when both are asked for (one fresh
+  // block of memory per backward), else only the one asked for.
+  at::Tensor grad_depth, grad_depth_sem;
+  if (output_mask[0] && output_mask[1]) {
+    const at::Tensor both =
+        at::empty({2, signed_w.size(0), 1, signed_w.size(2), signed_w.size(3)}, signed_w.options());
+    grad_depth = both[0];
+    grad_depth_sem = both[1];
+  } else {
+    grad_depth = output_mask[0] ? at::empty_like(signed_w) : at::empty({0}, signed_w.options());
+    grad_depth_sem = output_mask[1] ? at::empty_like(signed_w) : at::empty({0}, signed_w.options());
+  }
   if (signed_w.numel() == 0) return {grad_depth, grad_depth_sem};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, signed_w.scalar_type(), "consistency_loss_backward", [&] {
     using acc_t = at::opmath_type<scalar_t>;
@@ -291,12 +305,13 @@ std::tuple<at::Tensor, at::Tensor> consistency_loss_backward_signed_cpu(const at
                              : static_cast<acc_t>(grad.item<double>()) /
                                    static_cast<acc_t>(norm.item<double>());
     const scalar_t* w_p = signed_w.data_ptr<scalar_t>();
-    scalar_t* gd_p = grad_depth.data_ptr<scalar_t>();
-    scalar_t* gs_p = grad_depth_sem.data_ptr<scalar_t>();
+    scalar_t* gd_p = output_mask[0] ? grad_depth.data_ptr<scalar_t>() : nullptr;
+    scalar_t* gs_p = output_mask[1] ? grad_depth_sem.data_ptr<scalar_t>() : nullptr;
     const int64_t n = signed_w.numel(), block = 16384;
     at::parallel_for(0, (n + block - 1) / block, 1, [&](int64_t begin, int64_t end) {
       const int64_t i = begin * block, m = std::min(end * block, n) - i;
-      signed_grad<scalar_t>(w_p + i, g_p != nullptr ? g_p + i : nullptr, scale, m, gd_p + i, gs_p + i);
+      signed_grad<scalar_t>(w_p + i, g_p != nullptr ? g_p + i : nullptr, scale, m,
+                            gd_p != nullptr ? gd_p + i : nullptr, gs_p != nullptr ? gs_p + i : nullptr);
     });
   });
   return {grad_depth, grad_depth_sem};
