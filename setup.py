@@ -71,7 +71,7 @@ def extensions():
     # of desc_math.h vectorise (no errno or floating-point trap is ever read).
     debug = _flag("DEBUG")
     cxx = ["-O0", "-g"] if debug else ["-O3", "-g0"]
-    cxx += ["-fopenmp", "-fvisibility=hidden", "-fno-math-errno", "-fno-trapping-math"]
+    cxx += ["-fopenmp", "-fvisibility=hidden", "-fno-math-errno", "-fno-trapping-math", "-Wno-psabi"]
     # -fopenmp makes at::parallel_for (inline in torch's OpenMP builds) run in
     # parallel; the extension then uses the libgomp torch has already loaded.
     link = ["-fopenmp"]

@@ -14,8 +14,12 @@ Modes: forward, backward, full (forward + backward).
 CUDA times come from CUDA events after warm-up (median, p20, p80); CPU times
 from ``torch.utils.benchmark`` with the thread count stated. Bytes moved are
 counted per op from the inputs a kernel must read and the outputs it must
-write (the minimum any implementation moves), giving GB/s and, on CUDA, the
-fraction of a device-to-device copy bandwidth measured in the same run.
+write (the minimum any implementation moves), giving GB/s and the fraction of
+a memory copy's bandwidth measured in the same run on that device: on CUDA a
+256 MiB device-to-device copy; on the CPU, for the elementwise passes (every
+op but the instance ones), ``dst.copy_(src)`` of a buffer half the op's byte
+count (so that the copy, reading and writing, moves as many bytes as the op),
+timed like the op right after it: the caches then favour neither.
 Peak memory is measured per provider on CUDA. A table is printed and a JSON
 record written; with matplotlib, a PNG of the scaling sweep.
 """
@@ -47,6 +51,7 @@ torch._functorch.config.donated_buffer = False
 
 OPS = ["confidence_map", "consistency_loss", "semantic_consistency_loss", "instance_stats",
        "instance_prior_loss", "smoothness_loss"]
+ELEMENTWISE_OPS = {"confidence_map", "consistency_loss", "semantic_consistency_loss", "smoothness_loss"}
 GRAD_OPS = {"consistency_loss", "semantic_consistency_loss", "instance_prior_loss", "smoothness_loss"}
 LOOP_OPS = {"instance_stats", "instance_prior_loss"}
 MODES = ["forward", "backward", "full"]
@@ -61,6 +66,7 @@ class Size:
     C: int = 19
     K: int = 30
     sweep: bool = False  # part of the pixel-scaling sweep
+    only: tuple = ()  # run these ops only (all if empty)
 
     def label(self, op: str) -> str:
         s = f"{self.B}x{self.H}x{self.W}"
@@ -77,7 +83,8 @@ def sizes(quick: bool, device: str) -> List[Size]:
     sweep = [Size(2, 96, 320, sweep=True), Size(2, 192, 640, sweep=True), Size(2, 384, 1280, sweep=True)]
     base = [Size(8, 192, 640), Size(8, 192, 640, C=133), Size(8, 192, 640, K=5), Size(8, 192, 640, K=60)]
     if device == "cpu":
-        return base[:1] + sweep
+        # 8x384x1280: the size of the copy-bandwidth target of the elementwise losses.
+        return base[:1] + [Size(8, 384, 1280, only=("consistency_loss", "smoothness_loss"))] + sweep
     return base + [Size(16, 192, 640), Size(8, 384, 1280)] + sweep
 
 
@@ -228,6 +235,15 @@ def time_cpu(run, budget_s=0.5):
     return quantiles([t * 1e3 for t in m.times])
 
 
+def cpu_copy_bandwidth_gbs(nbytes: int, quick: bool) -> float:
+    """GB/s of ``dst.copy_(src)`` moving ``nbytes`` (``src`` half of them),
+    timed as the ops are (2 bytes moved per byte copied, as on CUDA)."""
+    src = torch.ones(max(1, nbytes // 2), dtype=torch.uint8)
+    dst = torch.empty_like(src)
+    ms, _, _ = time_cpu(lambda: dst.copy_(src), budget_s=0.05 if quick else 0.2)
+    return 2 * src.numel() / (ms * 1e-3) / 1e9
+
+
 def copy_bandwidth_gbs() -> float:
     src = torch.empty(256 * 2**20, dtype=torch.uint8, device="cuda")
     dst = torch.empty_like(src)
@@ -296,6 +312,8 @@ def run_benchmarks(args) -> Dict:
                     if size.sweep and op not in ("semantic_consistency_loss", "instance_stats",
                                                  "instance_prior_loss", "smoothness_loss"):
                         continue
+                    if size.only and op not in size.only:
+                        continue
                     for mode in modes:
                         if mode != "forward" and op not in GRAD_OPS:
                             continue
@@ -324,6 +342,14 @@ def run_benchmarks(args) -> Dict:
                                       gbs / meta["copy_bandwidth_gbs"] if device == "cuda" else None, peak)
                             measured[provider] = row
                             rows.append(row)
+                        if device == "cpu" and op in ELEMENTWISE_OPS and measured:
+                            nbytes = bytes_moved(op, mode, x)
+                            copy_gbs = cpu_copy_bandwidth_gbs(nbytes, args.quick)
+                            meta.setdefault("cpu_copy_bandwidth_gbs", []).append(
+                                dict(op=op, mode=mode, dtype=str(dtype).replace("torch.", ""),
+                                     size=size.label(op), bytes=nbytes, gbs=copy_gbs))
+                            for r in measured.values():
+                                r.copy_fraction = r.gbs / copy_gbs
                         if "desc_ops" in measured:
                             for r in measured.values():
                                 r.speedup_of_desc_ops = r.median_ms / measured["desc_ops"].median_ms

@@ -37,6 +37,17 @@ TORCH_LIBRARY(desc_ops, m) {
   m.def(
       "_consistency_loss_backward(Tensor grad, Tensor depth, Tensor depth_sem, Tensor weight, "
       "Tensor norm, str reduction) -> (Tensor, Tensor)");
+  // CPU training forms (desc_ops/functional.py uses them when a gradient is
+  // needed): the forward also returns what a cheaper backward reads.
+  m.def(
+      "_consistency_loss_train(Tensor depth, Tensor depth_sem, Tensor weight, str reduction) "
+      "-> (Tensor, Tensor, Tensor)");
+  m.def(
+      "_semantic_consistency_loss_train(Tensor depth, Tensor depth_sem, Tensor semantic, Tensor? image, "
+      "Tensor? edges, float edge_weight, float boundary_weight, int ignore_index, "
+      "Tensor? ignore_classes, str reduction) -> (Tensor, Tensor, Tensor, Tensor)");
+  m.def("_consistency_loss_backward_signed(Tensor grad, Tensor signed_weight, Tensor norm, str reduction, "
+        "bool[2] output_mask) -> (Tensor, Tensor)");
   m.def(
       "instance_stats(Tensor instance_ids, int num_instances, Tensor? depth, bool validate) "
       "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");
@@ -49,6 +60,8 @@ TORCH_LIBRARY(desc_ops, m) {
       "Tensor dz_dh, Tensor sign_sum, Tensor norm) -> (Tensor, Tensor)");
   m.def("smoothness_loss(Tensor depth, Tensor image) -> Tensor");
   m.def("_smoothness_loss_backward(Tensor grad, Tensor depth, Tensor image) -> Tensor");
+  m.def("_smoothness_loss_train(Tensor depth, Tensor image) -> (Tensor, Tensor)");
+  m.def("_smoothness_loss_backward_saved(Tensor grad, Tensor unit_grad, ScalarType dtype) -> Tensor");
   m.def("_cuda_version() -> int", &cuda_version);
 }
 

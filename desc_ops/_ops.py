@@ -64,6 +64,20 @@ def _consistency_loss_backward_fake(grad, depth, depth_sem, weight, norm, reduct
     return torch.empty_like(depth), torch.empty_like(depth)
 
 
+def _consistency_loss_train_fake(depth, depth_sem, weight, reduction):
+    return _consistency_loss_fake(depth, depth_sem, weight, reduction) + (torch.empty_like(depth),)
+
+
+def _semantic_consistency_loss_train_fake(*args):
+    loss, confidence, norm = _semantic_consistency_loss_fake(*args)
+    return loss, confidence, norm, torch.empty_like(args[0])
+
+
+def _consistency_loss_backward_signed_fake(grad, signed_weight, norm, reduction, output_mask):
+    _one_device("signed_weight", signed_weight, grad=grad, norm=norm)
+    return tuple(torch.empty_like(signed_weight) if m else signed_weight.new_empty((0,)) for m in output_mask)
+
+
 def _instance_stats_fake(instance_ids, num_instances, depth, validate):
     _one_device("instance_ids", instance_ids, depth=depth)
     B = instance_ids.shape[0]
@@ -99,6 +113,16 @@ def _smoothness_loss_backward_fake(grad, depth, image):
     return torch.empty_like(depth)
 
 
+def _smoothness_loss_train_fake(depth, image):
+    _one_device("depth", depth, image=image)
+    return _scalar(depth), torch.empty_like(depth, dtype=_acc(depth.dtype))
+
+
+def _smoothness_loss_backward_saved_fake(grad, unit_grad, dtype):
+    _one_device("unit_grad", unit_grad, grad=grad)
+    return torch.empty_like(unit_grad, dtype=dtype)
+
+
 # --------------------------------------------------------------------- autograd
 
 
@@ -118,6 +142,7 @@ def _consistency_backward(ctx, grad, _grad_norm):
 
 
 def _semantic_consistency_setup(ctx, inputs, output):
+    ctx.set_materialize_grads(False)  # no zero map for the confidence output
     depth, depth_sem = inputs[:2]
     _, confidence, norm = output
     ctx.mark_non_differentiable(confidence, norm)
@@ -127,9 +152,67 @@ def _semantic_consistency_setup(ctx, inputs, output):
 
 
 def _semantic_consistency_backward(ctx, grad, _grad_confidence, _grad_norm):
+    if grad is None:  # only a non-differentiable output was used
+        return (None,) * 10
     depth, depth_sem, confidence, norm = ctx.saved_tensors
     gd, gs = ops._consistency_loss_backward(grad, depth, depth_sem, confidence, norm, ctx.reduction)
     return (gd if ctx.needs_input_grad[0] else None, gs if ctx.needs_input_grad[1] else None) + (None,) * 8
+
+
+# The CPU training forms (desc_ops/functional.py): the forward returns what
+# the backward reads, the backward reads nothing else.
+
+
+def _consistency_train_setup(ctx, inputs, output):
+    ctx.set_materialize_grads(False)  # no zero maps for the outputs without a gradient
+    _, norm, signed_weight = output
+    ctx.mark_non_differentiable(norm, signed_weight)
+    ctx.reduction = inputs[-1]
+    if any(ctx.needs_input_grad[:2]):
+        ctx.save_for_backward(signed_weight, norm)
+
+
+def _consistency_train_backward(ctx, grad, *_):
+    if grad is None:  # only a non-differentiable output was used
+        return None, None, None, None
+    signed_weight, norm = ctx.saved_tensors
+    mask = list(ctx.needs_input_grad[:2])
+    gd, gs = ops._consistency_loss_backward_signed(grad, signed_weight, norm, ctx.reduction, mask)
+    return (gd if mask[0] else None, gs if mask[1] else None, None, None)
+
+
+def _semantic_consistency_train_setup(ctx, inputs, output):
+    ctx.set_materialize_grads(False)  # no zero maps for the outputs without a gradient
+    _, confidence, norm, signed_weight = output
+    ctx.mark_non_differentiable(confidence, norm, signed_weight)
+    ctx.reduction = inputs[-1]
+    if any(ctx.needs_input_grad[:2]):
+        ctx.save_for_backward(signed_weight, norm)
+
+
+def _semantic_consistency_train_backward(ctx, grad, *_):
+    if grad is None:
+        return (None,) * 10
+    signed_weight, norm = ctx.saved_tensors
+    mask = list(ctx.needs_input_grad[:2])
+    gd, gs = ops._consistency_loss_backward_signed(grad, signed_weight, norm, ctx.reduction, mask)
+    return (gd if mask[0] else None, gs if mask[1] else None) + (None,) * 8
+
+
+def _smoothness_train_setup(ctx, inputs, output):
+    ctx.set_materialize_grads(False)  # no zero maps for the outputs without a gradient
+    _, unit_grad = output
+    ctx.mark_non_differentiable(unit_grad)
+    ctx.dtype = inputs[0].dtype
+    if ctx.needs_input_grad[0]:
+        ctx.save_for_backward(unit_grad)
+
+
+def _smoothness_train_backward(ctx, grad, _grad_unit):
+    if grad is None:
+        return None, None
+    (unit_grad,) = ctx.saved_tensors
+    return ops._smoothness_loss_backward_saved(grad, unit_grad, ctx.dtype), None
 
 
 def _prior_setup(ctx, inputs, output):
@@ -168,6 +251,11 @@ def register() -> None:
         "_instance_prior_loss_backward": _instance_prior_loss_backward_fake,
         "smoothness_loss": _smoothness_loss_fake,
         "_smoothness_loss_backward": _smoothness_loss_backward_fake,
+        "_consistency_loss_train": _consistency_loss_train_fake,
+        "_semantic_consistency_loss_train": _semantic_consistency_loss_train_fake,
+        "_consistency_loss_backward_signed": _consistency_loss_backward_signed_fake,
+        "_smoothness_loss_train": _smoothness_loss_train_fake,
+        "_smoothness_loss_backward_saved": _smoothness_loss_backward_saved_fake,
     }
     for name, fake in fakes.items():
         torch.library.register_fake(f"desc_ops::{name}", fake)
@@ -178,6 +266,13 @@ def register() -> None:
     torch.library.register_autograd("desc_ops::instance_prior_loss", _prior_backward, setup_context=_prior_setup)
     torch.library.register_autograd("desc_ops::smoothness_loss", _smoothness_backward,
                                     setup_context=_smoothness_setup)
+    torch.library.register_autograd("desc_ops::_consistency_loss_train", _consistency_train_backward,
+                                    setup_context=_consistency_train_setup)
+    torch.library.register_autograd("desc_ops::_semantic_consistency_loss_train",
+                                    _semantic_consistency_train_backward,
+                                    setup_context=_semantic_consistency_train_setup)
+    torch.library.register_autograd("desc_ops::_smoothness_loss_train", _smoothness_train_backward,
+                                    setup_context=_smoothness_train_setup)
 
 
 if _backend.extension_available():

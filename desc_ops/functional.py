@@ -28,6 +28,16 @@ __all__ = [
 Classes = Optional[Union[Tensor, Sequence[int], int]]
 
 
+def _cpu_training(*tensors: Tensor) -> bool:
+    """Whether a loss on the CPU will be differentiated: then its training form
+    runs, whose forward also returns what the backward reads (the signed
+    weights of §2, the unit gradient of §5), so that the backward reads one
+    map instead of recomputing from every input (docs/ops.md §0, "CPU
+    training forms")."""
+    return (tensors[0].device.type == "cpu" and torch.is_grad_enabled()
+            and any(t.requires_grad for t in tensors))
+
+
 def confidence_map(
     semantic: Tensor,
     *,
@@ -63,7 +73,10 @@ def consistency_loss(depth: Tensor, depth_sem: Tensor, weight: Tensor, *, reduct
     """
     if _backend.use_reference():
         return reference.consistency_loss(depth, depth_sem, weight, reduction=reduction)
-    return ops.consistency_loss(*_args.consistency(depth, depth_sem, weight, reduction))[0]
+    args = _args.consistency(depth, depth_sem, weight, reduction)
+    if _cpu_training(*args[:2]):
+        return ops._consistency_loss_train(*args)[0]
+    return ops.consistency_loss(*args)[0]
 
 
 def semantic_consistency_loss(
@@ -88,9 +101,12 @@ def semantic_consistency_loss(
             depth, depth_sem, semantic, image=image, edges=edges, edge_weight=edge_weight,
             boundary_weight=boundary_weight, ignore_index=ignore_index, ignore_classes=ignore_classes,
             reduction=reduction, return_confidence=return_confidence)
-    loss, confidence, _ = ops.semantic_consistency_loss(*_args.semantic_consistency(
-        depth, depth_sem, semantic, image, edges, edge_weight, boundary_weight, ignore_index, ignore_classes,
-        reduction))
+    args = _args.semantic_consistency(depth, depth_sem, semantic, image, edges, edge_weight, boundary_weight,
+                                      ignore_index, ignore_classes, reduction)
+    if _cpu_training(*args[:2]):
+        loss, confidence = ops._semantic_consistency_loss_train(*args)[:2]
+    else:
+        loss, confidence, _ = ops.semantic_consistency_loss(*args)
     return (loss, confidence) if return_confidence else loss
 
 
@@ -144,4 +160,7 @@ def smoothness_loss(depth: Tensor, image: Tensor) -> Tensor:
     ``mean |dx| exp(-mean_c |dI_x|) + mean |dy| exp(-mean_c |dI_y|)``. Gradient to ``depth``."""
     if _backend.use_reference():
         return reference.smoothness_loss(depth, image)
-    return ops.smoothness_loss(*_args.smoothness(depth, image))
+    args = _args.smoothness(depth, image)
+    if _cpu_training(args[0]):
+        return ops._smoothness_loss_train(*args)[0]
+    return ops.smoothness_loss(*args)

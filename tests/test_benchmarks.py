@@ -25,6 +25,11 @@ def test_quick_benchmark_writes_record(tmp_path, capsys):
         assert r["bytes"] > 0 and r["gbs"] > 0
         if r["provider"] == "desc_ops":
             assert r["speedup_of_desc_ops"] == 1.0
+        # CPU: the elementwise passes against a copy of as many bytes, measured in the run.
+        assert (r["copy_fraction"] is not None) == (r["op"] == "confidence_map")
+        if r["copy_fraction"] is not None:
+            assert r["copy_fraction"] > 0
+    assert {c["op"] for c in meta["cpu_copy_bandwidth_gbs"]} == {"confidence_map"}
     assert "instance_prior_loss" in capsys.readouterr().out
 
 

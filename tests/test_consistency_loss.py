@@ -154,3 +154,17 @@ def test_gradcheck(device, impl, reduction):
     assert torch.autograd.gradcheck(
         lambda d, s: desc_ops.semantic_consistency_loss(d, s, logits, image=image, reduction=reduction),
         (depth, depth_sem))
+
+
+def test_cpu_bfloat16_rounding_is_exact():
+    """The vectorised CPU stores round float to bfloat16 as torch does (nearest
+    even, NaN and infinities kept), over every bit pattern of depth."""
+    g = torch.Generator().manual_seed(0)
+    n = 2**16 + 37
+    depth = (torch.arange(n, dtype=torch.int32) & 0xFFFF).to(torch.int16).view(torch.bfloat16).reshape(1, 1, 1, n)
+    depth_sem = torch.randn(1, 1, 1, n, generator=g).to(torch.bfloat16)
+    weight = torch.rand(1, 1, 1, n, generator=g).to(torch.bfloat16)
+    got = desc_ops.consistency_loss(depth, depth_sem, weight, reduction="none")
+    want = (weight.float() * (depth.float() - depth_sem.float()).abs()).bfloat16()
+    same = (got.view(torch.int16) == want.view(torch.int16)) | (got.isnan() & want.isnan())
+    assert bool(same.all())

@@ -176,3 +176,29 @@ def test_mean_of_a_large_instance_is_exact(device, impl):
     st = desc_ops.instance_stats(ids.to(device), 1, depth.to(device))
     want = depth.double().mean().float()
     assert st.depth_mean.cpu()[0, 0] == want
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
+@pytest.mark.parametrize("kind", ["uniform", "ties", "wide", "constant", "nan"])
+def test_median_is_exact(device, dtype, kind):
+    """The exact lower median (the CPU radix select) on value sets that stress
+    it: ties, a range over many binades, one value, NaN and non-positive depths."""
+    g = torch.Generator().manual_seed(7)
+    B, H, W, K = 2, 37, 91, 5
+    ids = torch.randint(-1, K, (B, H, W), generator=g)
+    d = {"uniform": lambda: torch.rand(B, 1, H, W, generator=g) * 60,
+         "ties": lambda: torch.randint(0, 4, (B, 1, H, W), generator=g).float(),
+         "wide": lambda: torch.exp(torch.randn(B, 1, H, W, generator=g) * 20),
+         "constant": lambda: torch.full((B, 1, H, W), 3.0),
+         "nan": lambda: torch.randn(B, 1, H, W, generator=g).masked_fill(
+             torch.rand(B, 1, H, W, generator=g) < 0.1, float("nan"))}[kind]().to(dtype)
+    st = desc_ops.instance_stats(ids.to(device), K, d.to(device))
+    for b in range(B):
+        for k in range(K):
+            v = d[b, 0][ids[b] == k]
+            v = v[torch.isfinite(v) & (v > 0)]
+            got = st.depth_median[b, k].cpu()
+            if v.numel() == 0:
+                assert got.isnan()
+            else:
+                assert got == v.sort().values[(v.numel() - 1) // 2]

@@ -51,12 +51,87 @@ def _opcheck_cases(device, dtype):
     }
 
 
+# The CPU training forms (desc_ops/functional.py) of the losses: same
+# arguments, more outputs.
+TRAINING_FORMS = {"_consistency_loss_train": "consistency_loss",
+                  "_semantic_consistency_loss_train": "semantic_consistency_loss",
+                  "_smoothness_loss_train": "smoothness_loss"}
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("name", ["confidence_map", "consistency_loss", "semantic_consistency_loss",
-                                  "instance_stats", "instance_prior_loss", "smoothness_loss"])
+                                  "instance_stats", "instance_prior_loss", "smoothness_loss", *TRAINING_FORMS])
 def test_opcheck(device, dtype, name):
-    for args in _opcheck_cases(device, dtype)[name]:
+    if name in TRAINING_FORMS and device != "cpu":
+        pytest.skip("the training forms are CPU operators")
+    for args in _opcheck_cases(device, dtype)[TRAINING_FORMS.get(name, name)]:
         torch.library.opcheck(getattr(ops, name).default, args)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+def test_training_forms_match(dtype):
+    """The CPU training forms give the plain forward's outputs bit for bit, and
+    their backward the recomputing backward's gradients (bit for bit for the
+    consistency losses and for an upstream 1 of the smoothness)."""
+    x = _batch("cpu", dtype, B=2, H=21, W=45, seed=3)
+    for name, plain in TRAINING_FORMS.items():
+        for args in _opcheck_cases("cpu", dtype)[plain]:
+            args = [a.detach() if torch.is_tensor(a) else a for a in args]
+            got, want = getattr(ops, name)(*args), getattr(ops, plain)(*args)
+            want = want if isinstance(want, tuple) else (want,)
+            for a, b in zip(got, want):
+                assert torch.equal(a, b), name
+    d, s, w, img = x["depth"], x["depth_sem"], x["weight"], x["image"]
+    s[..., :3] = d[..., :3]  # sign(0) pixels
+    for reduction in ("mean", "sum", "none"):
+        _, norm, signed = ops._consistency_loss_train(d, s, w, reduction)
+        g = rand_map(2, 21, 45, dtype, "cpu") if reduction == "none" else torch.tensor(0.7, dtype=dtype)
+        want = ops._consistency_loss_backward(g, d, s, w, norm, reduction)
+        for a, b in zip(ops._consistency_loss_backward_signed(g, signed, norm, reduction, [True, True]), want):
+            assert torch.equal(a, b)
+        gd, gs = ops._consistency_loss_backward_signed(g, signed, norm, reduction, [True, False])
+        assert torch.equal(gd, want[0]) and gs.shape == (0,)
+        gd, gs = ops._consistency_loss_backward_signed(g, signed, norm, reduction, [False, True])
+        assert torch.equal(gs, want[1]) and gd.shape == (0,)
+    _, unit = ops._smoothness_loss_train(d, img)
+    assert unit.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
+    for g in (1.0, 0.3):
+        g = torch.tensor(g, dtype=dtype)
+        a = ops._smoothness_loss_backward_saved(g, unit, dtype)
+        b = ops._smoothness_loss_backward(g, d, img)
+        if g == 1:
+            assert torch.equal(a, b)
+        else:
+            assert_close(a, b, dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_bits_do_not_depend_on_threads(dtype):
+    """CPU chunks have fixed sizes and partials are added in a fixed order: 1,
+    2 and 3 threads give the same bits, outputs and gradients."""
+    x = _batch("cpu", dtype, B=3, C=19, H=96, W=160, K=12, seed=5)
+
+    def forward(x, d, s, h):
+        # torch's own sum depends on the threads: a cumsum adds in order.
+        none = desc_ops.consistency_loss(d, s, x["weight"], reduction="none")
+        return _forward(dict(x, weight=torch.zeros_like(x["weight"])), d, s, h) + (none.flatten().cumsum(0)[-1],)
+
+    def every_op(x):
+        d, s, h = leaf(x["depth"]), leaf(x["depth_sem"]), leaf(x["heights"])
+        out = forward(x, d, s, h)
+        return tuple(out) + torch.autograd.grad(out[1] + out[-1], (d, s, h))
+
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for n in (1, 2, 3):
+            torch.set_num_threads(n)
+            results.append(every_op(x))
+    finally:
+        torch.set_num_threads(threads)
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            assert torch.equal(a.nan_to_num(-1), b.nan_to_num(-1))
 
 
 def _forward(x, d, s, h):
@@ -144,7 +219,7 @@ def test_extension_backend_runs_the_compiled_operators(monkeypatch):
         monkeypatch.setattr(reference, name, refuse)
     x = _batch("cpu")
     _every_op(x)
-    assert sorted(set(called)) == sorted(OPERATORS)
+    assert sorted({TRAINING_FORMS.get(name, name) for name in called}) == sorted(OPERATORS)
 
 
 def test_backend_switch(device):

@@ -27,8 +27,7 @@ at::Tensor confidence_map_cpu(const at::Tensor& semantic, const std::optional<at
       std::vector<acc_t> c(W);
       for (int64_t r = begin; r < end; ++r) {
         rows.row(r / H, r % H, c.data(), scratch);
-        scalar_t* o = out_p + r * W;
-        for (int64_t x = 0; x < W; ++x) o[x] = static_cast<scalar_t>(c[x]);
+        store_row<scalar_t>(c.data(), W, out_p + r * W);
       }
     });
   });

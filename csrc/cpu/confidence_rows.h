@@ -8,6 +8,7 @@
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 
+#include <algorithm>
 #include <type_traits>
 #include <vector>
 
@@ -19,25 +20,34 @@ namespace desc_ops {
 namespace cpu {
 
 // Per pixel of a row of logits (channel stride HW): mx = max_k z_k and
-// sum = sum_k exp(z_k - mx), in channel-outer loops over the row, which are
-// contiguous and branch-free and so vectorise.
-template <typename scalar_t, typename acc_t>
-DESC_OPS_ALWAYS_INLINE void softmax_max_sum_body(const scalar_t* z, int64_t C, int64_t HW, int64_t W,
-                                                                acc_t* __restrict__ mx, acc_t* __restrict__ sum) {
-  for (int64_t x = 0; x < W; ++x) {
-    mx[x] = static_cast<acc_t>(z[x]);
-    sum[x] = acc_t(0);
-  }
-  for (int64_t k = 1; k < C; ++k) {
-    const scalar_t* zk = z + k * HW;
-    for (int64_t x = 0; x < W; ++x) {
-      const acc_t v = static_cast<acc_t>(zk[x]);
-      mx[x] = v > mx[x] ? v : mx[x];
+// sum = sum_k exp(z_k - mx) (k in order), N pixels at a time in vectors: the
+// C rows of a chunk are read twice, the second time from L1.
+// Channel k of the N pixels at z (m of them valid).
+template <typename acc_t, int B, typename scalar_t>
+DESC_OPS_ALWAYS_INLINE Vec<acc_t, B> load_channel(const scalar_t* z, int64_t k, int64_t HW, int64_t m) {
+  return m == kLanes<acc_t, B> ? vload<acc_t, B>(z + k * HW) : vload_part<acc_t, B>(z + k * HW, m);
+}
+
+template <typename scalar_t, int B, typename acc_t>
+DESC_OPS_ALWAYS_INLINE void softmax_max_sum_body(const scalar_t* __restrict__ z, int64_t C, int64_t HW, int64_t W,
+                                                 acc_t* __restrict__ mx, acc_t* __restrict__ sum) {
+  constexpr int N = kLanes<acc_t, B>;
+  for (int64_t x = 0; x < W; x += N) {
+    const int64_t m = std::min<int64_t>(N, W - x);
+    Vec<acc_t, B> hi = load_channel<acc_t, B>(z + x, 0, HW, m);
+    for (int64_t k = 1; k < C; ++k) {
+      const Vec<acc_t, B> v = load_channel<acc_t, B>(z + x, k, HW, m);
+      hi = v > hi ? v : hi;
     }
-  }
-  for (int64_t k = 0; k < C; ++k) {
-    const scalar_t* zk = z + k * HW;
-    for (int64_t x = 0; x < W; ++x) sum[x] += math::fast_exp(static_cast<acc_t>(zk[x]) - mx[x]);
+    Vec<acc_t, B> s{};
+    for (int64_t k = 0; k < C; ++k) s += vexp(Vec<acc_t, B>(load_channel<acc_t, B>(z + x, k, HW, m) - hi));
+    if (m == N) {
+      vstore(mx + x, hi);
+      vstore(sum + x, s);
+    } else {
+      vstore_part(mx + x, hi, m);
+      vstore_part(sum + x, s, m);
+    }
   }
 }
 
@@ -60,37 +70,29 @@ DESC_OPS_ALWAYS_INLINE void sobel_edge_body(const acc_t* __restrict__ t, const a
   }
 }
 
-// float, the common case, also in an AVX2 + FMA build chosen at run time.
-#ifdef DESC_OPS_HAS_AVX2_DISPATCH
-DESC_OPS_AVX2 inline void softmax_max_sum_avx2(const float* z, int64_t C, int64_t HW, int64_t W, float* mx,
-                                               float* sum) {
-  softmax_max_sum_body(z, C, HW, W, mx, sum);
+// out[0, n) = v rounded to scalar_t (as static_cast), vectorised.
+template <typename scalar_t, int B, typename acc_t = at::opmath_type<scalar_t>>
+DESC_OPS_ALWAYS_INLINE void store_row_body(const acc_t* __restrict__ v, int64_t n, scalar_t* __restrict__ out) {
+  constexpr int N = kLanes<acc_t, B>;
+  int64_t i = 0;
+  for (; i + N <= n; i += N) vstore<scalar_t>(out + i, vload<acc_t, B>(v + i));
+  if (i < n) vstore_part<scalar_t>(out + i, vload_part<acc_t, B>(v + i, n - i), n - i);
 }
-DESC_OPS_AVX2 inline void sobel_edge_avx2(const float* t, const float* m, const float* d, int64_t W,
-                                          float edge_weight, float* out) {
+DESC_OPS_ISA_VARIANTS(store_row, store_row_body, (const acc_t* v, int64_t n, scalar_t* out), (v, n, out))
+
+// The row loops in the widest build the CPU has (float and bfloat16).
+DESC_OPS_ISA_VARIANTS(softmax_max_sum_row, softmax_max_sum_body,
+                      (const scalar_t* z, int64_t C, int64_t HW, int64_t W, acc_t* mx, acc_t* sum),
+                      (z, C, HW, W, mx, sum))
+
+template <typename scalar_t, int B, typename acc_t = at::opmath_type<scalar_t>>
+DESC_OPS_ALWAYS_INLINE void sobel_edge_typed_body(const acc_t* t, const acc_t* m, const acc_t* d, int64_t W,
+                                                  acc_t edge_weight, acc_t* out) {
   sobel_edge_body(t, m, d, W, edge_weight, out);
 }
-#endif
-
-template <typename scalar_t, typename acc_t>
-inline void softmax_max_sum_row(const scalar_t* z, int64_t C, int64_t HW, int64_t W, acc_t* mx, acc_t* sum) {
-#ifdef DESC_OPS_HAS_AVX2_DISPATCH
-  if constexpr (std::is_same_v<scalar_t, float>) {
-    if (cpu_has_avx2()) return softmax_max_sum_avx2(z, C, HW, W, mx, sum);
-  }
-#endif
-  softmax_max_sum_body(z, C, HW, W, mx, sum);
-}
-
-template <typename acc_t>
-inline void sobel_edge_row(const acc_t* t, const acc_t* m, const acc_t* d, int64_t W, acc_t edge_weight, acc_t* out) {
-#ifdef DESC_OPS_HAS_AVX2_DISPATCH
-  if constexpr (std::is_same_v<acc_t, float>) {
-    if (cpu_has_avx2()) return sobel_edge_avx2(t, m, d, W, edge_weight, out);
-  }
-#endif
-  sobel_edge_body(t, m, d, W, edge_weight, out);
-}
+DESC_OPS_ISA_VARIANTS(sobel_edge_row, sobel_edge_typed_body,
+                      (const acc_t* t, const acc_t* m, const acc_t* d, int64_t W, acc_t edge_weight, acc_t* out),
+                      (t, m, d, W, edge_weight, out))
 
 template <typename scalar_t_, typename index_t>
 class ConfidenceRows {
@@ -133,7 +135,7 @@ class ConfidenceRows {
       const scalar_t* z = logits_ + b * C_ * HW + y * W_;
       acc_t* mx = s.max.data();
       acc_t* sum = s.sum_exp.data();
-      softmax_max_sum_row(z, C_, HW, W_, mx, sum);
+      softmax_max_sum_row<scalar_t>(z, C_, HW, W_, mx, sum);
       for (int64_t x = 0; x < W_; ++x) out[x] = math::logit_semantic_term(sum[x], C_);
       if (num_ignored_ > 0) {
         // The argmax (the lowest index holding the max) only where classes are ignored.
@@ -166,7 +168,7 @@ class ConfidenceRows {
       luminance_row(b, math::clamp_index(y - 1, H_), s.lum_top.data());
       luminance_row(b, y, s.lum_mid.data());
       luminance_row(b, math::clamp_index(y + 1, H_), s.lum_bottom.data());
-      sobel_edge_row(s.lum_top.data(), s.lum_mid.data(), s.lum_bottom.data(), W_, edge_weight_, out);
+      sobel_edge_row<scalar_t>(s.lum_top.data(), s.lum_mid.data(), s.lum_bottom.data(), W_, edge_weight_, out);
     } else if (edges_ != nullptr) {
       const scalar_t* e = edges_ + b * HW + y * W_;
       for (int64_t x = 0; x < W_; ++x) {

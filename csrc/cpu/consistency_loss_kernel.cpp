@@ -4,6 +4,7 @@
 // Sums are taken per image row and the row partials added in row order, so
 // the result does not depend on how rows were split between threads.
 #include <ATen/Parallel.h>
+#include <array>
 #include <torch/library.h>
 
 #include "../consistency_loss_checks.h"
@@ -13,44 +14,129 @@ namespace desc_ops {
 namespace cpu {
 namespace {
 
-// Runs the weighted L1 over every row. `weight_row(b, y, w)` fills w[0..W)
-// with the weights of that row (and may write them somewhere as a side
-// effect). Returns (loss, norm) as the op's outputs.
+// One row: sum of weight * |d - s| and of the weights, in Vec lanes added in
+// a fixed tree (simd.h); with `map`, the per-pixel losses are also stored,
+// with `signed_w` the signed weights weight * sign(d - s) (exact in scalar_t).
+template <typename scalar_t, int B, typename acc_t = at::opmath_type<scalar_t>>
+DESC_OPS_ALWAYS_INLINE void l1_row_body(const scalar_t* __restrict__ d, const scalar_t* __restrict__ s,
+                                        const scalar_t* __restrict__ w, int64_t n, scalar_t* __restrict__ map,
+                                        scalar_t* __restrict__ signed_w, acc_t* out) {
+  constexpr int N = kLanes<acc_t, B>;
+  Vec<acc_t, B> sum{}, weight_sum{};
+  int64_t i = 0;
+  for (; i + N <= n; i += N) {
+    const Vec<acc_t, B> wv = vload<acc_t, B>(w + i);
+    const Vec<acc_t, B> diff = vload<acc_t, B>(d + i) - vload<acc_t, B>(s + i);
+    const Vec<acc_t, B> l = wv * vabs(diff);  // math::weighted_l1
+    if (map != nullptr) vstore<scalar_t>(map + i, l);
+    if (signed_w != nullptr) vstore<scalar_t>(signed_w + i, Vec<acc_t, B>(wv * vsign(diff)));
+    sum += l;
+    weight_sum += wv;
+  }
+  if (i < n) {
+    const Vec<acc_t, B> wv = vload_part<acc_t, B>(w + i, n - i);
+    const Vec<acc_t, B> diff = vload_part<acc_t, B>(d + i, n - i) - vload_part<acc_t, B>(s + i, n - i);
+    const Vec<acc_t, B> l = wv * vabs(diff);
+    if (map != nullptr) vstore_part<scalar_t>(map + i, l, n - i);
+    if (signed_w != nullptr) vstore_part<scalar_t>(signed_w + i, Vec<acc_t, B>(wv * vsign(diff)), n - i);
+    sum += l;
+    weight_sum += wv;
+  }
+  out[0] = lane_reduce(sum);
+  out[1] = lane_reduce(weight_sum);
+}
+DESC_OPS_ISA_VARIANTS(l1_row, l1_row_body,
+                      (const scalar_t* d, const scalar_t* s, const scalar_t* w, int64_t n, scalar_t* map,
+                       scalar_t* signed_w, acc_t* out),
+                      (d, s, w, n, map, signed_w, out))
+
+// g = scale * weight * sign(d - s) (math::weighted_l1_grad), with scale the
+// upstream scalar over the norm or, with `g_map`, the upstream map; both
+// gradients written, the second the exact negation of the first.
+template <typename scalar_t, int B, typename acc_t = at::opmath_type<scalar_t>>
+DESC_OPS_ALWAYS_INLINE void l1_grad_body(const scalar_t* __restrict__ d, const scalar_t* __restrict__ s,
+                                         const scalar_t* __restrict__ w, const scalar_t* __restrict__ g_map,
+                                         acc_t scale, int64_t n, scalar_t* __restrict__ gd,
+                                         scalar_t* __restrict__ gs) {
+  constexpr int N = kLanes<acc_t, B>;
+  int64_t i = 0;
+  for (; i + N <= n; i += N) {
+    const Vec<acc_t, B> sc = g_map != nullptr ? vload<acc_t, B>(g_map + i) : vsplat<B>(scale);
+    const Vec<acc_t, B> g = sc * vload<acc_t, B>(w + i) * vsign(vload<acc_t, B>(d + i) - vload<acc_t, B>(s + i));
+    vstore<scalar_t>(gd + i, g);
+    vstore<scalar_t>(gs + i, -g);
+  }
+  if (i < n) {
+    const int64_t m = n - i;
+    const Vec<acc_t, B> sc = g_map != nullptr ? vload_part<acc_t, B>(g_map + i, m) : vsplat<B>(scale);
+    const Vec<acc_t, B> g = sc * vload_part<acc_t, B>(w + i, m) * vsign(vload_part<acc_t, B>(d + i, m) - vload_part<acc_t, B>(s + i, m));
+    vstore_part<scalar_t>(gd + i, g, m);
+    vstore_part<scalar_t>(gs + i, Vec<acc_t, B>(-g), m);
+  }
+}
+DESC_OPS_ISA_VARIANTS(l1_grad, l1_grad_body,
+                      (const scalar_t* d, const scalar_t* s, const scalar_t* w, const scalar_t* g_map, acc_t scale,
+                       int64_t n, scalar_t* gd, scalar_t* gs),
+                      (d, s, w, g_map, scale, n, gd, gs))
+
+// The same gradient from the signed weights the training forward saved:
+// scale * (weight * sign) equals (scale * weight) * sign bit for bit (sign is
+// -1, 0 or 1; only the sign of a zero may differ).
+template <typename scalar_t, int B, typename acc_t = at::opmath_type<scalar_t>>
+DESC_OPS_ALWAYS_INLINE void signed_grad_body(const scalar_t* __restrict__ signed_w,
+                                             const scalar_t* __restrict__ g_map, acc_t scale, int64_t n,
+                                             scalar_t* __restrict__ gd, scalar_t* __restrict__ gs) {
+  constexpr int N = kLanes<acc_t, B>;
+  int64_t i = 0;
+  for (; i + N <= n; i += N) {
+    const Vec<acc_t, B> sc = g_map != nullptr ? vload<acc_t, B>(g_map + i) : vsplat<B>(scale);
+    const Vec<acc_t, B> g = sc * vload<acc_t, B>(signed_w + i);
+    if (gd != nullptr) vstore<scalar_t>(gd + i, g);
+    if (gs != nullptr) vstore<scalar_t>(gs + i, -g);
+  }
+  if (i < n) {
+    const int64_t m = n - i;
+    const Vec<acc_t, B> sc = g_map != nullptr ? vload_part<acc_t, B>(g_map + i, m) : vsplat<B>(scale);
+    const Vec<acc_t, B> g = sc * vload_part<acc_t, B>(signed_w + i, m);
+    if (gd != nullptr) vstore_part<scalar_t>(gd + i, g, m);
+    if (gs != nullptr) vstore_part<scalar_t>(gs + i, Vec<acc_t, B>(-g), m);
+  }
+}
+DESC_OPS_ISA_VARIANTS(signed_grad, signed_grad_body,
+                      (const scalar_t* signed_w, const scalar_t* g_map, acc_t scale, int64_t n, scalar_t* gd,
+                       scalar_t* gs),
+                      (signed_w, g_map, scale, n, gd, gs))
+
+// Runs the weighted L1 over every row. `weight_row(b, y, scratch)` returns
+// the weights of that row as a scalar_t pointer (computing them, and writing
+// them somewhere, if need be). Returns (loss, norm) as the op's outputs.
 template <typename scalar_t, typename WeightRow>
 std::tuple<at::Tensor, at::Tensor> weighted_l1_rows(const at::Tensor& depth,
                                                     const at::Tensor& depth_sem,
                                                     const std::string& reduction,
-                                                    const WeightRow& weight_row) {
+                                                    const WeightRow& weight_row,
+                                                    scalar_t* signed_w_p = nullptr) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t B = depth.size(0), H = depth.size(2), W = depth.size(3);
   const bool none = reduction == "none";
   const auto acc_opts = depth.options().dtype(opmath_dtype(depth.scalar_type()));
   at::Tensor loss = none ? at::empty_like(depth) : at::empty({}, depth.options());
-  at::Tensor partials = at::zeros({B * H, 2}, acc_opts);
+  std::vector<acc_t> partials(2 * B * H);
   const scalar_t* d_p = depth.data_ptr<scalar_t>();
   const scalar_t* s_p = depth_sem.data_ptr<scalar_t>();
   scalar_t* map_p = none ? loss.data_ptr<scalar_t>() : nullptr;
-  acc_t* part_p = partials.data_ptr<acc_t>();
+  acc_t* part_p = partials.data();
 
   at::parallel_for(0, B * H, row_grain(W), [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> w(W);
     auto scratch = weight_row.scratch();
     for (int64_t r = begin; r < end; ++r) {
-      weight_row(r / H, r % H, w.data(), scratch);
-      const scalar_t* d = d_p + r * W;
-      const scalar_t* s = s_p + r * W;
-      acc_t sum = 0, weight_sum = 0;
-      for (int64_t x = 0; x < W; ++x) {
-        const acc_t l = math::weighted_l1(w[x], static_cast<acc_t>(d[x]), static_cast<acc_t>(s[x]));
-        if (map_p != nullptr) map_p[r * W + x] = static_cast<scalar_t>(l);
-        sum += l;
-        weight_sum += w[x];
-      }
-      part_p[2 * r] = sum;
-      part_p[2 * r + 1] = weight_sum;
+      const scalar_t* w = weight_row(r / H, r % H, scratch);
+      l1_row<scalar_t>(d_p + r * W, s_p + r * W, w, W, map_p != nullptr ? map_p + r * W : nullptr,
+                       signed_w_p != nullptr ? signed_w_p + r * W : nullptr, part_p + 2 * r);
     }
   });
 
+  // Row partials added in row order: the sum does not depend on the threads.
   acc_t total = 0, weight_total = 0;
   for (int64_t r = 0; r < B * H; ++r) {
     total += part_p[2 * r];
@@ -74,10 +160,7 @@ struct WeightMapRow {
   const scalar_t* weight;
   int64_t H, W;
   int scratch() const { return 0; }
-  void operator()(int64_t b, int64_t y, acc_t* w, int) const {
-    const scalar_t* p = weight + (b * H + y) * W;
-    for (int64_t x = 0; x < W; ++x) w[x] = static_cast<acc_t>(p[x]);
-  }
+  const scalar_t* operator()(int64_t b, int64_t y, int) const { return weight + (b * H + y) * W; }
 };
 
 // Weights computed as the confidence map, rounded to the output dtype (so the
@@ -90,53 +173,148 @@ struct ConfidenceWeightRow {
   const Rows& rows;
   scalar_t* confidence;
   int64_t H, W;
-  typename Rows::Scratch scratch() const { return typename Rows::Scratch(W); }
-  void operator()(int64_t b, int64_t y, acc_t* w, typename Rows::Scratch& s) const {
-    rows.row(b, y, w, s);
+  struct Scratch {
+    explicit Scratch(int64_t W) : rows(W), w(W) {}
+    typename Rows::Scratch rows;
+    std::vector<acc_t> w;
+  };
+  Scratch scratch() const { return Scratch(W); }
+  const scalar_t* operator()(int64_t b, int64_t y, Scratch& s) const {
+    rows.row(b, y, s.w.data(), s.rows);
     scalar_t* c = confidence + (b * H + y) * W;
-    for (int64_t x = 0; x < W; ++x) {
-      c[x] = static_cast<scalar_t>(w[x]);
-      w[x] = static_cast<acc_t>(c[x]);
-    }
+    store_row(s.w.data(), W, c);
+    return c;
   }
 };
 
-std::tuple<at::Tensor, at::Tensor> consistency_loss_cpu(const at::Tensor& depth_in,
-                                                        const at::Tensor& depth_sem_in,
-                                                        const at::Tensor& weight_in,
-                                                        c10::string_view reduction_sv) {
-  const std::string reduction(reduction_sv);
+// The forward ops; `signed_w`, if defined, receives weight * sign(depth -
+// depth_sem), all the training forward's backward needs.
+std::tuple<at::Tensor, at::Tensor> consistency_loss_impl(const at::Tensor& depth_in, const at::Tensor& depth_sem_in,
+                                                         const at::Tensor& weight_in, const std::string& reduction,
+                                                         at::Tensor* signed_w) {
   check_consistency_args(depth_in, depth_sem_in, weight_in, reduction);
   const at::Tensor depth = depth_in.contiguous();
   const at::Tensor depth_sem = depth_sem_in.contiguous();
   const at::Tensor weight = weight_in.contiguous();
+  if (signed_w != nullptr) *signed_w = at::empty_like(depth);
   std::tuple<at::Tensor, at::Tensor> out;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, depth.scalar_type(), "consistency_loss", [&] {
     const WeightMapRow<scalar_t> weight_row{weight.data_ptr<scalar_t>(), depth.size(2), depth.size(3)};
-    out = weighted_l1_rows<scalar_t>(depth, depth_sem, reduction, weight_row);
+    out = weighted_l1_rows<scalar_t>(depth, depth_sem, reduction, weight_row,
+                                     signed_w != nullptr ? signed_w->data_ptr<scalar_t>() : nullptr);
   });
   return out;
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> semantic_consistency_loss_cpu(
+std::tuple<at::Tensor, at::Tensor, at::Tensor> semantic_consistency_loss_impl(
     const at::Tensor& depth_in, const at::Tensor& depth_sem_in, const at::Tensor& semantic,
-    const std::optional<at::Tensor>& image, const std::optional<at::Tensor>& edges,
-    double edge_weight, double boundary_weight, int64_t ignore_index,
-    const std::optional<at::Tensor>& ignore_classes, c10::string_view reduction_sv) {
-  const std::string reduction(reduction_sv);
+    const std::optional<at::Tensor>& image, const std::optional<at::Tensor>& edges, double edge_weight,
+    double boundary_weight, int64_t ignore_index, const std::optional<at::Tensor>& ignore_classes,
+    const std::string& reduction, at::Tensor* signed_w) {
   const ConfidenceArgs a = semantic_consistency_args(depth_in, depth_sem_in, semantic, image, edges, edge_weight,
                                                      boundary_weight, ignore_index, ignore_classes, reduction);
   const at::Tensor depth = depth_in.contiguous();
   const at::Tensor depth_sem = depth_sem_in.contiguous();
   at::Tensor confidence = at::empty_like(depth);
+  if (signed_w != nullptr) *signed_w = at::empty_like(depth);
   std::tuple<at::Tensor, at::Tensor> out;
   dispatch_confidence_rows(a, [&](const auto& rows) {
     using Rows = std::decay_t<decltype(rows)>;
     using scalar_t = typename Rows::scalar_t;
     const ConfidenceWeightRow<Rows> weight_row{rows, confidence.data_ptr<scalar_t>(), a.H, a.W};
-    out = weighted_l1_rows<scalar_t>(depth, depth_sem, reduction, weight_row);
+    out = weighted_l1_rows<scalar_t>(depth, depth_sem, reduction, weight_row,
+                                     signed_w != nullptr ? signed_w->data_ptr<scalar_t>() : nullptr);
   });
   return {std::get<0>(out), confidence, std::get<1>(out)};
+}
+
+std::tuple<at::Tensor, at::Tensor> consistency_loss_cpu(const at::Tensor& depth, const at::Tensor& depth_sem,
+                                                        const at::Tensor& weight, c10::string_view reduction) {
+  return consistency_loss_impl(depth, depth_sem, weight, std::string(reduction), nullptr);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> consistency_loss_train_cpu(const at::Tensor& depth,
+                                                                          const at::Tensor& depth_sem,
+                                                                          const at::Tensor& weight,
+                                                                          c10::string_view reduction) {
+  at::Tensor signed_w;
+  auto [loss, norm] = consistency_loss_impl(depth, depth_sem, weight, std::string(reduction), &signed_w);
+  return {loss, norm, signed_w};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> semantic_consistency_loss_cpu(
+    const at::Tensor& depth, const at::Tensor& depth_sem, const at::Tensor& semantic,
+    const std::optional<at::Tensor>& image, const std::optional<at::Tensor>& edges, double edge_weight,
+    double boundary_weight, int64_t ignore_index, const std::optional<at::Tensor>& ignore_classes,
+    c10::string_view reduction) {
+  return semantic_consistency_loss_impl(depth, depth_sem, semantic, image, edges, edge_weight, boundary_weight,
+                                        ignore_index, ignore_classes, std::string(reduction), nullptr);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> semantic_consistency_loss_train_cpu(
+    const at::Tensor& depth, const at::Tensor& depth_sem, const at::Tensor& semantic,
+    const std::optional<at::Tensor>& image, const std::optional<at::Tensor>& edges, double edge_weight,
+    double boundary_weight, int64_t ignore_index, const std::optional<at::Tensor>& ignore_classes,
+    c10::string_view reduction) {
+  at::Tensor signed_w;
+  auto [loss, confidence, norm] =
+      semantic_consistency_loss_impl(depth, depth_sem, semantic, image, edges, edge_weight, boundary_weight,
+                                     ignore_index, ignore_classes, std::string(reduction), &signed_w);
+  return {loss, confidence, norm, signed_w};
+}
+
+// The backward of the training forwards: from the signed weights alone.
+// output_mask: which of the two gradients to compute (the other is returned
+// empty, shape (0,)).
+std::tuple<at::Tensor, at::Tensor> consistency_loss_backward_signed_cpu(const at::Tensor& grad_in,
+                                                                        const at::Tensor& signed_w_in,
+                                                                        const at::Tensor& norm,
+                                                                        c10::string_view reduction_sv,
+                                                                        std::array<bool, 2> output_mask) {
+  const std::string reduction(reduction_sv);
+  check_reduction(reduction, /*allow_none=*/true);
+  check_depth(signed_w_in, "signed_weight");
+  check_norm(norm, signed_w_in);
+  const bool none = reduction == "none";
+  if (none) {
+    check_same_device(grad_in, "grad", signed_w_in, "signed_weight");
+    check_floating(grad_in, "grad");
+    check_map(grad_in, "grad", signed_w_in.size(0), signed_w_in.size(2), signed_w_in.size(3));
+  } else {
+    check_scalar_grad(grad_in, signed_w_in);
+  }
+  const at::Tensor signed_w = signed_w_in.contiguous();
+  // Both gradients in one allocation when both are asked for (one fresh
+  // block of memory per backward), else only the one asked for.
+  at::Tensor grad_depth, grad_depth_sem;
+  if (output_mask[0] && output_mask[1]) {
+    const at::Tensor both =
+        at::empty({2, signed_w.size(0), 1, signed_w.size(2), signed_w.size(3)}, signed_w.options());
+    grad_depth = both[0];
+    grad_depth_sem = both[1];
+  } else {
+    grad_depth = output_mask[0] ? at::empty_like(signed_w) : at::empty({0}, signed_w.options());
+    grad_depth_sem = output_mask[1] ? at::empty_like(signed_w) : at::empty({0}, signed_w.options());
+  }
+  if (signed_w.numel() == 0) return {grad_depth, grad_depth_sem};
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, signed_w.scalar_type(), "consistency_loss_backward", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const at::Tensor grad = none ? grad_in.to(signed_w.scalar_type()).contiguous() : grad_in;
+    const scalar_t* g_p = none ? grad.data_ptr<scalar_t>() : nullptr;
+    const acc_t scale = none ? acc_t(1)
+                             : static_cast<acc_t>(grad.item<double>()) /
+                                   static_cast<acc_t>(norm.item<double>());
+    const scalar_t* w_p = signed_w.data_ptr<scalar_t>();
+    scalar_t* gd_p = output_mask[0] ? grad_depth.data_ptr<scalar_t>() : nullptr;
+    scalar_t* gs_p = output_mask[1] ? grad_depth_sem.data_ptr<scalar_t>() : nullptr;
+    const int64_t n = signed_w.numel(), block = 16384;
+    at::parallel_for(0, (n + block - 1) / block, 1, [&](int64_t begin, int64_t end) {
+      const int64_t i = begin * block, m = std::min(end * block, n) - i;
+      signed_grad<scalar_t>(w_p + i, g_p != nullptr ? g_p + i : nullptr, scale, m,
+                            gd_p != nullptr ? gd_p + i : nullptr, gs_p != nullptr ? gs_p + i : nullptr);
+    });
+  });
+  return {grad_depth, grad_depth_sem};
 }
 
 std::tuple<at::Tensor, at::Tensor> consistency_loss_backward_cpu(
@@ -163,14 +341,11 @@ std::tuple<at::Tensor, at::Tensor> consistency_loss_backward_cpu(
     const scalar_t* w_p = weight.data_ptr<scalar_t>();
     scalar_t* gd_p = grad_depth.data_ptr<scalar_t>();
     scalar_t* gs_p = grad_depth_sem.data_ptr<scalar_t>();
-    at::parallel_for(0, depth.numel(), 16384, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) {
-        const acc_t sc = g_p != nullptr ? static_cast<acc_t>(g_p[i]) : scale;
-        const acc_t g = math::weighted_l1_grad(sc, static_cast<acc_t>(w_p[i]),
-                                               static_cast<acc_t>(d_p[i]), static_cast<acc_t>(s_p[i]));
-        gd_p[i] = static_cast<scalar_t>(g);
-        gs_p[i] = static_cast<scalar_t>(-g);
-      }
+    // Fixed 16384-element blocks, whatever the threads (the result is elementwise anyway).
+    const int64_t n = depth.numel(), block = 16384;
+    at::parallel_for(0, (n + block - 1) / block, 1, [&](int64_t begin, int64_t end) {
+      const int64_t i = begin * block, m = std::min(end * block, n) - i;
+      l1_grad<scalar_t>(d_p + i, s_p + i, w_p + i, g_p != nullptr ? g_p + i : nullptr, scale, m, gd_p + i, gs_p + i);
     });
   });
   return {grad_depth, grad_depth_sem};
@@ -182,6 +357,9 @@ TORCH_LIBRARY_IMPL(desc_ops, CPU, m) {
   m.impl("consistency_loss", &consistency_loss_cpu);
   m.impl("semantic_consistency_loss", &semantic_consistency_loss_cpu);
   m.impl("_consistency_loss_backward", &consistency_loss_backward_cpu);
+  m.impl("_consistency_loss_train", &consistency_loss_train_cpu);
+  m.impl("_semantic_consistency_loss_train", &semantic_consistency_loss_train_cpu);
+  m.impl("_consistency_loss_backward_signed", &consistency_loss_backward_signed_cpu);
 }
 
 }  // namespace cpu

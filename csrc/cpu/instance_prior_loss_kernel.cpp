@@ -13,10 +13,75 @@
 #include "../desc_math.h"
 #include "../instance_prior_loss_checks.h"
 #include "instance_boxes.h"
+#include "simd.h"
 
 namespace desc_ops {
 namespace cpu {
 namespace {
+
+// The runs of one image against the pseudo-depths z of its slots (NaN:
+// unused, skipped): row_sum[y] += sum |d - z| of each run (in lanes added in a
+// fixed tree, simd.h), sgn[k] += sum sign(d - z) (exact: small integers in
+// float lanes).
+template <typename scalar_t, int B, typename acc_t = at::opmath_type<scalar_t>>
+DESC_OPS_ALWAYS_INLINE void runs_l1_body(const scalar_t* __restrict__ d_b, int64_t W, const Run* runs, int64_t n_runs,
+                                         const acc_t* z, acc_t* row_sum, int64_t* sgn) {
+  constexpr int N = kLanes<acc_t, B>;
+  for (int64_t r = 0; r < n_runs; ++r) {
+    const Run& run = runs[r];
+    const acc_t zk = z[run.k];
+    if (zk != zk) continue;
+    const scalar_t* d = d_b + run.y * W + run.x0;
+    const int64_t n = run.x1 - run.x0;
+    Vec<acc_t, B> sum{}, signs{};
+    int64_t i = 0;
+    for (; i + N <= n; i += N) {
+      const Vec<acc_t, B> diff = vload<acc_t, B>(d + i) - zk;
+      sum += vabs(diff);
+      signs += vsign(diff);
+    }
+    if (i < n) {
+      // Lanes past the run read z: a difference of 0 adds nothing.
+      const Vec<acc_t, B> diff = vload_part<acc_t, B>(d + i, n - i, zk) - zk;
+      sum += vabs(diff);
+      signs += vsign(diff);
+    }
+    row_sum[run.y] += lane_reduce(sum);
+    sgn[run.k] += static_cast<int64_t>(lane_reduce(signs));
+  }
+}
+DESC_OPS_ISA_VARIANTS(runs_l1, runs_l1_body,
+                      (const scalar_t* d_b, int64_t W, const Run* runs, int64_t n_runs, const acc_t* z, acc_t* row_sum,
+                       int64_t* sgn),
+                      (d_b, W, runs, n_runs, z, row_sum, sgn))
+
+// The gradient of one image, every run written once: s sign(d - z) on the
+// runs of used slots, 0 elsewhere (ids outside [0, K), unused slots).
+template <typename scalar_t, int B, typename acc_t = at::opmath_type<scalar_t>>
+DESC_OPS_ALWAYS_INLINE void runs_grad_body(const scalar_t* __restrict__ d_b, int64_t W, int64_t K, const Run* runs,
+                                           int64_t n_runs, const acc_t* z, acc_t s, scalar_t* __restrict__ g_b) {
+  constexpr int N = kLanes<acc_t, B>;
+  for (int64_t r = 0; r < n_runs; ++r) {
+    const Run& run = runs[r];
+    const acc_t zk = run.k >= 0 && run.k < K ? z[run.k] : std::numeric_limits<acc_t>::quiet_NaN();
+    const scalar_t* d = d_b + run.y * W + run.x0;
+    scalar_t* g = g_b + run.y * W + run.x0;
+    const int64_t n = run.x1 - run.x0;
+    int64_t i = 0;
+    if (zk != zk) {
+      const Vec<acc_t, B> zero{};
+      for (; i + N <= n; i += N) vstore(g + i, zero);
+      if (i < n) vstore_part(g + i, zero, n - i);
+      continue;
+    }
+    for (; i + N <= n; i += N) vstore(g + i, Vec<acc_t, B>(s * vsign(Vec<acc_t, B>(vload<acc_t, B>(d + i) - zk))));
+    if (i < n) vstore_part(g + i, Vec<acc_t, B>(s * vsign(Vec<acc_t, B>(vload_part<acc_t, B>(d + i, n - i) - zk))), n - i);
+  }
+}
+DESC_OPS_ISA_VARIANTS(runs_grad, runs_grad_body,
+                      (const scalar_t* d_b, int64_t W, int64_t K, const Run* runs, int64_t n_runs, const acc_t* z,
+                       acc_t s, scalar_t* g_b),
+                      (d_b, W, K, runs, n_runs, z, s, g_b))
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> instance_prior_loss_cpu(
     const at::Tensor& depth_in, const at::Tensor& ids_in, const at::Tensor& heights_in,
@@ -57,10 +122,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> instance_
       std::vector<int64_t> image_pixels(B, 0);
 
       at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
+        std::vector<Run> runs;
         for (int64_t b = begin; b < end; ++b) {
           const index_t* ids_b = ids_p + b * H * W;
           int64_t* cnt = count_p + b * K;
-          instance_boxes_image(ids_b, H, W, K, cnt, box_p + b * K * 4);
+          instance_boxes_image(ids_b, H, W, K, cnt, box_p + b * K * 4, &runs);
           for (int64_t k = 0; k < K; ++k) {
             const acc_t h = static_cast<acc_t>(h_p[b * K + k]);
             if (cnt[k] >= min_pixels && cnt[k] > 0 && math::isfinite_(h) && math::isfinite_(f_p[b])) {
@@ -76,22 +142,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> instance_
           // the float32 sum accurate.
           int64_t* sgn = sign_p + b * K;
           std::vector<acc_t> row_sum(H, acc_t(0));
-          const scalar_t* d_b = d_p + b * H * W;
-          for_each_run(ids_b, H, W, K, [&](int64_t k, int64_t y, int64_t x0, int64_t x1) {
-            const acc_t zk = z_p[b * K + k];
-            if (zk != zk) return;  // NaN marks an unused slot
-            const scalar_t* d = d_b + y * W + x0;
-            const int64_t len = x1 - x0;
-            acc_t s = 0;
-            int64_t signs = 0;
-            for (int64_t i = 0; i < len; ++i) {
-              const acc_t diff = static_cast<acc_t>(d[i]) - zk;
-              s += math::abs_(diff);
-              signs += static_cast<int64_t>(math::sign(diff));
-            }
-            row_sum[y] += s;
-            sgn[k] += signs;
-          });
+          runs_l1<scalar_t>(d_p + b * H * W, W, runs.data(), static_cast<int64_t>(runs.size()), z_p + b * K,
+                            row_sum.data(), sgn);
           acc_t total = 0;
           for (int64_t y = 0; y < H; ++y) total += row_sum[y];
           image_sum[b] = total;
@@ -141,17 +193,11 @@ std::tuple<at::Tensor, at::Tensor> instance_prior_loss_backward_cpu(
       scalar_t* g_p = grad_depth.data_ptr<scalar_t>();
       const int64_t B = depth.size(0), H = depth.size(2), W = depth.size(3);
       at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
+        std::vector<Run> runs;
         for (int64_t b = begin; b < end; ++b) {
-          scalar_t* g_b = g_p + b * HW;
-          std::fill(g_b, g_b + HW, scalar_t(0));
-          for_each_run(ids_p + b * HW, H, W, K, [&](int64_t k, int64_t y, int64_t x0, int64_t x1) {
-            const acc_t zk = z_p[b * K + k];
-            if (zk != zk) return;
-            const scalar_t* d = d_p + b * HW + y * W + x0;
-            scalar_t* g = g_b + y * W + x0;
-            const int64_t len = x1 - x0;
-            for (int64_t i = 0; i < len; ++i) g[i] = static_cast<scalar_t>(s * math::sign(static_cast<acc_t>(d[i]) - zk));
-          });
+          collect_runs(ids_p + b * HW, H, W, K, runs, /*all_runs=*/true);
+          runs_grad<scalar_t>(d_p + b * HW, W, K, runs.data(), static_cast<int64_t>(runs.size()), z_p + b * K, s,
+                              g_p + b * HW);
         }
       });
     });

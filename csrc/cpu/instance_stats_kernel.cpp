@@ -1,10 +1,12 @@
 // instance_stats on the CPU (docs/ops.md §3): counts, boxes, and the mean and exact
 // lower median of the valid depths of every instance slot, one image per task.
 //
-// The median uses a counting sort of the valid depths by slot (two walks over
-// the runs of the image) and nth_element inside each slot: O(H W) per image.
+// One walk over the runs of an image gathers the valid depths of each slot;
+// the median is a radix select inside each slot: O(H W) per image.
 #include <ATen/Parallel.h>
 #include <torch/library.h>
+
+#include <string.h>
 
 #include <algorithm>
 #include <limits>
@@ -18,56 +20,147 @@ namespace desc_ops {
 namespace cpu {
 namespace {
 
+// The exact k-th smallest of v[0, n) (0 <= k < n), for values that are all
+// finite and > 0 (valid depths). float: a radix select on the bit patterns,
+// which positive floats order like the values (the histogram's passes do
+// not branch on the data, unlike nth_element's partitions); double:
+// nth_element. v is reordered.
+inline float kth_positive(float* v, int64_t n, int64_t k, std::vector<uint32_t>& hist) {
+  uint32_t lo = std::numeric_limits<uint32_t>::max(), hi = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    uint32_t b;
+    memcpy(&b, v + i, sizeof(b));
+    lo = std::min(lo, b);
+    hi = std::max(hi, b);
+  }
+  if (lo == hi) return v[0];
+  // About n / 4 buckets (16 to 1024) of 2^shift consecutive bit patterns
+  // from lo, counted in four interleaved histograms (consecutive values
+  // often share a bucket: one histogram would chain the increments).
+  const uint32_t target = static_cast<uint32_t>(std::min<int64_t>(1024, std::max<int64_t>(16, n / 4)));
+  int shift = 0;
+  while (((hi - lo) >> shift) >= target) ++shift;
+  const uint32_t buckets = ((hi - lo) >> shift) + 1;
+  hist.assign(4 * buckets, 0);
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    for (int q = 0; q < 4; ++q) {
+      uint32_t b;
+      memcpy(&b, v + i + q, sizeof(b));
+      ++hist[q * buckets + ((b - lo) >> shift)];
+    }
+  }
+  for (; i < n; ++i) {
+    uint32_t b;
+    memcpy(&b, v + i, sizeof(b));
+    ++hist[(b - lo) >> shift];
+  }
+  for (uint32_t c = 0; c < buckets; ++c) hist[c] += hist[buckets + c] + hist[2 * buckets + c] + hist[3 * buckets + c];
+  uint32_t j = 0;
+  int64_t before = 0;
+  while (before + hist[j] <= k) before += hist[j++];
+  // The values of bucket j to the front, then the exact select among them.
+  int64_t m = 0;
+  for (int64_t t = 0; t < n; ++t) {
+    uint32_t b;
+    memcpy(&b, v + t, sizeof(b));
+    v[m] = v[t];
+    m += ((b - lo) >> shift) == j;
+  }
+  std::nth_element(v, v + (k - before), v + m);
+  return v[k - before];
+}
+inline double kth_positive(double* v, int64_t n, int64_t k, std::vector<uint32_t>&) {
+  std::nth_element(v, v + k, v + n);
+  return v[k];
+}
+
+// Per-thread buffers: the valid depths of every slot, grown as needed and
+// kept from image to image.
+template <typename acc_t>
+struct DepthScratch {
+  std::vector<std::vector<acc_t>> values;
+  std::vector<int64_t> used;
+  std::vector<double> sum;
+  std::vector<uint32_t> hist;
+};
+
+// count, box and, with depth, valid_count, mean and median of one image, in
+// one walk over its runs (instance_boxes.h). The sums of a slot are taken
+// run by run in float64 (a run's partial, in four interleaved sums, then
+// added to the slot's); the median is the exact lower median of the slot's
+// valid depths.
 template <typename scalar_t, typename index_t>
-void depth_stats_image(const index_t* ids, const scalar_t* depth, int64_t H, int64_t W, int64_t K,
-                       int64_t* valid_count, scalar_t* mean, scalar_t* median) {
+void stats_image(const index_t* ids, const scalar_t* depth, int64_t H, int64_t W, int64_t K, int64_t* count,
+                 int64_t* box, int64_t* valid_count, scalar_t* mean, scalar_t* median,
+                 DepthScratch<at::opmath_type<scalar_t>>& s) {
   using acc_t = at::opmath_type<scalar_t>;
-  // Sums of up to a million depths: double keeps the mean exact to float32
-  // rounding whatever the instance size.
-  std::vector<double> sum(K, 0.0);
-  std::fill(valid_count, valid_count + K, 0);
+  constexpr int64_t kBig = std::numeric_limits<int64_t>::max();
+  for (int64_t k = 0; k < K; ++k) {
+    count[k] = 0;
+    box[4 * k + 0] = kBig;
+    box[4 * k + 1] = -1;
+    box[4 * k + 2] = kBig;
+    box[4 * k + 3] = -1;
+  }
+  if (depth == nullptr) {
+    instance_boxes_image(ids, H, W, K, count, box);
+    return;
+  }
+  if (static_cast<int64_t>(s.values.size()) < K) s.values.resize(K);
+  s.used.assign(K, 0);
+  s.sum.assign(K, 0.0);
   for_each_run(ids, H, W, K, [&](int64_t k, int64_t y, int64_t x0, int64_t x1) {
-    const scalar_t* d = depth + y * W + x0;
+    int64_t* bk = box + 4 * k;
     const int64_t len = x1 - x0;
-    int64_t n = 0;
-    double s = 0.0;
-    for (int64_t i = 0; i < len; ++i) {
+    count[k] += len;
+    bk[0] = std::min(bk[0], y);  // rows come in order, so y_max is the last y
+    bk[1] = y;
+    bk[2] = std::min(bk[2], x0);
+    bk[3] = std::max(bk[3], x1 - 1);
+    std::vector<acc_t>& vals = s.values[k];
+    if (static_cast<int64_t>(vals.size()) < s.used[k] + len) {
+      vals.resize(std::max<int64_t>(2 * static_cast<int64_t>(vals.size()), s.used[k] + len));
+    }
+    const scalar_t* d = depth + y * W + x0;
+    acc_t* out = vals.data() + s.used[k];
+    int64_t n = 0, i = 0;
+    // Four partial sums (pixels i mod 4), added in a fixed order: no chain
+    // of dependent float64 additions through the run.
+    double part[4] = {0.0, 0.0, 0.0, 0.0};
+    for (; i + 4 <= len; i += 4) {
+      for (int j = 0; j < 4; ++j) {
+        const acc_t v = static_cast<acc_t>(d[i + j]);
+        const bool valid = math::valid_depth(v);
+        out[n] = v;
+        n += valid;
+        part[j] += valid ? static_cast<double>(v) : 0.0;
+      }
+    }
+    for (int j = 0; i < len; ++i, ++j) {
       const acc_t v = static_cast<acc_t>(d[i]);
       const bool valid = math::valid_depth(v);
+      out[n] = v;
       n += valid;
-      s += valid ? static_cast<double>(v) : 0.0;
+      part[j] += valid ? static_cast<double>(v) : 0.0;
     }
-    valid_count[k] += n;
-    sum[k] += s;
+    const double sum = (part[0] + part[1]) + (part[2] + part[3]);
+    s.used[k] += n;
+    s.sum[k] += sum;
   });
-  // Counting sort of the valid depths by slot, then nth_element in each slot.
-  std::vector<int64_t> start(K + 1, 0);
-  for (int64_t k = 0; k < K; ++k) start[k + 1] = start[k] + valid_count[k];
-  std::vector<acc_t> sorted(start[K]);
-  std::vector<int64_t> cursor(start.begin(), start.end() - 1);
-  for_each_run(ids, H, W, K, [&](int64_t k, int64_t y, int64_t x0, int64_t x1) {
-    const scalar_t* d = depth + y * W + x0;
-    const int64_t len = x1 - x0;
-    acc_t* out = sorted.data() + cursor[k];
-    int64_t n = 0;
-    for (int64_t i = 0; i < len; ++i) {
-      const acc_t v = static_cast<acc_t>(d[i]);
-      if (math::valid_depth(v)) out[n++] = v;
-    }
-    cursor[k] += n;
-  });
+  for (int64_t k = 0; k < K; ++k) {
+    if (count[k] == 0) box[4 * k + 0] = box[4 * k + 2] = -1;
+  }
   const scalar_t nan = std::numeric_limits<scalar_t>::quiet_NaN();
   for (int64_t k = 0; k < K; ++k) {
-    const int64_t n = valid_count[k];
+    const int64_t n = s.used[k];
+    valid_count[k] = n;
     if (n == 0) {
       mean[k] = median[k] = nan;
       continue;
     }
-    mean[k] = static_cast<scalar_t>(sum[k] / static_cast<double>(n));
-    auto first = sorted.begin() + start[k];
-    auto mid = first + (n - 1) / 2;
-    std::nth_element(first, mid, first + n);
-    median[k] = static_cast<scalar_t>(*mid);
+    mean[k] = static_cast<scalar_t>(s.sum[k] / static_cast<double>(n));
+    median[k] = static_cast<scalar_t>(kth_positive(s.values[k].data(), n, (n - 1) / 2, s.hist));
   }
 }
 
@@ -96,19 +189,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> instance_
 
   AT_DISPATCH_INDEX_TYPES(ids.scalar_type(), "instance_stats", [&] {
     const index_t* ids_p = ids.data_ptr<index_t>();
-    at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t b = begin; b < end; ++b) {
-        instance_boxes_image(ids_p + b * H * W, H, W, K, count.data_ptr<int64_t>() + b * K,
-                             box.data_ptr<int64_t>() + b * K * 4);
-      }
-    });
-    if (!has_depth) return;
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, depth.scalar_type(), "instance_stats_depth", [&] {
+    // Without depth the float kernel runs with no depth pointer.
+    const at::ScalarType dtype = has_depth ? depth.scalar_type() : at::kFloat;
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "instance_stats_depth", [&] {
+      const scalar_t* d_p = has_depth ? depth.data_ptr<scalar_t>() : nullptr;
       at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
+        DepthScratch<at::opmath_type<scalar_t>> scratch;
         for (int64_t b = begin; b < end; ++b) {
-          depth_stats_image(ids_p + b * H * W, depth.data_ptr<scalar_t>() + b * H * W, H, W, K,
-                            valid_count.data_ptr<int64_t>() + b * K,
-                            mean.data_ptr<scalar_t>() + b * K, median.data_ptr<scalar_t>() + b * K);
+          stats_image(ids_p + b * H * W, d_p != nullptr ? d_p + b * H * W : nullptr, H, W, K,
+                      count.data_ptr<int64_t>() + b * K, box.data_ptr<int64_t>() + b * K * 4,
+                      has_depth ? valid_count.data_ptr<int64_t>() + b * K : nullptr,
+                      has_depth ? mean.data_ptr<scalar_t>() + b * K : nullptr,
+                      has_depth ? median.data_ptr<scalar_t>() + b * K : nullptr, scratch);
         }
       });
     });

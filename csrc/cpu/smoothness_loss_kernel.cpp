@@ -15,94 +15,159 @@ namespace desc_ops {
 namespace cpu {
 namespace {
 
-// w[i] = exp(-mean_c |I_c(p + i) - I_c(p + i + offset)|) for n pixels from p
-// of a (C, H, W) image with plane stride HW.
-template <typename scalar_t, typename acc_t>
-DESC_OPS_ALWAYS_INLINE void edge_weights(const scalar_t* image, int64_t C, int64_t HW, int64_t offset, int64_t n,
-                                         acc_t* __restrict__ w) {
-  for (int64_t i = 0; i < n; ++i) w[i] = acc_t(0);
+// The edge-aware weights of n pixels from p to the pixels `offset` further
+// on: w = exp(-mean_c |I_c(p) - I_c(p + offset)|) (math::edge_aware_weight),
+// for a (C, H, W) image `img` with plane stride HW; `m` of the N lanes valid.
+// kC > 0 is C known at compile time (the channel loop unrolled).
+template <typename scalar_t, typename acc_t, int B, int kC>
+DESC_OPS_ALWAYS_INLINE Vec<acc_t, B> edge_weights(const scalar_t* img, int64_t C_, int64_t HW, int64_t offset,
+                                                  int64_t m) {
+  constexpr int N = kLanes<acc_t, B>;
+  const int64_t C = kC > 0 ? kC : C_;
+  Vec<acc_t, B> a{};
   for (int64_t c = 0; c < C; ++c) {
-    const scalar_t* p = image + c * HW;
-    for (int64_t i = 0; i < n; ++i) w[i] += math::abs_(static_cast<acc_t>(p[i]) - static_cast<acc_t>(p[i + offset]));
+    const scalar_t* p = img + c * HW;
+    if (m == N) {
+      a += vabs(vload<acc_t, B>(p) - vload<acc_t, B>(p + offset));
+    } else {
+      a += vabs(vload_part<acc_t, B>(p, m) - vload_part<acc_t, B>(p + offset, m));
+    }
   }
-  for (int64_t i = 0; i < n; ++i) w[i] = math::edge_aware_weight(w[i], C);
+  return vexp(Vec<acc_t, B>(-a / static_cast<acc_t>(C)));
 }
 
-// One row's sums of |dx| wx (x < W-1) and, if `down`, of |dy| wy.
+template <typename scalar_t, int B, int kC, typename acc_t>
+DESC_OPS_ALWAYS_INLINE void weighted_abs_sum_impl(const scalar_t* __restrict__ d, const scalar_t* __restrict__ img,
+                                                  int64_t C, int64_t HW, int64_t offset, int64_t n, acc_t* out,
+                                                  acc_t* __restrict__ t, Vec<acc_t, B> sum) {
+  constexpr int N = kLanes<acc_t, B>;
+  int64_t x = 0;
+  for (; x + N <= n; x += N) {
+    const Vec<acc_t, B> w = edge_weights<scalar_t, acc_t, B, kC>(img + x, C, HW, offset, N);
+    const Vec<acc_t, B> diff = vload<acc_t, B>(d + x) - vload<acc_t, B>(d + x + offset);
+    sum += vabs(diff) * w;
+    if (t != nullptr) vstore(t + x, Vec<acc_t, B>(w * vsign(diff)));
+  }
+  if (x < n) {
+    const int64_t m = n - x;
+    const Vec<acc_t, B> w = edge_weights<scalar_t, acc_t, B, kC>(img + x, C, HW, offset, m);
+    const Vec<acc_t, B> diff = vload_part<acc_t, B>(d + x, m) - vload_part<acc_t, B>(d + x + offset, m);
+    sum += vabs(diff) * w;
+    if (t != nullptr) vstore_part(t + x, Vec<acc_t, B>(w * vsign(diff)), m);
+  }
+  *out = lane_reduce(sum);
+}
+
+// Sum over x < n of |d(x) - d(x + offset)| w(x), in lanes (simd.h); with
+// `t`, also t(x) = w(x) sign(d(x) - d(x + offset)), what the gradient needs.
+template <typename scalar_t, int B, typename acc_t = at::opmath_type<scalar_t>>
+DESC_OPS_ALWAYS_INLINE void weighted_abs_sum_body(const scalar_t* __restrict__ d, const scalar_t* __restrict__ img,
+                                                  int64_t C, int64_t HW, int64_t offset, int64_t n, acc_t* out,
+                                                  acc_t* __restrict__ t) {
+  const Vec<acc_t, B> zero{};
+  if (C == 3) return weighted_abs_sum_impl<scalar_t, B, 3>(d, img, C, HW, offset, n, out, t, zero);  // RGB
+  if (C == 1) return weighted_abs_sum_impl<scalar_t, B, 1>(d, img, C, HW, offset, n, out, t, zero);
+  weighted_abs_sum_impl<scalar_t, B, 0>(d, img, C, HW, offset, n, out, t, zero);
+}
+DESC_OPS_ISA_VARIANTS(weighted_abs_sum, weighted_abs_sum_body,
+                      (const scalar_t* d, const scalar_t* img, int64_t C, int64_t HW, int64_t offset, int64_t n,
+                       acc_t* out, acc_t* t),
+                      (d, img, C, HW, offset, n, out, t))
+
+// Both terms of one row in one pass (the pixels at x are loaded once for
+// the neighbour to the right and the one below): sx = sum_x<W-1 |dx| wx and,
+// if `down`, sy = sum_x<W |dy| wy, with the same lanes as weighted_abs_sum
+// (so the same bits); with tx / td, also the signed terms w sign(d).
+template <typename scalar_t, int B, int kC, typename acc_t>
+DESC_OPS_ALWAYS_INLINE void row_terms_impl(const scalar_t* __restrict__ d, const scalar_t* __restrict__ img,
+                                           int64_t C, int64_t HW, int64_t W, bool down, acc_t* sx, acc_t* sy,
+                                           acc_t* __restrict__ tx, acc_t* __restrict__ td) {
+  constexpr int N = kLanes<acc_t, B>;
+  if (!down) {
+    weighted_abs_sum_impl<scalar_t, B, kC>(d, img, C, HW, 1, W - 1, sx, tx, Vec<acc_t, B>{});
+    *sy = acc_t(0);
+    return;
+  }
+  Vec<acc_t, B> sum_x{}, sum_y{};
+  int64_t x = 0;
+  for (; x + N <= W - 1; x += N) {
+    const Vec<acc_t, B> wx = edge_weights<scalar_t, acc_t, B, kC>(img + x, C, HW, 1, N);
+    const Vec<acc_t, B> wy = edge_weights<scalar_t, acc_t, B, kC>(img + x, C, HW, W, N);
+    const Vec<acc_t, B> here = vload<acc_t, B>(d + x);
+    const Vec<acc_t, B> dx = here - vload<acc_t, B>(d + x + 1);
+    const Vec<acc_t, B> dy = here - vload<acc_t, B>(d + x + W);
+    sum_x += vabs(dx) * wx;
+    sum_y += vabs(dy) * wy;
+    if (tx != nullptr) {
+      vstore(tx + x, Vec<acc_t, B>(wx * vsign(dx)));
+      vstore(td + x, Vec<acc_t, B>(wy * vsign(dy)));
+    }
+  }
+  // The rest (fewer than N + 1 pixels) term by term, the lanes continuing.
+  acc_t rx, ry;
+  weighted_abs_sum_impl<scalar_t, B, kC>(d + x, img + x, C, HW, 1, W - 1 - x, &rx, tx != nullptr ? tx + x : nullptr,
+                                         sum_x);
+  weighted_abs_sum_impl<scalar_t, B, kC>(d + x, img + x, C, HW, W, W - x, &ry, td != nullptr ? td + x : nullptr,
+                                         sum_y);
+  *sx = rx;
+  *sy = ry;
+}
+
+template <typename scalar_t, int B, typename acc_t = at::opmath_type<scalar_t>>
+DESC_OPS_ALWAYS_INLINE void row_terms_body(const scalar_t* d, const scalar_t* img, int64_t C, int64_t HW, int64_t W,
+                                           bool down, acc_t* sx, acc_t* sy, acc_t* tx, acc_t* td) {
+  if (C == 3) return row_terms_impl<scalar_t, B, 3>(d, img, C, HW, W, down, sx, sy, tx, td);
+  if (C == 1) return row_terms_impl<scalar_t, B, 1>(d, img, C, HW, W, down, sx, sy, tx, td);
+  row_terms_impl<scalar_t, B, 0>(d, img, C, HW, W, down, sx, sy, tx, td);
+}
+DESC_OPS_ISA_VARIANTS(row_terms, row_terms_body,
+                      (const scalar_t* d, const scalar_t* img, int64_t C, int64_t HW, int64_t W, bool down, acc_t* sx,
+                       acc_t* sy, acc_t* tx, acc_t* td),
+                      (d, img, C, HW, W, down, sx, sy, tx, td))
+
+// t(x) = w(x) sign(d(x) - d(x + offset)) for x < n.
 template <typename scalar_t, typename acc_t>
-DESC_OPS_ALWAYS_INLINE void forward_row_body(const scalar_t* d, const scalar_t* img, int64_t C, int64_t HW, int64_t W,
-                                             bool down, acc_t* __restrict__ w, acc_t* __restrict__ t, acc_t* sx,
-                                             acc_t* sy) {
-  edge_weights(img, C, HW, 1, W - 1, w);
-  for (int64_t x = 0; x + 1 < W; ++x) {
-    t[x] = math::abs_(static_cast<acc_t>(d[x]) - static_cast<acc_t>(d[x + 1])) * w[x];
-  }
-  *sx = lane_sum(t, W - 1);
-  *sy = 0;
-  if (!down) return;
-  edge_weights(img, C, HW, W, W, w);
-  for (int64_t x = 0; x < W; ++x) t[x] = math::abs_(static_cast<acc_t>(d[x]) - static_cast<acc_t>(d[x + W])) * w[x];
-  *sy = lane_sum(t, W);
+void signed_weights(const scalar_t* d, const scalar_t* img, int64_t C, int64_t HW, int64_t offset, int64_t n,
+                    acc_t* t) {
+  acc_t unused;
+  weighted_abs_sum<scalar_t>(d, img, C, HW, offset, n, &unused, t);
 }
 
-// One row of the gradient. With the signed weighted differences to the right
-// (tx, padded with a 0 at both ends), below (td) and above (tu), a pixel's
-// gradient is gx (tx[x+1] - tx[x]) + gy (td[x] - tu[x]).
-template <typename scalar_t, typename acc_t>
-DESC_OPS_ALWAYS_INLINE void backward_row_body(const scalar_t* d, const scalar_t* img, int64_t C, int64_t HW,
-                                              int64_t W, bool up, bool down, acc_t gx, acc_t gy,
-                                              acc_t* __restrict__ w, acc_t* __restrict__ tx, acc_t* __restrict__ td,
-                                              acc_t* __restrict__ tu, scalar_t* __restrict__ out) {
-  edge_weights(img, C, HW, 1, W - 1, w);
-  tx[0] = tx[W] = acc_t(0);
-  for (int64_t x = 0; x + 1 < W; ++x) {
-    tx[x + 1] = w[x] * math::sign(static_cast<acc_t>(d[x]) - static_cast<acc_t>(d[x + 1]));
-  }
-  for (int64_t x = 0; x < W; ++x) td[x] = tu[x] = acc_t(0);
-  if (down) {
-    edge_weights(img, C, HW, W, W, w);
-    for (int64_t x = 0; x < W; ++x) td[x] = w[x] * math::sign(static_cast<acc_t>(d[x]) - static_cast<acc_t>(d[x + W]));
-  }
-  if (up) {
-    edge_weights(img - W, C, HW, W, W, w);
-    for (int64_t x = 0; x < W; ++x) tu[x] = w[x] * math::sign(static_cast<acc_t>(d[x - W]) - static_cast<acc_t>(d[x]));
-  }
-  for (int64_t x = 0; x < W; ++x) out[x] = static_cast<scalar_t>(gx * (tx[x + 1] - tx[x]) + gy * (td[x] - tu[x]));
+// out = g u, rounded to scalar_t, for n elements of the saved unit gradient.
+template <typename scalar_t, int B, typename acc_t = at::opmath_type<scalar_t>>
+DESC_OPS_ALWAYS_INLINE void scale_body(const acc_t* __restrict__ u, acc_t g, int64_t n, scalar_t* __restrict__ out) {
+  constexpr int N = kLanes<acc_t, B>;
+  int64_t i = 0;
+  for (; i + N <= n; i += N) vstore(out + i, Vec<acc_t, B>(g * vload<acc_t, B>(u + i)));
+  if (i < n) vstore_part(out + i, Vec<acc_t, B>(g * vload_part<acc_t, B>(u + i, n - i)), n - i);
 }
+DESC_OPS_ISA_VARIANTS(scale_unit_grad, scale_body, (const acc_t* u, acc_t g, int64_t n, scalar_t* out),
+                      (u, g, n, out))
 
-#ifdef DESC_OPS_HAS_AVX2_DISPATCH
-DESC_OPS_AVX2 void forward_row_avx2(const float* d, const float* img, int64_t C, int64_t HW, int64_t W, bool down,
-                                    float* w, float* t, float* sx, float* sy) {
-  forward_row_body(d, img, C, HW, W, down, w, t, sx, sy);
-}
-DESC_OPS_AVX2 void backward_row_avx2(const float* d, const float* img, int64_t C, int64_t HW, int64_t W, bool up,
-                                     bool down, float gx, float gy, float* w, float* tx, float* td, float* tu,
-                                     float* out) {
-  backward_row_body(d, img, C, HW, W, up, down, gx, gy, w, tx, td, tu, out);
-}
-#endif
-
-template <typename scalar_t, typename acc_t>
-void forward_row(const scalar_t* d, const scalar_t* img, int64_t C, int64_t HW, int64_t W, bool down, acc_t* w,
-                 acc_t* t, acc_t* sx, acc_t* sy) {
-#ifdef DESC_OPS_HAS_AVX2_DISPATCH
-  if constexpr (std::is_same_v<scalar_t, float>) {
-    if (cpu_has_avx2()) return forward_row_avx2(d, img, C, HW, W, down, w, t, sx, sy);
+// One row of the gradient from the signed weighted differences to the right
+// (tx, W + 1 long with a 0 at both ends), below (td) and above (tu):
+// gx (tx[x+1] - tx[x]) + gy (td[x] - tu[x]).
+template <typename scalar_t, int B, typename acc_t = at::opmath_type<scalar_t>>
+DESC_OPS_ALWAYS_INLINE void grad_row_body(const acc_t* __restrict__ tx, const acc_t* __restrict__ td,
+                                          const acc_t* __restrict__ tu, acc_t gx, acc_t gy, int64_t W,
+                                          scalar_t* __restrict__ out) {
+  constexpr int N = kLanes<acc_t, B>;
+  int64_t x = 0;
+  for (; x + N <= W; x += N) {
+    const Vec<acc_t, B> g = gx * (vload<acc_t, B>(tx + x + 1) - vload<acc_t, B>(tx + x)) +
+                         gy * (vload<acc_t, B>(td + x) - vload<acc_t, B>(tu + x));
+    vstore<scalar_t>(out + x, g);
   }
-#endif
-  forward_row_body(d, img, C, HW, W, down, w, t, sx, sy);
-}
-
-template <typename scalar_t, typename acc_t>
-void backward_row(const scalar_t* d, const scalar_t* img, int64_t C, int64_t HW, int64_t W, bool up, bool down,
-                  acc_t gx, acc_t gy, acc_t* w, acc_t* tx, acc_t* td, acc_t* tu, scalar_t* out) {
-#ifdef DESC_OPS_HAS_AVX2_DISPATCH
-  if constexpr (std::is_same_v<scalar_t, float>) {
-    if (cpu_has_avx2()) return backward_row_avx2(d, img, C, HW, W, up, down, gx, gy, w, tx, td, tu, out);
+  if (x < W) {
+    const int64_t m = W - x;
+    const Vec<acc_t, B> g = gx * (vload_part<acc_t, B>(tx + x + 1, m) - vload_part<acc_t, B>(tx + x, m)) +
+                         gy * (vload_part<acc_t, B>(td + x, m) - vload_part<acc_t, B>(tu + x, m));
+    vstore_part<scalar_t>(out + x, g, m);
   }
-#endif
-  backward_row_body(d, img, C, HW, W, up, down, gx, gy, w, tx, td, tu, out);
 }
+DESC_OPS_ISA_VARIANTS(grad_row, grad_row_body,
+                      (const acc_t* tx, const acc_t* td, const acc_t* tu, acc_t gx, acc_t gy, int64_t W, scalar_t* out),
+                      (tx, td, tu, gx, gy, W, out))
 
 at::Tensor smoothness_loss_cpu(const at::Tensor& depth_in, const at::Tensor& image_in) {
   check_smoothness_args(depth_in, image_in);
@@ -117,11 +182,12 @@ at::Tensor smoothness_loss_cpu(const at::Tensor& depth_in, const at::Tensor& ima
     // Row partials added in row order: the sum does not depend on the threads.
     std::vector<acc_t> partial_x(B * H, acc_t(0)), partial_y(B * H, acc_t(0));
     at::parallel_for(0, B * H, std::max<int64_t>(1, 8192 / W), [&](int64_t begin, int64_t end) {
-      std::vector<acc_t> w(W), t(W);
       for (int64_t r = begin; r < end; ++r) {
         const int64_t b = r / H, y = r % H;
-        forward_row(d_p + r * W, i_p + b * C * H * W + y * W, C, H * W, W, y + 1 < H, w.data(), t.data(),
-                    &partial_x[r], &partial_y[r]);
+        const scalar_t* d = d_p + r * W;
+        const scalar_t* img = i_p + b * C * H * W + y * W;
+        row_terms<scalar_t>(d, img, C, H * W, W, y + 1 < H, &partial_x[r], &partial_y[r], static_cast<acc_t*>(nullptr),
+                            static_cast<acc_t*>(nullptr));
       }
     });
     acc_t sx = 0, sy = 0;
@@ -151,12 +217,100 @@ at::Tensor smoothness_loss_backward_cpu(const at::Tensor& grad, const at::Tensor
     const scalar_t* i_p = image.data_ptr<scalar_t>();
     scalar_t* g_p = grad_depth.data_ptr<scalar_t>();
     at::parallel_for(0, B * H, std::max<int64_t>(1, 8192 / W), [&](int64_t begin, int64_t end) {
-      std::vector<acc_t> w(W), tx(W + 1), td(W), tu(W);
+      // The terms to the row below are those from the row above for the
+      // next row: computed once and carried, except at the chunk's first row.
+      std::vector<acc_t> tx(W + 1, acc_t(0)), below(W), above(W);
+      acc_t* td = below.data();
+      acc_t* tu = above.data();
+      const int64_t HW = H * W;
       for (int64_t r = begin; r < end; ++r) {
         const int64_t b = r / H, y = r % H;
-        backward_row(d_p + r * W, i_p + b * C * H * W + y * W, C, H * W, W, y > 0, y + 1 < H, gx, gy, w.data(),
-                     tx.data(), td.data(), tu.data(), g_p + r * W);
+        const scalar_t* d = d_p + r * W;
+        const scalar_t* img = i_p + b * C * HW + y * W;
+        if (y == 0) {
+          std::fill(tu, tu + W, acc_t(0));
+        } else if (r == begin) {
+          signed_weights<scalar_t>(d - W, img - W, C, HW, W, W, tu);
+        }
+        acc_t unused_x, unused_y;
+        row_terms<scalar_t>(d, img, C, HW, W, y + 1 < H, &unused_x, &unused_y, tx.data() + 1, td);  // tx[0] = tx[W] = 0
+        if (y + 1 == H) std::fill(td, td + W, acc_t(0));
+        grad_row<scalar_t>(tx.data(), td, tu, gx, gy, W, g_p + r * W);
+        std::swap(td, tu);
       }
+    });
+  });
+  return grad_depth;
+}
+
+// The training forward: the loss as smoothness_loss_cpu (bit for bit) and
+// the gradient for an upstream 1, in acc, (B, 1, H, W): u = ax (tx[x+1] -
+// tx[x]) + ay (td[x] - tu[x]) from the weights and signs the loss computes
+// anyway, so that the backward is one multiplication per pixel and never
+// recomputes a weight. For an upstream g the backward returns g u; the
+// recomputing backward returns (g ax) (...) + (g ay) (...), equal for g = 1.
+std::tuple<at::Tensor, at::Tensor> smoothness_loss_train_cpu(const at::Tensor& depth_in, const at::Tensor& image_in) {
+  check_smoothness_args(depth_in, image_in);
+  const at::Tensor depth = depth_in.contiguous();
+  const at::Tensor image = image_in.contiguous();
+  const int64_t B = depth.size(0), C = image.size(1), H = depth.size(2), W = depth.size(3);
+  at::Tensor loss = at::empty({}, depth.options());
+  at::Tensor unit = at::empty_like(depth, depth.options().dtype(opmath_dtype(depth.scalar_type())));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, depth.scalar_type(), "smoothness_loss_train", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const scalar_t* d_p = depth.data_ptr<scalar_t>();
+    const scalar_t* i_p = image.data_ptr<scalar_t>();
+    acc_t* u_p = unit.data_ptr<acc_t>();
+    const auto [ax, ay] = smoothness_term_scales<acc_t>(B, H, W);
+    std::vector<acc_t> partial_x(B * H, acc_t(0)), partial_y(B * H, acc_t(0));
+    at::parallel_for(0, B * H, std::max<int64_t>(1, 8192 / W), [&](int64_t begin, int64_t end) {
+      std::vector<acc_t> tx(W + 1, acc_t(0)), below(W), above(W);
+      acc_t* td = below.data();
+      acc_t* tu = above.data();
+      const int64_t HW = H * W;
+      acc_t unused;
+      for (int64_t r = begin; r < end; ++r) {
+        const int64_t b = r / H, y = r % H;
+        const scalar_t* d = d_p + r * W;
+        const scalar_t* img = i_p + b * C * HW + y * W;
+        if (y == 0) {
+          std::fill(tu, tu + W, acc_t(0));
+        } else if (r == begin) {
+          weighted_abs_sum<scalar_t>(d - W, img - W, C, HW, W, W, &unused, tu);
+        }
+        row_terms<scalar_t>(d, img, C, HW, W, y + 1 < H, &partial_x[r], &partial_y[r], tx.data() + 1, td);
+        if (y + 1 == H) std::fill(td, td + W, acc_t(0));
+        grad_row<acc_t>(tx.data(), td, tu, ax, ay, W, u_p + r * W);
+        std::swap(td, tu);
+      }
+    });
+    acc_t sx = 0, sy = 0;
+    for (int64_t r = 0; r < B * H; ++r) {
+      sx += partial_x[r];
+      sy += partial_y[r];
+    }
+    loss.fill_(sx * ax + sy * ay);
+  });
+  return {loss, unit};
+}
+
+at::Tensor smoothness_loss_backward_saved_cpu(const at::Tensor& grad, const at::Tensor& unit_in,
+                                              at::ScalarType dtype) {
+  check_depth(unit_in, "unit_grad");
+  check_scalar_grad(grad, unit_in);
+  TORCH_CHECK_VALUE(at::isFloatingType(dtype) && unit_in.scalar_type() == opmath_dtype(dtype),
+                    "unit_grad must have the accumulation dtype of ", dtype, ", got ", describe(unit_in));
+  const at::Tensor unit = unit_in.contiguous();
+  at::Tensor grad_depth = at::empty_like(unit, unit.options().dtype(dtype));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "smoothness_loss_backward_saved", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const acc_t g = static_cast<acc_t>(grad.item<double>());
+    const acc_t* u_p = unit.data_ptr<acc_t>();
+    scalar_t* g_p = grad_depth.data_ptr<scalar_t>();
+    const int64_t n = unit.numel(), block = 16384;
+    at::parallel_for(0, (n + block - 1) / block, 1, [&](int64_t begin, int64_t end) {
+      const int64_t i = begin * block, m = std::min(end * block, n) - i;
+      scale_unit_grad<scalar_t>(u_p + i, g, m, g_p + i);
     });
   });
   return grad_depth;
@@ -167,6 +321,8 @@ at::Tensor smoothness_loss_backward_cpu(const at::Tensor& grad, const at::Tensor
 TORCH_LIBRARY_IMPL(desc_ops, CPU, m) {
   m.impl("smoothness_loss", &smoothness_loss_cpu);
   m.impl("_smoothness_loss_backward", &smoothness_loss_backward_cpu);
+  m.impl("_smoothness_loss_train", &smoothness_loss_train_cpu);
+  m.impl("_smoothness_loss_backward_saved", &smoothness_loss_backward_saved_cpu);
 }
 
 }  // namespace cpu
