@@ -52,13 +52,9 @@ void collect_runs(const index_t* ids, int64_t H, int64_t W, int64_t K, std::vect
                all_runs);
 }
 
-// count[k] and box[4k..4k+3] = (y_min, y_max, x_min, x_max) of one image;
-// empty slots get count 0 and a box of -1. With `runs`, the runs of the
-// slots are also recorded there (one walk for both).
-template <typename index_t>
-void instance_boxes_image(const index_t* ids, int64_t H, int64_t W, int64_t K, int64_t* count, int64_t* box,
-                          std::vector<Run>* runs = nullptr) {
-  if (runs != nullptr) runs->clear();
+// Every slot empty: count 0, and a box that any pixel's min/max replaces
+// (the caller turns the boxes of empty slots into -1 afterwards).
+inline void clear_boxes(int64_t K, int64_t* count, int64_t* box) {
   constexpr int64_t kBig = std::numeric_limits<int64_t>::max();
   for (int64_t k = 0; k < K; ++k) {
     count[k] = 0;
@@ -67,6 +63,16 @@ void instance_boxes_image(const index_t* ids, int64_t H, int64_t W, int64_t K, i
     box[4 * k + 2] = kBig;
     box[4 * k + 3] = -1;
   }
+}
+
+// count[k] and box[4k..4k+3] = (y_min, y_max, x_min, x_max) of one image;
+// empty slots get count 0 and a box of -1. With `runs`, the runs of the
+// slots are also recorded there (one walk for both).
+template <typename index_t>
+void instance_boxes_image(const index_t* ids, int64_t H, int64_t W, int64_t K, int64_t* count, int64_t* box,
+                          std::vector<Run>* runs = nullptr) {
+  if (runs != nullptr) runs->clear();
+  clear_boxes(K, count, box);
   for_each_run(ids, H, W, K, [&](int64_t k, int64_t y, int64_t x0, int64_t x1) {
     int64_t* bk = box + 4 * k;
     count[k] += x1 - x0;

@@ -95,14 +95,7 @@ void stats_image(const index_t* ids, const scalar_t* depth, int64_t H, int64_t W
                  int64_t* box, int64_t* valid_count, scalar_t* mean, scalar_t* median,
                  DepthScratch<at::opmath_type<scalar_t>>& s) {
   using acc_t = at::opmath_type<scalar_t>;
-  constexpr int64_t kBig = std::numeric_limits<int64_t>::max();
-  for (int64_t k = 0; k < K; ++k) {
-    count[k] = 0;
-    box[4 * k + 0] = kBig;
-    box[4 * k + 1] = -1;
-    box[4 * k + 2] = kBig;
-    box[4 * k + 3] = -1;
-  }
+  clear_boxes(K, count, box);
   if (depth == nullptr) {
     instance_boxes_image(ids, H, W, K, count, box);
     return;
