@@ -16,6 +16,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from .data import DepthDataset
@@ -114,6 +115,17 @@ def mean_metrics(per_image: Sequence[Dict[str, float]]) -> Dict[str, float]:
     return {k: sum(m[k] for m in per_image) / len(per_image) for k in METRICS}
 
 
+def finest_depth(net: torch.nn.Module, images: Tensor) -> Tensor:
+    """`net`'s finest-scale depth (B, 1, H, W) for images of any size: the U-Nets
+    take multiples of 16, so the images are padded (replicating their edges) to
+    the next ones and the prediction is cropped back."""
+    H, W = images.shape[-2:]
+    ph, pw = -H % 16, -W % 16
+    if ph or pw:
+        images = F.pad(images, (0, pw, 0, ph), mode="replicate")
+    return net(images)[0][..., :H, :W]
+
+
 @torch.no_grad()
 def predict_split(net: torch.nn.Module, split_dir: str, batch_size: int = 16) -> Tuple[Tensor, Tensor, Tensor]:
     """`net`'s finest-scale depth for every frame of a split, decoding each frame
@@ -124,7 +136,7 @@ def predict_split(net: torch.nn.Module, split_dir: str, batch_size: int = 16) ->
     preds, gts, instances = [], [], []
     for i in range(0, len(ds), batch_size):
         items = [ds[j] for j in range(i, min(len(ds), i + batch_size))]
-        preds.append(net(torch.stack([it["image"] for it in items]).to(device))[0].cpu())
+        preds.append(finest_depth(net, torch.stack([it["image"] for it in items]).to(device)).cpu())
         gts.append(torch.stack([it["depth"] for it in items]))
         instances.append(torch.stack([it["instance_ids"] >= 0 for it in items]))
     return torch.cat(preds), torch.cat(gts), torch.cat(instances)
@@ -155,7 +167,7 @@ def evaluate_split(net: torch.nn.Module, split_dir: str, *, median_scaling: bool
     per_cap: Dict[str, List[Dict[str, float]]] = {cap_name(c): [] for c in protocol["caps"]}
     for i in range(0, len(ds), batch_size):
         items = [ds[j] for j in range(i, min(len(ds), i + batch_size))]
-        preds = net(torch.stack([it["image"] for it in items]).to(device))[0][:, 0].float().cpu()
+        preds = finest_depth(net, torch.stack([it["image"] for it in items]).to(device))[:, 0].float().cpu()
         for it, pred in zip(items, preds):
             gt = read_gt(split_dir, it["name"])
             if gt is None:

@@ -48,11 +48,16 @@ from .models import MAX_DEPTH, SCALES, DepthUNet, HeightNet, instance_features, 
 
 def domain_classes(source: DepthDataset, target: DepthDataset):
     """The class names both splits label with (G_sem and G_h read one id space),
-    after checking the splits can train: depth on the source, labels on both."""
+    after checking the splits can train: depth on the source, labels on both,
+    frames whose sides are multiples of 16."""
     src, tgt = source.meta, target.meta
     if not src.has_depth:
         raise DataError(f"{source.split_dir}: the source split has no depth (meta.json has_depth false)")
     for ds in (source, target):
+        H, W = ds.meta.image_size
+        if H % 16 or W % 16:
+            raise DataError(f"{ds.split_dir}: frames of {H}x{W}; the networks take multiples of 16: prepare the "
+                            f"split with --size HxW (e.g. 192x640)")
         if not ds.meta.has_labels:
             raise DataError(f"{ds.split_dir}: no semantic and instance maps yet; add them with "
                             f"desc-train prepare panoptic (or --labels gt where the dataset has labels)")

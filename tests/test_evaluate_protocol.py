@@ -111,3 +111,21 @@ def test_predictions_are_floored_at_a_millimetre():
     assert np.isfinite(m["rmse_log"]) and m["rmse_log"] == pytest.approx(np.sqrt(np.mean(np.log([2e3, 4e3]) ** 2)))
     m = frame_metrics(torch.zeros(1, 2), gt, median_scaling=True)  # 0 / 0 without the floor
     assert m["abs_rel"] == pytest.approx((1 / 2 + 1 / 4) / 2)  # both scaled to median(gt) = 3
+
+
+def test_frames_of_any_size_are_evaluated(tmp_path):
+    """A split kept at its native size (not a multiple of 16) is padded for the
+    network and the prediction cropped back to the frame."""
+    from desc_train.evaluate import finest_depth
+
+    torch.manual_seed(0)
+    net = DepthUNet(3, 4).eval()
+    images = torch.rand(2, 3, 37, 90)
+    with torch.no_grad():
+        out = finest_depth(net, images)
+        padded = net(torch.nn.functional.pad(images, (0, 6, 0, 11), mode="replicate"))[0]
+    assert out.shape == (2, 1, 37, 90) and torch.equal(out, padded[..., :37, :90])
+    split = str(tmp_path / "native")
+    write_sample(split, "a", np.zeros((37, 90, 3), np.uint8), np.full((37, 90), 5.0, np.float32))
+    write_meta(split, SplitMeta("target", ["x"], [], 30.0, [37, 90], frames={"a": {}}, has_labels=False))
+    assert evaluate_split(net, split)["images"]["0.001-80m"] == 1

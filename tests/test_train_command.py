@@ -80,6 +80,9 @@ def test_train_refuses_data_it_cannot_train_on(data, tmp_path, capsys):
     write_meta(target, dataclasses.replace(meta, classes=meta.classes + ["extra"]))
     with pytest.raises(DataError, match="label different classes"):
         Trainer(cfg, cfg.out)
+    write_meta(target, dataclasses.replace(meta, image_size=[30, 64]))
+    with pytest.raises(DataError, match="target_train: frames of 30x64; the networks take multiples of 16"):
+        Trainer(cfg, cfg.out)
     source = os.path.join(root, "source_train")
     write_meta(target, meta)
     write_meta(source, dataclasses.replace(read_meta(source), has_depth=False))
