@@ -83,3 +83,4 @@ def test_error_lists_show_the_first_twenty_and_count_the_rest():
     text = listed([f"e{i}" for i in range(25)])
     assert text.split("\n  ")[1:21] == [f"e{i}" for i in range(20)]
     assert text.endswith("\n  e19\n  ... and 5 more")
+    assert "more" not in listed([f"e{i}" for i in range(20)])  # exactly MAX_SHOWN: nothing cut
