@@ -9,7 +9,8 @@ Providers, side by side in one run: ``desc_ops`` (our kernels), ``reference``
 (``desc_ops.reference``, eager PyTorch), ``compiled`` (``torch.compile`` of the
 reference) and, for the instance operators, ``loop`` (the original DESC
 implementation's Python loop over images and instances, benchmarks/loop_reference.py).
-Modes: forward, backward, full (forward + backward).
+Modes: forward, backward, full (forward + backward); gradients are set to None
+before each backward, as ``optimizer.zero_grad()`` does.
 
 CUDA times come from CUDA events after warm-up (median, p20, p80); CPU times
 from ``torch.utils.benchmark`` with the thread count stated. Bytes moved are
@@ -182,14 +183,24 @@ def runner(op: str, mode: str, fn: Callable, x) -> Callable[[], None]:
         return run
     leaves = [x["depth"].clone().requires_grad_(), x["depth_sem"].clone().requires_grad_(),
               x["heights"].clone().requires_grad_()]
+
+    # Gradients are set to None before each backward, as a training step's
+    # optimizer.zero_grad() does: each provider's backward then writes fresh
+    # gradients, with no accumulation into the previous ones (an add per
+    # leaf that is no part of the op).
+    def clear_grads():
+        for leaf in leaves:
+            leaf.grad = None
     if mode == "full":
         def run():
+            clear_grads()
             out = fn(x, *leaves)
             out.backward()
         return run
     out = fn(x, *leaves)
 
     def run():
+        clear_grads()
         out.backward(retain_graph=True)
     return run
 

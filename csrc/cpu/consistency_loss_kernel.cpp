@@ -284,18 +284,8 @@ std::tuple<at::Tensor, at::Tensor> consistency_loss_backward_signed_cpu(const at
     check_scalar_grad(grad_in, signed_w_in);
   }
   const at::Tensor signed_w = signed_w_in.contiguous();
-  // Both gradients in one allocation when both are asked for (one fresh
-  // block of memory per backward), else only the one asked for.
-  at::Tensor grad_depth, grad_depth_sem;
-  if (output_mask[0] && output_mask[1]) {
-    const at::Tensor both =
-        at::empty({2, signed_w.size(0), 1, signed_w.size(2), signed_w.size(3)}, signed_w.options());
-    grad_depth = both[0];
-    grad_depth_sem = both[1];
-  } else {
-    grad_depth = output_mask[0] ? at::empty_like(signed_w) : at::empty({0}, signed_w.options());
-    grad_depth_sem = output_mask[1] ? at::empty_like(signed_w) : at::empty({0}, signed_w.options());
-  }
+  at::Tensor grad_depth = output_mask[0] ? at::empty_like(signed_w) : at::empty({0}, signed_w.options());
+  at::Tensor grad_depth_sem = output_mask[1] ? at::empty_like(signed_w) : at::empty({0}, signed_w.options());
   if (signed_w.numel() == 0) return {grad_depth, grad_depth_sem};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, signed_w.scalar_type(), "consistency_loss_backward", [&] {
     using acc_t = at::opmath_type<scalar_t>;

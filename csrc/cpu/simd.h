@@ -214,6 +214,26 @@ DESC_OPS_ALWAYS_INLINE V vsign(V x) {
   return x > acc_t(0) ? one : (x < acc_t(0) ? -one : zero);
 }
 
+// fast_exp's range reduction and polynomial (math::fast_exp) for x clamped
+// to [-87.3, 88.3] and n = round(x log2(e)), half away from zero.
+template <typename V, typename I>
+DESC_OPS_ALWAYS_INLINE V vexp_reduced(V x, I n) {
+  const V fn = __builtin_convertvector(n, V);
+  V r = x - fn * 0.693359375f;
+  r = r - fn * -2.12194440e-4f;
+  V p = V{} + 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const I bits = (n + 127) << 23;
+  V scale;
+  memcpy(&scale, &bits, sizeof(scale));
+  return p * scale;
+}
+
 // math::fast_exp lane by lane: the same value for every input.
 template <typename V>
 DESC_OPS_ALWAYS_INLINE V vexp(V in) {
@@ -229,20 +249,22 @@ DESC_OPS_ALWAYS_INLINE V vexp(V in) {
     x = x > 88.3f ? V{} + 88.3f : x;
     const V t = x * 1.44269504088896341f;
     const I n = __builtin_convertvector(t + (t >= 0.f ? V{} + 0.5f : V{} - 0.5f), I);
-    const V fn = __builtin_convertvector(n, V);
-    V r = x - fn * 0.693359375f;
-    r = r - fn * -2.12194440e-4f;
-    V p = V{} + 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
-    const I bits = (n + 127) << 23;
-    V scale;
-    memcpy(&scale, &bits, sizeof(scale));
-    return in == in ? p * scale : in;
+    return in == in ? vexp_reduced(x, n) : in;
+  }
+}
+
+// vexp for arguments <= 0 (or NaN), such as the edge-aware weights: the same
+// values, without the upper clamp and the sign test of the rounding (for
+// t <= 0, t - 0.5 truncated is fast_exp's rounding).
+template <typename V>
+DESC_OPS_ALWAYS_INLINE V vexp_nonpositive(V in) {
+  if constexpr (std::is_same_v<ElemOf<V>, double>) {
+    return vexp(in);
+  } else {
+    using I = Vec<int32_t, kBytesOf<V>>;
+    const V x = in > -87.3f ? in : V{} - 87.3f;
+    const I n = __builtin_convertvector(x * 1.44269504088896341f - 0.5f, I);
+    return in == in ? vexp_reduced(x, n) : in;
   }
 }
 
