@@ -301,3 +301,33 @@ def test_desc_loss_combines_terms(device):
     out = desc_ops.DESCLoss(**prior_only, validate=False)(x["depth"], instance_ids=bad_ids, heights=x["heights"],
                                                          focal=30.0)
     assert out.total.item() == 0.0
+
+
+def test_modules_pass_every_option_to_their_function():
+    """Each nn.Module equals its function with the same options, and those
+    options act here (each differs from the module built with the defaults)."""
+    x = _batch("cpu", torch.float64, K=3, seed=11)
+    d, s = x["depth"], x["depth_sem"]
+    counts = sorted(int((x["ids"][b] == k).sum()) for b in range(2) for k in range(3))
+    min_pixels = counts[len(counts) // 2]  # excludes the smaller half of the slots
+    cases = [
+        (desc_ops.ConsistencyLoss, dict(reduction="sum"), (d, s, x["weight"]), {},
+         lambda **o: desc_ops.consistency_loss(d, s, x["weight"], **o)),
+        (desc_ops.SemanticConsistencyLoss,
+         dict(edge_weight=3.0, ignore_classes=[1], reduction="sum"),
+         (d, s, x["logits"]), dict(image=x["image"]),
+         lambda **o: desc_ops.semantic_consistency_loss(d, s, x["logits"], image=x["image"], **o)),
+        (desc_ops.SemanticConsistencyLoss, dict(boundary_weight=0.2, ignore_index=0), (d, s, x["labels"]),
+         dict(edges=x["edges"]),
+         lambda **o: desc_ops.semantic_consistency_loss(d, s, x["labels"], edges=x["edges"], **o)),
+        (desc_ops.InstancePriorLoss, dict(min_pixels=min_pixels, max_depth=1.5, reduction="sum"),
+         (d, x["ids"], x["heights"], x["focal"]), {},
+         lambda **o: desc_ops.instance_prior_loss(d, x["ids"], x["heights"], x["focal"], **o)),
+    ]
+    for module, options, args, kwargs, function in cases:
+        got = module(**options)(*args, **kwargs)
+        assert torch.equal(got, function(**options)), module
+        for name, value in options.items():
+            alone = module(**{name: value})(*args, **kwargs)
+            assert not torch.equal(alone, module()(*args, **kwargs)), (module, name)
+    assert torch.equal(desc_ops.SmoothnessLoss()(d, x["image"]), desc_ops.smoothness_loss(d, x["image"]))

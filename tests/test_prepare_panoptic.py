@@ -123,6 +123,20 @@ def test_larger_predictions_resized_with_nearest(root):
     assert (instance[:12] == 2).all() and (instance[12:20] == 1).all() and (instance[20:] == 0).all()
 
 
+
+@pytest.mark.parametrize("extra", [[], ["a.json", "b.json", "c.json", "d.json", "e.json", "f.json"]])
+def test_a_folder_without_exactly_one_json_names_what_it_holds(root, capsys, extra):
+    write_coco(root, {"f0": coco_f0(), "f1": coco_f1()})
+    for name in extra:
+        (root / "pred" / name).write_text("{}")
+    if not extra:
+        os.remove(root / "pred" / "panoptic.json")
+    assert run(root, predictions="pred") == 1
+    err = capsys.readouterr().err
+    listed = ", ".join(sorted(extra + ["panoptic.json"])[:5]) if extra else "none"
+    count = len(extra) + 1 if extra else 0
+    assert f"{root / 'pred'}: holds {count} JSON files ({listed}); pass the panoptic JSON itself" in err
+
 def test_max_instances_keeps_the_largest(root, capsys):
     write_coco(root, {"f0": coco_f0(), "f1": coco_f1()})
     assert run(root, "--max-instances", "1") == 0

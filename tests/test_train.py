@@ -204,6 +204,22 @@ def test_plan_orders_every_stage_after_its_start(quick):
     assert sorted(j.row for j in jobs if j.row and j.seed == 5) == sorted(ROWS)
 
 
+def test_plan_gives_each_stage_its_kind_steps_start_and_settings(quick):
+    from desc_train.demo import VARIANTS, plan
+
+    cfg = dataclasses.replace(quick, iters_source=3, iters_sem=5, iters_joint=7)
+    expected = {
+        "source_only": ("source_only", 3, None, {}, None),
+        "semantic": ("semantic", 5, "source_only", {}, None),
+        "source_only_long": ("source_only", 7, "source_only", {}, "source-only"),
+    }
+    for row, (stage, settings) in VARIANTS.items():
+        expected[stage] = ("joint", 7, "semantic", settings, row)
+    for seed in (0, 5):
+        jobs = {j.stage: j for j in plan(cfg, [0, 5]) if j.seed == seed}
+        assert {stage: (j.kind, j.steps, j.after, j.settings, j.row) for stage, j in jobs.items()} == expected
+
+
 def test_worker_processes_match_the_inline_run(quick, tmp_path):
     from desc_train.demo import run_demo
 
@@ -379,3 +395,36 @@ def test_cli_mistake_exits_without_a_traceback(quick, tmp_path):
                           os.path.join(quick.data, "target_test")], capture_output=True, text=True)
     assert run.returncode == 1
     assert run.stderr.strip() == f"desc-train evaluate: error: {tmp_path / 'missing.pt'}: no such checkpoint"
+
+
+def test_set_overrides_one_key_and_keeps_the_rest(quick):
+    from desc_train.cli import _override
+
+    cfg = _override(quick, "lr=0.25")
+    assert cfg.lr == 0.25 and dataclasses.replace(cfg, lr=quick.lr) == quick
+    # Only the first '=' separates key and value: a path may contain one.
+    assert _override(quick, "out=/runs/a=b").out == "/runs/a=b"
+    assert _override(quick, "iters_joint=11").iters_joint == 11
+
+
+@pytest.mark.parametrize("quick_run", [False, True], ids=["full", "quick"])
+def test_ablation_command_reads_its_config_then_quick_then_set(tmp_path, monkeypatch, quick_run):
+    # (named without "demo": the mutation runs leave the demo's slow tests out, not this one)
+    import desc_train.demo as demo_module
+    from desc_train.config import Config
+
+    seen = {}
+    monkeypatch.setattr(demo_module, "run_demo",
+                        lambda cfg, seeds, workers: seen.update(cfg=cfg, seeds=seeds, workers=workers))
+    config = tmp_path / "c.toml"
+    config.write_text('lr = 0.5\ndata = "/d"\nout = "/o"\nwidth = 6\n')
+    argv = ["demo", "--config", str(config), "--seeds", "3,4", "--workers", "2", "--set", "iters_joint=9"]
+    assert cli_main(argv + (["--quick"] if quick_run else [])) == 0
+    cfg = seen["cfg"]
+    assert (seen["seeds"], seen["workers"]) == ([3, 4], 2)
+    assert (cfg.lr, cfg.iters_joint) == (0.5, 9)  # the file, then --set
+    if quick_run:
+        small = demo_module.quick_config(Config())
+        assert (cfg.data, cfg.out, cfg.width, cfg.size) == ("/d-quick", "/o-quick", small.width, small.size)
+    else:
+        assert (cfg.data, cfg.out, cfg.width, cfg.size) == ("/d", "/o", 6, Config().size)
