@@ -331,3 +331,66 @@ def test_modules_pass_every_option_to_their_function():
             alone = module(**{name: value})(*args, **kwargs)
             assert not torch.equal(alone, module()(*args, **kwargs)), (module, name)
     assert torch.equal(desc_ops.SmoothnessLoss()(d, x["image"]), desc_ops.smoothness_loss(d, x["image"]))
+
+
+def _every_call(dtype):
+    """(operator name, arguments) of every operator, the backward ones included,
+    on the CPU (opcheck does not compare a fake's dtypes with the kernel's)."""
+    calls = []
+    for name, cases in _opcheck_cases("cpu", dtype).items():
+        for args in cases:
+            args = tuple(a.detach() if torch.is_tensor(a) else a for a in args)
+            calls.append((name, args))
+            forms = [form for form, plain in TRAINING_FORMS.items() if plain == name]
+            calls += [(form, args) for form in forms]
+    x = _batch("cpu", dtype)
+    d, s, w, img = x["depth"], x["depth_sem"], x["weight"], x["image"]
+    g = torch.tensor(0.5, dtype=dtype)
+    for reduction in ("mean", "none"):
+        gr = torch.ones_like(d) if reduction == "none" else g
+        _, norm, signed = ops._consistency_loss_train(d, s, w, reduction)
+        calls.append(("_consistency_loss_backward", (gr, d, s, w, norm, reduction)))
+        for mask in ([True, True], [True, False], [False, True]):
+            calls.append(("_consistency_loss_backward_signed", (gr, signed, norm, reduction, mask)))
+    calls.append(("_smoothness_loss_backward", (g, d, img)))
+    calls.append(("_smoothness_loss_backward_saved", (g, ops._smoothness_loss_train(d, img)[1], dtype)))
+    _, z, dz_dh, sign_sum, norm = ops.instance_prior_loss(d, x["ids"], x["heights"], x["focal"], 1, None, "mean", True)
+    calls.append(("_instance_prior_loss_backward", (g, d, x["ids"], z, dz_dh, sign_sum, norm)))
+    return calls
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_fake_kernels_give_the_kernels_shapes_and_dtypes(dtype):
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    def meta(out):
+        out = out if isinstance(out, tuple) else (out,)
+        return [(tuple(t.shape), t.dtype) for t in out]
+
+    calls = _every_call(dtype)
+    assert {name for name, _ in calls} >= {*OPERATORS, *TRAINING_FORMS}
+    for name, args in calls:
+        real = getattr(ops, name)(*args)
+        with FakeTensorMode(allow_non_fake_inputs=False) as mode:
+            fake = getattr(ops, name)(*(mode.from_tensor(a) if torch.is_tensor(a) else a for a in args))
+        assert meta(fake) == meta(real), name
+
+
+def test_fake_kernels_name_an_argument_on_another_device():
+    """Every tensor argument of every operator, moved alone to the meta
+    device, is named in the error with the argument it differs from."""
+    for name, args in _every_call(torch.float32):
+        schema = getattr(ops, name).default._schema
+        if sum(torch.is_tensor(a) for a in args) < 2:
+            continue
+        for i, a in enumerate(args):
+            # ignore_classes is a list of ids that the kernels copy to the maps' device.
+            if not torch.is_tensor(a) or schema.arguments[i].name == "ignore_classes":
+                continue
+            moved = list(args)
+            moved[i] = a.to("meta")
+            arg = schema.arguments[i].name
+            names = "|".join(x.name for x in schema.arguments)
+            message = rf"{arg} is on meta but ({names}) is on cpu|({names}) is on cpu but {arg} is on meta"
+            with pytest.raises((ValueError, RuntimeError), match=message):
+                getattr(ops, name)(*moved)
