@@ -236,3 +236,36 @@ def test_simulated_logits(tmp_path):
     # Asking for logits changes nothing else.
     assert np.array_equal(gen.make_frame(0, "target", 1, 32, 64)["rgb"],
                           gen.make_frame(0, "target", 1, 32, 64, logits=True)["rgb"])
+
+
+@pytest.mark.parametrize("factor", [0.5, 1.5, 0.001])
+def test_resize_and_crop_treat_every_map_alike(factor):
+    """Colour is resampled (area when shrinking, bilinear when growing), depth
+    and ids by nearest neighbour (no blend across edges), logits bilinearly;
+    a crop cuts every map, logits included, at the same place."""
+    import cv2
+
+    g = np.random.default_rng(3)
+    H, W = 12, 20
+    s = dict(rgb=g.random((H, W, 3)).astype(np.float32), depth=g.random((H, W)).astype(np.float32) * 50,
+             semantic=g.integers(-1, 5, (H, W)).astype(np.int64), instance=g.integers(-1, 3, (H, W)).astype(np.int64),
+             logits=g.standard_normal((5, H, W)).astype(np.float32), focal=100.0, name="x")
+    out = resize_frame(s, factor)
+    size = (max(1, round(W * factor)), max(1, round(H * factor)))
+    colour = cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR
+    np.testing.assert_array_equal(out["rgb"], cv2.resize(s["rgb"], size, interpolation=colour))
+    np.testing.assert_array_equal(out["depth"], cv2.resize(s["depth"], size, interpolation=cv2.INTER_NEAREST))
+    for key in ("semantic", "instance"):
+        assert out[key].dtype == np.int64
+        want = cv2.resize(s[key].astype(np.int32), size, interpolation=cv2.INTER_NEAREST)
+        np.testing.assert_array_equal(out[key], want)
+    logits = cv2.resize(s["logits"].transpose(1, 2, 0), size, interpolation=cv2.INTER_LINEAR)
+    np.testing.assert_array_equal(out["logits"], logits.reshape(size[1], size[0], -1).transpose(2, 0, 1))
+    assert out["focal"] == pytest.approx(100.0 * size[0] / W) and out["name"] == "x"
+    assert s["rgb"].shape == (H, W, 3)  # the input is left as it was
+
+    cut = crop_frame(s, 2, 3, 7, 11)
+    for key in ("rgb", "depth", "semantic", "instance"):
+        np.testing.assert_array_equal(cut[key], s[key][2:9, 3:14])
+    np.testing.assert_array_equal(cut["logits"], s["logits"][:, 2:9, 3:14])
+    assert cut["focal"] == 100.0
