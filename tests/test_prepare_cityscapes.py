@@ -169,6 +169,10 @@ ERRORS = {  # case: (make_frame arguments, folder whose file is missing, prepare
                         ["frankfurt_000000_000294_disparity.png", "16-bit", "d*256 + 1"]),
     "test labels": (dict(), None, ["--subset", "test", "--labels", "gt"],
                     [os.path.join("gtFine", "test"), "private", "without --labels gt"]),
+    "train_extra labels": (dict(), None, ["--subset", "train_extra", "--labels", "gt"],
+                           [os.path.join("gtFine", "train_extra"), "coarse labels only", "without --labels gt",
+                            "desc-train prepare panoptic"]),
+    "no frames asked": (dict(), None, ["--limit", "0"], ["--limit 0: expected a positive number of frames"]),
 }
 
 
@@ -196,3 +200,9 @@ def test_missing_subset_folder_names_the_archive(tmp_path, capsys):
 def test_bad_arguments_are_refused(tmp_path, argument):
     with pytest.raises(SystemExit):
         prepare(tmp_path, tmp_path / "out", *argument)
+
+
+def test_a_missing_root_is_named(tmp_path, capsys):
+    assert prepare(tmp_path / "nowhere", tmp_path / "out") == 1
+    assert f"{tmp_path / 'nowhere'}: no such folder (--root is the folder the Cityscapes archives" in \
+        capsys.readouterr().err
