@@ -358,6 +358,14 @@ def _rgb_instancegt(root):
     cv2.imwrite(path, cv2.imread(path, cv2.IMREAD_COLOR))  # what re-saving with OpenCV does: colours
 
 
+def _unknown_class_colour(root):
+    path = os.path.join(root, "vkitti_2.0.3_classSegmentation", "Scene01", "clone", "frames", "classSegmentation",
+                        "Camera_0", "classgt_00000.png")
+    bgr = cv2.imread(path, cv2.IMREAD_COLOR)
+    bgr[:2, :3] = (3, 2, 1)  # B, G, R: the colour 1 2 3, in no colors.txt
+    cv2.imwrite(path, bgr)
+
+
 V1, V2 = dict(version=1), dict(version=2)
 ERRORS = {  # case -> (tree, mutation, extra arguments, fragments of the message)
     "uint8 depth": (V1, _rewrite_depth(np.full((*SMALL, 3), 7, np.uint8)), [],
@@ -383,6 +391,9 @@ ERRORS = {  # case -> (tree, mutation, extra arguments, fragments of the message
                         ["Camera_0/instancegt_00000.png: instancegt decoding does not match",
                          "vkitti_2.0.3_textgt/Scene01/clone/bbox.txt number_pixels for track 1",
                          "counted 0 pixels of value 2", "shifted"]),
+    "unknown class colour": (dict(version=2, labels=True), _unknown_class_colour, ["--labels", "gt"],
+                             ["Camera_0/classgt_00000.png: 6 pixels have colours not in",
+                              "vkitti_2.0.3_textgt/Scene01/clone/colors.txt (first: 1 2 3)", "same world/variation"]),
     "instancegt re-saved as colour": (dict(version=2, labels=True), _rgb_instancegt, ["--labels", "gt"],
                                       ["instancegt_00000.png: expected an 8-bit palette PNG (mode P)", "got RGB"]),
 }
