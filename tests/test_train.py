@@ -428,3 +428,21 @@ def test_ablation_command_reads_its_config_then_quick_then_set(tmp_path, monkeyp
         assert (cfg.data, cfg.out, cfg.width, cfg.size) == ("/d-quick", "/o-quick", small.width, small.size)
     else:
         assert (cfg.data, cfg.out, cfg.width, cfg.size) == ("/d", "/o", 6, Config().size)
+
+
+def test_results_table_and_worker_count():
+    from desc_train.demo import default_workers, markdown_table
+    from desc_train.evaluate import METRICS
+
+    cols = [*METRICS, "abs_rel@instances"]
+    summary = {"DESC": {c: (0.1 * i, 0.01 * i) for i, c in enumerate(cols)},
+               "source-only": {c: (1.0 + i, 0.5) for i, c in enumerate(cols)}}
+    lines = markdown_table(summary, 3).splitlines()
+    assert lines[0].startswith("Target test split, mean ± std over 3 seed(s), depth cap 80 m, no median scaling")
+    assert lines[1] == ""
+    assert lines[2] == "| method | " + " | ".join(cols) + " |"
+    assert lines[3] == "| --- |" + " ---: |" * len(cols)
+    assert lines[4] == "| DESC | " + " | ".join(f"{0.1 * i:.4f} ± {0.01 * i:.4f}" for i in range(len(cols))) + " |"
+    assert lines[5].startswith("| source-only | 1.0000 ± 0.5000 | 2.0000 ± 0.5000 |") and len(lines) == 6
+    threads = torch.get_num_threads()
+    assert default_workers(1) == 1 and default_workers(10 ** 6) == threads and default_workers(0) == 1
