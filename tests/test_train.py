@@ -446,3 +446,4 @@ def test_results_table_and_worker_count():
     assert lines[5].startswith("| source-only | 1.0000 ± 0.5000 | 2.0000 ± 0.5000 |") and len(lines) == 6
     threads = torch.get_num_threads()
     assert default_workers(1) == 1 and default_workers(10 ** 6) == threads and default_workers(0) == 1
+    assert default_workers(2) == min(2, threads)
