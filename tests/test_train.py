@@ -447,3 +447,36 @@ def test_results_table_and_worker_count():
     threads = torch.get_num_threads()
     assert default_workers(1) == 1 and default_workers(10 ** 6) == threads and default_workers(0) == 1
     assert default_workers(2) == min(2, threads)
+
+
+def test_command_line_value_types():
+    import argparse
+
+    from desc_train.cli import _cap, _ints, _positive, _size
+
+    assert _ints("0,1,12") == [0, 1, 12] and _ints("-3") == [-3]
+    assert _positive("1") == 1 and _positive("24") == 24
+    assert _cap("0.001,80") == (0.001, 80.0) and _cap("1,50") == (1.0, 50.0)
+    assert _size("96x320") == (96, 320) and _size("8X8") == (8, 8)
+    bad = [(_ints, "1,a", "expected comma-separated integers, got '1,a'"),
+           (_positive, "0", "expected a positive integer, got '0'"),
+           (_positive, "-2", "expected a positive integer, got '-2'"),
+           (_positive, "1.5", "expected a positive integer, got '1.5'"),
+           (_cap, "80", r"cap must look like 0.001,80 \(min,max metres\), got '80'"),
+           (_cap, "1,2,3", "cap must look like"),
+           (_size, "96", "size must look like 96x320, got '96'"),
+           (_size, "7x320", "size must be at least 8x8, got '7x320'"),
+           (_size, "96x7", "size must be at least 8x8")]
+    for parse, text, message in bad:
+        with pytest.raises(argparse.ArgumentTypeError, match=message):
+            parse(text)
+
+
+def test_sheet_command_writes_the_contact_sheet(quick, tmp_path, capsys):
+    out = tmp_path / "sheet.png"
+    assert cli_main(["sheet", os.path.join(quick.data, "target_test"), "--out", str(out), "--rows", "2"]) == 0
+    assert f"wrote {out}" in capsys.readouterr().out
+    import cv2
+    two = cv2.imread(str(out))
+    assert cli_main(["sheet", os.path.join(quick.data, "target_test"), "--out", str(out), "--rows", "3"]) == 0
+    assert cv2.imread(str(out)).shape[0] > two.shape[0]  # --rows reaches the sheet
