@@ -389,3 +389,45 @@ def test_missing_or_truncated_scans_are_refused(tree, tmp_path, capsys):
     assert prepare(tree, tmp_path / "out", lst, "--gt", "velodyne") == 1
     err = capsys.readouterr().err
     assert "0000000070.bin missing (1 of 3 scans are missing)" in err and "_sync archives" in err
+
+
+@pytest.mark.parametrize("case", ["missing", "8-bit", "wrong size"])
+def test_annotated_ground_truth_mistakes_name_the_file(tree, tmp_path, capsys, case):
+    folder = tmp_path / "ann" / "val" / A[1] / "proj_depth" / "groundtruth" / "image_02"
+    os.makedirs(folder)
+    H, W = SIZES[REAL_DATE]
+    png = folder / "0000000069.png"
+    if case == "8-bit":
+        cv2.imwrite(str(png), np.zeros((H, W), np.uint8))
+    elif case == "wrong size":
+        cv2.imwrite(str(png), np.zeros((H, W - 2), np.uint16))
+    assert prepare(tree, tmp_path / "out", monodepth2_list(tmp_path / "l.txt", [A]), "--gt", "annotated",
+                   "--annotated-root", str(tmp_path / "ann")) == 1
+    err = capsys.readouterr().err
+    if case == "missing":
+        assert f"{tmp_path / 'ann'}" in err and "0000000069.png missing (also looked in" in err
+        assert "data_depth_annotated.zip" in err and "652 of the 697 Eigen test frames" in err
+    elif case == "8-bit":
+        assert f"{png}: annotated depth must be a 16-bit single-channel PNG (metres x 256), got uint8" in err
+    else:
+        assert f"{png} is {W - 2}x{H} but S_rect_02 of {REAL_DATE} says {W}x{H}" in err
+
+
+@pytest.mark.parametrize("line, text", [
+    ("2011_09_26/2011_09_26_drive_0002_sync/image_02/data/0000000069.png "
+     "2011_09_26/2011_09_26_drive_0002_sync/image_02/data/0000000069.png",
+     "the two columns must be image_02 and image_03 of one frame, got "
+     "'2011_09_26/2011_09_26_drive_0002_sync/image_02/data/0000000069.png "
+     "2011_09_26/2011_09_26_drive_0002_sync/image_02/data/0000000069.png'"),
+    ("2011_09_26/2011_09_26_drive_0002_sync/image_02/data/0000000069.png "
+     "2011_09_26/2011_09_26_drive_0002_sync/image_03/data/0000000070.png",
+     "the two columns must be image_02 and image_03 of one frame"),
+    ("images/a.png images/b.png",
+     "expected image paths '<date>/<drive>/image_0{2,3}/data/<frame>.png' in the first two columns, got 'images/a.png'"),
+])
+def test_paired_list_lines_must_name_one_stereo_frame(tree, tmp_path, capsys, line, text):
+    lst = tmp_path / "pairs.txt"
+    lst.write_text(line + "\n")
+    assert prepare(tree, tmp_path / "out", str(lst)) == 1
+    err = capsys.readouterr().err
+    assert f"{lst} line 1" in err and text in err, err
