@@ -27,6 +27,26 @@ DESC_HD double abs_(double x) { return ::fabs(x); }
 DESC_HD bool isfinite_(float x) { return isfinite(x); }
 DESC_HD bool isfinite_(double x) { return isfinite(x); }
 
+// fast_exp's reduced form: exp(x) = 2^n exp(r) with r = x - n ln2 (ln2 in
+// two parts, Cody and Waite) and exp(r) = 1 + r + r^2 P(r), |r| <= ln2 / 2.
+// T is float or a vector of floats (the CPU's vexp, csrc/cpu/simd.h), so
+// that both evaluate the very same expression.
+template <typename T>
+#if !defined(__CUDACC__) && defined(__GNUC__)
+__attribute__((always_inline))  // into the CPU's AVX2 / AVX-512 row loops, never out of line
+#endif
+DESC_HD T exp_reduced_poly(T x, T fn) {
+  T r = x - fn * 0.693359375f;
+  r = r - fn * -2.12194440e-4f;
+  T p = T{} + 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  return p * r * r + r + 1.0f;
+}
+
 // exp on float without branches, so that the CPU row loops vectorise (glibc's
 // expf is a call per element) and the GPU runs the same arithmetic. Cephes'
 // expf: range reduction x = n ln2 + r, |r| <= ln2 / 2, then a degree-6
@@ -39,16 +59,7 @@ DESC_HD float fast_exp(float x) {
   x = x > 88.3f ? 88.3f : x;
   const float t = x * 1.44269504088896341f;
   const int n = static_cast<int>(t + (t >= 0.f ? 0.5f : -0.5f));
-  const float fn = static_cast<float>(n);
-  float r = x - fn * 0.693359375f;
-  r = r - fn * -2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
+  const float p = exp_reduced_poly(x, static_cast<float>(n));
   const int bits = (n + 127) << 23;  // 2^n
 #if defined(__CUDA_ARCH__)
   const float scale = __int_as_float(bits);

@@ -29,6 +29,8 @@
 #include <type_traits>
 #include <utility>
 
+#include "../desc_math.h"
+
 #if defined(__x86_64__) && defined(__GNUC__)
 #define DESC_OPS_HAS_AVX2_DISPATCH 1
 #define DESC_OPS_AVX2 __attribute__((target("avx2,fma")))
@@ -214,20 +216,11 @@ DESC_OPS_ALWAYS_INLINE V vsign(V x) {
   return x > acc_t(0) ? one : (x < acc_t(0) ? -one : zero);
 }
 
-// fast_exp's range reduction and polynomial (math::fast_exp) for x clamped
-// to [-87.3, 88.3] and n = round(x log2(e)), half away from zero.
+// math::fast_exp's 2^n exp(r) for x clamped to [-87.3, 88.3] and
+// n = round(x log2(e)), half away from zero.
 template <typename V, typename I>
 DESC_OPS_ALWAYS_INLINE V vexp_reduced(V x, I n) {
-  const V fn = __builtin_convertvector(n, V);
-  V r = x - fn * 0.693359375f;
-  r = r - fn * -2.12194440e-4f;
-  V p = V{} + 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
+  const V p = math::exp_reduced_poly(x, __builtin_convertvector(n, V));
   const I bits = (n + 127) << 23;
   V scale;
   memcpy(&scale, &bits, sizeof(scale));
