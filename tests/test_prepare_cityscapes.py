@@ -90,6 +90,10 @@ def test_disparity_ground_truth_crop_and_intrinsics(tmp_path, zipped):
     assert meta.eval == {"gt_kind": "disparity", "crop": "cityscapes", "caps": [[0.001, 80]]}
     assert meta.dataset["name"] == "cityscapes" and meta.dataset["subsets"] == ["val"]
     assert meta.dataset["args"]["crop_bottom"] == 0.25
+    args = dict(meta.dataset["args"])
+    assert os.path.samefile(args.pop("root"), tmp_path / "cs")
+    assert args == dict(subset=["val"], gt="disparity", labels="none", crop_bottom=0.25, size=[48, 128], limit=None)
+    assert meta.has_depth is False and meta.has_labels is False and meta.label_source is None
     frame = meta.frames[NAME]
     # 96x256 -> 48x128 halves both axes; cutting rows from the bottom moves no principal point.
     assert frame["K"] == pytest.approx([CAM["fx"] / 2, CAM["fy"] / 2, CAM["u0"] / 2, CAM["v0"] / 2])
@@ -115,6 +119,8 @@ def test_labels_map_to_coco_and_instances(tmp_path):
     split = str(tmp_path / "out" / "target")
     meta = read_meta(split)
     assert meta.has_labels and meta.eval is None and read_gt(split, NAME) is None
+    assert {k: v for k, v in meta.dataset["args"].items() if k != "root"} == dict(
+        subset=["val"], gt="none", labels="gt", crop_bottom=0.25, size=[96, 256], limit=None)
     assert meta.classes == coco.CLASSES
     assert meta.instance_classes == sorted(coco.class_id(n) for n in
                                            ("person", "bicycle", "car", "motorcycle", "bus", "train", "truck"))
