@@ -212,3 +212,24 @@ def test_a_missing_root_is_named(tmp_path, capsys):
     assert prepare(tmp_path / "nowhere", tmp_path / "out") == 1
     assert f"{tmp_path / 'nowhere'}: no such folder (--root is the folder the Cityscapes archives" in \
         capsys.readouterr().err
+
+
+def test_crop_fraction_and_png_header(tmp_path):
+    import argparse
+
+    assert cityscapes.parse_crop("0") == 0.0 and cityscapes.parse_crop("0.25") == 0.25
+    assert cityscapes.parse_crop("0.999") == 0.999
+    for text in ("1", "-0.1", "x", "nan"):
+        with pytest.raises(argparse.ArgumentTypeError, match=rf"--crop-bottom is a fraction of the height in "
+                                                            rf"\[0, 1\), got '{text}'"):
+            cityscapes.parse_crop(text)
+    png = tmp_path / "a.png"
+    cv2.imwrite(str(png), np.zeros((7, 300), np.uint8))
+    assert cityscapes.png_size(str(png)) == (7, 300)
+    for name, data in {"short.png": png.read_bytes()[:23], "jpeg.png": b"\xff\xd8" + png.read_bytes()[2:],
+                       "no-ihdr.png": png.read_bytes()[:12] + b"IDAT" + png.read_bytes()[16:]}.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(cityscapes.DataError, match=f"{tmp_path / name}: not a PNG file"):
+            cityscapes.png_size(str(tmp_path / name))
+    with pytest.raises(cityscapes.DataError, match=f"{tmp_path / 'none.png'}: unreadable"):
+        cityscapes.png_size(str(tmp_path / "none.png"))
