@@ -269,3 +269,37 @@ def test_resize_and_crop_treat_every_map_alike(factor):
         np.testing.assert_array_equal(cut[key], s[key][2:9, 3:14])
     np.testing.assert_array_equal(cut["logits"], s["logits"][:, 2:9, 3:14])
     assert cut["focal"] == 100.0
+
+
+def test_simulated_logits_margin_grows_away_from_boundaries():
+    """Without noise: the label's logit is 0.5 on a class boundary and
+    confidence (1 - exp(-d/2)) + 0.5 at distance d from it, every other logit
+    0; ignored pixels (255, or any label >= C) are flat. With the defaults: noise of std 0.8 and
+    a margin of about 4.5 far from any boundary."""
+    import cv2
+
+    from desc_train.data.segmenter import simulate_logits
+
+    sem = np.zeros((40, 60), np.uint8)
+    sem[:, 30:] = 2  # one vertical boundary between columns 29 and 30
+    sem[35:, :5] = 255
+    sem[38:, 5:7] = 4  # not one of the 4 classes: flat too
+    logits = simulate_logits(sem, 4, np.random.default_rng(0), confidence=3.0, noise=0.0).astype(np.float32)
+    assert logits.shape == (4, 40, 60)
+    boundary = np.zeros(sem.shape, np.uint8)
+    boundary[:, 1:] |= sem[:, 1:] != sem[:, :-1]
+    boundary[1:, :] |= sem[1:, :] != sem[:-1, :]
+    dist = cv2.distanceTransform((1 - boundary).astype(np.uint8), cv2.DIST_L2, 3)
+    valid = sem < 4
+    label = np.where(valid, sem, 0).astype(np.int64)
+    won = np.take_along_axis(logits, label[None], 0)[0]
+    np.testing.assert_allclose(won[valid], (3.0 * (1 - np.exp(-dist / 2.0)) + 0.5)[valid], rtol=1e-3)
+    assert won[0, 30] == pytest.approx(0.5, abs=1e-3) and won[0, 29] > 1.0  # the boundary is the right pixel
+    others = logits.copy()
+    np.put_along_axis(others, label[None], 0.0, 0)
+    assert (others == 0).all() and (logits[:, ~valid] == 0).all()
+
+    noisy = simulate_logits(sem, 4, np.random.default_rng(1)).astype(np.float32)
+    assert noisy[1].std() == pytest.approx(0.8, rel=0.05)  # class 1 is nowhere: noise alone
+    far = dist > 20
+    assert (noisy[0][far & (sem == 0)] - noisy[1][far & (sem == 0)]).mean() == pytest.approx(4.5, abs=0.2)
