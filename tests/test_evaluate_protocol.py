@@ -89,8 +89,11 @@ def test_cityscapes_crop_is_manydepths_on_768x2048():
     mask = cityscapes_crop_mask(768, 2048)
     expected = torch.zeros(768, 2048, dtype=torch.bool)
     expected[256:, 192:1856] = True
-    assert torch.equal(mask, expected)
+    assert mask.dtype == torch.bool and torch.equal(mask, expected)
     assert np.array_equal(mask.numpy(), protocol_numpy.crop("cityscapes", 768, 2048))
+    # The same fractions at any size: rows from H/3, columns [3W/32, 29W/32).
+    big = cityscapes_crop_mask(3072, 16384)
+    assert big[1024:, 1536:14848].all() and big.sum() == (3072 - 1024) * (14848 - 1536)
 
 
 def test_evaluate_command_states_the_protocol(split, tmp_path, capsys):

@@ -53,6 +53,7 @@ def test_metrics_by_hand():
     assert capped["abs_rel"] == pytest.approx((0 + 1 / 4) / 2)  # 10 m is outside the 1-5 m cap
     with pytest.raises(ValueError, match="shape"):
         depth_metrics(pred, gt[..., :1])
+    assert depth_metrics(pred[:, 0], gt[:, 0]) == m  # (B, H, W) as (B, 1, H, W)
 
 
 def test_garg_crop():
