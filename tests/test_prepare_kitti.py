@@ -431,3 +431,16 @@ def test_paired_list_lines_must_name_one_stereo_frame(tree, tmp_path, capsys, li
     assert prepare(tree, tmp_path / "out", str(lst)) == 1
     err = capsys.readouterr().err
     assert f"{lst} line 1" in err and text in err, err
+
+
+def test_projection_keeps_points_on_the_first_row_and_column(tree):
+    P, size = projection(tree, REAL_DATE), SIZES[REAL_DATE]
+    H, W = size
+    corners = {(0, 7): 12.0, (9, 0): 14.0, (0, 0): 16.0, (H - 1, W - 1): 18.0}
+    points = np.array([[*point_on_pixel(P, r, c, d), 0.5] for (r, c), d in corners.items()], np.float32)
+    depth = project_depth(points, P, size)
+    assert {tuple(p) for p in np.argwhere(depth > 0)} == set(corners)
+    for (r, c), d in corners.items():
+        assert depth[r, c] == pytest.approx(d, abs=1e-4)
+    with pytest.raises(ValueError, match=r"depth kind must be one of .*, got 'velodyne'"):
+        project_depth(points, P, size, "velodyne")

@@ -312,3 +312,18 @@ def test_a_failed_run_restarts_on_overwrite_or_other_arguments(root, capsys, ext
     assert run(root, *extra) == 0
     out = capsys.readouterr().out
     assert "resuming" not in out and "(2 written, 0 resumed)" in out
+
+
+def test_threshold_and_count_arguments_take_their_bounds():
+    from desc_train.data.prepare import panoptic
+
+    assert panoptic._fraction("0") == 0.0 and panoptic._fraction("1") == 1.0 and panoptic._fraction("0.5") == 0.5
+    for text in ("-0.1", "1.01"):
+        with pytest.raises(argparse.ArgumentTypeError, match=rf"a score threshold lies in \[0, 1\], got {text}"):
+            panoptic._fraction(text)
+    assert panoptic._count("1") == 1 and panoptic._count(str(panoptic.MAX_ID)) == panoptic.MAX_ID
+    for text in ("0", str(panoptic.MAX_ID + 1), "x", "-1"):
+        with pytest.raises(argparse.ArgumentTypeError,
+                           match=rf"expected an integer in 1-{panoptic.MAX_ID} \(instance maps are 16-bit\), "
+                                 rf"got '{text}'"):
+            panoptic._count(text)
