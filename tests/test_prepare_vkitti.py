@@ -309,6 +309,26 @@ def test_v2_merged_lower_case_tree_with_labels(tmp_path):
         assert s["instance"][at((48, 160), region)] == instance, region
 
 
+
+def test_v2_instancegt_resaved_as_grey_levels_reads_the_same(tmp_path):
+    """instancegt indices re-saved as an 8-bit grey image (mode L) keep their
+    values, so they decode as the palette PNG does."""
+    from PIL import Image
+
+    src = make_v2(tmp_path / "src", frames=1, cameras=(0,), labels=True)
+    _, meta = converted(src, tmp_path / "palette", *OUT_SIZE, "--allow-size", "--labels", "gt")
+    path = os.path.join(src, "vkitti_2.0.3_instanceSegmentation", "Scene01", "clone", "frames",
+                        "instanceSegmentation", "Camera_0", "instancegt_00000.png")
+    with Image.open(path) as im:
+        assert im.mode == "P"
+        Image.fromarray(np.asarray(im), "L").save(path)
+    split, grey = converted(src, tmp_path / "grey", *OUT_SIZE, "--allow-size", "--labels", "gt")
+    a = read_sample(str(tmp_path / "palette" / "source_train"), meta.names[0], meta)
+    b = read_sample(split, grey.names[0], grey)
+    assert (b["instance"] > 0).any()
+    np.testing.assert_array_equal(a["instance"], b["instance"])
+    np.testing.assert_array_equal(a["semantic"], b["semantic"])
+
 # ---------------------------------------------------------------- resuming
 def test_interrupted_run_resumes_and_finished_split_needs_overwrite(tmp_path, capsys):
     src = make_v1(tmp_path / "src", worlds=("0001", "0002"), frames=2)
