@@ -327,3 +327,27 @@ def test_threshold_and_count_arguments_take_their_bounds():
                            match=rf"expected an integer in 1-{panoptic.MAX_ID} \(instance maps are 16-bit\), "
                                  rf"got '{text}'"):
             panoptic._count(text)
+
+
+def test_detectron2_category_ids_take_their_contiguous_bounds():
+    from desc_train.data.prepare import panoptic
+
+    def segment(cat, isthing):
+        return panoptic.detectron2_segment(dict(id=7, category_id=cat, isthing=isthing, score=0.9), "f.npz")
+
+    for cat in (0, 79):
+        s = segment(cat, True)
+        assert (s.label, s.isthing, s.id) == (coco.thing_from_contiguous(cat), True, 7)
+    for cat in (1, 53):
+        s = segment(cat, False)
+        assert (s.label, s.isthing) == (coco.stuff_from_contiguous(cat), False)
+    for cat, isthing in ((80, True), (-1, True), (0, False), (54, False), ("3", True), (2.0, False)):
+        kind = "thing" if isthing else "stuff"
+        with pytest.raises(panoptic.DataError, match=rf"f.npz: category_id {cat!r} of a {kind} segment is not a "
+                                                     r"contiguous Detectron2 id \(things 0-79, stuff 1-53\)"):
+            segment(cat, isthing)
+    for key in ("category_id", "isthing", "id"):
+        info = dict(id=7, category_id=3, isthing=True)
+        del info[key]
+        with pytest.raises(panoptic.DataError, match=f"f.npz.*{key}"):
+            panoptic.detectron2_segment(info, "f.npz")
