@@ -351,3 +351,30 @@ def test_detectron2_category_ids_take_their_contiguous_bounds():
         del info[key]
         with pytest.raises(panoptic.DataError, match=f"f.npz.*{key}"):
             panoptic.detectron2_segment(info, "f.npz")
+
+
+def test_detectron2_npz_mistakes_name_the_file_and_the_expected_output(tmp_path):
+    from desc_train.data.prepare import panoptic
+
+    fix = ("expected Detectron2's panoptic output: panoptic_seg (H, W) int32 and segments_info as a JSON string, "
+           "as tools/run_panoptic_fpn.py writes")
+    seg = np.zeros((4, 5), np.int32)
+    good = tmp_path / "good.npz"
+    np.savez(good, panoptic_seg=seg, segments_info=np.array(json.dumps([dict(id=1)])))
+    got, info = panoptic.read_detectron2(str(good))
+    assert got.dtype == np.int32 and got.shape == (4, 5) and info == [dict(id=1)]
+    cases = {
+        "one.npz": (dict(panoptic_seg=seg), "holds panoptic_seg; "),
+        "empty.npz": ({}, "holds nothing; "),
+        "other.npz": (dict(segments_info=np.array("[]")), "holds segments_info; "),
+        "pickled.npz": (dict(panoptic_seg=seg, segments_info=np.array([{"id": 1}], dtype=object)), "unreadable ("),
+        "float.npz": (dict(panoptic_seg=seg.astype(np.float32), segments_info=np.array("[]")),
+                      "panoptic_seg is float32 (4, 5); "),
+        "text.npz": (dict(panoptic_seg=seg, segments_info=np.array("not json")), "segments_info is not a JSON string; "),
+        "dict.npz": (dict(panoptic_seg=seg, segments_info=np.array("{}")), "segments_info holds dict, not a list; "),
+    }
+    for name, (arrays, text) in cases.items():
+        np.savez(tmp_path / name, **arrays)
+        with pytest.raises(panoptic.DataError) as err:
+            panoptic.read_detectron2(str(tmp_path / name))
+        assert str(err.value).startswith(f"{tmp_path / name}: {text}") and str(err.value).endswith(fix), err.value

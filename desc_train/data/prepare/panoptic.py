@@ -145,11 +145,13 @@ def read_detectron2(path: str) -> Tuple[np.ndarray, List[Dict]]:
            "as tools/run_panoptic_fpn.py writes")
     try:
         with np.load(path, allow_pickle=False) as npz:
-            if "panoptic_seg" not in npz or "segments_info" not in npz:
-                raise DataError(f"{path}: holds {', '.join(npz.files) or 'nothing'}; {fix}")
-            seg, info = npz["panoptic_seg"], npz["segments_info"]
+            files = list(npz.files)
+            seg = npz["panoptic_seg"] if "panoptic_seg" in files else None
+            info = npz["segments_info"] if "segments_info" in files else None
     except (OSError, ValueError) as err:  # allow_pickle=False refuses pickled lists of dicts
         raise DataError(f"{path}: unreadable ({err}); {fix}") from None
+    if seg is None or info is None:  # outside the try: DataError is a ValueError
+        raise DataError(f"{path}: holds {', '.join(files) or 'nothing'}; {fix}")
     if seg.ndim != 2 or not np.issubdtype(seg.dtype, np.integer):
         raise DataError(f"{path}: panoptic_seg is {seg.dtype} {seg.shape}; {fix}")
     try:
