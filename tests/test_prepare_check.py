@@ -84,3 +84,20 @@ def test_error_lists_show_the_first_twenty_and_count_the_rest():
     assert text.split("\n  ")[1:21] == [f"e{i}" for i in range(20)]
     assert text.endswith("\n  e19\n  ... and 5 more")
     assert "more" not in listed([f"e{i}" for i in range(20)])  # exactly MAX_SHOWN: nothing cut
+
+
+def test_depth_as_npy_counts_and_a_missing_depth_is_named(root, capsys):
+    from desc_train.data.layout import read_sample
+
+    split = os.path.join(root, "source_train")
+    meta = read_meta(split)
+    name = meta.names[1]
+    depth = read_sample(split, name, meta)["depth"]
+    np.save(os.path.join(split, "depth", name + ".npy"), depth.astype(np.float32))
+    os.remove(os.path.join(split, "depth", name + ".png"))
+    assert cli(["prepare", "check", root]) == 0  # depth/NAME.npy stands in for the PNG
+    out = capsys.readouterr().out
+    assert "depth yes, labels yes" in out
+    os.remove(os.path.join(split, "depth", name + ".npy"))
+    err = failure(capsys, root)
+    assert f"1 files missing, first {os.path.join(split, 'depth', name + '.png')}" in err
