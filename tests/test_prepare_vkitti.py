@@ -5,6 +5,7 @@ instancegt palette PNGs checked against bbox.txt, intrinsic.txt), converted
 through the command line and read back with the layout's readers."""
 import hashlib
 import os
+import re
 import shutil
 import struct
 import zlib
@@ -443,3 +444,37 @@ def test_real_size_is_required_unless_allowed(tmp_path, capsys):
     assert "--allow-size" in err
     _, meta = converted(src, tmp_path / "out", "--allow-size")
     assert meta.frame_focal("0001_clone_00000") == pytest.approx(371.2)
+
+
+def test_colour_tables_parse_and_refuse_edited_files(tmp_path):
+    from desc_train.data.prepare import vkitti
+
+    def table(*lines):
+        path = tmp_path / "t.txt"
+        path.write_text("\n".join(lines) + "\n")
+        return str(path)
+
+    path = table("Category(:id) r g b", "", "Sky 90 200 255", "Car:3 200 0 1", "Van:7 1 2 3", "Bogus 0 0 9")
+    t = vkitti.colour_table(path)
+    assert t.path == path and t.unmapped == ("Bogus",)
+    assert t.keys.tolist() == [9, (1 << 16) | (2 << 8) | 3, (90 << 16) | (200 << 8) | 255, (200 << 16) | 1]
+    assert t.keys.dtype == np.int64 and t.classes.dtype == np.uint8 and t.instances.dtype == np.int64
+    car, sky = coco.class_id("car"), coco.class_id("sky-other-merged")
+    assert t.classes.tolist() == [coco.IGNORE % 256, car, sky, car]
+    assert t.instances.tolist() == [0, 8, 0, 4] and t.vehicle.tolist() == [False, True, False, True]
+    assert vkitti.read_table(table("1 2 3 4"), 4) == ([], [["1", "2", "3", "4"]])  # no header row
+
+    empty = vkitti.colour_table(table("Category r g b"))
+    assert empty.keys.shape == (0,) and empty.keys.dtype == np.int64 and empty.vehicle.dtype == bool
+    mistakes = {
+        ("Category r g b", "Sky 1 2"): "t.txt: a row with 3 fields (Sky 1 2), expected 4",
+        ("Category r g b", "Sky 1 2 x"): "t.txt: expected rows 'Category[:trackID] r g b', got Sky 1 2 x",
+        ("Category r g b", "Car:3 1 2 3", "Van:3 4 5 6"):
+            "t.txt: track 3 is both Car and Van; track ids must be unique in a sequence",
+        ("Category r g b", "Sky 1 2 3", "Road 1 2 3"): "t.txt: a colour appears twice",
+    }
+    for lines, message in mistakes.items():
+        with pytest.raises(vkitti.DataError, match=re.escape(message)):
+            vkitti.colour_table(table(*lines))
+    with pytest.raises(vkitti.DataError, match=re.escape(f"{tmp_path / 'none.txt'}: unreadable")):
+        vkitti.read_table(str(tmp_path / "none.txt"), 4)
