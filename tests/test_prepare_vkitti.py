@@ -478,3 +478,24 @@ def test_colour_tables_parse_and_refuse_edited_files(tmp_path):
             vkitti.colour_table(table(*lines))
     with pytest.raises(vkitti.DataError, match=re.escape(f"{tmp_path / 'none.txt'}: unreadable")):
         vkitti.read_table(str(tmp_path / "none.txt"), 4)
+
+
+def test_bbox_pixel_counts_of_one_frame_and_camera(tmp_path):
+    from desc_train.data.prepare import vkitti
+
+    header = "frame cameraID trackID left right top bottom number_pixels truncation_ratio occupancy_ratio isMoving"
+    rows = [f"{f} {c} {t} 0 10 20 30 {100 * f + 10 * c + t} 0.0 1.0 False" for f in (0, 1) for c in (0, 1)
+            for t in (0, 4)]
+    path = tmp_path / "bbox.txt"
+    path.write_text("\n".join([header, *rows]) + "\n")
+    assert vkitti.read_bbox_pixels(str(path), 1, 0) == {0: 100, 4: 104}
+    assert vkitti.read_bbox_pixels(str(path), 0, 1) == {0: 10, 4: 14}
+    assert vkitti.read_bbox_pixels(str(path), 2, 0) == {}
+    path.write_text("frame cameraID trackID left right top bottom pixels\n0 0 1 0 1 2 3 4\n")
+    with pytest.raises(vkitti.DataError, match=re.escape(
+            f"{path}: the header lacks frame, cameraID, trackID or number_pixels (got frame cameraID trackID left "
+            f"right top bottom pixels)")):
+        vkitti.read_bbox_pixels(str(path), 0, 0)
+    path.write_text("0 0 1 0 1 2 3 4\n")
+    with pytest.raises(vkitti.DataError, match=re.escape("(got no header)")):
+        vkitti.read_bbox_pixels(str(path), 0, 0)
