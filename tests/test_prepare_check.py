@@ -101,3 +101,35 @@ def test_depth_as_npy_counts_and_a_missing_depth_is_named(root, capsys):
     os.remove(os.path.join(split, "depth", name + ".npy"))
     err = failure(capsys, root)
     assert f"1 files missing, first {os.path.join(split, 'depth', name + '.png')}" in err
+
+
+def test_split_report_states_what_it_measured(root):
+    """check_split's report, each figure recomputed here from the files."""
+    from desc_train.data.layout import read_sample
+    from desc_train.data.prepare.check import check_split
+
+    split = os.path.join(root, "source_train")
+    edit(root, "source_train", max_depth=20.0, max_instances=5)
+    meta = read_meta(split)
+    lines, problems = check_split(split)
+    assert problems == []
+    focals = [meta.frame_focal(n) for n in meta.names]
+    assert lines[0] == (f"{split}: source, 3 frames at 32x64, focal {min(focals):.1f} to {max(focals):.1f} px, "
+                        f"{len(meta.classes)} classes, depth yes, labels yes")
+    assert lines[1] == "  at most 5 instances in a frame (the trainer takes at least as many slots)"
+    depth = np.concatenate([read_sample(split, n, meta)["depth"].ravel() for n in meta.names])
+    valid = depth[depth > 0]
+    assert lines[2] == (f"  depth over 3 frames: median {np.median(valid):.2f} m, max {valid.max():.2f} m, "
+                        f"{100 * np.mean(valid >= 20.0 - 1e-3):.1f} % at max_depth 20 m")
+    assert 0 < np.mean(valid >= 20.0 - 1e-3) < 1 and len(lines) == 3  # the clamp share is neither 0 nor all
+
+    test = os.path.join(root, "target_test")
+    edit(root, "target_test", eval=dict(gt_kind="velodyne", crop="garg", caps=[[0.001, 80]]), has_labels=False)
+    lines, _ = check_split(test)
+    assert lines[0].endswith(f"depth {'yes' if read_meta(test).has_depth else 'no'}, labels not yet")
+    assert "  no semantic and instance maps yet: add them with desc-train prepare panoptic before training" in lines
+    assert lines[-1] == "  evaluation: ground truth velodyne, crop garg, caps [[0.001, 80]]"
+
+    edit(root, "source_train", frames={})
+    lines, problems = check_split(split)
+    assert problems[0] == f"{split}: lists no frames"
