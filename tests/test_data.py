@@ -303,3 +303,14 @@ def test_simulated_logits_margin_grows_away_from_boundaries():
     assert noisy[1].std() == pytest.approx(0.8, rel=0.05)  # class 1 is nowhere: noise alone
     far = dist > 20
     assert (noisy[0][far & (sem == 0)] - noisy[1][far & (sem == 0)]).mean() == pytest.approx(4.5, abs=0.2)
+
+
+def test_logits_are_stored_in_half_precision_and_read_as_float32(tmp_path):
+    from desc_train.data.layout import read_logits, write_logits
+
+    logits = np.random.default_rng(0).standard_normal((3, 4, 5))  # float64
+    write_logits(str(tmp_path), "f", logits)
+    assert np.load(tmp_path / "logits" / "f.npy").dtype == np.float16  # half the disk of float32
+    back = read_logits(str(tmp_path), "f", (4, 5))
+    assert back.dtype == np.float32 and np.array_equal(back, logits.astype(np.float16).astype(np.float32))
+    assert read_logits(str(tmp_path), "g", (4, 5)) is None
