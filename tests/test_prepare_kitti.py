@@ -444,3 +444,18 @@ def test_projection_keeps_points_on_the_first_row_and_column(tree):
         assert depth[r, c] == pytest.approx(d, abs=1e-4)
     with pytest.raises(ValueError, match=r"depth kind must be one of .*, got 'velodyne'"):
         project_depth(points, P, size, "velodyne")
+
+
+def test_agreement_of_two_depth_maps():
+    from desc_train.data.prepare.kitti import _agreement
+
+    a = np.zeros((2, 6), np.float32)
+    b = a.copy()
+    assert _agreement(a, b) == 1.0  # no depth in either: nothing disagrees
+    a[0, 1], b[0, 1] = 0.5, 0.5  # both, equal
+    a[0, 2], b[0, 2] = 5.0, 5.0005  # within 1 mm
+    a[1, 3] = 0.7  # only in a
+    b[1, 4] = 0.3  # only in b
+    a[1, 2], b[1, 2] = 2.0, 2.0 + 2e-3  # 2 mm apart
+    a[:, 0], a[:, 5] = 9.0, 9.0  # the first and last columns are not compared
+    assert _agreement(a, b) == pytest.approx(2 / 5)
