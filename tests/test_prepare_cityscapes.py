@@ -233,3 +233,25 @@ def test_crop_fraction_and_png_header(tmp_path):
             cityscapes.png_size(str(tmp_path / name))
     with pytest.raises(cityscapes.DataError, match=f"{tmp_path / 'none.png'}: unreadable"):
         cityscapes.png_size(str(tmp_path / "none.png"))
+
+
+def test_subsets_and_their_archives():
+    import argparse
+
+    assert cityscapes.parse_subsets("val") == ["val"] and cityscapes.parse_subsets(" train, val ,") == ["train", "val"]
+    assert cityscapes.archive("leftImg8bit", "train_extra") == "leftImg8bit_trainextra"
+    assert cityscapes.archive("leftImg8bit", "val") == "leftImg8bit_trainvaltest"
+    with pytest.raises(argparse.ArgumentTypeError, match=r"a subset is named twice in 'val,val'"):
+        cityscapes.parse_subsets("val,val")
+    with pytest.raises(argparse.ArgumentTypeError,
+                       match=rf"subsets are {', '.join(cityscapes.SUBSETS)} \(comma-separated\), got 'val;train'"):
+        cityscapes.parse_subsets("val;train")
+
+
+def test_missing_train_extra_folder_names_its_own_archive(tmp_path, capsys):
+    make_frame(tmp_path / "cs", labels=False)
+    assert prepare(tmp_path / "cs", tmp_path / "out", "--subset", "train_extra") == 1
+    err = capsys.readouterr().err
+    looked = " or ".join(os.path.join(str(tmp_path / "cs"), c, "train_extra")
+                         for c in ("leftImg8bit", os.path.join("leftImg8bit_trainextra", "leftImg8bit")))
+    assert f"{looked}: missing: download leftImg8bit_trainextra.zip and extract it into {tmp_path / 'cs'}" in err
