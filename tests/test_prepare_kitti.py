@@ -459,3 +459,11 @@ def test_agreement_of_two_depth_maps():
     a[1, 2], b[1, 2] = 2.0, 2.0 + 2e-3  # 2 mm apart
     a[:, 0], a[:, 5] = 9.0, 9.0  # the first and last columns are not compared
     assert _agreement(a, b) == pytest.approx(2 / 5)
+
+
+def test_missing_scan_message_says_how_many():
+    from desc_train.data.prepare.kitti_calib import missing_scan
+
+    assert str(missing_scan("a.bin")).startswith("a.bin missing: velodyne ground truth needs the raw *_sync archives")
+    assert str(missing_scan("a.bin", "3 of 697")).startswith("a.bin missing (3 of 697): velodyne ground truth")
+    assert str(missing_scan("a.bin")).endswith("or pass --gt-npz gt_depths.npz")
