@@ -369,6 +369,15 @@ def _add_v1_list(root):
     write_text(os.path.join(root, "list.txt"), ["rgb/0001/clone/00000.png depth/0001/clone/00000.png"])
 
 
+def _add_v2_list(root):
+    write_text(os.path.join(root, "list.txt"), ["", "Scene01/clone/frames/rgb/Camera_0/rgb_00000.jpg"])
+
+
+def _add_bad_list(root):
+    write_text(os.path.join(root, "list.txt"), ["rgb/0001/clone/00000.png depth/0001/clone/00000.png",
+                                                "images/00000.png depth/00000.png"])
+
+
 def _add_v1_tree(root):
     make_v1(root, frames=1)
 
@@ -405,6 +414,13 @@ ERRORS = {  # case -> (tree, mutation, extra arguments, fragments of the message
     "1.3.1 list on 2.0.3": (V2, _add_v1_list, ["--list", "{root}/list.txt"],
                             ["list.txt line 1", "rgb/0001/clone/00000.png (Virtual KITTI 1.3.1",
                              "is Virtual KITTI 2.0.3"]),
+    "2.0.3 list on 1.3.1": (V1, _add_v2_list, ["--list", "{root}/list.txt"],
+                            ["list.txt line 2: --list names Scene01/clone/frames/rgb/Camera_0/rgb_00000.jpg "
+                             "(Virtual KITTI 2.0.3 layout) but", "is Virtual KITTI 1.3.1 (rgb/<world>/<variation>/"]),
+    "not a list": (V1, _add_bad_list, ["--list", "{root}/list.txt"],
+                   ["list.txt line 2: 'images/00000.png' is not a Virtual KITTI RGB path; expected DESC's list "
+                    "format 'rgb/<world>/<variation>/<frame>.png depth/<world>/<variation>/<frame>.png'"]),
+    "unreadable list": (V1, None, ["--list", "{root}/nowhere.txt"], ["nowhere.txt: cannot read the list: "]),
     "camera 1 of 1.3.1": (V1, None, ["--camera", "1"], ["--camera 1: Virtual KITTI 1.3.1 has one camera"]),
     "both releases": (V2, _add_v1_tree, [], ["1.3.1 (vkitti_1.3.1_rgb/)", "2.0.3 (vkitti_2.0.3_rgb/)",
                                              "--version 1.3.1 or --version 2.0.3"]),
