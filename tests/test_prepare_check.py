@@ -133,3 +133,15 @@ def test_split_report_states_what_it_measured(root):
     edit(root, "source_train", frames={})
     lines, problems = check_split(split)
     assert problems[0] == f"{split}: lists no frames"
+
+
+def test_a_broken_split_is_named_and_the_others_still_checked(root, capsys):
+    meta = os.path.join(root, "target_test", "meta.json")
+    with open(meta, "w") as f:
+        f.write("{not json")
+    assert cli(["prepare", "check", root]) == 1
+    out, err = capsys.readouterr()
+    assert f"{meta}: unreadable" in err
+    assert "source_train: source, 3 frames" in out  # the sound split is still reported
+    assert cli(["prepare", "check", str(os.path.join(root, "nowhere"))]) == 1
+    assert f"{os.path.join(root, 'nowhere')}: no such folder" in capsys.readouterr().err

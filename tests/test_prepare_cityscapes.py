@@ -94,6 +94,7 @@ def test_disparity_ground_truth_crop_and_intrinsics(tmp_path, zipped):
     assert os.path.samefile(args.pop("root"), tmp_path / "cs")
     assert args == dict(subset=["val"], gt="disparity", labels="none", crop_bottom=0.25, size=[48, 128], limit=None)
     assert meta.has_depth is False and meta.has_labels is False and meta.label_source is None
+    assert meta.dataset["converter"] == "desc-train prepare cityscapes"
     frame = meta.frames[NAME]
     # 96x256 -> 48x128 halves both axes; cutting rows from the bottom moves no principal point.
     assert frame["K"] == pytest.approx([CAM["fx"] / 2, CAM["fy"] / 2, CAM["u0"] / 2, CAM["v0"] / 2])
@@ -255,3 +256,11 @@ def test_missing_train_extra_folder_names_its_own_archive(tmp_path, capsys):
     looked = " or ".join(os.path.join(str(tmp_path / "cs"), c, "train_extra")
                          for c in ("leftImg8bit", os.path.join("leftImg8bit_trainextra", "leftImg8bit")))
     assert f"{looked}: missing: download leftImg8bit_trainextra.zip and extract it into {tmp_path / 'cs'}" in err
+
+
+def test_native_size_is_recorded_as_such(tmp_path):
+    make_frame(tmp_path / "cs", labels=False)
+    assert cli_main(["prepare", "cityscapes", "--root", str(tmp_path / "cs"), "--out", str(tmp_path / "out"),
+                     "--split", "target", "--subset", "val", "--size", "native", "--workers", "1"]) == 0
+    meta = read_meta(str(tmp_path / "out" / "target"))
+    assert meta.dataset["args"]["size"] == "native" and tuple(meta.image_size) == (KEPT, W0)
