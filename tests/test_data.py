@@ -243,7 +243,6 @@ def test_resize_and_crop_treat_every_map_alike(factor):
     """Colour is resampled (area when shrinking, bilinear when growing), depth
     and ids by nearest neighbour (no blend across edges), logits bilinearly;
     a crop cuts every map, logits included, at the same place."""
-    import cv2
 
     g = np.random.default_rng(3)
     H, W = 12, 20
@@ -276,7 +275,6 @@ def test_simulated_logits_margin_grows_away_from_boundaries():
     confidence (1 - exp(-d/2)) + 0.5 at distance d from it, every other logit
     0; ignored pixels (255, or any label >= C) are flat. With the defaults: noise of std 0.8 and
     a margin of about 4.5 far from any boundary."""
-    import cv2
 
     from desc_train.data.segmenter import simulate_logits
 

@@ -8,7 +8,7 @@ import pytest
 
 from desc_train.cli import main as cli
 from desc_train.data import generate_benchmark
-from desc_train.data.layout import read_meta, write_gt, write_meta
+from desc_train.data.layout import read_meta, read_sample, write_gt, write_meta
 
 
 @pytest.fixture
@@ -87,8 +87,6 @@ def test_error_lists_show_the_first_twenty_and_count_the_rest():
 
 
 def test_depth_as_npy_counts_and_a_missing_depth_is_named(root, capsys):
-    from desc_train.data.layout import read_sample
-
     split = os.path.join(root, "source_train")
     meta = read_meta(split)
     name = meta.names[1]
@@ -105,7 +103,6 @@ def test_depth_as_npy_counts_and_a_missing_depth_is_named(root, capsys):
 
 def test_split_report_states_what_it_measured(root):
     """check_split's report, each figure recomputed here from the files."""
-    from desc_train.data.layout import read_sample
     from desc_train.data.prepare.check import check_split
 
     split = os.path.join(root, "source_train")

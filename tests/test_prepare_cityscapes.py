@@ -2,6 +2,7 @@
 formats: names, the bottom crop, intrinsics at the stored size, depth from
 disparity, the label and instance mapping, both folder layouts, and errors that
 name the file and the fix."""
+import argparse
 import json
 import os
 
@@ -216,8 +217,6 @@ def test_a_missing_root_is_named(tmp_path, capsys):
 
 
 def test_crop_fraction_and_png_header(tmp_path):
-    import argparse
-
     assert cityscapes.parse_crop("0") == 0.0 and cityscapes.parse_crop("0.25") == 0.25
     assert cityscapes.parse_crop("0.999") == 0.999
     for text in ("1", "-0.1", "x", "nan"):
@@ -237,8 +236,6 @@ def test_crop_fraction_and_png_header(tmp_path):
 
 
 def test_subsets_and_their_archives():
-    import argparse
-
     assert cityscapes.parse_subsets("val") == ["val"] and cityscapes.parse_subsets(" train, val ,") == ["train", "val"]
     assert cityscapes.archive("leftImg8bit", "train_extra") == "leftImg8bit_trainextra"
     assert cityscapes.archive("leftImg8bit", "val") == "leftImg8bit_trainvaltest"

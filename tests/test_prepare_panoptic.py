@@ -315,8 +315,6 @@ def test_a_failed_run_restarts_on_overwrite_or_other_arguments(root, capsys, ext
 
 
 def test_threshold_and_count_arguments_take_their_bounds():
-    from desc_train.data.prepare import panoptic
-
     assert panoptic._fraction("0") == 0.0 and panoptic._fraction("1") == 1.0 and panoptic._fraction("0.5") == 0.5
     for text in ("-0.1", "1.01"):
         with pytest.raises(argparse.ArgumentTypeError, match=rf"a score threshold lies in \[0, 1\], got {text}"):
@@ -330,8 +328,6 @@ def test_threshold_and_count_arguments_take_their_bounds():
 
 
 def test_detectron2_category_ids_take_their_contiguous_bounds():
-    from desc_train.data.prepare import panoptic
-
     def segment(cat, isthing):
         return panoptic.detectron2_segment(dict(id=7, category_id=cat, isthing=isthing, score=0.9), "f.npz")
 
@@ -354,8 +350,6 @@ def test_detectron2_category_ids_take_their_contiguous_bounds():
 
 
 def test_detectron2_npz_mistakes_name_the_file_and_the_expected_output(tmp_path):
-    from desc_train.data.prepare import panoptic
-
     fix = ("expected Detectron2's panoptic output: panoptic_seg (H, W) int32 and segments_info as a JSON string, "
            "as tools/run_panoptic_fpn.py writes")
     seg = np.zeros((4, 5), np.int32)

@@ -463,8 +463,6 @@ def test_real_size_is_required_unless_allowed(tmp_path, capsys):
 
 
 def test_colour_tables_parse_and_refuse_edited_files(tmp_path):
-    from desc_train.data.prepare import vkitti
-
     def table(*lines):
         path = tmp_path / "t.txt"
         path.write_text("\n".join(lines) + "\n")
@@ -497,8 +495,6 @@ def test_colour_tables_parse_and_refuse_edited_files(tmp_path):
 
 
 def test_bbox_pixel_counts_of_one_frame_and_camera(tmp_path):
-    from desc_train.data.prepare import vkitti
-
     header = "frame cameraID trackID left right top bottom number_pixels truncation_ratio occupancy_ratio isMoving"
     rows = [f"{f} {c} {t} 0 10 20 30 {100 * f + 10 * c + t} 0.0 1.0 False" for f in (0, 1) for c in (0, 1)
             for t in (0, 4)]

@@ -411,7 +411,6 @@ def test_set_overrides_one_key_and_keeps_the_rest(quick):
 def test_ablation_command_reads_its_config_then_quick_then_set(tmp_path, monkeypatch, quick_run):
     # (named without "demo": the mutation runs leave the demo's slow tests out, not this one)
     import desc_train.demo as demo_module
-    from desc_train.config import Config
 
     seen = {}
     monkeypatch.setattr(demo_module, "run_demo",
