@@ -267,6 +267,28 @@ def test_built_cuda_version_matches_torch():
         assert built.split(".")[0] == torch.version.cuda.split(".")[0]
 
 
+@pytest.mark.parametrize("code, text", [(13000, "13.0"), (12040, "12.4"), (11080, "11.8"), (-1, None)])
+def test_built_cuda_version_decodes_the_extension_code(monkeypatch, code, text):
+    # The extension reports CUDA_VERSION (major * 1000 + minor * 10), or -1 for a CPU-only build.
+    monkeypatch.setattr(torch.ops.desc_ops, "_cuda_version", lambda: code)
+    assert desc_ops.built_cuda_version() == text
+
+
+@pytest.mark.parametrize("built, runtime, fails", [(13000, "13.0", False), (13000, "13.2", False),
+                                                   (12040, "13.0", True), (13000, "12.8", True),
+                                                   (-1, "13.0", False), (12040, None, False)])
+def test_cuda_major_mismatch_refuses_to_import(monkeypatch, built, runtime, fails):
+    from desc_ops import _backend
+    monkeypatch.setattr(torch.ops.desc_ops, "_cuda_version", lambda: built)
+    monkeypatch.setattr(torch.version, "cuda", runtime)
+    if fails:
+        with pytest.raises(ImportError, match=rf"compiled with CUDA {built // 1000}\.\d+ but torch uses CUDA "
+                                              rf"{runtime}: rebuild with `pip install --no-build-isolation -e \.`"):
+            _backend._check_cuda_version()
+    else:
+        _backend._check_cuda_version()
+
+
 def test_desc_loss_combines_terms(device):
     x = _batch(device)
     loss_fn = desc_ops.DESCLoss(consistency_weight=2.0, instance_weight=0.5, smoothness_weight=0.1,
