@@ -56,6 +56,10 @@ def contact_sheet(split_dirs: Sequence[str], path: str, per_split: int = 4) -> s
         raise ValueError(f"no frames in {list(split_dirs)}")
     sheet = np.concatenate(rows, axis=0)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    if not cv2.imwrite(path, cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR)):
-        raise OSError(f"{path}: could not be written")
+    try:
+        written = cv2.imwrite(path, cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+    except cv2.error:  # OpenCV has no writer for the name's extension
+        written = False
+    if not written:
+        raise OSError(f"{path}: could not be written (an image name such as sheet.png is needed)")
     return path
