@@ -216,8 +216,28 @@ def test_cli_generate_and_sheet(tmp_path, capsys):
     for split in ("source_train", "target_train", "target_test"):
         assert len(read_meta(str(out / split)).names) in (2, 3)
     picture = cv2.imread(str(sheet))
-    assert picture is not None and picture.shape[1] >= 4 * 96
-    assert "target_test" in capsys.readouterr().out
+    assert picture is not None and picture.shape[1] == 4 * (96 + 4)
+    text = capsys.readouterr().out
+    assert f"under {out}" in text and f"wrote {sheet}" in text and "target_test" in text
+    assert read_meta(str(out / "target_test")).image_size == [32, 96]
+
+
+def test_cli_generate_options_reach_the_generator(tmp_path, capsys):
+    def generate(name, *extra):
+        assert cli_main(["generate", "--out", str(tmp_path / name), "--source", "0", "--target", "1", "--test", "0",
+                         "--size", "16x48", "--workers", "1", *extra]) == 0
+        return str(tmp_path / name / "target_train")
+
+    plain = generate("plain")
+    assert sorted(os.listdir(tmp_path / "plain")) == ["target_train"]  # a count of 0 writes no split
+    assert len(read_meta(plain).names) == 1 and read_meta(plain).image_size == [16, 48]
+    assert not os.path.isdir(os.path.join(plain, "logits"))
+    again, seeded = generate("again"), generate("seeded", "--seed", "5", "--logits")
+    name = read_meta(plain).names[0]
+    rgb = {s: cv2.imread(os.path.join(s, "rgb", name + ".png")) for s in (plain, again, seeded)}
+    assert np.array_equal(rgb[plain], rgb[again]) and not np.array_equal(rgb[plain], rgb[seeded])
+    assert os.listdir(os.path.join(seeded, "logits"))
+    assert "generated in" in capsys.readouterr().out
 
 
 def test_simulated_logits(tmp_path):

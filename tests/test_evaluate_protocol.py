@@ -108,6 +108,34 @@ def test_evaluate_command_states_the_protocol(split, tmp_path, capsys):
     assert saved["protocol"]["median_scaling"] is True and set(saved["metrics"]) == {"0.001-80m", "1-50m"}
 
 
+def test_evaluate_command_options_reach_the_evaluation(split, tmp_path, capsys):
+    from desc_train.config import Config
+
+    torch.manual_seed(0)
+    net = DepthUNet(3, Config.width)
+    # A checkpoint without a config is read at the default width.
+    torch.save({"g_rgb": net.state_dict(), "g_sem": {}, "g_h": {}}, tmp_path / "c.pt")
+    args = ["evaluate", str(tmp_path / "c.pt"), split, "--device", "cpu", "--json"]
+    assert cli(args + [str(tmp_path / "a.json"), "--cap", "1,20", "--cap", "0.5,30", "--crop", "none"]) == 0
+    text = capsys.readouterr().out
+    assert "| 1-20m |" in text and "| 0.5-30m |" in text and "crop garg" not in text
+    assert cli(args + [str(tmp_path / "b.json"), "--cap", "1,20"]) == 0
+    a, b = (json.loads((tmp_path / n).read_text()) for n in ("a.json", "b.json"))
+    assert set(a["metrics"]) == {"1-20m", "0.5-30m"} and set(b["metrics"]) == {"1-20m"}
+    assert a["protocol"]["crop"] is None and b["protocol"]["crop"] == "garg"
+    assert a["metrics"]["1-20m"] != b["metrics"]["1-20m"]  # the crop leaves out pixels
+    assert "crop garg" in capsys.readouterr().out
+
+
+def test_g_rgb_is_loaded_onto_the_device_in_eval_mode(device, tmp_path):
+    from desc_train.train import load_g_rgb
+
+    torch.save({"g_rgb": DepthUNet(3, 4).state_dict(), "g_sem": {}, "g_h": {}, "config": {"width": 4}},
+               tmp_path / "c.pt")
+    net = load_g_rgb(str(tmp_path / "c.pt"), device)
+    assert {p.device.type for p in net.parameters()} == {torch.device(device).type} and not net.training
+
+
 def test_predictions_are_floored_at_a_millimetre():
     gt = torch.tensor([[2.0, 4.0]])
     m = frame_metrics(torch.zeros(1, 2), gt)  # then clamped into the cap's minimum, 1e-3
