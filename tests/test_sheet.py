@@ -92,6 +92,12 @@ def test_sheet_places_rgb_depth_labels_and_instances_per_frame(tmp_path):
             assert (cell[border] == 255).all()
 
 
+def test_sheet_shows_four_frames_of_a_split_by_default(tmp_path):
+    many = _split(tmp_path, "many", [f"f{i}" for i in range(6)])
+    sheet = cv2.imread(contact_sheet([many], str(tmp_path / "s.png")))
+    assert sheet.shape[0] == 4 * (14 + H + 4)
+
+
 def test_sheet_without_frames_or_unwritable_says_so(tmp_path):
     empty = _split(tmp_path, "empty", [])
     with pytest.raises(ValueError, match=r"no frames in \[.*empty'\]"):
