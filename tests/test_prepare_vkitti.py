@@ -511,3 +511,36 @@ def test_bbox_pixel_counts_of_one_frame_and_camera(tmp_path):
     path.write_text("0 0 1 0 1 2 3 4\n")
     with pytest.raises(vkitti.DataError, match=re.escape("(got no header)")):
         vkitti.read_bbox_pixels(str(path), 0, 0)
+
+
+def test_depth_decoding_units_sky_clamp_and_refusals():
+    far, below = vkitti.FAR, vkitti.CONVERTED_BELOW
+    raw = np.array([[150, 2000, far], [below, 9000, 0]], np.uint16)
+    clamp = vkitti.decode_depth(raw, "d.png", 80.0, "clamp")
+    assert clamp.dtype == np.float32
+    np.testing.assert_array_equal(clamp, np.float32([[1.5, 20.0, 80.0], [10.0, 80.0, 0.0]]))
+    ignore = vkitti.decode_depth(raw, "d.png", 80.0, "ignore")
+    np.testing.assert_array_equal(ignore, np.float32([[1.5, 20.0, 0.0], [10.0, 80.0, 0.0]]))  # sky: no depth
+    # A maximum of exactly CONVERTED_BELOW centimetres is still raw depth; one less is not.
+    assert vkitti.decode_depth(np.uint16([[below]]), "d.png", 80.0, "clamp")[0, 0] == 10.0
+    with pytest.raises(vkitti.DataError, match=rf"d\.png: depth maximum is {below - 1} and no pixel reaches"):
+        vkitti.decode_depth(np.uint16([[below - 1]]), "d.png", 80.0, "clamp")
+    with pytest.raises(vkitti.DataError, match=r"d\.png: depth must be a 16-bit .* got uint8 with 1 channel; "):
+        vkitti.decode_depth(np.full((2, 3), 7, np.uint8), "d.png", 80.0, "clamp")
+    with pytest.raises(vkitti.DataError, match=r"got uint16 with 3 channels; "):
+        vkitti.decode_depth(np.full((2, 3, 3), far, np.uint16), "d.png", 80.0, "clamp")
+
+
+def test_frame_reader_names_the_unreadable_image(tmp_path):
+    rgb, depth = str(tmp_path / "rgb.png"), str(tmp_path / "depth.png")
+    job = vkitti.Job(name="0001_clone_00000", root=str(tmp_path), rgb=rgb, depth=depth, K=(725.0, 725.0, 620.5, 187.0),
+                     max_depth=80.0, sky="clamp", allow_size=True)
+    with pytest.raises(vkitti.DataError, match=r"rgb\.png: missing or not a readable image \(RGB image\)"):
+        vkitti.read_frame(job)
+    cv2.imwrite(rgb, np.zeros((4, 6, 3), np.uint8))
+    with pytest.raises(vkitti.DataError, match=r"depth\.png: missing or not a readable image \(depth\)"):
+        vkitti.read_frame(job)
+    cv2.imwrite(depth, np.full((4, 6), vkitti.FAR, np.uint16))
+    frame = vkitti.read_frame(job)
+    assert frame.name == "0001_clone_00000" and frame.src == "rgb.png" and frame.rgb.shape == (4, 6, 3)
+    assert (frame.depth == 80.0).all()
