@@ -372,3 +372,49 @@ def test_detectron2_npz_mistakes_name_the_file_and_the_expected_output(tmp_path)
         with pytest.raises(panoptic.DataError) as err:
             panoptic.read_detectron2(str(tmp_path / name))
         assert str(err.value).startswith(f"{tmp_path / name}: {text}") and str(err.value).endswith(fix), err.value
+
+
+def test_label_maps_classes_instances_fates_and_counts():
+    from desc_train.data.classes import BUILDING, CAR, PERSON, ROAD
+
+    S = panoptic.Segment
+    segments = [S(7, ROAD, False, None, False), S(3, CAR, True, 0.9, False),
+                S(5, CAR, True, 0.5, False),  # a score equal to the threshold is kept
+                S(9, CAR, True, 0.4, False), S(11, PERSON, True, 0.99, True), S(12, BUILDING, True, 0.8, False)]
+    seg = np.array([[0, 0, 7, 7, 7, 7],
+                    [3, 3, 3, 3, 3, 3],
+                    [5, 5, 5, 9, 9, 11],
+                    [11, 11, 12, 12, 12, 12]])
+    settings = panoptic.Settings(size=(4, 6), score_thresh=0.5, instance_classes=(CAR, PERSON), max_instances=10)
+    semantic, instance, counts = panoptic.label_maps(seg, segments, settings, "p.png")
+    label = {0: coco.IGNORE, 7: ROAD, 3: CAR, 5: CAR, 9: CAR, 11: PERSON, 12: BUILDING}
+    assert semantic.dtype == np.uint8 and semantic.shape == seg.shape
+    np.testing.assert_array_equal(semantic, np.vectorize(label.get)(seg))
+    # Instances by decreasing area: segment 3 (6 pixels), then 5 (3); the others are no instance.
+    np.testing.assert_array_equal(instance, np.vectorize({3: 1, 5: 2}.get)(seg, 0))
+    assert counts == {"crowd": 1, "other_class": 1, "low_score": 1, "segments": 6, "void": 2 / 24}
+    assert [panoptic.instance_fate(s, settings) for s in segments[1:]] == \
+        ["kept", "kept", "low_score", "crowd", "other_class"]
+    # A file without scores keeps every thing segment of an instance class.
+    assert panoptic.instance_fate(S(1, CAR, True, None, False), settings) == "kept"
+
+
+def test_label_maps_refuse_segments_missing_from_segments_info():
+    segments = [panoptic.Segment(7, 0, False, None, False)]
+    settings = panoptic.Settings(size=(1, 4), score_thresh=0.5, instance_classes=(5,), max_instances=10)
+    with pytest.raises(panoptic.DataError, match=r"^p\.png: segment id 4 appears in the map but not in "):
+        panoptic.label_maps(np.array([[0, 7, 4, 7]]), segments, settings, "p.png")
+    with pytest.raises(panoptic.DataError, match=r"^p\.png: segment id 4 \(and 1 more\) appears"):
+        panoptic.label_maps(np.array([[4, 7, 8, 7]]), segments, settings, "p.png")
+    with pytest.raises(panoptic.DataError, match=r"^p\.png: segment id 4 \(and 2 more\) appears"):
+        panoptic.label_maps(np.array([[4, 7, 8, 9]]), segments, settings, "p.png")
+
+
+def test_aspect_check_allows_two_percent():
+    panoptic.check_aspect("p.png", (100, 305), (100, 300))  # 1.7 % wider
+    panoptic.check_aspect("p.png", (100, 295), (100, 300))
+    panoptic.check_aspect("p.png", (200, 600), (100, 300))  # only the aspect matters
+    with pytest.raises(panoptic.DataError, match=r"^p\.png: prediction is 100x307 \(aspect 3\.07\) but the split "
+                                                 r"is 100x300 \(3\.00\): predictions must be made on the frames' "
+                                                 r"whole source images"):
+        panoptic.check_aspect("p.png", (100, 307), (100, 300))
