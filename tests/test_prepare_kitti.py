@@ -11,7 +11,7 @@ import pytest
 
 from desc_train.cli import main as cli_main
 from desc_train.data import coco
-from desc_train.data.layout import read_gt, read_meta, read_sample
+from desc_train.data.layout import DataError, read_gt, read_meta, read_sample
 from desc_train.data.prepare import kitti
 from desc_train.data.prepare.kitti_calib import (load_camera, load_velo_to_cam, project_depth, read_calib_file,
                                                  velo_to_image)
@@ -467,3 +467,18 @@ def test_missing_scan_message_says_how_many():
     assert str(missing_scan("a.bin")).startswith("a.bin missing: velodyne ground truth needs the raw *_sync archives")
     assert str(missing_scan("a.bin", "3 of 697")).startswith("a.bin missing (3 of 697): velodyne ground truth")
     assert str(missing_scan("a.bin")).endswith("or pass --gt-npz gt_depths.npz")
+
+
+def test_velodyne_reader_names_a_missing_or_truncated_scan(tmp_path):
+    from desc_train.data.prepare.kitti_calib import read_velodyne
+
+    path = str(tmp_path / "0000000005.bin")
+    with pytest.raises(DataError, match=rf"^{path} missing: velodyne ground truth"):
+        read_velodyne(path)
+    points = np.arange(12, dtype="<f4").reshape(3, 4)
+    points.tofile(path)
+    np.testing.assert_array_equal(read_velodyne(path), points)
+    with open(path, "ab") as f:
+        f.write(b"\0" * 4)
+    with pytest.raises(DataError, match=rf"^{path}: 52 bytes is not a multiple of 16"):
+        read_velodyne(path)
