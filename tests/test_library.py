@@ -374,6 +374,10 @@ def _every_call(dtype):
         calls.append(("_consistency_loss_backward", (gr, d, s, w, norm, reduction)))
         for mask in ([True, True], [True, False], [False, True]):
             calls.append(("_consistency_loss_backward_signed", (gr, signed, norm, reduction, mask)))
+    # Maps of int32 ids and labels; a confidence map from labels alone (no floating argument: float32).
+    calls += [("instance_stats", (x["ids"].int(), 3, d, True)), ("instance_stats", (x["ids"].int(), 3, None, False)),
+              ("confidence_map", (x["labels"].int(), None, None, 0.5, 0.3, -1, None)),
+              ("confidence_map", (x["logits"], None, None, 0.5, 0.3, -1, None))]
     calls.append(("_smoothness_loss_backward", (g, d, img)))
     calls.append(("_smoothness_loss_backward_saved", (g, ops._smoothness_loss_train(d, img)[1], dtype)))
     _, z, dz_dh, sign_sum, norm = ops.instance_prior_loss(d, x["ids"], x["heights"], x["focal"], 1, None, "mean", True)
