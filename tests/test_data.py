@@ -317,8 +317,11 @@ def test_simulated_logits_margin_grows_away_from_boundaries():
     np.put_along_axis(others, label[None], 0.0, 0)
     assert (others == 0).all() and (logits[:, ~valid] == 0).all()
 
-    noisy = simulate_logits(sem, 4, np.random.default_rng(1)).astype(np.float32)
+    noisy = simulate_logits(sem, 4, np.random.default_rng(1))
+    assert noisy.dtype == np.float16
+    noisy = noisy.astype(np.float32)
     assert noisy[1].std() == pytest.approx(0.8, rel=0.05)  # class 1 is nowhere: noise alone
+    assert noisy[0][(dist > 20) & (sem == 0)].std() == pytest.approx(0.8, rel=0.1)  # the winner is noisy too
     far = dist > 20
     assert (noisy[0][far & (sem == 0)] - noisy[1][far & (sem == 0)]).mean() == pytest.approx(4.5, abs=0.2)
 

@@ -127,6 +127,14 @@ def test_evaluate_command_options_reach_the_evaluation(split, tmp_path, capsys):
     assert "crop garg" in capsys.readouterr().out
 
 
+def test_crop_masks_are_made_on_the_device(device):
+    from desc_train.evaluate import garg_crop_mask
+
+    for make in (garg_crop_mask, cityscapes_crop_mask):
+        mask = make(48, 160, device=device)
+        assert mask.device.type == torch.device(device).type and mask.dtype == torch.bool and mask.any()
+
+
 def test_g_rgb_is_loaded_onto_the_device_in_eval_mode(device, tmp_path):
     from desc_train.train import load_g_rgb
 
