@@ -37,14 +37,21 @@ def _folder(root, kind, zipped):
     return os.path.join(root, f"{kind}_trainvaltest", kind) if zipped else os.path.join(root, kind)
 
 
+def left_image():
+    """BGR, a different value in each channel (and along the columns) so that a swap shows."""
+    bgr = np.zeros((H0, W0, 3), np.uint8)
+    bgr[..., 0], bgr[..., 1], bgr[..., 2] = 30, 40 + np.arange(W0) % 50, 150
+    bgr[KEPT:] = EGO[::-1]
+    return bgr
+
+
 def make_frame(root, subset="val", city="frankfurt", stem="frankfurt_000000_000294", zipped=False,
                camera=True, disparity=np.uint16, labels=True):
     """Writes one Cityscapes frame: image, camera json, disparity and gtFine maps."""
     def path(kind, suffix):
         return os.path.join(_folder(root, kind, zipped), subset, city, stem + suffix)
 
-    bgr = np.full((H0, W0, 3), 90, np.uint8)
-    bgr[KEPT:] = EGO[::-1]
+    bgr = left_image()
     _png(path("leftImg8bit", "_leftImg8bit.png"), bgr)
     if camera:
         os.makedirs(os.path.dirname(path("camera", "_camera.json")), exist_ok=True)
@@ -128,6 +135,7 @@ def test_labels_map_to_coco_and_instances(tmp_path):
                                            ("person", "bicycle", "car", "motorcycle", "bus", "train", "truck"))
     assert meta.label_source["kind"] == "gt" and meta.label_source["mapping"]["rider"] == "person"
     s = read_sample(split, NAME, meta)
+    np.testing.assert_array_equal(s["rgb"], left_image()[:KEPT, :, ::-1])  # RGB at the native size, no ego rows
     sem, inst = s["semantic"], s["instance"]
     assert sem.shape == (KEPT, W0)
     car, person = coco.class_id("car"), coco.class_id("person")
@@ -195,6 +203,48 @@ def test_errors_name_the_file_and_the_fix(tmp_path, capsys, case):
     for text in texts:
         assert text in err
     assert not (tmp_path / "out" / "target" / "meta.json").exists()
+
+
+def _frame_file(root, kind, suffix):
+    return os.path.join(root, kind, "val", "frankfurt", "frankfurt_000000_000294" + suffix)
+
+
+SPOILED = {  # case: (file, what becomes of it (None: removed), prepare arguments, the error)
+    "unreadable left image": (("leftImg8bit", "_leftImg8bit.png"), "truncate", [],
+                              "_leftImg8bit.png: not a readable PNG (left image): extract "
+                              "leftImg8bit_trainvaltest.zip again"),
+    "no label ids": (("gtFine", "_gtFine_labelIds.png"), None, ["--labels", "gt"],
+                     "_gtFine_labelIds.png: missing label ids: download gtFine_trainvaltest.zip, or convert "
+                     "without --labels gt"),
+    "label ids of another size": (("gtFine", "_gtFine_labelIds.png"), np.zeros((64, 128), np.uint8),
+                                  ["--labels", "gt"], "_gtFine_labelIds.png: label ids is 128x64 but the image is "
+                                                      "256x128"),
+    "no instance ids": (("gtFine", "_gtFine_instanceIds.png"), None, ["--labels", "gt"],
+                        "_gtFine_instanceIds.png: missing instance ids: download gtFine_trainvaltest.zip"),
+    "instance ids of another size": (("gtFine", "_gtFine_instanceIds.png"), np.zeros((64, 128), np.uint16),
+                                     ["--labels", "gt"], "_gtFine_instanceIds.png: instance ids is 128x64 but"),
+    "disparity of another size": (("disparity", "_disparity.png"), np.zeros((64, 128), np.uint16),
+                                  ["--gt", "disparity"], "_disparity.png: disparity (stored as d*256 + 1) is "
+                                                         "128x64 but the image is 256x128"),
+}
+
+
+@pytest.mark.parametrize("case", list(SPOILED))
+def test_spoiled_files_are_named_with_the_fix(tmp_path, capsys, case):
+    (kind, suffix), spoil, extra, message = SPOILED[case]
+    make_frame(tmp_path / "cs")
+    path = _frame_file(tmp_path / "cs", kind, suffix)
+    if isinstance(spoil, str):  # "truncate": the PNG header is whole, the pixels are not
+        with open(path, "rb") as f:
+            head = f.read(64)
+        with open(path, "wb") as f:
+            f.write(head)
+    else:
+        os.remove(path)
+        if spoil is not None:
+            _png(path, spoil)
+    assert prepare(tmp_path / "cs", tmp_path / "out", *extra) == 1
+    assert message in capsys.readouterr().err
 
 
 def test_missing_subset_folder_names_the_archive(tmp_path, capsys):
