@@ -3,6 +3,7 @@ releases' formats (uint16 centimetre depth with sky at 65535, PNG or JPEG RGB,
 scenegt colours with their encoding file, classgt colours with colors.txt,
 instancegt palette PNGs checked against bbox.txt, intrinsic.txt), converted
 through the command line and read back with the layout's readers."""
+import dataclasses
 import hashlib
 import os
 import re
@@ -544,3 +545,49 @@ def test_frame_reader_names_the_unreadable_image(tmp_path):
     frame = vkitti.read_frame(job)
     assert frame.name == "0001_clone_00000" and frame.src == "rgb.png" and frame.rgb.shape == (4, 6, 3)
     assert (frame.depth == 80.0).all()
+
+
+def _label_job(tmp_path, bgr, instances=None):
+    labels = str(tmp_path / "classgt.png")
+    cv2.imwrite(labels, bgr)
+    key = vkitti._colour_key
+    table = vkitti.Colours(path="colors.txt", keys=np.array([key(10, 20, 30), key(200, 0, 0)]),
+                           classes=np.array([3, 5], np.uint8), instances=np.array([0, 0]),
+                           vehicle=np.array([False, True]), unmapped=())
+    return vkitti.Job(name="f", root=str(tmp_path), rgb="", depth="", K=(1.0, 1.0, 0.0, 0.0), max_depth=80.0,
+                      sky="clamp", allow_size=True, labels=labels, colours=table, instances=instances)
+
+
+def test_label_colours_decode_to_classes_and_vehicle_tracks(tmp_path):
+    rgb = np.array([[[10, 20, 30], [200, 0, 0], [200, 0, 0]], [[10, 20, 30], [10, 20, 30], [200, 0, 0]]], np.uint8)
+    semantic, instance = vkitti.decode_labels(_label_job(tmp_path, rgb[..., ::-1]))
+    np.testing.assert_array_equal(semantic, [[3, 5, 5], [3, 3, 5]])
+    assert (instance == 0).all()
+    tracks = np.array([[1, 2, 3], [4, 5, 6]], np.uint8)
+    write_palette_png(str(tmp_path / "instancegt.png"), tracks)
+    semantic, instance = vkitti.decode_labels(_label_job(tmp_path, rgb[..., ::-1], str(tmp_path / "instancegt.png")))
+    np.testing.assert_array_equal(instance, [[0, 2, 3], [0, 0, 6]])  # tracks on vehicle colours only
+    write_palette_png(str(tmp_path / "instancegt.png"), tracks[:, :2])
+    with pytest.raises(vkitti.DataError, match=r"instancegt\.png: 2x2 but .*classgt\.png is 3x2$"):
+        vkitti.decode_labels(_label_job(tmp_path, rgb[..., ::-1], str(tmp_path / "instancegt.png")))
+
+
+def test_label_colours_not_in_the_table_are_counted_and_the_first_named(tmp_path):
+    # (1, 2, 3) sorts before every key of the table, (255, 255, 255) after.
+    rgb = np.array([[[10, 20, 30], [1, 2, 3], [255, 255, 255]], [[255, 255, 255], [10, 20, 30], [1, 2, 3]]],
+                   np.uint8)
+    with pytest.raises(vkitti.DataError, match=r"classgt\.png: 4 pixels have colours not in colors\.txt "
+                                               r"\(first: 1 2 3\); the label image and its colour table"):
+        vkitti.decode_labels(_label_job(tmp_path, rgb[..., ::-1]))
+    with pytest.raises(vkitti.DataError, match=r"2 pixels have colours not in colors\.txt \(first: 255 255 255\)"):
+        vkitti.decode_labels(_label_job(tmp_path, _only_white(rgb)[..., ::-1]))
+    job = dataclasses.replace(_label_job(tmp_path, rgb), labels=str(tmp_path / "nothing.png"))
+    with pytest.raises(vkitti.DataError, match=r"nothing\.png: missing or not a readable image \(class colours\)"):
+        vkitti.decode_labels(job)
+
+
+def _only_white(rgb):
+    """The frame with (1, 2, 3) repainted in a known colour: only the white pixels are unknown."""
+    out = rgb.copy()
+    out[(rgb == [1, 2, 3]).all(-1)] = [10, 20, 30]
+    return out
