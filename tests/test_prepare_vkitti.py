@@ -567,8 +567,8 @@ def test_label_colours_decode_to_classes_and_vehicle_tracks(tmp_path):
     write_palette_png(str(tmp_path / "instancegt.png"), tracks)
     semantic, instance = vkitti.decode_labels(_label_job(tmp_path, rgb[..., ::-1], str(tmp_path / "instancegt.png")))
     np.testing.assert_array_equal(instance, [[0, 2, 3], [0, 0, 6]])  # tracks on vehicle colours only
-    write_palette_png(str(tmp_path / "instancegt.png"), tracks[:, :2])
-    with pytest.raises(vkitti.DataError, match=r"instancegt\.png: 2x2 but .*classgt\.png is 3x2$"):
+    write_palette_png(str(tmp_path / "instancegt.png"), tracks[:1])
+    with pytest.raises(vkitti.DataError, match=r"instancegt\.png: 3x1 but .*classgt\.png is 3x2$"):
         vkitti.decode_labels(_label_job(tmp_path, rgb[..., ::-1], str(tmp_path / "instancegt.png")))
 
 
