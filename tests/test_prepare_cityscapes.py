@@ -5,6 +5,7 @@ name the file and the fix."""
 import argparse
 import json
 import os
+import re
 
 import cv2
 import numpy as np
@@ -155,6 +156,18 @@ def test_class_mapping_values():
     assert cityscapes.semantic_from_label_ids(ids).tolist() == expected
     others = np.array([i for i in range(256) if i not in ids], np.uint8)
     assert (cityscapes.semantic_from_label_ids(others) == 255).all()
+    # The table behind it, built once at import.
+    table = cityscapes._label_table()
+    assert table.dtype == np.uint8 and table.shape == (256,)
+    assert table[ids].tolist() == expected and (table[others] == 255).all()
+
+
+def test_a_subset_without_left_images_names_the_folder_and_the_archive(tmp_path):
+    os.makedirs(tmp_path / "leftImg8bit" / "val" / "frankfurt")
+    (tmp_path / "leftImg8bit" / "val" / "frankfurt" / "notes.txt").write_text("")
+    with pytest.raises(cityscapes.DataError, match=r"^" + re.escape(os.path.join(str(tmp_path / "leftImg8bit"), "val"))
+                       + r": holds no CITY/\*_leftImg8bit\.png: extract leftImg8bit_trainvaltest\.zip completely$"):
+        cityscapes.left_images(str(tmp_path / "leftImg8bit"), "val")
 
 
 def test_disparity_decoding():
