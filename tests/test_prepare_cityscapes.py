@@ -324,3 +324,39 @@ def test_native_size_is_recorded_as_such(tmp_path):
                      "--split", "target", "--subset", "val", "--size", "native", "--workers", "1"]) == 0
     meta = read_meta(str(tmp_path / "out" / "target"))
     assert meta.dataset["args"]["size"] == "native" and tuple(meta.image_size) == (KEPT, W0)
+
+
+def test_camera_json_is_checked(tmp_path):
+    path = str(tmp_path / "c_camera.json")
+
+    def camera(**changes):
+        cam = {"intrinsic": dict(fx=400.0, fy=410.0, u0=0.0, v0=60.0), "extrinsic": dict(baseline=0.2)}
+        for key, value in changes.items():
+            part = "extrinsic" if key == "baseline" else "intrinsic"
+            if value is None:
+                del cam[part][key]
+            else:
+                cam[part][key] = value
+        with open(path, "w") as f:
+            json.dump(cam, f)
+        return cityscapes.read_camera(path, "camera_trainvaltest")
+
+    assert camera() == ([400.0, 410.0, 0.0, 60.0], 0.2)  # a principal point at 0 is fine
+    assert camera(fx=1.0, fy=1.0)[0][:2] == [1.0, 1.0]
+    for bad in (dict(fx=0.0), dict(fy=-1.0), dict(baseline=0.0)):
+        with pytest.raises(cityscapes.DataError, match=r"c_camera\.json: focal lengths \[.*\] and baseline .* must be "
+                                                       r"positive: extract camera_trainvaltest\.zip again$"):
+            camera(**bad)
+    with pytest.raises(cityscapes.DataError, match=r"c_camera\.json: expected a camera json with intrinsic fx, fy, "
+                                                   r"u0, v0 and extrinsic baseline \(KeyError: 'v0'\): extract "
+                                                   r"camera_trainvaltest\.zip again$"):
+        camera(v0=None)
+
+
+@pytest.mark.parametrize("subset, text", [("test", "gtFine/test labels are placeholders"),
+                                          ("train_extra", "train_extra has coarse labels only")])
+def test_private_labels_are_refused_naming_the_folder(tmp_path, subset, text):
+    with pytest.raises(cityscapes.DataError, match="^" + re.escape(os.path.join(str(tmp_path), "gtFine", subset))
+                       + ": " + re.escape(text)):
+        cityscapes.refuse_private_labels(str(tmp_path), ["val", subset])
+    cityscapes.refuse_private_labels(str(tmp_path), ["train", "val"])
