@@ -142,3 +142,45 @@ def test_a_broken_split_is_named_and_the_others_still_checked(root, capsys):
     assert "source_train: source, 3 frames" in out  # the sound split is still reported
     assert cli(["prepare", "check", str(os.path.join(root, "nowhere"))]) == 1
     assert f"{os.path.join(root, 'nowhere')}: no such folder" in capsys.readouterr().err
+
+
+def _set_depth(root, split, value):
+    """Every frame of the split at one depth (as depth/NAME.npy)."""
+    path = os.path.join(root, split)
+    for name in read_meta(path).names:
+        np.save(os.path.join(path, "depth", name + ".npy"), np.full((32, 64), value, np.float32))
+
+
+@pytest.mark.parametrize("value, problem", [(200.0, None), (1.0, None), (200.5, "depth median 200.5 m"),
+                                            (0.99, "max 0.99 m: not metres"),
+                                            (0.0, "source_train: no depth in 3 sampled frames")])
+def test_depth_scale_limits(root, value, problem):
+    from desc_train.data.prepare.check import check_split
+
+    _set_depth(root, "source_train", value)
+    _, problems = check_split(os.path.join(root, "source_train"))
+    if problem is None:
+        assert problems == []
+    else:
+        assert any(problem in p for p in problems), problems
+
+
+def test_focal_and_instance_class_limits_are_inclusive(root):
+    from desc_train.data.prepare.check import FOCAL_RANGE, check_split
+
+    split = os.path.join(root, "source_train")
+    meta = read_meta(split)
+    lo, hi = FOCAL_RANGE[0] * 64, FOCAL_RANGE[1] * 64
+    names = meta.names
+    edit(root, "source_train", frames={n: dict(meta.frames[n], focal=f) for n, f in zip(names, (lo, hi, hi))},
+         instance_classes=[0, len(meta.classes) - 1])
+    assert check_split(split)[1] == []
+    edit(root, "source_train", frames={n: dict(meta.frames[n], focal=hi * 1.01) for n in names},
+         instance_classes=[len(meta.classes)])
+    problems = check_split(split)[1]
+    assert problems[0].endswith("is outside 6.4-640 px (0.1 to 10 image widths): intrinsics of another size, "
+                                "normalised or in millimetres?")
+    assert problems[1].endswith(f"instance classes [{len(meta.classes)}] are not class ids "
+                                f"(0-{len(meta.classes) - 1})")
+    edit(root, "source_train", has_depth=False)
+    assert check_split(split)[0][0].endswith("depth no, labels yes")
