@@ -4,6 +4,7 @@ PNGs written by OpenCV, npz files of Detectron2's output) on a tiny split writte
 import argparse
 import json
 import os
+import re
 
 import cv2
 import numpy as np
@@ -418,3 +419,63 @@ def test_aspect_check_allows_two_percent():
                                                  r"is 100x300 \(3\.00\): predictions must be made on the frames' "
                                                  r"whole source images"):
         panoptic.check_aspect("p.png", (100, 307), (100, 300))
+
+
+def _coco_json(folder, content, name="panoptic_val.json", pngs=True):
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, name)
+    with open(path, "w") as f:
+        f.write(content if isinstance(content, str) else json.dumps(content))
+    if pngs:
+        os.makedirs(os.path.splitext(path)[0], exist_ok=True)
+    return path
+
+
+ANN = {"file_name": "a.png", "segments_info": []}
+COCO_ERRORS = {  # case: (JSON content, the error after the JSON's path)
+    "not JSON": ("{oops", r": not readable JSON: Expecting property name"),
+    "a list": ([ANN], r": no 'annotations' list: expected a COCO panoptic JSON$"),
+    "no annotations": ({"images": []}, r": no 'annotations' list: expected a COCO panoptic JSON$"),
+    "no file_name": ({"annotations": [{"segments_info": []}]},
+                     r": an annotation lacks file_name or segments_info \(got \{'segments_info': \[\]\}\)$"),
+    "no segments_info": ({"annotations": [{"file_name": "a.png"}]},
+                         r": an annotation lacks file_name or segments_info \(got \{'file_name': 'a.png'\}\)$"),
+    "not a dict": ({"annotations": ["a.png"]}, r": an annotation lacks file_name or segments_info \(got a.png\)$"),
+    "long": ({"annotations": [{"file_name": "x" * 100}]},  # shown to its first 80 characters
+             r": an annotation lacks file_name or segments_info \(got \{'file_name': '" + "x" * 65 + r"\)$"),
+    "twice": ({"annotations": [ANN, dict(ANN, file_name="./a.jpg")]}, r": two annotations for \./a\.jpg$"),
+    "other labels": ({"annotations": [], "categories": [{"id": 1, "name": "car"}]},
+                     r": category 1 is 'car' here but 'person' in COCO panoptic"),
+}
+
+
+@pytest.mark.parametrize("case", list(COCO_ERRORS))
+def test_coco_json_mistakes_are_named(tmp_path, case):
+    content, message = COCO_ERRORS[case]
+    path = _coco_json(str(tmp_path), content)
+    with pytest.raises(panoptic.DataError, match="^" + re.escape(path) + message):
+        panoptic.coco_index(path)
+
+
+def test_coco_json_and_its_png_folder_are_found(tmp_path):
+    path = _coco_json(str(tmp_path / "a"), {"annotations": [ANN]})
+    assert panoptic.coco_index(path) == (path, path[:-5], {panoptic._key("a.png"): ANN})
+    assert panoptic.coco_index(str(tmp_path / "a")) == (path, path[:-5], {panoptic._key("a.png"): ANN})
+    # A folder holding the JSON and the PNGs side by side.
+    flat = _coco_json(str(tmp_path / "b"), {"annotations": [ANN]}, pngs=False)
+    assert panoptic.coco_index(str(tmp_path / "b"))[:2] == (flat, str(tmp_path / "b"))
+    with pytest.raises(panoptic.DataError, match="^" + re.escape(flat[:-5]) + r": missing: the PNGs of "
+                       + re.escape(flat) + r" belong in the folder named as its stem, beside it"):
+        panoptic.coco_index(flat)
+    missing = str(tmp_path / "c" / "none.json")
+    os.makedirs(missing[:-5])
+    with pytest.raises(panoptic.DataError, match="^" + re.escape(missing) + r": missing \(--predictions names a "
+                                                                            r"COCO panoptic JSON or a folder"):
+        panoptic.coco_index(missing)
+    os.makedirs(tmp_path / "d")
+    with pytest.raises(panoptic.DataError, match=r"d: holds 0 JSON files \(none\); pass the panoptic JSON itself"):
+        panoptic.coco_index(str(tmp_path / "d"))
+    _coco_json(str(tmp_path / "b"), {"annotations": []}, name="second.json", pngs=False)
+    with pytest.raises(panoptic.DataError, match=r"b: holds 2 JSON files \(panoptic_val\.json, second\.json\); pass "
+                                                 r"the panoptic JSON itself as --predictions$"):
+        panoptic.coco_index(str(tmp_path / "b"))
