@@ -479,3 +479,47 @@ def test_coco_json_and_its_png_folder_are_found(tmp_path):
     with pytest.raises(panoptic.DataError, match=r"b: holds 2 JSON files \(panoptic_val\.json, second\.json\); pass "
                                                  r"the panoptic JSON itself as --predictions$"):
         panoptic.coco_index(str(tmp_path / "b"))
+
+
+COCO_PNGS = {  # case: (what is at the path, the error after it)
+    "missing": (None, r": missing \(the JSON's file_name names it; the PNGs belong in the folder named as the "
+                      r"JSON's stem\)$"),
+    "not an image": (b"\x89PNG not really", r": not a readable PNG$"),
+    "grey": (np.zeros((2, 3), np.uint8), r" is single-channel: COCO panoptic PNGs are RGB-encoded ids \(R \+ 256 G "
+                                         r"\+ 65536 B\); this looks like a semantic map$"),
+    "RGBA": (np.zeros((2, 3, 4), np.uint8), r": 4 channels of uint8; COCO panoptic PNGs are 8-bit RGB"),
+    "16-bit": (np.zeros((2, 3, 3), np.uint16), r": 3 channels of uint16; COCO panoptic PNGs are 8-bit RGB"),
+}
+
+
+@pytest.mark.parametrize("case", list(COCO_PNGS))
+def test_coco_png_mistakes_are_named(tmp_path, case):
+    content, message = COCO_PNGS[case]
+    path = str(tmp_path / "f.png")
+    if isinstance(content, bytes):
+        (tmp_path / "f.png").write_bytes(content)
+    elif content is not None:
+        cv2.imwrite(path, content)
+    with pytest.raises(panoptic.DataError, match="^" + re.escape(path) + message):
+        panoptic.read_coco_png(path)
+
+
+def test_coco_png_ids_are_r_plus_256_g_plus_65536_b(tmp_path):
+    rgb = np.array([[[1, 2, 3], [255, 0, 0]]], np.uint8)
+    cv2.imwrite(str(tmp_path / "f.png"), rgb[..., ::-1])
+    ids = panoptic.read_coco_png(str(tmp_path / "f.png"))
+    assert ids.dtype == np.int32 and ids.tolist() == [[1 + 256 * 2 + 65536 * 3, 255]]
+
+
+def test_a_segment_listed_twice_is_named(tmp_path):
+    cv2.imwrite(str(tmp_path / "f.png"), np.zeros((2, 3, 3), np.uint8))
+    info = [{"id": 3, "category_id": 1}, {"id": 5, "category_id": 1}, {"id": 5, "category_id": 2}]
+    settings = panoptic.Settings(size=(2, 3), score_thresh=0.5, instance_classes=(0,), max_instances=10)
+    job = panoptic.Job(split_dir="", name="f", format="coco", path=str(tmp_path / "f.png"), segments_info=info,
+                       where="frame f", settings=settings)
+    with pytest.raises(panoptic.DataError, match=r"^frame f: segment id 5 is listed twice in segments_info$"):
+        panoptic.read_prediction(job)
+    with pytest.raises(panoptic.DataError, match=r"^frame f: .*category_id"):  # the segment's errors name the frame
+        panoptic.read_prediction(job._replace(segments_info=[{"id": 3}]))
+    seg, segments = panoptic.read_prediction(job._replace(segments_info=info[:2]))
+    assert seg.shape == (2, 3) and [s.id for s in segments] == [3, 5]
