@@ -4,6 +4,7 @@ built so that chosen pixels receive chosen depths, lists in each format, the
 Eigen ground-truth npz, and the mistakes users make with these files."""
 import hashlib
 import os
+import re
 
 import cv2
 import numpy as np
@@ -482,3 +483,44 @@ def test_velodyne_reader_names_a_missing_or_truncated_scan(tmp_path):
         f.write(b"\0" * 4)
     with pytest.raises(DataError, match=rf"^{path}: 52 bytes is not a multiple of 16"):
         read_velodyne(path)
+
+
+def test_gt_npz_reading_names_each_mistake(tmp_path):
+    from desc_train.data.prepare.kitti import read_npz
+
+    path = str(tmp_path / "gt_depths.npz")
+    with pytest.raises(DataError, match=rf"^{re.escape(path)} missing: pass the gt_depths.npz that monodepth2's "):
+        read_npz(path, 2)
+    np.savez(path, maps=np.zeros((2, 3, 4)))
+    with pytest.raises(DataError, match=r": no 'data' array \(monodepth2's export saves the maps as data=\.\.\.\)$"):
+        read_npz(path, 2)
+    with open(path, "wb") as f:
+        f.write(b"not a zip")  # never unpickled
+    with pytest.raises(DataError, match=r"gt_depths\.npz: not a readable \.npz: not a zip archive$"):
+        read_npz(path, 2)
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("data.npy", b"\x93NUMPY truncated")
+    with pytest.raises(DataError, match=r"gt_depths\.npz: not a readable \.npz: "):
+        read_npz(path, 2)
+    for bad in (np.zeros((2, 3)), np.zeros(2), np.zeros((2, 1, 3, 4))):
+        np.savez(path, data=bad)
+        with pytest.raises(DataError, match=r": 'data' must be an object array of 2-D depth maps or a 3-D array, "
+                                            rf"got float64 \({', '.join(map(str, bad.shape))},?\)$"):
+            read_npz(path, 2)
+    np.savez(path, data=np.zeros((3, 2, 2)))
+    with pytest.raises(DataError, match=r"gt_depths\.npz holds 3 maps but the list has 2 lines \(entry i belongs to "
+                                        r"line i\)$"):
+        read_npz(path, 2)
+    np.savez(path, data=np.zeros((652, 1, 1)))
+    with pytest.raises(DataError, match=r"holds 652 maps but the list has 697 lines \(entry i belongs to line i\): "
+                                        r"this is the eigen_benchmark export; use --gt annotated"):
+        read_npz(path, 697)
+    ragged = np.empty(2, object)
+    ragged[0], ragged[1] = np.ones((2, 3)), np.full((4, 5), 2.0)
+    np.savez(path, data=ragged)
+    maps = read_npz(path, 2)
+    assert [(m.dtype, m.shape) for m in maps] == [(np.float32, (2, 3)), (np.float32, (4, 5))]
+    np.savez(path, data=np.ones((2, 3, 4)))  # a 3-D array: one map per line
+    assert [m.shape for m in read_npz(path, 2)] == [(3, 4), (3, 4)]

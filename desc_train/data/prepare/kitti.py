@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import pickle
 import re
+import zipfile
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -270,15 +272,18 @@ def velodyne_gt(root: str, entries: Sequence[Entry], cameras: Dict, kind: str) -
 def read_npz(path: str, lines: int) -> List[np.ndarray]:
     """The maps of a gt_depths.npz (``data``: an object array of 2-D maps or a
     3-D array), one per list line."""
+    if not os.path.exists(path):
+        raise DataError(f"{path} missing: pass the gt_depths.npz that monodepth2's export_gt_depth.py --split eigen "
+                        f"writes (DESC distributes it too), or use --gt velodyne")
+    # np.load with allow_pickle unpickles a file that is no zip archive: refuse it before.
+    if not zipfile.is_zipfile(path):
+        raise DataError(f"{path}: not a readable .npz: not a zip archive")
     try:
         with np.load(path, allow_pickle=True) as npz:  # pickled: the ragged maps are an object array
             data = npz["data"]
-    except FileNotFoundError:
-        raise DataError(f"{path} missing: pass the gt_depths.npz that monodepth2's export_gt_depth.py --split eigen "
-                        f"writes (DESC distributes it too), or use --gt velodyne") from None
     except KeyError:
         raise DataError(f"{path}: no 'data' array (monodepth2's export saves the maps as data=...)") from None
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, EOFError, pickle.UnpicklingError) as err:
         raise DataError(f"{path}: not a readable .npz: {err}") from None
     if data.ndim not in (1, 3) or (data.ndim == 1 and data.dtype != object):
         raise DataError(f"{path}: 'data' must be an object array of 2-D depth maps or a 3-D array, got "
