@@ -195,7 +195,8 @@ def test_detectron2_contiguous_ids_and_score_threshold(root, capsys):
     assert meta.max_instances == 1 and meta.label_source["model"]["input_size"] == [368, 1232]
 
     assert run(root, "--score-thresh", "0.5", predictions="npz", fmt="detectron2") == 1
-    assert "has labels already" in capsys.readouterr().err
+    assert (f"{os.path.join(str(root / 'data' / 'target_train'), 'meta.json')}: the split has labels already (from "
+            f"panoptic); pass --overwrite to replace them") in capsys.readouterr().err
     seg, segments = detectron2_f0()
     write_npz(pred / "f1.npz", seg, segments[:3])  # the person's segment is missing
     assert run(root, "--score-thresh", "0.5", "--overwrite", predictions="npz", fmt="detectron2") == 1
@@ -523,3 +524,15 @@ def test_a_segment_listed_twice_is_named(tmp_path):
         panoptic.read_prediction(job._replace(segments_info=[{"id": 3}]))
     seg, segments = panoptic.read_prediction(job._replace(segments_info=info[:2]))
     assert seg.shape == (2, 3) and [s.id for s in segments] == [3, 5]
+
+
+def test_labels_of_an_unrecorded_source_are_refused_too(tmp_path):
+    split = str(tmp_path / "s")
+    meta = SplitMeta(domain="target", classes=["a"], instance_classes=[], focal=1.0, image_size=[2, 2],
+                     has_labels=True)
+    write_meta(split, meta)
+    with pytest.raises(panoptic.DataError, match=r"the split has labels already \(from an unrecorded source\); "
+                                                 r"pass --overwrite to replace them$"):
+        panoptic.start_labels(split, meta, False, {})
+    panoptic.start_labels(split, meta, True, {})
+    assert read_meta(split).has_labels is False  # unlabelled until the new maps are all written

@@ -3,6 +3,7 @@ releases' formats (uint16 centimetre depth with sky at 65535, PNG or JPEG RGB,
 scenegt colours with their encoding file, classgt colours with colors.txt,
 instancegt palette PNGs checked against bbox.txt, intrinsic.txt), converted
 through the command line and read back with the layout's readers."""
+import argparse
 import dataclasses
 import hashlib
 import os
@@ -591,3 +592,16 @@ def _only_white(rgb):
     out = rgb.copy()
     out[(rgb == [1, 2, 3]).all(-1)] = [10, 20, 30]
     return out
+
+
+def test_recorded_arguments_are_those_that_decide_the_content(tmp_path):
+    args = argparse.Namespace(run=print, command="prepare", dataset="vkitti", workers=4, overwrite=True, limit=3,
+                              root="rel/root", out=str(tmp_path), size=(48, 160), list="l.txt", exclude_list=None,
+                              version="2.0.3", sky="clamp")
+    assert vkitti.conversion_args(args) == dict(root=os.path.abspath("rel/root"), out=str(tmp_path), size=[48, 160],
+                                                list=os.path.abspath("l.txt"), exclude_list=None, version="2.0.3",
+                                                sky="clamp")
+    args.size, args.list, args.exclude_list = None, None, "x.txt"
+    recorded = vkitti.conversion_args(args)
+    assert recorded["size"] == "native" and recorded["list"] is None
+    assert recorded["exclude_list"] == os.path.abspath("x.txt")
