@@ -605,3 +605,24 @@ def test_recorded_arguments_are_those_that_decide_the_content(tmp_path):
     recorded = vkitti.conversion_args(args)
     assert recorded["size"] == "native" and recorded["list"] is None
     assert recorded["exclude_list"] == os.path.abspath("x.txt")
+
+
+def test_text_files_are_looked_for_in_textgt_first_then_the_other_tops(tmp_path):
+    root = str(tmp_path)
+    text, rgb = os.path.join(root, "vkitti_2.0.3_textgt"), os.path.join(root, "vkitti_2.0.3_rgb")
+    for top in (text, rgb):
+        os.makedirs(os.path.join(top, "Scene01", "clone"))
+    write_text(os.path.join(rgb, "Scene01", "clone", "intrinsic.txt"), ["in rgb"])
+    source = vkitti.Source(vkitti.Tree(root), "2.0.3", "archives", {"rgb": rgb, "text": text, "depth": None})
+    found = os.path.join(rgb, "Scene01", "clone", "intrinsic.txt")
+    assert source.text_file("scene01", "CLONE", "intrinsic.txt") == (found, found)  # any case, any top
+    write_text(os.path.join(text, "Scene01", "clone", "intrinsic.txt"), ["in textgt"])
+    source = vkitti.Source(vkitti.Tree(root), "2.0.3", "archives", {"rgb": rgb, "text": text, "depth": None})
+    found = os.path.join(text, "Scene01", "clone", "intrinsic.txt")
+    assert source.text_file("Scene01", "clone", "intrinsic.txt") == (found, found)  # textgt wins
+    # Missing: where it belongs, in textgt, or where textgt would be extracted.
+    assert source.text_file("Scene01", "clone", "bbox.txt") == (None, os.path.join(text, "Scene01", "clone",
+                                                                                    "bbox.txt"))
+    bare = vkitti.Source(vkitti.Tree(root), "2.0.3", "archives", {"rgb": None, "text": None})
+    assert bare.text_file("Scene02", "fog", "bbox.txt") == (
+        None, os.path.join(root, "vkitti_2.0.3_textgt", "Scene02", "fog", "bbox.txt"))
