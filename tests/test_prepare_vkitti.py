@@ -297,6 +297,16 @@ def test_v2_list_of_rgb_paths(tmp_path):
     assert meta.names == ["Scene01_clone_c0_00000", "Scene01_clone_c0_00002"]
 
 
+def test_v2_list_lines_of_the_other_camera_are_passed_over(tmp_path):
+    src = make_v2(tmp_path / "src", cameras=(0, 1), frames=2)
+    write_text(str(tmp_path / "list.txt"), ["Scene01/clone/frames/rgb/Camera_0/rgb_00000.jpg",
+                                            "Scene01/clone/frames/rgb/Camera_1/rgb_00001.jpg",
+                                            "Scene01/clone/frames/rgb/Camera_0/rgb_00001.jpg"])
+    _, meta = converted(src, tmp_path / "out", *OUT_SIZE, "--allow-size", "--camera", "1",
+                        "--list", str(tmp_path / "list.txt"))
+    assert meta.names == ["Scene01_clone_c1_00001"]
+
+
 def test_v2_merged_lower_case_tree_with_labels(tmp_path):
     """One merged tree spelt in lower case; classgt colours and instancegt palette
     indices (track + 1) become COCO-133 classes and instance ids."""
@@ -375,6 +385,12 @@ def _add_v2_list(root):
     write_text(os.path.join(root, "list.txt"), ["", "Scene01/clone/frames/rgb/Camera_0/rgb_00000.jpg"])
 
 
+def _add_list_of_missing_frames(root):
+    write_text(os.path.join(root, "list.txt"), ["rgb/0001/clone/00007.png depth/0001/clone/00007.png",
+                                                "rgb/0001/clone/00000.png depth/0001/clone/00000.png",
+                                                "rgb/0001/clone/00009.png depth/0001/clone/00009.png"])
+
+
 def _add_bad_list(root):
     write_text(os.path.join(root, "list.txt"), ["rgb/0001/clone/00000.png depth/0001/clone/00000.png",
                                                 "images/00000.png depth/00000.png"])
@@ -413,6 +429,17 @@ ERRORS = {  # case -> (tree, mutation, extra arguments, fragments of the message
                                     ["no vkitti_2.0.3_depth/", "download vkitti_2.0.3_depth.tar"]),
     "missing intrinsic.txt": (V2, _remove("vkitti_2.0.3_textgt", "Scene01", "clone", "intrinsic.txt"), [],
                               ["vkitti_2.0.3_textgt/Scene01/clone/intrinsic.txt missing", "--focal 725.0087"]),
+    "no colors.txt": (dict(version=2, labels=True), _remove("vkitti_2.0.3_textgt", "Scene01", "clone", "colors.txt"),
+                      ["--labels", "gt"], ["vkitti_2.0.3_textgt/Scene01/clone/colors.txt missing: --labels gt needs "
+                                           "the classgt colours (from the vkitti_2.0.3_textgt or classSegmentation "
+                                           "archive)"]),
+    "no scenegt encoding": (dict(version=1, labels=True),
+                            _remove("vkitti_1.3.1_scenegt", "0001_clone_scenegt_rgb_encoding.txt"), ["--labels", "gt"],
+                            ["0001_clone_scenegt_rgb_encoding.txt missing: --labels gt needs the scenegt colour "
+                             "encoding (from vkitti_1.3.1_scenegt.tar)"]),
+    "listed frames missing": (V1, _add_list_of_missing_frames, ["--list", "{root}/list.txt"],
+                              ["vkitti_1.3.1_rgb/0001/clone/00007.png: missing (named by",
+                               "vkitti_1.3.1_rgb/0001/clone/00009.png: missing (named by"]),
     "1.3.1 list on 2.0.3": (V2, _add_v1_list, ["--list", "{root}/list.txt"],
                             ["list.txt line 1", "rgb/0001/clone/00000.png (Virtual KITTI 1.3.1",
                              "is Virtual KITTI 2.0.3"]),
