@@ -16,6 +16,7 @@ from desc_train.data import coco
 from desc_train.data.dataset import DepthDataset
 from desc_train.data.layout import read_gt, read_meta, read_sample
 from desc_train.data.prepare import cityscapes
+from desc_train.data.prepare.common import sha256_lines
 
 H0, W0 = 128, 256  # the fabricated frames; the bottom quarter (32 rows) is the ego vehicle
 KEPT = 96
@@ -104,6 +105,11 @@ def test_disparity_ground_truth_crop_and_intrinsics(tmp_path, zipped):
     assert args == dict(subset=["val"], gt="disparity", labels="none", crop_bottom=0.25, size=[48, 128], limit=None)
     assert meta.has_depth is False and meta.has_labels is False and meta.label_source is None
     assert meta.dataset["converter"] == "desc-train prepare cityscapes"
+    assert os.path.samefile(meta.dataset["root"], tmp_path / "cs") and meta.instance_classes == []
+    assert meta.dataset["list_sha256"] == sha256_lines([NAME])
+    # A finished split is replaced only when asked.
+    assert prepare(tmp_path / "cs", tmp_path / "out", "--gt", "disparity") == 1
+    assert prepare(tmp_path / "cs", tmp_path / "out", "--gt", "disparity", "--overwrite") == 0
     frame = meta.frames[NAME]
     # 96x256 -> 48x128 halves both axes; cutting rows from the bottom moves no principal point.
     assert frame["K"] == pytest.approx([CAM["fx"] / 2, CAM["fy"] / 2, CAM["u0"] / 2, CAM["v0"] / 2])
