@@ -536,3 +536,19 @@ def test_labels_of_an_unrecorded_source_are_refused_too(tmp_path):
         panoptic.start_labels(split, meta, False, {})
     panoptic.start_labels(split, meta, True, {})
     assert read_meta(split).has_labels is False  # unlabelled until the new maps are all written
+
+
+def test_coco_segments_things_stuff_and_mistakes():
+    last_thing, first_stuff = 90, 92  # COCO panoptic ids: things 1-90, stuff 92-200, with gaps
+    thing = panoptic.coco_segment({"id": 7, "category_id": last_thing, "score": 0.5}, "frame f")
+    stuff = panoptic.coco_segment({"id": 8, "category_id": first_stuff, "iscrowd": 1}, "frame f")
+    assert thing == panoptic.Segment(7, coco.NUM_THINGS - 1, True, 0.5, False)
+    assert stuff == panoptic.Segment(8, coco.NUM_THINGS, False, None, True)
+    with pytest.raises(panoptic.DataError, match=r"^frame f: category_id 91 is not a COCO panoptic id \(ids are "
+                                                 r"1-200 with gaps: things 1-90, stuff 92-200\); only predictions"):
+        panoptic.coco_segment({"id": 1, "category_id": 91}, "frame f")
+    with pytest.raises(panoptic.DataError, match=r"^frame f: a segments_info entry lacks 'category_id' "
+                                                 r"\(got \{'id': 1\}\)$"):
+        panoptic.coco_segment({"id": 1}, "frame f")
+    with pytest.raises(panoptic.DataError, match=r"^frame f: a segments_info entry lacks 'id'"):
+        panoptic.coco_segment({"category_id": 1}, "frame f")
