@@ -552,3 +552,36 @@ def test_coco_segments_things_stuff_and_mistakes():
         panoptic.coco_segment({"id": 1}, "frame f")
     with pytest.raises(panoptic.DataError, match=r"^frame f: a segments_info entry lacks 'id'"):
         panoptic.coco_segment({"category_id": 1}, "frame f")
+
+
+def test_report_lines():
+    settings = panoptic.Settings(size=(48, 160), score_thresh=0.7, instance_classes=(0,), max_instances=2)
+    base = {"crowd": 0, "other_class": 0, "low_score": 0, "vanished": 0, "beyond_max": 0}
+    counts = {"a": dict(base, segments=4, instances=2, void=0.25, crowd=1, beyond_max=3, vanished=1),
+              "b": dict(base, segments=6, instances=0, void=0.05, low_score=2, other_class=1),
+              "c": dict(base, segments=5, instances=2, void=0.0)}
+    assert panoptic.report("s", "coco", counts, 1, settings, 2.0) == [
+        "s: labelled 3 frames from coco predictions (2 written, 1 resumed) in 2.0 s",
+        "  segments per frame: mean 5.0, max 6; void 10.0 % of pixels",
+        "  instances per frame: mean 1.3, max 2; histogram 0: 1, 2: 2",
+        "  things without an instance: 2 below --score-thresh 0.7, 1 crowds, 1 of other classes, 3 beyond "
+        "--max-instances 2 (in 1 of 3 frames), 1 lost in resizing to 48x160"]
+
+
+def test_a_frame_record_counts_instances_lost_in_resizing_and_beyond_the_maximum(tmp_path):
+    seg = np.zeros((4, 8), np.int64)
+    seg[:2, :4], seg[2:, :4], seg[2:, 4:] = 11, 12, 13  # three cars of 8 pixels
+    seg[1, 5] = 14  # one pixel: gone at half size
+    rgb = np.stack([seg % 256, seg // 256, seg // 65536], -1).astype(np.uint8)
+    cv2.imwrite(str(tmp_path / "f.png"), rgb[..., ::-1])
+    info = [{"id": i, "category_id": 3, "score": 0.9} for i in (11, 12, 13, 14)]  # COCO 3: car
+    settings = panoptic.Settings(size=(2, 4), score_thresh=0.5, instance_classes=(coco.class_id("car"),),
+                                 max_instances=2)
+    os.makedirs(tmp_path / "s" / panoptic.RECORDS / "frames")
+    job = panoptic.Job(split_dir=str(tmp_path / "s"), name="f", format="coco", path=str(tmp_path / "f.png"),
+                       segments_info=info, where="f.png", settings=settings)
+    assert panoptic.label_frame(job) == ("f", None)
+    with open(panoptic._record_path(str(tmp_path / "s"), "f")) as f:
+        record = json.load(f)
+    assert (record["instances"], record["vanished"], record["beyond_max"]) == (2, 1, 1)
+    assert not os.path.exists(panoptic._record_path(str(tmp_path / "s"), "f") + ".tmp")
