@@ -584,4 +584,8 @@ def test_a_frame_record_counts_instances_lost_in_resizing_and_beyond_the_maximum
     with open(panoptic._record_path(str(tmp_path / "s"), "f")) as f:
         record = json.load(f)
     assert (record["instances"], record["vanished"], record["beyond_max"]) == (2, 1, 1)
+    assert panoptic.label_frame(job._replace(settings=settings._replace(max_instances=5))) == ("f", None)
+    with open(panoptic._record_path(str(tmp_path / "s"), "f")) as f:
+        record = json.load(f)
+    assert (record["instances"], record["vanished"], record["beyond_max"]) == (3, 1, 0)
     assert not os.path.exists(panoptic._record_path(str(tmp_path / "s"), "f") + ".tmp")
