@@ -201,3 +201,65 @@ def test_gradcheck(device, impl, reduction):
     assert torch.autograd.gradcheck(
         lambda d, h: desc_ops.instance_prior_loss(d, ids, h, focal, reduction=reduction, max_depth=max_depth),
         (depth, heights), nondet_tol=nondet_tol)
+
+
+def _by_hand(depth, ids, heights, focal, min_pixels=1, max_depth=None, reduction="mean"):
+    """§4 in float64 with Python loops: z_k = f h_k / (y_max - y_min + 1) over slots with
+    at least min_pixels (and one) pixels; ids outside [0, K) are no instance."""
+    d, K = depth[0, 0].double(), heights.shape[1]
+    total, n = 0.0, 0
+    for k in range(K):
+        rows = (ids[0] == k).nonzero()[:, 0]
+        if len(rows) == 0 or len(rows) < min_pixels:
+            continue
+        z = focal * float(heights[0, k]) / float(rows.max() - rows.min() + 1)
+        z = min(max(z, 0.0), max_depth) if max_depth is not None else z
+        total += float((d[ids[0] == k] - z).abs().sum())
+        n += len(rows)
+    return total / max(n, 1) if reduction == "mean" else total
+
+
+@pytest.mark.parametrize("backend", ["reference", "extension"])
+def test_prior_edges_by_hand_on_both_backends(backend):
+    """One pixel in use (the mean divides by 1), an empty slot with min_pixels=0,
+    ids equal to K and beyond with validate=False, a negative height clamped to 0,
+    and the defaults (reduction mean, validation on)."""
+    desc_ops.set_backend(backend)
+    g = torch.Generator().manual_seed(3)
+    depth = torch.rand(1, 1, 6, 7, generator=g, dtype=torch.float64) * 20 + 1
+    ids = torch.full((1, 6, 7), -1)
+    ids[0, 4, 5] = 1  # one pixel
+    heights = torch.tensor([[1.5, 1.7, 1.6]], dtype=torch.float64)  # slots 0 and 2 empty
+    loss = desc_ops.instance_prior_loss(depth, ids, heights, 50.0, min_pixels=0)
+    assert loss.item() == pytest.approx(_by_hand(depth, ids, heights, 50.0), rel=1e-12)
+    assert loss.item() == pytest.approx(abs(depth[0, 0, 4, 5].item() - 50.0 * 1.7), rel=1e-12)
+    ids[0, :2, :3] = 0
+    ids[0, 2:4, 6] = 2  # K - 1, where an id of K would land if it were clamped into range
+    ids[0, 5, :] = 3  # = K
+    ids[0, 3, 0] = 9
+    out = desc_ops.instance_prior_loss(depth, ids, heights, 50.0, validate=False)
+    assert out.item() == pytest.approx(_by_hand(depth, ids, heights, 50.0), rel=1e-12)
+    with pytest.raises(ValueError, match=r"instance_ids must be -1 \(no instance\) or a slot in \[0, 3\)"):
+        desc_ops.instance_prior_loss(depth, ids, heights, 50.0)  # validation is on by default
+    ops = reference if backend == "reference" else desc_ops  # the reference's own defaults too
+    with pytest.raises(ValueError, match=r"instance_ids must be -1 \(no instance\) or a slot in \[0, 3\)"):
+        ops.instance_prior_loss(depth, ids, heights, 50.0)
+    ids[ids >= 3] = -1
+    assert torch.equal(ops.instance_prior_loss(depth, ids, heights, 50.0),
+                       ops.instance_prior_loss(depth, ids, heights, 50.0, reduction="mean"))
+    negative = heights * torch.tensor([[-1.0, 1.0, 1.0]], dtype=torch.float64)
+    clamped = desc_ops.instance_prior_loss(depth, ids, negative, 50.0, max_depth=30.0, reduction="sum")
+    assert clamped.item() == pytest.approx(_by_hand(depth, ids, negative, 50.0, max_depth=30.0, reduction="sum"),
+                                           rel=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_reference_prior_accumulates_half_precision_in_float32(dtype):
+    g = torch.Generator().manual_seed(4)
+    depth = torch.rand(1, 1, 64, 64, generator=g) * 20 + 1
+    ids = torch.randint(-1, 4, (1, 64, 64), generator=g)
+    heights = torch.rand(1, 4, generator=g) + 1
+    exact = reference.instance_prior_loss(depth.double(), ids, heights.double(), 30.0, reduction="sum")
+    half = reference.instance_prior_loss(depth.to(dtype), ids, heights.to(dtype), 30.0, reduction="sum")
+    # Inputs and the result rounded to the dtype; a sum of 4096 terms in the dtype itself is off by far more.
+    assert half.dtype == dtype and half.double().item() == pytest.approx(exact.item(), rel=2e-2)
