@@ -420,3 +420,14 @@ def test_fake_kernels_name_an_argument_on_another_device():
             message = rf"{arg} is on meta but ({names}) is on cpu|({names}) is on cpu but {arg} is on meta"
             with pytest.raises((ValueError, RuntimeError), match=message):
                 getattr(ops, name)(*moved)
+
+
+@pytest.mark.parametrize("name", ["confidence_map", "consistency_loss", "semantic_consistency_loss", "instance_stats",
+                                  "instance_prior_loss", "smoothness_loss"])
+def test_reference_functions_take_the_public_signature(name):
+    """desc_ops.reference.f is a drop-in for desc_ops.f: same parameters, same defaults."""
+    import inspect
+
+    public, ref = inspect.signature(getattr(desc_ops, name)), inspect.signature(getattr(reference, name))
+    assert [(p.name, p.kind, p.default) for p in ref.parameters.values()] == \
+        [(p.name, p.kind, p.default) for p in public.parameters.values()]
