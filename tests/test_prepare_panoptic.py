@@ -193,6 +193,9 @@ def test_detectron2_contiguous_ids_and_score_threshold(root, capsys):
     assert "2 below --score-thresh 0.8" in capsys.readouterr().out
     meta = read_meta(str(root / "data" / "target_train"))
     assert meta.max_instances == 1 and meta.label_source["model"]["input_size"] == [368, 1232]
+    assert {k: v for k, v in meta.label_source.items() if k != "model"} == dict(
+        kind="panoptic", format="detectron2", predictions=str(pred), score_thresh=0.8,
+        instance_classes=meta.instance_classes, max_instances=32, match="name")  # the --max-instances default
 
     assert run(root, "--score-thresh", "0.5", predictions="npz", fmt="detectron2") == 1
     assert (f"{os.path.join(str(root / 'data' / 'target_train'), 'meta.json')}: the split has labels already (from "
@@ -251,7 +254,8 @@ def aspect_mismatch(root):
 def missing_frame(root):
     write_coco(root, {"f0": coco_f0()})
     return ["1 of 2 frames missing", f"no prediction for frame f1 (looked for file_name f1.png in "
-                                      f"{root / 'pred' / 'panoptic.json'})"]
+                                      f"{root / 'pred' / 'panoptic.json'})",
+            "; --match src matches the frames' source paths"]
 
 
 def two_frames_fail(root):
@@ -298,6 +302,16 @@ def fail_on_f1(root, capsys):
     assert "1 of 2 frames failed" in capsys.readouterr().err
     assert not read_meta(str(root / "data" / "target_train")).has_labels
     write_coco(root, {"f0": coco_f0(), "f1": coco_f0()})
+
+
+def test_a_missing_npz_is_named_with_the_src_hint(root, capsys):
+    pred = root / "npz"
+    pred.mkdir()
+    write_npz(pred / "f0.npz", *detectron2_f0())
+    assert run(root, "--match", "src", predictions="npz", fmt="detectron2") == 1
+    err = capsys.readouterr().err
+    assert f"looked for {pred / 'f1.npz'}" not in err and "(looked for " + str(pred) in err
+    assert "; the path without extension may also be a trailing part of the source path, such as its stem" in err
 
 
 def test_a_failed_run_resumes(root, capsys):
