@@ -184,3 +184,13 @@ def test_focal_and_instance_class_limits_are_inclusive(root):
                                 f"(0-{len(meta.classes) - 1})")
     edit(root, "source_train", has_depth=False)
     assert check_split(split)[0][0].endswith("depth no, labels yes")
+
+
+def test_depth_statistics_of_a_frame_record():
+    from desc_train.data.prepare.common import _depth_stats
+
+    depth = np.array([[0.0, np.nan, 1.0, 0.5], [np.inf, -2.0, 4.0, 3.0]], np.float32)
+    assert _depth_stats(depth) == dict(valid=0.5, min=0.5, median=2.0, max=4.0)  # finite and > 0 only
+    assert _depth_stats(np.array([[1.0, 0, 0]], np.float32))["valid"] == 0.33333  # 5 decimals
+    assert _depth_stats(np.array([[7.0]], np.float32)) == dict(valid=1.0, min=7.0, median=7.0, max=7.0)
+    assert _depth_stats(np.zeros((2, 2), np.float32)) == dict(valid=0.0)
