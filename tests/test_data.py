@@ -335,3 +335,15 @@ def test_logits_are_stored_in_half_precision_and_read_as_float32(tmp_path):
     back = read_logits(str(tmp_path), "f", (4, 5))
     assert back.dtype == np.float32 and np.array_equal(back, logits.astype(np.float16).astype(np.float32))
     assert read_logits(str(tmp_path), "g", (4, 5)) is None
+
+
+def test_ground_truth_is_stored_as_float32_metres_with_0_for_none(tmp_path):
+    from desc_train.data.layout import read_gt, write_gt
+
+    gt = np.array([[2.5, 0.0, -1.0], [np.nan, np.inf, 80.0]])  # float64
+    write_gt(str(tmp_path), "f", gt)
+    stored = np.load(str(tmp_path / "gt" / "f.npy"))  # the file itself, as other tools read it
+    assert stored.dtype == np.float32
+    np.testing.assert_array_equal(stored, np.float32([[2.5, 0, 0], [0, 0, 80.0]]))
+    np.testing.assert_array_equal(read_gt(str(tmp_path), "f"), stored)
+    assert not os.path.exists(str(tmp_path / "gt" / "f.npy.tmp.npy"))
