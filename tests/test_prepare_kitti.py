@@ -275,6 +275,19 @@ def test_npz_entries_are_stored_in_list_order(tree, tmp_path):
     split = str(tmp_path / "out" / "target_test")
     meta = read_meta(split)
     assert meta.eval["gt_kind"] == "velodyne_x" and meta.dataset["list_format"] == "desc"
+    ds = meta.dataset
+    assert (ds["name"], ds["converter"], ds["list"], ds["list_lines"]) == ("KITTI raw", "desc-train prepare kitti",
+                                                                          "test.txt", 3)
+    assert ds["root"] == os.path.abspath(tree) and ds["args"]["root"] == os.path.abspath(tree)
+    assert ds["args"]["list"] == os.path.abspath(lst) and ds["args"]["size"] == [192, 640]
+    assert ds["args"]["gt_npz"] == os.path.abspath(tmp_path / "gt_depths.npz")
+    assert not {"run", "workers", "limit", "overwrite"} & set(ds["args"])
+    from desc_train.data.prepare.kitti_calib import load_camera
+
+    for date in {f[0] for f in FRAMES}:  # the camera of each date
+        cam = load_camera(str(tree), date)
+        assert ds["calibration"][f"{date} image_02"] == dict(size=list(cam.size), K=list(cam.K),
+                                                               baseline=cam.baseline)
     for frame, expected in zip(FRAMES, maps):
         np.testing.assert_array_equal(read_gt(split, name(frame)), expected)
         assert meta.frames[name(frame)]["list_index"] == FRAMES.index(frame)
