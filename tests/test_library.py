@@ -431,3 +431,24 @@ def test_reference_functions_take_the_public_signature(name):
     public, ref = inspect.signature(getattr(desc_ops, name)), inspect.signature(getattr(reference, name))
     assert [(p.name, p.kind, p.default) for p in ref.parameters.values()] == \
         [(p.name, p.kind, p.default) for p in public.parameters.values()]
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_reference_computes_half_precision_in_float32_and_rounds_once(dtype):
+    """docs/ops.md §0: arithmetic in acc(T) = float32, one rounding to T at the end.
+    So the reference on half inputs is bitwise its float32 result on the same
+    values, rounded; arithmetic in the half type itself rounds at every step."""
+    x = _batch("cpu", dtype, H=40, W=50, seed=5)
+    up = {k: v.float() if torch.is_floating_point(v) and k != "focal" else v for k, v in x.items()}
+    calls = {
+        "confidence_map": lambda a: reference.confidence_map(a["logits"], image=a["image"], edge_weight=0.7),
+        "consistency_loss": lambda a: reference.consistency_loss(a["depth"], a["depth_sem"], a["weight"]),
+        "semantic_consistency_loss": lambda a: reference.semantic_consistency_loss(
+            a["depth"], a["depth_sem"], a["logits"], image=a["image"]),
+        "instance_prior_loss": lambda a: reference.instance_prior_loss(a["depth"], a["ids"], a["heights"],
+                                                                       a["focal"]),
+        "smoothness_loss": lambda a: reference.smoothness_loss(a["depth"], a["image"]),
+    }
+    for name, call in calls.items():
+        half, single = call(x), call(up)
+        assert half.dtype == dtype and torch.equal(half, single.to(dtype)), name
