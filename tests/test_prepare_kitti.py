@@ -537,3 +537,28 @@ def test_gt_npz_reading_names_each_mistake(tmp_path):
     assert [(m.dtype, m.shape) for m in maps] == [(np.float32, (2, 3)), (np.float32, (4, 5))]
     np.savez(path, data=np.ones((2, 3, 4)))  # a 3-D array: one map per line
     assert [m.shape for m in read_npz(path, 2)] == [(3, 4), (3, 4)]
+
+
+def test_monodepth2_lines_are_parsed_and_mistakes_named():
+    from desc_train.data.prepare.kitti import _monodepth2_entries
+
+    (e,) = _monodepth2_entries(4, ["2011_09_26/2011_09_26_drive_0002_sync", "0000000069", "r"], "t.txt line 5")
+    assert (e.index, e.date, e.drive, e.frame, e.side) == (4, "2011_09_26", "2011_09_26_drive_0002_sync", 69, "r")
+    for cols in (["2011_09_26/drive_0002", "69", "l"], ["2011_09_26/2011_09_26_drive_0002_sync", "x69", "l"],
+                 ["2011_09_26/2011_09_26_drive_0002_sync", "69", "left"]):
+        with pytest.raises(DataError, match=r"^t\.txt line 5: expected '<date>/<date>_drive_<nnnn>_sync <frame> l\|r' "
+                                            r"\(monodepth2 format\), got '" + re.escape(" ".join(cols)) + "'$"):
+            _monodepth2_entries(4, cols, "t.txt line 5")
+
+
+def test_rgb_reader_names_an_unreadable_image(tmp_path):
+    from desc_train.data.prepare.kitti import read_rgb
+    from desc_train.data.prepare.kitti_calib import Camera
+
+    camera = Camera("2011_09_26", 2, (2, 3), (1.0, 1.0, 1.0, 1.0), 0.5, np.zeros((3, 4)), np.eye(3))
+    path = str(tmp_path / "0000000000.png")
+    with pytest.raises(DataError, match=rf"^{re.escape(path)}: not a readable image$"):
+        read_rgb(path, camera)
+    bgr = np.arange(18, dtype=np.uint8).reshape(2, 3, 3)
+    cv2.imwrite(path, bgr)
+    np.testing.assert_array_equal(read_rgb(path, camera), bgr[..., ::-1])

@@ -603,3 +603,18 @@ def test_a_frame_record_counts_instances_lost_in_resizing_and_beyond_the_maximum
         record = json.load(f)
     assert (record["instances"], record["vanished"], record["beyond_max"]) == (3, 1, 0)
     assert not os.path.exists(panoptic._record_path(str(tmp_path / "s"), "f") + ".tmp")
+
+
+def test_instance_classes_argument():
+    assert panoptic.instance_classes("all") == tuple(range(coco.NUM_THINGS))
+    assert panoptic.instance_classes("car, person,2") == tuple(sorted({coco.class_id("car"), coco.class_id("person"),
+                                                                        2}))
+    assert panoptic.instance_classes(str(coco.NUM_THINGS - 1)) == (coco.NUM_THINGS - 1,)
+    for bad in (str(coco.NUM_THINGS), "road", "carz"):  # a stuff id, a stuff name, no class
+        with pytest.raises(argparse.ArgumentTypeError, match=rf"^'{bad}' is not a thing class: instances are things"):
+            panoptic.instance_classes(bad)
+
+
+def test_prediction_keys_ignore_the_extension_and_the_separator():
+    assert panoptic._key("a\\b\\c.png") == panoptic._key("a/b/c.jpg") == "a/b/c"
+    assert panoptic._key("./a//b.npz") == "a/b"
