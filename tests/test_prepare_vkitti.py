@@ -224,6 +224,9 @@ def test_v1_sky_ignore_and_constant_focal(tmp_path):
     assert depth_at(split, meta, "0001_clone_00000", (48, 160)) == {
         SKY: 0.0, LEFT: pytest.approx(12.34, rel=1e-6), MID_RIGHT: 80.0}
     assert meta.frame_focal("0001_clone_00000") == pytest.approx(725.0087 * 48 / 375)
+    # --focal replaces fx and fy; the principal point stays Virtual KITTI's (620.5, 187) at 1242x375.
+    assert meta.frames["0001_clone_00000"]["K"] == pytest.approx(
+        [725.0087 * 160 / 1242, 725.0087 * 48 / 375, 620.5 * 160 / 1242, 187.0 * 48 / 375], rel=1e-5)
 
 
 def test_v1_renamed_tree_lists_and_filters(tmp_path, monkeypatch):
