@@ -168,3 +168,29 @@ def test_cpu_bfloat16_rounding_is_exact():
     want = (weight.float() * (depth.float() - depth_sem.float()).abs()).bfloat16()
     same = (got.view(torch.int16) == want.view(torch.int16)) | (got.isnan() & want.isnan())
     assert bool(same.all())
+
+
+@pytest.mark.parametrize("wants", [(True, False), (False, True), (True, True)], ids=["depth", "depth_sem", "both"])
+@pytest.mark.parametrize("fused", [False, True], ids=["plain", "semantic"])
+def test_gradient_reaches_exactly_the_inputs_that_want_one(wants, fused):
+    """The CPU training forms save one signed weight map for both inputs: each
+    input asking for a gradient gets it, the other none."""
+    g = torch.Generator().manual_seed(11)
+    d0, s0 = (torch.rand(2, 1, 5, 6, generator=g, dtype=torch.float64) + 0.5 for _ in range(2))
+    logits = torch.randn(2, 4, 5, 6, generator=g, dtype=torch.float64)
+    w = torch.rand(2, 1, 5, 6, generator=g, dtype=torch.float64)
+
+    def run(lib, d, s):
+        if fused:
+            return lib.semantic_consistency_loss(d, s, logits)
+        return lib.consistency_loss(d, s, w)
+
+    d, s = d0.clone().requires_grad_(wants[0]), s0.clone().requires_grad_(wants[1])
+    run(desc_ops, d, s).backward()
+    rd, rs = d0.clone().requires_grad_(), s0.clone().requires_grad_()
+    run(reference, rd, rs).backward()
+    assert (d.grad is not None) == wants[0] and (s.grad is not None) == wants[1]
+    if wants[0]:
+        assert_close(d.grad, rd.grad)
+    if wants[1]:
+        assert_close(s.grad, rs.grad)

@@ -347,3 +347,13 @@ def test_ground_truth_is_stored_as_float32_metres_with_0_for_none(tmp_path):
     np.testing.assert_array_equal(stored, np.float32([[2.5, 0, 0], [0, 0, 80.0]]))
     np.testing.assert_array_equal(read_gt(str(tmp_path), "f"), stored)
     assert not os.path.exists(str(tmp_path / "gt" / "f.npy.tmp.npy"))
+
+
+def test_only_folders_with_a_meta_json_are_splits(tmp_path):
+    from desc_train.data.generate import iter_splits
+    from desc_train.data.layout import SplitMeta, write_meta
+
+    os.makedirs(tmp_path / "source_train")  # a split being written: no meta.json yet
+    write_meta(str(tmp_path / "target_test"), SplitMeta(domain="target", classes=["a"], instance_classes=[],
+                                                        focal=1.0, image_size=[2, 2]))
+    assert list(iter_splits(str(tmp_path))) == [str(tmp_path / "target_test")]
