@@ -202,3 +202,23 @@ def test_median_is_exact(device, dtype, kind):
                 assert got.isnan()
             else:
                 assert got == v.sort().values[(v.numel() - 1) // 2]
+
+
+def test_empty_slots_and_ids_out_of_range(device, impl):
+    """Empty slots read -1 for all four box sides, 0 pixels high, NaN depth; with
+    validate=False, ids = K (and beyond) are no instance, in their own image only
+    (a flat index would carry id K of image 0 into slot 0 of image 1)."""
+    ids = torch.full((2, 4, 5), -1, device=device)
+    ids[0, 1, 1:3] = 0
+    ids[0, 2, :] = 3  # = K
+    ids[0, 3, 0] = 7
+    ids[1, 0, 4] = 0
+    depth = torch.full((2, 1, 4, 5), 2.0, device=device)
+    st = desc_ops.instance_stats(ids, 3, depth, validate=False)
+    assert st.count.tolist() == [[2, 0, 0], [1, 0, 0]]
+    for side in (st.y_min, st.y_max, st.x_min, st.x_max):
+        assert side[:, 1:].eq(-1).all()
+    assert st.pixel_height.tolist() == [[1, 0, 0], [1, 0, 0]]
+    assert st.valid_count.tolist() == [[2, 0, 0], [1, 0, 0]]
+    assert st.depth_mean[:, 1:].isnan().all() and st.depth_median[:, 1:].isnan().all()
+    assert (st.y_min[1, 0].item(), st.x_max[1, 0].item(), st.depth_median[1, 0].item()) == (0, 4, 2.0)
