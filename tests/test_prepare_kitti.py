@@ -562,3 +562,18 @@ def test_rgb_reader_names_an_unreadable_image(tmp_path):
     bgr = np.arange(18, dtype=np.uint8).reshape(2, 3, 3)
     cv2.imwrite(path, bgr)
     np.testing.assert_array_equal(read_rgb(path, camera), bgr[..., ::-1])
+
+
+def test_recorded_arguments_are_absolute_and_leave_out_the_run_settings():
+    import argparse
+
+    from desc_train.data.prepare.kitti import _arguments
+
+    args = argparse.Namespace(run=print, workers=2, limit=5, overwrite=True, root="raw", list="l.txt",
+                              gt_npz="g.npz", annotated_root="ann", size=(192, 640), side="l")
+    assert _arguments(args) == dict(root=os.path.abspath("raw"), list=os.path.abspath("l.txt"),
+                                    gt_npz=os.path.abspath("g.npz"), annotated_root=os.path.abspath("ann"),
+                                    size=[192, 640], side="l")
+    args.gt_npz, args.annotated_root, args.size = None, "", None
+    recorded = _arguments(args)
+    assert (recorded["gt_npz"], recorded["annotated_root"], recorded["size"]) == (None, "", None)
