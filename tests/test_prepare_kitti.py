@@ -577,3 +577,23 @@ def test_recorded_arguments_are_absolute_and_leave_out_the_run_settings():
     args.gt_npz, args.annotated_root, args.size = None, "", None
     recorded = _arguments(args)
     assert (recorded["gt_npz"], recorded["annotated_root"], recorded["size"]) == (None, "", None)
+
+
+def test_npz_ground_truth_is_for_left_frames_and_is_checked_against_the_last_scan(tree, tmp_path, capsys):
+    npz, order = tmp_path / "gt_depths.npz", [C, A, B]  # the last two share a date, so a size
+    maps = reference_npz(tree, npz, order)
+    lst = desc_list(tmp_path / "test.txt", frames=order)
+    assert prepare(tree, tmp_path / "out", lst, "--gt-npz", str(npz), "--side", "lr") == 1
+    assert (f"{npz} holds image_02 ground truth, but the frames include image_03 ones ({name(C, 'r')}); "
+            "pass --side l, or --gt velodyne") in capsys.readouterr().err
+    # Only the last entry is wrong (A's map in B's place, same size): the check reads the last scan too.
+    data = np.empty(3, dtype=object)
+    data[:] = maps[:2] + [maps[1]]
+    np.savez_compressed(npz, data=data)
+    assert prepare(tree, tmp_path / "out2", lst, "--gt-npz", str(npz)) == 1
+    assert f"{npz} entry 2 is not the velodyne_x projection" in capsys.readouterr().err
+    # No scans beside the frames: checked by size only, and said so.
+    for f in FRAMES:
+        os.remove(os.path.join(tree, f[0], f[1], "velodyne_points", "data", f"{f[2]:010d}.bin"))
+    assert prepare(tree, tmp_path / "out3", lst, "--gt-npz", str(npz)) == 0
+    assert f"note: no velodyne scan beside the frames; {npz} was checked by size only" in capsys.readouterr().out
