@@ -661,3 +661,26 @@ def test_text_files_are_looked_for_in_textgt_first_then_the_other_tops(tmp_path)
     bare = vkitti.Source(vkitti.Tree(root), "2.0.3", "archives", {"rgb": None, "text": None})
     assert bare.text_file("Scene02", "fog", "bbox.txt") == (
         None, os.path.join(root, "vkitti_2.0.3_textgt", "Scene02", "fog", "bbox.txt"))
+
+
+def test_release_detection_names_what_it_looked_for(tmp_path):
+    with pytest.raises(vkitti.DataError, match=r"nowhere: no such folder \(--root is the folder the Virtual KITTI "
+                                               r"archives were extracted in\)$"):
+        vkitti.detect(str(tmp_path / "nowhere"), "auto")
+    with pytest.raises(vkitti.DataError, match=r": no Virtual KITTI found; expected vkitti_1\.3\.1_rgb/ \+ "
+                                               r"vkitti_1\.3\.1_depthgt/ \(1\.3\.1 archives\), rgb/<world>/"):
+        vkitti.detect(str(tmp_path), "auto")
+    v1 = make_v1(tmp_path / "one", frames=1)
+    assert vkitti.detect(str(v1), "auto").version == "1.3.1" == vkitti.detect(str(v1), "1.3.1").version
+    with pytest.raises(vkitti.DataError, match=r"one: --version 2\.0\.3 but no vkitti_2\.0\.3_rgb/ or "
+                                               r"Scene01/clone/frames/ there; check --root$"):
+        vkitti.detect(str(v1), "2.0.3")
+    v2 = make_v2(tmp_path / "two", cameras=(0,), frames=1, merged=True)
+    assert vkitti.detect(str(v2), "2.0.3").layout == "merged"
+    with pytest.raises(vkitti.DataError, match=r"two: --version 1\.3\.1 but no vkitti_1\.3\.1_rgb/ or rgb/<world>/ "
+                                               r"there; check --root$"):
+        vkitti.detect(str(v2), "1.3.1")
+    make_v1(tmp_path / "two", frames=1)
+    with pytest.raises(vkitti.DataError, match=r"two holds Virtual KITTI 1\.3\.1 \(vkitti_1\.3\.1_rgb/\) and 2\.0\.3 "
+                                               r"\(Scene\*/ folders\): pass --version 1\.3\.1 or --version 2\.0\.3$"):
+        vkitti.detect(str(v2), "auto")
