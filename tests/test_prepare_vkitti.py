@@ -229,6 +229,12 @@ def test_v1_sky_ignore_and_constant_focal(tmp_path):
         [725.0087 * 160 / 1242, 725.0087 * 48 / 375, 620.5 * 160 / 1242, 187.0 * 48 / 375], rel=1e-5)
 
 
+def test_a_max_depth_below_a_metre_is_allowed(tmp_path):
+    src = make_v1(tmp_path / "src", frames=1)
+    split, meta = converted(src, tmp_path / "out", *OUT_SIZE, "--allow-size", "--max-depth", "0.5")
+    assert meta.max_depth == 0.5 and depth_at(split, meta, "0001_clone_00000", (48, 160))[SKY] == 0.5
+
+
 def test_v1_renamed_tree_lists_and_filters(tmp_path, monkeypatch):
     """DESC's rgb/ + depth/ tree; --list restricts the frames and is recognised by its
     hash, --exclude-list converts the rest, --worlds and --variations select."""
@@ -431,6 +437,13 @@ ERRORS = {  # case -> (tree, mutation, extra arguments, fragments of the message
                                   [os.path.join("vkitti_2.0.3_depth", "Scene01", "clone", "frames", "depth",
                                                 "Camera_0") + " has 0 of the 1 frames of the rgb",
                                    "first missing: depth_00000.png"]),
+    "missing renamed depth": (dict(version=1, renamed=True), _remove("depth"), [],
+                              ["has rgb/ but no depth/: download vkitti_1.3.1_depthgt.tar and extract it beside the "
+                               "RGB (as depth/ or vkitti_1.3.1_depthgt/)"]),
+    "missing scenegt for labels": (dict(version=1, labels=True), _remove("vkitti_1.3.1_scenegt"), ["--labels", "gt"],
+                                   ["has vkitti_1.3.1_rgb/ but no vkitti_1.3.1_scenegt/: download "
+                                    "vkitti_1.3.1_scenegt.tar and extract it beside the RGB\n"]),
+    "max depth 0": (V1, None, ["--max-depth", "0"], ["--max-depth must be positive, got 0.0"]),
     "missing 1.3.1 depth archive": (V1, _remove("vkitti_1.3.1_depthgt"), [],
                                     ["no vkitti_1.3.1_depthgt/", "download vkitti_1.3.1_depthgt.tar"]),
     "missing 2.0.3 depth archive": (V2, _remove("vkitti_2.0.3_depth"), [],
