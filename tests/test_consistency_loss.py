@@ -194,3 +194,55 @@ def test_gradient_reaches_exactly_the_inputs_that_want_one(wants, fused):
         assert_close(d.grad, rd.grad)
     if wants[1]:
         assert_close(s.grad, rs.grad)
+
+
+@pytest.mark.parametrize("grad", [False, True], ids=["no_grad", "grad"])
+def test_semantic_options_reach_both_backends(grad):
+    """Every option, off its default, reaches the computation on each backend
+    (the CPU training form with a gradient, the operator without): the two
+    backends agree, and each differs from the defaults."""
+    g = torch.Generator().manual_seed(12)
+    d = torch.rand(2, 1, 6, 7, generator=g, dtype=torch.float64) + 0.5
+    s = torch.rand(2, 1, 6, 7, generator=g, dtype=torch.float64) + 0.5
+    labels = torch.randint(-1, 4, (2, 6, 7), generator=g)
+    labels[0, 0, :3] = 7  # another ignore value
+    image = torch.rand(2, 3, 6, 7, generator=g, dtype=torch.float64)
+    options = dict(image=image, edge_weight=0.3, boundary_weight=0.8, ignore_index=7,
+                   ignore_classes=torch.tensor([2]), reduction="sum")
+    results = {}
+    for backend in ("extension", "reference"):
+        desc_ops.set_backend(backend)
+        depth = d.clone().requires_grad_(grad)
+        loss, conf = desc_ops.semantic_consistency_loss(depth, s, labels, return_confidence=True, **options)
+        results[backend] = loss, conf
+        for name in ("edge_weight", "boundary_weight", "ignore_index", "ignore_classes", "reduction"):
+            other = {k: v for k, v in options.items() if k != name}
+            assert not torch.equal(desc_ops.semantic_consistency_loss(d, s, labels, **other), loss.detach()), name
+    assert_close(results["extension"][0], results["reference"][0])
+    assert_close(results["extension"][1], results["reference"][1])
+
+
+def test_semantic_argument_errors_name_the_argument():
+    d, s = torch.rand(1, 1, 3, 4), torch.rand(1, 1, 3, 4)
+    labels = torch.zeros(1, 3, 4, dtype=torch.long)
+    with pytest.raises(ValueError, match=r"^depth must have shape \(B, 1, H, W\) or \(B, H, W\), got shape "
+                                         r"\(1, 2, 3, 4\) and dtype torch.float32$"):
+        desc_ops.semantic_consistency_loss(torch.rand(1, 2, 3, 4), s, labels)
+    with pytest.raises(ValueError, match=r"^semantic must be a torch.Tensor, got list$"):
+        desc_ops.semantic_consistency_loss(d, s, [[0]])
+    with pytest.raises(ValueError, match=r"^depth is empty \(shape \(0, 1, 3, 4\) and dtype torch.float32\): "
+                                         r"reduction 'mean' needs pixels$"):
+        desc_ops.semantic_consistency_loss(d[:0], s[:0], labels[:0])
+    assert desc_ops.semantic_consistency_loss(d[:0], s[:0], labels[:0], reduction="none").shape == (0, 1, 3, 4)
+
+
+def test_semantic_outputs_take_the_dtype_of_depth():
+    g = torch.Generator().manual_seed(13)
+    d = torch.rand(1, 1, 3, 4, generator=g) + 0.5
+    s64 = torch.rand(1, 1, 3, 4, generator=g, dtype=torch.float64) + 0.5
+    logits64 = torch.randn(1, 3, 3, 4, generator=g, dtype=torch.float64)
+    loss, conf = desc_ops.semantic_consistency_loss(d, s64, logits64, return_confidence=True)
+    assert loss.dtype == conf.dtype == torch.float32
+    want = desc_ops.semantic_consistency_loss(d, s64.float(), logits64.float(), return_confidence=True)
+    assert_close(loss, want[0])
+    assert_close(conf, want[1])

@@ -82,6 +82,21 @@ def test_formula_by_hand(device, impl):
     assert heights.grad.flatten().tolist() == pytest.approx([-5.0, 10.0])
 
 
+@pytest.mark.parametrize("wants", [(True, False), (False, True)], ids=["depth", "heights"])
+def test_gradient_of_one_input_alone(device, impl, wants):
+    """Only depth, or only heights, asks for a gradient: it gets the values of
+    test_formula_by_hand, the other none."""
+    ids = torch.tensor([[[0, 0, -1], [1, 0, -1]]], device=device)
+    depth = torch.tensor([[[[10.0, 30.0, 5.0], [8.0, 25.0, 5.0]]]], device=device).requires_grad_(wants[0])
+    heights = torch.tensor([[1.0, 0.5]], device=device).requires_grad_(wants[1])
+    desc_ops.instance_prior_loss(depth, ids, heights, 40.0).backward()
+    assert (depth.grad is not None, heights.grad is not None) == wants
+    if wants[0]:
+        assert depth.grad.flatten().tolist() == [-0.25, 0.25, 0.0, -0.25, 0.25, 0.0]
+    else:
+        assert heights.grad.flatten().tolist() == pytest.approx([-5.0, 10.0])
+
+
 def test_clamp_and_unused_slots(device, impl):
     ids = torch.tensor([[[0, 1, 2, 3]]], device=device)
     depth = leaf(torch.full((1, 1, 1, 4), 10.0, device=device))
