@@ -222,3 +222,23 @@ def test_empty_slots_and_ids_out_of_range(device, impl):
     assert st.valid_count.tolist() == [[2, 0, 0], [1, 0, 0]]
     assert st.depth_mean[:, 1:].isnan().all() and st.depth_median[:, 1:].isnan().all()
     assert (st.y_min[1, 0].item(), st.x_max[1, 0].item(), st.depth_median[1, 0].item()) == (0, 4, 2.0)
+
+
+def test_instance_heights_refuses_other_stats():
+    with pytest.raises(ValueError, match=r"^stats must be the InstanceStats of instance_stats, got tuple$"):
+        desc_ops.instance_heights((1, 2), 30.0)
+    st = desc_ops.instance_stats(torch.zeros(1, 2, 2, dtype=torch.long), 1)
+    with pytest.raises(ValueError, match=r"^stats has no depth: call instance_stats\(instance_ids, num_instances, "
+                                         r"depth\)$"):
+        desc_ops.instance_heights(st, 30.0)
+
+
+def test_instance_heights_in_half_precision_round_once():
+    """median * pixel_height / focal in the focal's float32, rounded to the maps' dtype once."""
+    ids = torch.zeros(1, 7, 2, dtype=torch.long)
+    depth = torch.full((1, 1, 7, 2), 23.7)
+    for dtype in (torch.float16, torch.bfloat16):
+        st = desc_ops.instance_stats(ids, 1, depth.to(dtype))
+        h = desc_ops.instance_heights(st, 3.3)
+        want = (st.depth_median.float() * 7 / torch.tensor(3.3)).to(dtype)
+        assert h.dtype == dtype and torch.equal(h, want)
