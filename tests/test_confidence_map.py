@@ -146,3 +146,15 @@ def test_empty_batch(device, impl):
     assert out.shape == (0, 1, 4, 5)
     out = desc_ops.confidence_map(torch.zeros(0, 4, 5, dtype=torch.long, device=device))
     assert out.shape == (0, 1, 4, 5)
+
+
+def test_empty_maps_keep_shape_dtype_and_device(impl):
+    labels = torch.zeros(2, 0, 5, dtype=torch.long)
+    image = torch.rand(2, 3, 0, 5, dtype=torch.float64)
+    out = desc_ops.confidence_map(labels, image=image)
+    assert out.shape == (2, 1, 0, 5) and out.dtype == torch.float64 and out.device == labels.device
+    assert desc_ops.confidence_map(labels).dtype == torch.float32
+    logits = torch.rand(2, 4, 0, 5)  # float32 logits, float64 depth: the confidence takes the depth's dtype
+    depth = torch.rand(2, 1, 0, 5, dtype=torch.float64)
+    _, conf = desc_ops.semantic_consistency_loss(depth, depth, logits, reduction="none", return_confidence=True)
+    assert conf.shape == (2, 1, 0, 5) and conf.dtype == torch.float64
