@@ -452,3 +452,57 @@ def test_reference_computes_half_precision_in_float32_and_rounds_once(dtype):
     for name, call in calls.items():
         half, single = call(x), call(up)
         assert half.dtype == dtype and torch.equal(half, single.to(dtype)), name
+
+
+def test_desc_loss_scales_with_edges_and_a_scale_left_out():
+    """Three scales; the consistency weight 0 at scale 0 skips that scale only;
+    edges, given, are taken at each scale (nearest) and the image is then not
+    used for the confidence."""
+    g = torch.Generator().manual_seed(21)
+    full = (8, 12)
+    depths = [torch.rand(2, 1, 8 // f, 12 // f, generator=g) + 0.5 for f in (1, 2, 4)]
+    sems = [torch.rand(2, 1, 8 // f, 12 // f, generator=g) + 0.5 for f in (1, 2, 4)]
+    labels = torch.randint(0, 3, (2, *full), generator=g)
+    edges = torch.rand(2, 1, *full, generator=g)
+    image = torch.rand(2, 3, *full, generator=g)
+    loss = desc_ops.DESCLoss(consistency_weight=[0.0, 1.0, 2.0], instance_weight=0, smoothness_weight=0)
+    out = loss(depths, depth_sem=sems, semantic=labels, edges=edges, image=image)
+    want = 0.0
+    for i, f in ((1, 2), (2, 4)):
+        near = (slice(None), slice(None), slice(f // 2, None, f), slice(f // 2, None, f))
+        term = desc_ops.semantic_consistency_loss(depths[i], sems[i], labels[:, None][near][:, 0], edges=edges[near])
+        assert torch.equal(out.terms[f"consistency@{i}"], term)
+        want = want + i * term
+    assert "consistency" not in out.terms and torch.allclose(out.total, want)
+
+
+@pytest.mark.parametrize("case, message", [
+    ("no depth_sem", r"^DESCLoss: depth_sem is needed for the consistency term$"),
+    ("scales differ", r"^DESCLoss: depth has 2 scale\(s\) but depth_sem has 1$"),
+    ("no semantic", r"^DESCLoss: semantic is needed for the confidence-weighted consistency term$"),
+    ("width does not divide", r"^DESCLoss: a depth scale of 4x5 does not divide the full resolution 8x12$"),
+    ("too many weights", r"^DESCLoss: consistency_weight has 3 per-scale weights but depth has 2 scale\(s\)$"),
+])
+def test_desc_loss_mistakes_are_named(case, message):
+    d, s = [torch.rand(1, 1, 8, 12), torch.rand(1, 1, 4, 6)], [torch.rand(1, 1, 8, 12), torch.rand(1, 1, 4, 6)]
+    labels = torch.zeros(1, 8, 12, dtype=torch.long)
+    loss = desc_ops.DESCLoss(instance_weight=0, smoothness_weight=0,
+                             consistency_weight=[1.0, 1.0, 1.0] if case == "too many weights" else 1.0)
+    kwargs = dict(depth_sem=s, semantic=labels)
+    if case == "no depth_sem":
+        kwargs.pop("depth_sem")
+    elif case == "scales differ":
+        kwargs["depth_sem"] = s[:1]
+    elif case == "no semantic":
+        kwargs.pop("semantic")
+    elif case == "width does not divide":
+        d, kwargs["depth_sem"] = [d[0], torch.rand(1, 1, 4, 5)], [s[0], torch.rand(1, 1, 4, 5)]
+    with pytest.raises(ValueError, match=message):
+        loss(d, **kwargs)
+
+
+def test_desc_loss_weights_past_the_given_ones_are_zero():
+    d, s = [torch.rand(1, 1, 4, 4) + 0.5, torch.rand(1, 1, 2, 2) + 0.5], [torch.rand(1, 1, 4, 4), torch.rand(1, 1, 2, 2)]
+    out = desc_ops.DESCLoss(consistency_weight=[1.0], instance_weight=0, smoothness_weight=0, confidence=False)(
+        d, depth_sem=s)
+    assert set(out.terms) == {"consistency"}
