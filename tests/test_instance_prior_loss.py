@@ -278,3 +278,17 @@ def test_reference_prior_accumulates_half_precision_in_float32(dtype):
     half = reference.instance_prior_loss(depth.to(dtype), ids, heights.to(dtype), 30.0, reduction="sum")
     # Inputs and the result rounded to the dtype; a sum of 4096 terms in the dtype itself is off by far more.
     assert half.dtype == dtype and half.double().item() == pytest.approx(exact.item(), rel=2e-2)
+
+
+def test_instance_ids_with_a_channel_axis_are_taken_as_maps(impl):
+    g = torch.Generator().manual_seed(8)
+    depth = torch.rand(2, 1, 4, 5, generator=g) + 1
+    ids = torch.randint(-1, 2, (2, 4, 5), generator=g)
+    heights = torch.rand(2, 2, generator=g) + 1
+    assert torch.equal(desc_ops.instance_prior_loss(depth, ids[:, None], heights, 20.0),
+                       desc_ops.instance_prior_loss(depth, ids, heights, 20.0))
+    for bad, shape in ((ids[:, None].expand(2, 2, 4, 5), r"\(2, 2, 4, 5\)"), (ids[:, None, None], r"\(2, 1, 1, 4, 5\)")):
+        with pytest.raises(ValueError, match=rf"^instance_ids must have shape \(2, 4, 5\), got shape {shape}"):
+            desc_ops.instance_prior_loss(depth, bad, heights, 20.0)
+    with pytest.raises(ValueError, match=r"^instance_ids must be a torch.Tensor, got list$"):
+        desc_ops.instance_prior_loss(depth, [[0]], heights, 20.0)
