@@ -377,6 +377,7 @@ def _every_call(dtype):
     # Maps of int32 ids and labels; a confidence map from labels alone (no floating argument: float32).
     calls += [("instance_stats", (x["ids"].int(), 3, d, True)), ("instance_stats", (x["ids"].int(), 3, None, False)),
               ("confidence_map", (x["labels"].int(), None, None, 0.5, 0.3, -1, None)),
+              ("confidence_map", (x["labels"], img, None, 0.5, 0.3, -1, None)),
               ("confidence_map", (x["logits"], None, None, 0.5, 0.3, -1, None))]
     calls.append(("_smoothness_loss_backward", (g, d, img)))
     calls.append(("_smoothness_loss_backward_saved", (g, ops._smoothness_loss_train(d, img)[1], dtype)))
