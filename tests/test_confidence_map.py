@@ -158,3 +158,14 @@ def test_empty_maps_keep_shape_dtype_and_device(impl):
     depth = torch.rand(2, 1, 0, 5, dtype=torch.float64)
     _, conf = desc_ops.semantic_consistency_loss(depth, depth, logits, reduction="none", return_confidence=True)
     assert conf.shape == (2, 1, 0, 5) and conf.dtype == torch.float64
+
+
+def test_ignore_classes_as_an_int_a_list_or_an_int32_tensor(impl):
+    g = torch.Generator().manual_seed(9)
+    labels = torch.randint(0, 4, (1, 5, 6), generator=g)
+    want = desc_ops.confidence_map(labels, ignore_classes=[2])
+    assert (want[0, 0][labels[0] == 2] == 0).all() and (want > 0).any()
+    for same in (2, torch.tensor([2], dtype=torch.int32), (2,)):
+        assert torch.equal(desc_ops.confidence_map(labels, ignore_classes=same), want), same
+    with pytest.raises(ValueError, match=r"^ignore_classes must be a 1-D integer tensor or a list of ints, got 'car'$"):
+        desc_ops.confidence_map(labels, ignore_classes="car")

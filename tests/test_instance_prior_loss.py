@@ -292,3 +292,25 @@ def test_instance_ids_with_a_channel_axis_are_taken_as_maps(impl):
             desc_ops.instance_prior_loss(depth, bad, heights, 20.0)
     with pytest.raises(ValueError, match=r"^instance_ids must be a torch.Tensor, got list$"):
         desc_ops.instance_prior_loss(depth, [[0]], heights, 20.0)
+
+
+def test_prior_argument_errors_and_limits(impl):
+    depth = torch.rand(1, 1, 3, 4) + 1
+    ids = torch.zeros(1, 3, 4, dtype=torch.long)
+    heights = torch.ones(1, 1)
+    with pytest.raises(ValueError, match=r"^depth must have shape \(B, 1, H, W\) or \(B, H, W\), got shape "):
+        desc_ops.instance_prior_loss(depth[:, :, None], ids, heights, 10.0)
+    with pytest.raises(ValueError, match=r"^heights must be a torch.Tensor, got list$"):
+        desc_ops.instance_prior_loss(depth, ids, [[1.0]], 10.0)
+    with pytest.raises(ValueError, match=r"^max_depth must be a real number, got 'far'$"):
+        desc_ops.instance_prior_loss(depth, ids, heights, 10.0, max_depth="far")
+    with pytest.raises(ValueError, match=r"^depth is empty \(shape \(0, 1, 3, 4\) and dtype torch.float32\): "
+                                         r"reduction 'sum' needs pixels$"):
+        desc_ops.instance_prior_loss(depth[:0], ids[:0], heights[:0], 10.0, reduction="sum")
+    # max_depth 0 and below a metre are limits like any other: every pseudo-depth clamps to them.
+    for limit in (0.0, 0.5):
+        loss = desc_ops.instance_prior_loss(depth, ids, heights, 10.0, max_depth=limit)
+        assert loss.item() == pytest.approx((depth - limit).abs().mean().item(), rel=1e-6)
+    # float64 heights with float32 depth: cast to float32, the result float32.
+    out = desc_ops.instance_prior_loss(depth, ids, heights.double() * 1.3, 10.0)
+    assert out.dtype == torch.float32 and torch.equal(out, desc_ops.instance_prior_loss(depth, ids, heights * 1.3, 10.0))
