@@ -169,3 +169,50 @@ def test_ignore_classes_as_an_int_a_list_or_an_int32_tensor(impl):
         assert torch.equal(desc_ops.confidence_map(labels, ignore_classes=same), want), same
     with pytest.raises(ValueError, match=r"^ignore_classes must be a 1-D integer tensor or a list of ints, got 'car'$"):
         desc_ops.confidence_map(labels, ignore_classes="car")
+
+
+def _confidence_call(case):
+    labels = torch.zeros(2, 4, 5, dtype=torch.long)
+    image, edges = torch.rand(2, 3, 4, 5), torch.rand(2, 1, 4, 5)
+    return {
+        "bool labels": lambda: desc_ops.confidence_map(labels.bool()),
+        "image and edges": lambda: desc_ops.confidence_map(labels, image=image, edges=edges),
+        "image not a tensor": lambda: desc_ops.confidence_map(labels, image=[1.0]),
+        "image of another batch": lambda: desc_ops.confidence_map(labels, image=image[:1]),
+        "image of another size": lambda: desc_ops.confidence_map(labels, image=image[..., :4]),
+        "edges not a tensor": lambda: desc_ops.confidence_map(labels, edges=[1.0]),
+        "edges on another device": lambda: desc_ops.confidence_map(labels, edges=edges.to("meta")),
+        "ignore_index a bool": lambda: desc_ops.confidence_map(labels, ignore_index=True),
+    }[case]
+
+
+@pytest.mark.parametrize("case, message", [
+    ("bool labels", r"^semantic must be an integer tensor, got shape \(2, 4, 5\) and dtype torch.bool$"),
+    ("image and edges", r"^give image or edges to confidence_map, not both$"),
+    ("image not a tensor", r"^image must be a torch.Tensor, got list$"),
+    ("image of another batch", r"^image must have shape \(2, 3 or 1, 4, 5\), got shape \(1, 3, 4, 5\)"),
+    ("image of another size", r"^image must have shape \(2, 3 or 1, 4, 5\), got shape \(2, 3, 4, 4\)"),
+    ("edges not a tensor", r"^edges must be a torch.Tensor, got list$"),
+    ("edges on another device", r"^edges is on meta but semantic is on cpu$"),
+    ("ignore_index a bool", r"^ignore_index must be an int, got True$"),
+])
+def test_confidence_argument_errors_name_the_argument(impl, case, message):
+    with pytest.raises(ValueError, match=message):
+        _confidence_call(case)()
+
+
+def test_labels_with_a_channel_axis_and_the_dtype_of_edges(impl):
+    g = torch.Generator().manual_seed(10)
+    labels = torch.randint(0, 3, (2, 4, 5), generator=g)
+    edges = torch.rand(2, 1, 4, 5, generator=g, dtype=torch.float64)
+    want = desc_ops.confidence_map(labels, edges=edges)
+    assert want.dtype == torch.float64
+    assert torch.equal(desc_ops.confidence_map(labels[:, None], edges=edges), want)
+    with pytest.raises(ValueError, match=r"^semantic labels must have shape \(B, H, W\), got shape \(2, 2, 4, 5\)"):
+        desc_ops.confidence_map(labels[:, None].expand(2, 2, 4, 5))
+    # Logits take a forced dtype (the fused loss's depth dtype): float64 logits in float32 arithmetic.
+    logits = torch.randn(2, 3, 4, 5, generator=g, dtype=torch.float64)
+    _, conf = desc_ops.semantic_consistency_loss(torch.rand(2, 1, 4, 5), torch.rand(2, 1, 4, 5), logits, edges=edges,
+                                                 return_confidence=True)
+    assert conf.dtype == torch.float32
+    assert torch.equal(conf, desc_ops.confidence_map(logits.float(), edges=edges.float()))
