@@ -9,6 +9,7 @@ import pytest
 from desc_train.cli import main as cli
 from desc_train.data import generate_benchmark
 from desc_train.data.layout import read_meta, read_sample, write_gt, write_meta
+from desc_train.data.prepare.check import FOCAL_RANGE, check_split
 
 
 @pytest.fixture
@@ -103,8 +104,6 @@ def test_depth_as_npy_counts_and_a_missing_depth_is_named(root, capsys):
 
 def test_split_report_states_what_it_measured(root):
     """check_split's report, each figure recomputed here from the files."""
-    from desc_train.data.prepare.check import check_split
-
     split = os.path.join(root, "source_train")
     edit(root, "source_train", max_depth=20.0, max_instances=5)
     meta = read_meta(split)
@@ -155,8 +154,6 @@ def _set_depth(root, split, value):
                                             (0.99, "max 0.99 m: not metres"),
                                             (0.0, "source_train: no depth in 3 sampled frames")])
 def test_depth_scale_limits(root, value, problem):
-    from desc_train.data.prepare.check import check_split
-
     _set_depth(root, "source_train", value)
     _, problems = check_split(os.path.join(root, "source_train"))
     if problem is None:
@@ -166,8 +163,6 @@ def test_depth_scale_limits(root, value, problem):
 
 
 def test_focal_and_instance_class_limits_are_inclusive(root):
-    from desc_train.data.prepare.check import FOCAL_RANGE, check_split
-
     split = os.path.join(root, "source_train")
     meta = read_meta(split)
     lo, hi = FOCAL_RANGE[0] * 64, FOCAL_RANGE[1] * 64

@@ -47,11 +47,16 @@ def left_image():
     return bgr
 
 
+def frame_file(root, kind, suffix, subset="val", city="frankfurt", stem="frankfurt_000000_000294", zipped=False):
+    """Where Cityscapes keeps a frame's file of one kind (leftImg8bit, camera, ...)."""
+    return os.path.join(_folder(root, kind, zipped), subset, city, stem + suffix)
+
+
 def make_frame(root, subset="val", city="frankfurt", stem="frankfurt_000000_000294", zipped=False,
                camera=True, disparity=np.uint16, labels=True):
     """Writes one Cityscapes frame: image, camera json, disparity and gtFine maps."""
     def path(kind, suffix):
-        return os.path.join(_folder(root, kind, zipped), subset, city, stem + suffix)
+        return frame_file(root, kind, suffix, subset, city, stem, zipped)
 
     bgr = left_image()
     _png(path("leftImg8bit", "_leftImg8bit.png"), bgr)
@@ -224,10 +229,6 @@ def test_errors_name_the_file_and_the_fix(tmp_path, capsys, case):
     assert not (tmp_path / "out" / "target" / "meta.json").exists()
 
 
-def _frame_file(root, kind, suffix):
-    return os.path.join(root, kind, "val", "frankfurt", "frankfurt_000000_000294" + suffix)
-
-
 SPOILED = {  # case: (file, what becomes of it (None: removed), prepare arguments, the error)
     "unreadable left image": (("leftImg8bit", "_leftImg8bit.png"), "truncate", [],
                               "_leftImg8bit.png: not a readable PNG (left image): extract "
@@ -252,7 +253,7 @@ SPOILED = {  # case: (file, what becomes of it (None: removed), prepare argument
 def test_spoiled_files_are_named_with_the_fix(tmp_path, capsys, case):
     (kind, suffix), spoil, extra, message = SPOILED[case]
     make_frame(tmp_path / "cs")
-    path = _frame_file(tmp_path / "cs", kind, suffix)
+    path = frame_file(str(tmp_path / "cs"), kind, suffix)
     if isinstance(spoil, str):  # "truncate": the PNG header is whole, the pixels are not
         with open(path, "rb") as f:
             head = f.read(64)

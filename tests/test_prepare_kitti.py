@@ -282,8 +282,6 @@ def test_npz_entries_are_stored_in_list_order(tree, tmp_path):
     assert ds["args"]["list"] == os.path.abspath(lst) and ds["args"]["size"] == [192, 640]
     assert ds["args"]["gt_npz"] == os.path.abspath(tmp_path / "gt_depths.npz")
     assert not {"run", "workers", "limit", "overwrite"} & set(ds["args"])
-    from desc_train.data.prepare.kitti_calib import load_camera
-
     for date in {f[0] for f in FRAMES}:  # the camera of each date
         cam = load_camera(str(tree), date)
         assert ds["calibration"][f"{date} image_02"] == dict(size=list(cam.size), K=list(cam.K),
