@@ -95,7 +95,8 @@ DESC_OPS_ALWAYS_INLINE void row_terms_impl(const scalar_t* __restrict__ d, const
   // was): the next row's pass reads the one after it from memory, fetched
   // here a row early so that its four streams (three channels and depth)
   // do not stall that pass (12-18% of the forward at 8x384x1280 on a
-  // 2-core AVX-512 machine, where the pass is otherwise at its compute bound).
+  // 2-core AVX-512 machine; with it the pass runs at the speed of its
+  // arithmetic, two exps per pixel).
   const bool fetch = rows_below >= 2;
   int64_t x = 0;
   for (; x + N <= W - 1; x += N) {
