@@ -13,14 +13,16 @@ Modes: forward, backward, full (forward + backward); gradients are set to None
 before each backward, as ``optimizer.zero_grad()`` does.
 
 CUDA times come from CUDA events after warm-up (median, p20, p80); CPU times
-from ``torch.utils.benchmark`` with the thread count stated. Bytes moved are
+from ``torch.utils.benchmark`` with the thread count stated, the providers of a
+row timed in turns (blocks of about 10 ms each, round after round), so that a
+slow phase of a shared machine falls on all of them. Bytes moved are
 counted per op from the inputs a kernel must read and the outputs it must
 write (the minimum any implementation moves), giving GB/s and the fraction of
 a memory copy's bandwidth measured in the same run on that device: on CUDA a
 256 MiB device-to-device copy; on the CPU, for the elementwise passes (every
 op but the instance ones), ``dst.copy_(src)`` of a buffer half the op's byte
 count (so that the copy, reading and writing, moves as many bytes as the op),
-timed like the op right after it: the caches then favour neither.
+timed in the same turns as the providers.
 Peak memory is measured per provider on CUDA. A table is printed and a JSON
 record written; with matplotlib, a PNG of the scaling sweep.
 """
@@ -57,6 +59,7 @@ GRAD_OPS = {"consistency_loss", "semantic_consistency_loss", "instance_prior_los
 LOOP_OPS = {"instance_stats", "instance_prior_loss"}
 MODES = ["forward", "backward", "full"]
 PROVIDERS = ["desc_ops", "compiled", "reference", "loop"]
+COPY = "copy"  # the memory copy timed beside the providers of an elementwise row (CPU)
 
 
 @dataclass(frozen=True)
@@ -239,20 +242,39 @@ def time_cuda(run, budget_s=0.3, max_reps=200):
     return quantiles(times)
 
 
-def time_cpu(run, budget_s=0.5):
-    run()
-    m = tbench.Timer(stmt="run()", globals={"run": run}, num_threads=torch.get_num_threads()).blocked_autorange(
-        min_run_time=budget_s)
-    return quantiles([t * 1e3 for t in m.times])
+def time_cpu(runs: Dict[str, Callable], budget_s=0.5, block_s=0.01, min_rounds=5):
+    """Median, p20 and p80 ms of each of ``runs``, timed side by side: in rounds,
+    each run one block of about ``block_s`` in turn, until each has had
+    ``budget_s``. On a shared machine a slow phase then falls on every provider
+    of a row (and on its copy), not on whichever happened to be running."""
+    timers, number, times = {}, {}, {}
+    for name, run in runs.items():
+        run()
+        t0 = time.perf_counter()
+        run()
+        once = time.perf_counter() - t0
+        timers[name] = tbench.Timer(stmt="run()", globals={"run": run}, num_threads=torch.get_num_threads())
+        number[name] = max(1, int(block_s / max(once, 1e-9)))
+        times[name] = []
+    spent = dict.fromkeys(runs, 0.0)
+    rounds = 0
+    while rounds < min_rounds or min(spent.values()) < budget_s:
+        for name, timer in timers.items():
+            if rounds >= min_rounds and spent[name] >= budget_s:
+                continue
+            per_call = timer.timeit(number[name]).mean
+            times[name].append(per_call * 1e3)
+            spent[name] += per_call * number[name]
+        rounds += 1
+    return {name: quantiles(t) for name, t in times.items()}
 
 
-def cpu_copy_bandwidth_gbs(nbytes: int, quick: bool) -> float:
-    """GB/s of ``dst.copy_(src)`` moving ``nbytes`` (``src`` half of them),
-    timed as the ops are (2 bytes moved per byte copied, as on CUDA)."""
+def cpu_copy(nbytes: int) -> Callable[[], torch.Tensor]:
+    """``dst.copy_(src)`` moving ``nbytes`` (``src`` half of them: 2 bytes moved
+    per byte copied, as on CUDA), timed beside the providers of a row."""
     src = torch.ones(max(1, nbytes // 2), dtype=torch.uint8)
     dst = torch.empty_like(src)
-    ms, _, _ = time_cpu(lambda: dst.copy_(src), budget_s=0.05 if quick else 0.2)
-    return 2 * src.numel() / (ms * 1e-3) / 1e9
+    return lambda: dst.copy_(src)
 
 
 def copy_bandwidth_gbs() -> float:
@@ -330,37 +352,40 @@ def run_benchmarks(args) -> Dict:
                             continue
                         if args.quick and not args.modes and op in GRAD_OPS and mode != "full":
                             continue  # quick: forward + backward together only
-                        measured = {}
+                        runs = {}
                         for provider in providers:
-                            if provider == "loop" and op not in LOOP_OPS:
+                            if provider == "loop" and (op not in LOOP_OPS or mode == "backward"):
                                 continue
-                            if provider == "loop" and mode == "backward":
-                                continue
-                            fn = op_function(op, provider)
                             try:
-                                run = runner(op, mode, fn, x)
-                                timer = time_cuda if device == "cuda" else time_cpu
-                                med, p20, p80 = timer(run, budget_s=0.05 if args.quick else timer.__defaults__[0])
-                                peak = peak_memory_mb(run) if device == "cuda" else None
+                                runs[provider] = runner(op, mode, op_function(op, provider), x)
+                                runs[provider]()
                             except Exception as err:  # report, do not hide: a provider that fails shows why
                                 print(f"  {op} {mode} {provider}: failed: {type(err).__name__}: {err}",
                                       file=sys.stderr)
-                                continue
-                            nbytes = bytes_moved(op, mode, x)
-                            gbs = nbytes / (med * 1e-3) / 1e9
-                            row = Row(op, mode, device, str(dtype).replace("torch.", ""), size.label(op),
-                                      size.B * size.H * size.W, size.sweep, provider, med, p20, p80, nbytes, gbs,
-                                      gbs / meta["copy_bandwidth_gbs"] if device == "cuda" else None, peak)
-                            measured[provider] = row
-                            rows.append(row)
-                        if device == "cpu" and op in ELEMENTWISE_OPS and measured:
-                            nbytes = bytes_moved(op, mode, x)
-                            copy_gbs = cpu_copy_bandwidth_gbs(nbytes, args.quick)
+                                runs.pop(provider, None)
+                        nbytes = bytes_moved(op, mode, x)
+                        copied = device == "cpu" and op in ELEMENTWISE_OPS and bool(runs)
+                        if device == "cuda":
+                            times = {p: time_cuda(run, budget_s=0.05 if args.quick else 0.3) for p, run in runs.items()}
+                        else:
+                            with_copy = dict(runs, **({COPY: cpu_copy(nbytes)} if copied else {}))
+                            times = time_cpu(with_copy, budget_s=0.05 if args.quick else 0.5)
+                        if copied:
+                            copy_gbs = nbytes / (times[COPY][0] * 1e-3) / 1e9
                             meta.setdefault("cpu_copy_bandwidth_gbs", []).append(
                                 dict(op=op, mode=mode, dtype=str(dtype).replace("torch.", ""),
                                      size=size.label(op), bytes=nbytes, gbs=copy_gbs))
-                            for r in measured.values():
-                                r.copy_fraction = r.gbs / copy_gbs
+                        measured = {}
+                        for provider, run in runs.items():
+                            med, p20, p80 = times[provider]
+                            gbs = nbytes / (med * 1e-3) / 1e9
+                            fraction = (gbs / meta["copy_bandwidth_gbs"] if device == "cuda"
+                                        else gbs / copy_gbs if copied else None)
+                            row = Row(op, mode, device, str(dtype).replace("torch.", ""), size.label(op),
+                                      size.B * size.H * size.W, size.sweep, provider, med, p20, p80, nbytes, gbs,
+                                      fraction, peak_memory_mb(run) if device == "cuda" else None)
+                            measured[provider] = row
+                            rows.append(row)
                         if "desc_ops" in measured:
                             for r in measured.values():
                                 r.speedup_of_desc_ops = r.median_ms / measured["desc_ops"].median_ms
