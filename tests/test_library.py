@@ -355,6 +355,84 @@ def test_modules_pass_every_option_to_their_function():
     assert torch.equal(desc_ops.SmoothnessLoss()(d, x["image"]), desc_ops.smoothness_loss(d, x["image"]))
 
 
+def _one_pixel_slot(ids):
+    """`ids` with instance 0 of image 0 cut down to one pixel (so min_pixels 1
+    and 2 differ), and that pixel's own slot otherwise unchanged."""
+    ids = ids.clone()
+    ids[0][ids[0] == 0] = -1
+    ids[0, 0, 0] = 0
+    return ids
+
+
+def _block_labels(B=2, H=6, W=7):
+    """Labels 0, 1, 2 in vertical bands: pixels inside a band are no boundary, so
+    that the boundary weight acts on the mean (with random labels every pixel
+    is a boundary, and a constant factor cancels in the weighted mean)."""
+    return (torch.arange(W) * 3 // W).expand(B, H, W).clone()
+
+
+def test_desc_loss_defaults_are_the_documented_ones():
+    """DESCLoss() is 1 x the confidence-weighted consistency (edge weight 1,
+    boundary weight 0.5, ignore index -1) + 1 x the instance prior (min_pixels 1,
+    no clamp, ids validated) + 0.01 x the smoothness; and the modules' defaults
+    are the functions'."""
+    x = _batch("cpu", torch.float64, seed=5)
+    ids = _one_pixel_slot(x["ids"])
+    labels = _block_labels()
+    labels[0, 0, :] = -1  # an ignored row, so that the ignore index acts
+    out = desc_ops.DESCLoss()(x["depth"], depth_sem=x["depth_sem"], semantic=labels, image=x["image"],
+                              instance_ids=ids, heights=x["heights"], focal=x["focal"])
+    cons = desc_ops.semantic_consistency_loss(x["depth"], x["depth_sem"], labels, image=x["image"], edge_weight=1.0,
+                                              boundary_weight=0.5, ignore_index=-1)
+    prior = desc_ops.instance_prior_loss(x["depth"], ids, x["heights"], x["focal"], min_pixels=1, max_depth=None)
+    smooth = desc_ops.smoothness_loss(x["depth"], x["image"])
+    assert torch.equal(out.terms["consistency"], cons)
+    assert torch.equal(out.terms["instance_prior"], prior)
+    assert torch.equal(out.terms["smoothness"], smooth)
+    assert_close(out.total, cons + prior + 0.01 * smooth)
+    assert not torch.equal(prior, desc_ops.instance_prior_loss(x["depth"], ids, x["heights"], x["focal"],
+                                                               min_pixels=2))
+    assert not torch.equal(cons, desc_ops.semantic_consistency_loss(x["depth"], x["depth_sem"], labels,
+                                                                     image=x["image"], boundary_weight=1.5))
+    assert torch.equal(desc_ops.SemanticConsistencyLoss()(x["depth"], x["depth_sem"], labels, image=x["image"]), cons)
+    assert torch.equal(desc_ops.InstancePriorLoss()(x["depth"], ids, x["heights"], x["focal"]), prior)
+    bad_ids = torch.full_like(ids, x["heights"].shape[1])
+    with pytest.raises(ValueError, match="instance_ids must be -1"):
+        desc_ops.InstancePriorLoss()(x["depth"], bad_ids, x["heights"], x["focal"])
+
+
+@pytest.mark.parametrize("option, value", [("edge_weight", 3.0), ("boundary_weight", 0.2), ("ignore_index", 0),
+                                           ("ignore_classes", [1]), ("min_pixels", 2), ("max_depth", 1.5)])
+def test_desc_loss_passes_each_option_to_its_term(option, value):
+    """Each option of DESCLoss reaches the term it belongs to: that term equals
+    its function with the option, and differs from the default's."""
+    x = _batch("cpu", torch.float64, seed=5)
+    ids = _one_pixel_slot(x["ids"])
+    inputs = dict(depth_sem=x["depth_sem"], semantic=_block_labels(), edges=x["edges"], instance_ids=ids,
+                  heights=x["heights"], focal=x["focal"], image=x["image"])
+    got = desc_ops.DESCLoss(**{option: value})(x["depth"], **inputs).terms
+    default = desc_ops.DESCLoss()(x["depth"], **inputs).terms
+    if option in ("min_pixels", "max_depth"):
+        name = "instance_prior"
+        want = desc_ops.instance_prior_loss(x["depth"], ids, x["heights"], x["focal"], **{option: value})
+    else:
+        name = "consistency"
+        want = desc_ops.semantic_consistency_loss(x["depth"], x["depth_sem"], _block_labels(), edges=x["edges"],
+                                                  **{option: value})
+    assert torch.equal(got[name], want)
+    assert not torch.equal(got[name], default[name])
+
+
+@pytest.mark.parametrize("missing", ["instance_ids", "heights", "focal"])
+def test_desc_loss_instance_term_needs_all_three_inputs(missing):
+    x = _batch("cpu")
+    inputs = dict(instance_ids=x["ids"], heights=x["heights"], focal=x["focal"])
+    inputs.pop(missing)
+    with pytest.raises(ValueError, match=r"^DESCLoss: instance_ids, heights and focal are needed for the instance "
+                                         r"term$"):
+        desc_ops.DESCLoss(consistency_weight=0, smoothness_weight=0)(x["depth"], **inputs)
+
+
 def _every_call(dtype):
     """(operator name, arguments) of every operator, the backward ones included,
     on the CPU (opcheck does not compare a fake's dtypes with the kernel's)."""
