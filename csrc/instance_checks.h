@@ -47,6 +47,9 @@ inline at::Tensor focal_per_image(const at::Tensor& focal, int64_t B, const at::
   TORCH_CHECK_VALUE(focal.dim() == 0 || (focal.dim() == 1 && (focal.size(0) == B || focal.size(0) == 1)),
                     "focal must be a scalar or have shape [", B, "], got ", describe(focal));
   check_same_device(focal, "focal", like, "depth");
+  // to() would take a bool as 0 or 1 and drop a complex number's imaginary part.
+  TORCH_CHECK_VALUE(!focal.is_complex() && focal.scalar_type() != at::kBool, "focal must be real, got ",
+                    describe(focal));
   return focal.to(dtype).reshape({-1}).expand({B}).contiguous();
 }
 

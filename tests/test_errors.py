@@ -89,6 +89,9 @@ BAD = [
                                  focal=torch.ones(0)), "depth is empty"),
     ("instance_prior_loss", dict(heights=META), "heights is on meta but depth is on cpu"),
     ("instance_prior_loss", dict(instance_ids=META), "instance_ids is on meta but depth is on cpu"),
+    ("instance_prior_loss", dict(focal=META), "focal is on meta but depth is on cpu"),
+    ("instance_prior_loss", dict(focal=torch.ones(B, dtype=torch.bool)), "focal must be real"),
+    ("instance_prior_loss", dict(focal=torch.ones(B, dtype=torch.complex64)), "focal must be real"),
     ("smoothness_loss", dict(image=torch.rand(B, 3, H, W + 1)), "image must have shape"),
     ("smoothness_loss", dict(depth=torch.rand(B, 3, H, W)), "depth must have shape"),
     ("smoothness_loss", dict(depth=EMPTY, image=torch.rand(0, 3, H, W)), "depth is empty"),
@@ -159,6 +162,10 @@ def test_python_only_checks(impl):
         desc_ops.confidence_map(_ids(), ignore_classes=[1.5])
     with pytest.raises(ValueError, match="num_instances"):
         desc_ops.instance_stats(_ids(), True)
+    for name in ("edge_weight", "boundary_weight"):
+        for op in (desc_ops.confidence_map, lambda s, **kw: desc_ops.semantic_consistency_loss(_x(), _x(), s, **kw)):
+            with pytest.raises(ValueError, match=rf"^{name} must be a real number, got '1'$"):
+                op(_ids(), **{name: "1"})
 
 
 def test_empty_batch_without_reduction(device):

@@ -224,6 +224,21 @@ def test_empty_slots_and_ids_out_of_range(device, impl):
     assert (st.y_min[1, 0].item(), st.x_max[1, 0].item(), st.depth_median[1, 0].item()) == (0, 4, 2.0)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_instance_heights_compute_in_the_accumulation_dtype(dtype):
+    """median * pixel_height / focal in float64 for float64 depth (a focal that
+    float32 cannot hold, 721.5377 as KITTI's, keeps its digits) and in float32
+    otherwise, bit for bit."""
+    g = torch.Generator().manual_seed(8)
+    ids = torch.randint(-1, 40, (2, 48, 64), generator=g)
+    depth = (torch.rand(2, 1, 48, 64, generator=g, dtype=torch.float64) * 80 + 1).to(dtype)
+    st = desc_ops.instance_stats(ids, 40, depth)
+    focal = 721.5377
+    want = st.depth_median * st.pixel_height.to(dtype) / torch.tensor(focal, dtype=dtype)
+    assert torch.equal(desc_ops.instance_heights(st, focal), want)
+    assert torch.equal(desc_ops.instance_heights(st, torch.tensor([focal, focal], dtype=torch.float64)), want)
+
+
 def test_instance_heights_refuses_other_stats():
     with pytest.raises(ValueError, match=r"^stats must be the InstanceStats of instance_stats, got tuple$"):
         desc_ops.instance_heights((1, 2), 30.0)
