@@ -2,6 +2,7 @@
 (several sizes in one split), bilinear upsampling, the Garg and Cityscapes crops,
 both caps, NumPy's median, held against an independent NumPy implementation."""
 import json
+import os
 
 import numpy as np
 import pytest
@@ -11,7 +12,8 @@ import protocol_numpy
 from desc_train.cli import main as cli
 from desc_train.data import DepthDataset
 from desc_train.data.layout import SplitMeta, write_gt, write_meta, write_sample
-from desc_train.evaluate import cityscapes_crop_mask, evaluate_split, frame_metrics, median
+from desc_train.evaluate import (cityscapes_crop_mask, evaluate_split, finest_depth, frame_metrics, median,
+                                 protocol_of, results_table)
 from desc_train.models import DepthUNet
 
 NATIVE = [(75, 248), (74, 245), (75, 248)]  # two sizes in one split, as KITTI's dates
@@ -155,16 +157,45 @@ def test_predictions_are_floored_at_a_millimetre():
 def test_frames_of_any_size_are_evaluated(tmp_path):
     """A split kept at its native size (not a multiple of 16) is padded for the
     network and the prediction cropped back to the frame."""
-    from desc_train.evaluate import finest_depth
-
     torch.manual_seed(0)
     net = DepthUNet(3, 4).eval()
-    images = torch.rand(2, 3, 37, 90)
-    with torch.no_grad():
-        out = finest_depth(net, images)
-        padded = net(torch.nn.functional.pad(images, (0, 6, 0, 11), mode="replicate"))[0]
-    assert out.shape == (2, 1, 37, 90) and torch.equal(out, padded[..., :37, :90])
+    for H, W in ((37, 90), (32, 90), (37, 96)):  # both sides, the width only, the height only
+        images = torch.rand(2, 3, H, W)
+        with torch.no_grad():
+            out = finest_depth(net, images)
+            padded = net(torch.nn.functional.pad(images, (0, -W % 16, 0, -H % 16), mode="replicate"))[0]
+        assert out.shape == (2, 1, H, W) and torch.equal(out, padded[..., :H, :W])
     split = str(tmp_path / "native")
     write_sample(split, "a", np.zeros((37, 90, 3), np.uint8), np.full((37, 90), 5.0, np.float32))
     write_meta(split, SplitMeta("target", ["x"], [], 30.0, [37, 90], frames={"a": {}}, has_labels=False))
     assert evaluate_split(net, split)["images"]["0.001-80m"] == 1
+
+
+def test_protocol_record_and_its_table(split, tmp_path):
+    """The protocol written beside the figures: the split's eval record with the
+    caller's choices over it, the defaults where a split has none, and the
+    table's heading lines that state it."""
+    p = protocol_of(split, median_scaling=False)
+    assert p == dict(split=os.path.abspath(split), frames=3, gt_kind="velodyne_x", gt_size="native", crop="garg",
+                     caps=[[0.001, 80], [1, 50]], median_scaling=False, list="test_files.txt", list_sha256="ab" * 32)
+    assert protocol_of(split, median_scaling=True, caps=[(2.0, 30.0)], crop=None) == dict(
+        p, median_scaling=True, caps=[[2.0, 30.0]], crop=None)
+    metrics = {k: 0.125 * (i + 1) for i, k in enumerate(("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3"))}
+    table = results_table(dict(protocol=p, metrics={"0.001-80m": metrics}, images={"0.001-80m": 3}))
+    assert table.split("\n") == [
+        f"split {os.path.abspath(split)} (3 frames, list test_files.txt sha256 abababababab)",
+        "ground truth velodyne_x at native size; crop garg; median scaling off",
+        "",
+        "| cap | images | abs_rel | sq_rel | rmse | rmse_log | a1 | a2 | a3 |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| 0.001-80m | 3 | 0.1250 | 0.2500 | 0.3750 | 0.5000 | 0.6250 | 0.7500 | 0.8750 |"]
+
+    plain = str(tmp_path / "plain")  # no eval record, depth stored with the frames
+    write_sample(plain, "a", np.zeros((16, 16, 3), np.uint8), np.full((16, 16), 5.0, np.float32))
+    write_meta(plain, SplitMeta("target", ["x"], [], 30.0, [16, 16], frames={"a": {}}, has_labels=False))
+    q = protocol_of(plain, median_scaling=True)
+    assert q == dict(split=os.path.abspath(plain), frames=1, gt_kind="stored depth", gt_size="stored", crop=None,
+                     caps=[[0.001, 80.0], [1.0, 50.0]], median_scaling=True, list=None, list_sha256=None)
+    assert results_table(dict(protocol=q, metrics={}, images={})).split("\n")[:2] == [
+        f"split {os.path.abspath(plain)} (1 frames)",
+        "ground truth stored depth at stored size; crop none; median scaling on"]
