@@ -196,6 +196,9 @@ def test_protocol_record_and_its_table(split, tmp_path):
     q = protocol_of(plain, median_scaling=True)
     assert q == dict(split=os.path.abspath(plain), frames=1, gt_kind="stored depth", gt_size="stored", crop=None,
                      caps=[[0.001, 80.0], [1.0, 50.0]], median_scaling=True, list=None, list_sha256=None)
+    write_meta(plain, SplitMeta("target", ["x"], [], 30.0, [16, 16], frames={"a": {}}, has_labels=False,
+                                eval={"caps": [[0.5, 20.0]]}))
+    assert protocol_of(plain, median_scaling=True) == dict(q, caps=[[0.5, 20.0]])  # the split's own caps
     assert results_table(dict(protocol=q, metrics={}, images={})).split("\n")[:2] == [
         f"split {os.path.abspath(plain)} (1 frames)",
         "ground truth stored depth at stored size; crop none; median scaling on"]

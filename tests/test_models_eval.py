@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import desc_ops
-from desc_train.evaluate import depth_metrics, garg_crop_mask
+from desc_train.evaluate import depth_metrics, frame_metrics, garg_crop_mask, mean_metrics
 from desc_train.models import DepthUNet, HeightNet, instance_features, semantic_input
 
 
@@ -54,6 +54,14 @@ def test_metrics_by_hand():
     with pytest.raises(ValueError, match="shape"):
         depth_metrics(pred, gt[..., :1])
     assert depth_metrics(pred[:, 0], gt[:, 0]) == m  # (B, H, W) as (B, 1, H, W)
+    # The thresholds are strict at every power: ratios of exactly 1.25^2 and 1.25^3
+    # (both exact in binary) count for the next threshold only.
+    edge = depth_metrics(torch.tensor([[[[1.5625, 1.953125, 1.0]]]]), torch.ones(1, 1, 1, 3))
+    assert (edge["a1"], edge["a2"], edge["a3"]) == pytest.approx((1 / 3, 1 / 3, 2 / 3))
+    with pytest.raises(ValueError, match=r"^crop must be None or one of \['cityscapes', 'garg'\], got 'eigen'$"):
+        frame_metrics(pred[0, 0], gt[0, 0], crop="eigen")
+    with pytest.raises(ValueError, match="^no image has valid ground truth within the cap$"):
+        mean_metrics([])
 
 
 def test_garg_crop():
