@@ -257,6 +257,9 @@ def test_v1_renamed_tree_lists_and_filters(tmp_path, monkeypatch):
     _, some = converted(src, tmp_path / "out", *OUT_SIZE, "--allow-size", "--worlds", "2", "--variations", "rain",
                         split="some")
     assert some.names == ["0002_rain_00000", "0002_rain_00001"]
+    _, both = converted(src, tmp_path / "out", *OUT_SIZE, "--allow-size", "--worlds", "1,0002",  # a comma list
+                        "--variations", "rain,", "clone", split="both")
+    assert both.names == sorted(f"{w}_{v}_{n:05d}" for w in ("0001", "0002") for v in ("clone", "rain") for n in (0, 1))
 
 
 def test_v1_ground_truth_labels(tmp_path):
