@@ -13,14 +13,17 @@ from desc_train.data.layout import DataError, SplitMeta, write_meta, write_sampl
 H, W = 8, 12
 
 
-def make_split(path, instance=None, frames=None, focal=30.0):
+def make_split(path, instance=None, frames=None, focal=30.0, rgb=None, semantic=None):
     """One frame "a" whose depth is 1 + 16 y + x metres (so a crop's first pixel
-    tells where it was cut), class 0 everywhere, and `instance` (0 = none)."""
+    tells where it was cut), class 0 everywhere (or `semantic`), and `instance`
+    (0 = none)."""
     y, x = np.mgrid[:H, :W]
     depth = (1 + 16 * y + x).astype(np.float32)
-    write_sample(path, "a", np.zeros((H, W, 3), np.uint8), depth, np.zeros((H, W), np.uint8),
+    write_sample(path, "a", np.zeros((H, W, 3), np.uint8) if rgb is None else rgb, depth,
+                 np.zeros((H, W), np.uint8) if semantic is None else semantic,
                  np.zeros((H, W), np.int64) if instance is None else instance)
-    write_meta(path, SplitMeta("source", ["x"], [0], focal, [H, W], frames={"a": {}} if frames is None else frames))
+    write_meta(path, SplitMeta("source", [f"c{i}" for i in range(8)], [0], focal, [H, W],
+                               frames={"a": {}} if frames is None else frames))
     return path
 
 
@@ -69,3 +72,21 @@ def test_split_without_frames_is_refused(tmp_path):
     write_meta(split, SplitMeta("source", ["x"], [0], 30.0, [H, W], frames={}))
     with pytest.raises(DataError, match="^" + re.escape(os.path.join(split, "meta.json")) + ": lists no frames$"):
         DepthDataset(split)
+
+
+def test_item_values_image_scale_and_instance_classes(tmp_path):
+    """The image is rgb / 255 in (3, H, W); each slot's class is the most frequent
+    label over its pixels (a one-pixel instance too), -1 for unused slots."""
+    rgb = np.zeros((H, W, 3), np.uint8)
+    rgb[0, 0] = (255, 51, 0)  # red, green, blue
+    semantic = np.zeros((H, W), np.uint8)
+    ids = np.zeros((H, W), np.int64)
+    ids[2:5, 1:4] = 4  # nine pixels: six of class 3, three of class 5
+    semantic[2:4, 1:4], semantic[4, 1:4] = 3, 5
+    ids[6, 9] = 9  # one pixel, of the frame's largest class
+    semantic[6, 9] = 7
+    item = DepthDataset(make_split(str(tmp_path / "s"), ids, rgb=rgb, semantic=semantic))[0]
+    assert item["image"].shape == (3, H, W) and item["image"][:, 0, 0].tolist() == pytest.approx([1.0, 0.2, 0.0])
+    assert item["image"].dtype == torch.float32 and item["image"].sum().item() == pytest.approx(1.2)
+    assert item["instance_class"].tolist() == [3, 7] + [-1] * 30
+    assert item["instance_ids"][3, 2].item() == 0 and item["instance_ids"][6, 9].item() == 1
