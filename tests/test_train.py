@@ -479,3 +479,16 @@ def test_sheet_command_writes_the_contact_sheet(quick, tmp_path, capsys):
     two = cv2.imread(str(out))
     assert cli_main(["sheet", os.path.join(quick.data, "target_test"), "--out", str(out), "--rows", "3"]) == 0
     assert cv2.imread(str(out)).shape[0] > two.shape[0]  # --rows reaches the sheet
+
+
+def test_edge_map_is_the_squashed_sobel_magnitude_of_the_luminance():
+    """G_sem's edge channel, tanh(2 m) with m the Sobel magnitude of the luminance
+    0.299 R + 0.587 G + 0.114 B (borders replicated), by hand with conv2d."""
+    from desc_train.train import edge_map
+
+    image = torch.rand(2, 3, 9, 11, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    y = 0.299 * image[:, :1] + 0.587 * image[:, 1:2] + 0.114 * image[:, 2:]
+    padded = torch.nn.functional.pad(y, (1, 1, 1, 1), mode="replicate")
+    kx = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], dtype=torch.float64)[None, None]
+    gx, gy = torch.nn.functional.conv2d(padded, kx), torch.nn.functional.conv2d(padded, kx.transpose(-1, -2))
+    torch.testing.assert_close(edge_map(image), torch.tanh(2 * torch.sqrt(gx ** 2 + gy ** 2)), rtol=1e-12, atol=1e-12)
