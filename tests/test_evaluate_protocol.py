@@ -138,12 +138,17 @@ def test_crop_masks_are_made_on_the_device(device):
 
 
 def test_g_rgb_is_loaded_onto_the_device_in_eval_mode(device, tmp_path):
-    from desc_train.train import load_g_rgb
+    from desc_train.train import CheckpointError, load_g_rgb
 
     torch.save({"g_rgb": DepthUNet(3, 4).state_dict(), "g_sem": {}, "g_h": {}, "config": {"width": 4}},
                tmp_path / "c.pt")
     net = load_g_rgb(str(tmp_path / "c.pt"), device)
     assert {p.device.type for p in net.parameters()} == {torch.device(device).type} and not net.training
+    # Weights of another width: refused naming the file (torch's own message lists every tensor).
+    torch.save({"g_rgb": DepthUNet(3, 8).state_dict(), "g_sem": {}, "g_h": {}, "config": {"width": 4}},
+               tmp_path / "wide.pt")
+    with pytest.raises(CheckpointError, match=r"wide\.pt: its g_rgb weights do not fit the network \(another width\?\)$"):
+        load_g_rgb(str(tmp_path / "wide.pt"), device)
 
 
 def test_predictions_are_floored_at_a_millimetre():
