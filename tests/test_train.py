@@ -492,3 +492,42 @@ def test_edge_map_is_the_squashed_sobel_magnitude_of_the_luminance():
     kx = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], dtype=torch.float64)[None, None]
     gx, gy = torch.nn.functional.conv2d(padded, kx), torch.nn.functional.conv2d(padded, kx.transpose(-1, -2))
     torch.testing.assert_close(edge_map(image), torch.tanh(2 * torch.sqrt(gx ** 2 + gy ** 2)), rtol=1e-12, atol=1e-12)
+
+
+def test_supervised_loss_by_hand():
+    """weight * sum over scales of the mean |pred - gt| over pixels with ground
+    truth (gt > 0, values below 1 m included), coarse scales upsampled bilinearly
+    (align_corners=False)."""
+    from desc_train.train import supervised_loss
+
+    g = torch.Generator().manual_seed(1)
+    depth = torch.rand(2, 1, 8, 12, generator=g, dtype=torch.float64) * 4
+    depth[:, :, :2] = 0  # no ground truth
+    assert ((depth > 0) & (depth <= 1)).any()
+    fine = torch.rand(2, 1, 8, 12, generator=g, dtype=torch.float64) * 4
+    coarse = torch.rand(2, 1, 4, 6, generator=g, dtype=torch.float64) * 4
+    valid = depth > 0
+    up = torch.nn.functional.interpolate(coarse, size=(8, 12), mode="bilinear", align_corners=False)
+    want = 0.5 * ((fine - depth).abs()[valid].mean() + (up - depth).abs()[valid].mean())
+    torch.testing.assert_close(supervised_loss([fine, coarse], depth, 0.5), want, rtol=1e-12, atol=0)
+
+
+def test_source_height_labels_keep_measurable_instances_only():
+    """G_h's labels: a slot has one where its height is finite, it spans at least
+    min_instance_rows rows, it has a class (0 included) and its median depth is
+    below the far plane (max_source_depth itself excluded)."""
+    from types import SimpleNamespace
+
+    ids = torch.full((1, 12, 10), -1)
+    depth = torch.full((1, 1, 12, 10), 10.0, dtype=torch.float64)
+    ids[0, 0:3, 0] = 0  # exactly min_instance_rows rows, class 0: labelled
+    ids[0, 0:2, 2] = 1  # two rows: too few
+    ids[0, 0:4, 4] = 2  # no class
+    ids[0, 0:4, 6] = 3  # at the far plane
+    depth[0, 0, 0:4, 6] = 50.0
+    src = dict(instance_ids=ids, depth=depth, focal=torch.tensor([20.0], dtype=torch.float64),
+               instance_class=torch.tensor([[0, 2, -1, 1, -1]]))  # slot 4: unused
+    trainer = SimpleNamespace(K=5, cfg=SimpleNamespace(min_instance_rows=3), max_source_depth=50.0)
+    st, h, ok = Trainer._source_height_labels(trainer, src)
+    assert ok.tolist() == [[True, False, False, False, False]]
+    assert h[0, 0].item() == pytest.approx(10.0 * 3 / 20.0)
