@@ -531,3 +531,22 @@ def test_source_height_labels_keep_measurable_instances_only():
     st, h, ok = Trainer._source_height_labels(trainer, src)
     assert ok.tolist() == [[True, False, False, False, False]]
     assert h[0, 0].item() == pytest.approx(10.0 * 3 / 20.0)
+
+
+def test_target_bn_stats_keeps_source_batches_out_of_g_rgb_statistics(quick, tmp_path):
+    """With target_bn_stats, a step's source forward leaves G_rgb's BatchNorm
+    running statistics to the target batch; without it both enter them."""
+    def running_means(flag, with_source):
+        torch.manual_seed(0)
+        t = Trainer(dataclasses.replace(quick, target_bn_stats=flag), str(tmp_path / f"{flag}{with_source}"),
+                    log=lambda *_: None)
+        src, tgt = t.batch(t.source, 0, 0), t.batch(t.target, 1, 0)
+        if with_source:
+            t.terms("source_only", src, tgt)
+        else:
+            t._rgb(tgt["image"])
+        return torch.cat([m.running_mean for m in t.g_rgb.modules() if isinstance(m, torch.nn.BatchNorm2d)])
+
+    target_only = running_means(False, with_source=False)
+    assert torch.equal(running_means(True, with_source=True), target_only)
+    assert not torch.equal(running_means(False, with_source=True), target_only)
