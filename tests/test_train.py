@@ -550,3 +550,15 @@ def test_target_bn_stats_keeps_source_batches_out_of_g_rgb_statistics(quick, tmp
     target_only = running_means(False, with_source=False)
     assert torch.equal(running_means(True, with_source=True), target_only)
     assert not torch.equal(running_means(False, with_source=True), target_only)
+
+
+def test_height_term_is_the_mean_error_over_labelled_slots(quick, tmp_path):
+    """The semantic stage's height term: mean |G_h(slot) - label| over the slots
+    with a label, from the pieces the trainer computes them with."""
+    torch.manual_seed(0)
+    t = Trainer(quick, str(tmp_path), log=lambda *_: None)
+    src, tgt = t.batch(t.source, 0, 0), t.batch(t.target, 1, 0)
+    st, h, ok = t._source_height_labels(src)
+    assert ok.any() and not ok.all()
+    pred = t._predict_heights(src, st)
+    torch.testing.assert_close(t.terms("semantic", src, tgt)["height"], (pred - h)[ok].abs().mean())
