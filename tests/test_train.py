@@ -562,3 +562,23 @@ def test_height_term_is_the_mean_error_over_labelled_slots(quick, tmp_path):
     assert ok.any() and not ok.all()
     pred = t._predict_heights(src, st)
     torch.testing.assert_close(t.terms("semantic", src, tgt)["height"], (pred - h)[ok].abs().mean())
+
+
+def test_target_objective_per_stage_kind():
+    """joint: DESC's terms, the consistency at the consistency_scales finest
+    scales; source_only: the smoothness alone; smoothness_weight / 2**i at scale
+    i; the instance prior clamped at the networks' MAX_DEPTH, ids not re-checked."""
+    from desc_train.models import MAX_DEPTH, SCALES
+    from desc_train.train import target_objective
+
+    cfg = dataclasses.replace(Config(), consistency_weight=2.0, consistency_scales=2, instance_weight=0.5,
+                              smoothness_weight=0.08, confidence=False)
+    joint, source_only = target_objective(cfg, "joint"), target_objective(cfg, "source_only")
+    smoothness = [0.08 / 2 ** i for i in range(SCALES)]
+    assert (joint.consistency_weight, joint.instance_weight, joint.smoothness_weight) == ([2.0, 2.0], 0.5, smoothness)
+    assert (source_only.consistency_weight, source_only.instance_weight) == (0.0, 0.0)
+    assert source_only.smoothness_weight == smoothness and SCALES > 2
+    for objective in (joint, source_only):
+        assert objective.confidence is False
+        assert objective.instance_prior.max_depth == MAX_DEPTH and objective.instance_prior.validate is False
+    assert target_objective(dataclasses.replace(cfg, confidence=True), "joint").confidence is True
