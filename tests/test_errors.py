@@ -162,6 +162,8 @@ def test_python_only_checks(impl):
         desc_ops.confidence_map(_ids(), ignore_classes=[1.5])
     with pytest.raises(ValueError, match="num_instances"):
         desc_ops.instance_stats(_ids(), True)
+    with pytest.raises(ValueError, match="^panoptic_ids must be a torch.Tensor, got list$"):
+        desc_ops.relabel_instances([[1, 2]])
     for name in ("edge_weight", "boundary_weight"):
         for op in (desc_ops.confidence_map, lambda s, **kw: desc_ops.semantic_consistency_loss(_x(), _x(), s, **kw)):
             with pytest.raises(ValueError, match=rf"^{name} must be a real number, got '1'$"):
