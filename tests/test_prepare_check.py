@@ -189,3 +189,36 @@ def test_depth_statistics_of_a_frame_record():
     assert _depth_stats(np.array([[1.0, 0, 0]], np.float32))["valid"] == 0.33333  # 5 decimals
     assert _depth_stats(np.array([[7.0]], np.float32)) == dict(valid=1.0, min=7.0, median=7.0, max=7.0)
     assert _depth_stats(np.zeros((2, 2), np.float32)) == dict(valid=0.0)
+
+
+def test_prepare_help_states_each_default_once(capsys):
+    """`desc-train prepare DATASET --help` appends an option's default to its help,
+    a size as HxW, except where the help states it, for flags and required
+    options, and where there is none."""
+    with pytest.raises(SystemExit) as done:
+        cli(["prepare", "vkitti", "--help"])
+    assert done.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps at the terminal's width
+    assert "multiples of 16, or 'native' (default: 192x640)" in text
+    assert "(auto: from its folder names) (default: auto)" in text
+    assert "--workers WORKERS processes (default: the CPU count, at most 8) --limit" in text  # stated: not twice
+    assert "--root ROOT the dataset as downloaded and extracted --out" in text  # required
+    assert "resuming it --version" in text  # --overwrite: a flag, no default appended
+    assert "(None: all) --variations" in text  # default None
+
+
+def test_help_formatter_on_every_kind_of_default():
+    import argparse
+
+    from desc_train.data.prepare import _Defaults
+
+    p = argparse.ArgumentParser(prog="x", formatter_class=_Defaults)
+    p.add_argument("--size", default=(96, 320), help="HxW")
+    p.add_argument("--stated", default=3, help="three (default)")
+    p.add_argument("--needed", default=4, required=True, help="given always")
+    p.add_argument("--n", default=5, help="a number")
+    text = " ".join(p.format_help().split())
+    assert "--size SIZE HxW (default: 96x320)" in text
+    assert "--stated STATED three (default) --needed" in text
+    assert "--needed NEEDED given always --n" in text
+    assert text.endswith("--n N a number (default: 5)")
