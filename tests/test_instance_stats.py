@@ -167,6 +167,27 @@ def test_relabel_instances(device):
     assert desc_ops.instance_stats(ids, K).count.tolist() == [[1, 2, 1], [2, 0, 0]]
 
 
+def test_relabel_instances_edges(device):
+    """Every pixel an instance (no pixel to drop); another background, so that id 0
+    is an instance; num_instances equal to K; an empty batch; bad arguments named."""
+    full = torch.tensor([[[3, 3], [8, 1]]], device=device)
+    ids, K, original = desc_ops.relabel_instances(full, return_ids=True)
+    assert K == 3 and ids.tolist() == [[[1, 1], [2, 0]]] and original.tolist() == [[1, 3, 8]]
+    ids, K, original = desc_ops.relabel_instances(torch.tensor([[0, 255], [6, 0]], device=device), background=255,
+                                                  return_ids=True)
+    assert K == 2 and ids.tolist() == [[0, -1], [1, 0]] and original.tolist() == [0, 6]
+    ids, K = desc_ops.relabel_instances(torch.tensor([[0, 2], [6, 0]], device=device), background=-1)
+    assert K == 3 and ids.tolist() == [[0, 1], [2, 0]]  # every pixel an instance, id 0 included
+    assert desc_ops.relabel_instances(full, num_instances=3)[1] == 3
+    empty, K0, orig0 = desc_ops.relabel_instances(torch.zeros(0, 4, 5, dtype=torch.long, device=device),
+                                                  return_ids=True)
+    assert K0 == 0 and empty.shape == (0, 4, 5) and orig0.shape == (0, 0)
+    with pytest.raises(ValueError, match=r"^panoptic_ids must have shape \(B, H, W\) or \(H, W\), got \(5,\)$"):
+        desc_ops.relabel_instances(torch.zeros(5, dtype=torch.long, device=device))
+    with pytest.raises(ValueError, match="^panoptic_ids must be an integer tensor"):
+        desc_ops.relabel_instances(torch.zeros(2, 2, device=device))
+
+
 def test_mean_of_a_large_instance_is_exact(device, impl):
     """A million-pixel instance: the mean is the float64 mean rounded once to
     float32 (a float32 running sum is off by thousands of ulp here)."""
