@@ -224,3 +224,48 @@ def test_backward_operators_check_their_arguments(device):
     for call, message in cases:
         with pytest.raises(ValueError, match=message):
             call()
+
+
+@pytest.mark.parametrize("impl", ["extension", "reference"])
+def test_python_messages_in_full(impl):
+    """The Python checks' messages name the argument and state the shape wanted
+    from the other arguments' sizes."""
+    desc_ops.set_backend(impl)
+    cases = [
+        (lambda: desc_ops.smoothness_loss(_x(), torch.rand(B, 3, H, W + 1)),
+         "image must have shape (2, C, 4, 5), got shape (2, 3, 4, 6) and dtype torch.float32"),
+        (lambda: desc_ops.smoothness_loss(_x(), torch.rand(B + 1, 3, H, W)),
+         "image must have shape (2, C, 4, 5), got shape (3, 3, 4, 5) and dtype torch.float32"),
+        (lambda: desc_ops.smoothness_loss(_x(), torch.rand(B, 0, H, W)),
+         "image must have shape (2, C, 4, 5), got shape (2, 0, 4, 5) and dtype torch.float32"),
+        (lambda: desc_ops.smoothness_loss(_x(), "image"), "image must be a torch.Tensor, got str"),
+        (lambda: desc_ops.smoothness_loss(_x(), torch.ones(B, 3, H, W, dtype=torch.long)),
+         "image must be a floating tensor, got shape (2, 3, 4, 5) and dtype torch.int64"),
+        (lambda: desc_ops.instance_stats(_ids(), K, _x(h=H + 1)),
+         "depth must have shape (2, 1, 4, 5) like instance_ids, got shape (2, 1, 5, 5) and dtype torch.float32"),
+        (lambda: desc_ops.instance_stats("ids", K), "instance_ids must be a torch.Tensor, got str"),
+        (lambda: desc_ops.instance_stats(_ids(), K, "depth"), "depth must be a torch.Tensor, got str"),
+        (lambda: desc_ops.instance_prior_loss(_x(), _ids(), torch.ones(B, K), "f"), "focal must be a real number, got 'f'"),
+        (lambda: desc_ops.instance_prior_loss(_x(), _ids(), torch.ones(B, K), torch.ones(B, dtype=torch.bool)),
+         "focal must be real, got shape (2,) and dtype torch.bool"),
+        (lambda: desc_ops.instance_prior_loss(_x(), _ids(), torch.ones(B, K), torch.ones(B, 1)),
+         "focal must be a scalar or have shape (2,), got shape (2, 1) and dtype torch.float32"),
+    ]
+    for call, message in cases:
+        with pytest.raises(ValueError) as err:
+            call()
+        assert str(err.value) == message
+
+
+@pytest.mark.parametrize("impl", ["extension", "reference"])
+def test_accepted_argument_forms(impl):
+    """(B, 1, H, W) instance ids, a (B, H, W) image and a (1,) focal are taken as
+    their (B, H, W), (B, 1, H, W) and scalar forms."""
+    desc_ops.set_backend(impl)
+    ids, depth, image = _ids(), _x(), torch.rand(B, H, W)
+    for a, b in zip(desc_ops.instance_stats(ids[:, None], K, depth), desc_ops.instance_stats(ids, K, depth)):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True)
+    assert torch.equal(desc_ops.smoothness_loss(depth, image), desc_ops.smoothness_loss(depth, image[:, None]))
+    heights = torch.rand(B, K) + 1
+    assert torch.equal(desc_ops.instance_prior_loss(depth, ids, heights, torch.tensor([30.0])),
+                       desc_ops.instance_prior_loss(depth, ids, heights, 30.0))
