@@ -244,6 +244,14 @@ def test_python_messages_in_full(impl):
         (lambda: desc_ops.instance_stats(_ids(), K, _x(h=H + 1)),
          "depth must have shape (2, 1, 4, 5) like instance_ids, got shape (2, 1, 5, 5) and dtype torch.float32"),
         (lambda: desc_ops.instance_stats("ids", K), "instance_ids must be a torch.Tensor, got str"),
+        (lambda: desc_ops.consistency_loss(_x(), _x(h=3), _x()),
+         "depth_sem must have shape (2, 1, 4, 5) like depth, got shape (2, 1, 3, 5) and dtype torch.float32"),
+        (lambda: desc_ops.consistency_loss(_x(), _x(), _x(w=4)),
+         "weight must have shape (2, 1, 4, 5) like depth, got shape (2, 1, 4, 4) and dtype torch.float32"),
+        (lambda: desc_ops.consistency_loss(_x(), _x(), _x(), reduction="max"),
+         "reduction must be one of 'none', 'mean', 'sum', got 'max'"),
+        (lambda: desc_ops.smoothness_loss(EMPTY, torch.rand(0, 3, H, W)),
+         "depth is empty (shape (0, 1, 4, 5) and dtype torch.float32): reduction 'mean' needs pixels"),
         (lambda: desc_ops.instance_stats(_ids(), K, "depth"), "depth must be a torch.Tensor, got str"),
         (lambda: desc_ops.instance_prior_loss(_x(), _ids(), torch.ones(B, K), "f"), "focal must be a real number, got 'f'"),
         (lambda: desc_ops.instance_prior_loss(_x(), _ids(), torch.ones(B, K), torch.ones(B, dtype=torch.bool)),
@@ -260,12 +268,17 @@ def test_python_messages_in_full(impl):
 @pytest.mark.parametrize("impl", ["extension", "reference"])
 def test_accepted_argument_forms(impl):
     """(B, 1, H, W) instance ids, a (B, H, W) image and a (1,) focal are taken as
-    their (B, H, W), (B, 1, H, W) and scalar forms."""
+    their (B, H, W), (B, 1, H, W) and scalar forms; int16 and uint8 maps as int64."""
     desc_ops.set_backend(impl)
     ids, depth, image = _ids(), _x(), torch.rand(B, H, W)
     for a, b in zip(desc_ops.instance_stats(ids[:, None], K, depth), desc_ops.instance_stats(ids, K, depth)):
         torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True)
     assert torch.equal(desc_ops.smoothness_loss(depth, image), desc_ops.smoothness_loss(depth, image[:, None]))
+    # Other integer dtypes are taken as int64, an image of another floating dtype in depth's.
+    for a, b in zip(desc_ops.instance_stats(ids.short(), K, depth), desc_ops.instance_stats(ids, K, depth)):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True)
+    assert torch.equal(desc_ops.confidence_map(ids.to(torch.uint8)), desc_ops.confidence_map(ids))
+    assert torch.equal(desc_ops.smoothness_loss(depth, image.double()), desc_ops.smoothness_loss(depth, image))
     heights = torch.rand(B, K) + 1
     assert torch.equal(desc_ops.instance_prior_loss(depth, ids, heights, torch.tensor([30.0])),
                        desc_ops.instance_prior_loss(depth, ids, heights, 30.0))
