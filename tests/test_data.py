@@ -246,7 +246,7 @@ def test_simulated_logits(tmp_path):
     ds = DepthDataset(split, augment=Augment(hflip=1.0, scale=(0.5, 0.5)))
     item = ds[0]
     logits, semantic = item["logits"], item["semantic"]
-    assert logits.shape == (8, 24, 80)
+    assert logits.shape == (8, 24, 80) and logits.dtype == torch.float32  # stored in half precision
     agree = (logits.argmax(0) == semantic)[semantic >= 0].float().mean()
     assert agree > 0.8
     conf = desc_ops.confidence_map(logits[None])[0, 0]

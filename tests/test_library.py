@@ -199,7 +199,7 @@ OPERATORS = ["confidence_map", "consistency_loss", "semantic_consistency_loss", 
              "instance_prior_loss", "smoothness_loss"]
 
 
-def test_extension_backend_runs_the_compiled_operators(monkeypatch):
+def test_extension_backend_calls_every_operator(monkeypatch):
     """Every public function calls its compiled operator, and the reference
     never runs: the *_matches_reference tests compare two paths, not one."""
     called = []
@@ -220,6 +220,17 @@ def test_extension_backend_runs_the_compiled_operators(monkeypatch):
     x = _batch("cpu")
     _every_op(x)
     assert sorted({TRAINING_FORMS.get(name, name) for name in called}) == sorted(OPERATORS)
+
+
+def test_reference_backend_calls_no_operator(monkeypatch):
+    """The reference backend runs every public function in PyTorch alone."""
+    class Refuse:
+        def __getattr__(self, name):
+            raise AssertionError(f"the compiled operator {name} ran under the reference backend")
+
+    monkeypatch.setattr(desc_ops.functional, "ops", Refuse())
+    desc_ops.set_backend("reference")
+    _every_op(_batch("cpu"))
 
 
 def test_backend_switch(device):

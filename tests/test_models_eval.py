@@ -58,6 +58,15 @@ def test_metrics_by_hand():
     # (both exact in binary) count for the next threshold only.
     edge = depth_metrics(torch.tensor([[[[1.5625, 1.953125, 1.0]]]]), torch.ones(1, 1, 1, 3))
     assert (edge["a1"], edge["a2"], edge["a3"]) == pytest.approx((1 / 3, 1 / 3, 2 / 3))
+    # The cap is open at both ends and clamps the predictions into it; a mask only
+    # takes pixels away from those with ground truth.
+    gt_cap = torch.tensor([[[[1.0, 5.0, 2.0, 4.0]]]])
+    pred_cap = torch.tensor([[[[3.0, 3.0, 0.5, 9.0]]]])
+    m = depth_metrics(pred_cap, gt_cap, cap=(1.0, 5.0))  # 1 and 5 m are outside; 0.5 -> 1, 9 -> 5
+    assert m["abs_rel"] == pytest.approx((1 / 2 + 1 / 4) / 2) and m["rmse"] == pytest.approx(math.sqrt((1 + 1) / 2))
+    holes = torch.tensor([[[[0.0, 2.0, 4.0]]]])
+    masked = depth_metrics(torch.tensor([[[[1.0, 2.0, 2.0]]]]), holes, mask=torch.tensor([[[[True, False, True]]]]))
+    assert masked["abs_rel"] == pytest.approx(0.5)  # only the 4 m pixel: the masked-in 0 has no ground truth
     with pytest.raises(ValueError, match=r"^crop must be None or one of \['cityscapes', 'garg'\], got 'eigen'$"):
         frame_metrics(pred[0, 0], gt[0, 0], crop="eigen")
     with pytest.raises(ValueError, match="^no image has valid ground truth within the cap$"):
