@@ -233,6 +233,18 @@ def test_reference_backend_calls_no_operator(monkeypatch):
     _every_op(_batch("cpu"))
 
 
+def test_extension_backend_refused_without_the_extension(monkeypatch):
+    """Without desc_ops._C the switch to it says why and how to build it (the
+    import-time path runs in test_missing_extension_says_how_to_build)."""
+    from desc_ops import _backend
+    monkeypatch.setattr(_backend, "EXTENSION_ERROR", ImportError("no _C here"))
+    with pytest.raises(ImportError, match=r"^desc_ops: the compiled extension desc_ops\._C could not be loaded "
+                                          r"\(no _C here\)\.\nBuild it against the installed torch"):
+        desc_ops.set_backend("extension")
+    desc_ops.set_backend("reference")
+    assert desc_ops.backend() == "reference"
+
+
 def test_backend_switch(device):
     x = _batch(device)
     assert desc_ops.backend() == "extension"
