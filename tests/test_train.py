@@ -582,3 +582,13 @@ def test_target_objective_per_stage_kind():
         assert objective.confidence is False
         assert objective.instance_prior.max_depth == MAX_DEPTH and objective.instance_prior.validate is False
     assert target_objective(dataclasses.replace(cfg, confidence=True), "joint").confidence is True
+
+
+def test_amp_is_for_cuda_only(quick, tmp_path):
+    """amp=True changes nothing on the CPU: the step's terms are those of amp=False."""
+    def terms(amp):
+        torch.manual_seed(0)
+        t = Trainer(dataclasses.replace(quick, amp=amp), str(tmp_path / str(amp)), log=lambda *_: None)
+        return t.gradients("joint", 0)
+
+    assert terms(True) == terms(False)
