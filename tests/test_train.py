@@ -585,10 +585,38 @@ def test_target_objective_per_stage_kind():
 
 
 def test_amp_is_for_cuda_only(quick, tmp_path):
-    """amp=True changes nothing on the CPU: the step's terms are those of amp=False."""
+    """amp=True changes nothing on the CPU: a step's terms are those of amp=False,
+    and those of the terms computed outside any autocast (float32 throughout)."""
     def terms(amp):
         torch.manual_seed(0)
         t = Trainer(dataclasses.replace(quick, amp=amp), str(tmp_path / str(amp)), log=lambda *_: None)
-        return t.gradients("joint", 0)
+        return t, t.gradients("joint", 0)
 
-    assert terms(True) == terms(False)
+    t, with_amp = terms(True)
+    assert with_amp == terms(False)[1]
+    torch.manual_seed(0)
+    fresh = Trainer(quick, str(tmp_path / "plain"), log=lambda *_: None)
+    plain = fresh.terms("joint", fresh.batch(fresh.source, 1, 0), fresh.batch(fresh.target, 2, 0))
+    assert with_amp == {k: v.item() for k, v in plain.items()}
+
+
+def test_stage_logs_and_fresh_optimizer(quick, tmp_path):
+    """A finished stage says so and trains nothing; an interrupted one says where it
+    resumes; a stage started from another's checkpoint takes its weights, not its
+    optimizer state."""
+    lines = []
+    first = Trainer(quick, str(tmp_path), log=lambda *_: None)
+    first.run_stage("source_only", 2)
+    again = Trainer(quick, str(tmp_path), log=lines.append)
+    assert again.run_stage("source_only", 2) == 0
+    assert lines == [f"source_only: done already ({os.path.join(str(tmp_path), 'source_only.pt')})"]
+    state = torch.load(first.checkpoint_path("source_only"), weights_only=True)
+    state.update(done=False, step=1)
+    torch.save(state, first.checkpoint_path("source_only"))
+    assert Trainer(quick, str(tmp_path), log=lines.append).run_stage("source_only", 2) == 1
+    assert lines[1] == "source_only: resuming at step 1"
+    chained = Trainer(quick, str(tmp_path / "next"), log=lambda *_: None)
+    assert chained.run_stage("semantic", 0, start_from=first.checkpoint_path("source_only")) == 0
+    assert len(chained.opt.state) == 0
+    saved = torch.load(first.checkpoint_path("source_only"), weights_only=True)["g_rgb"]
+    assert all(torch.equal(v, saved[k]) for k, v in chained.g_rgb.state_dict().items())
