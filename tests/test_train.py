@@ -613,8 +613,12 @@ def test_stage_logs_and_fresh_optimizer(quick, tmp_path):
     state = torch.load(first.checkpoint_path("source_only"), weights_only=True)
     state.update(done=False, step=1)
     torch.save(state, first.checkpoint_path("source_only"))
-    assert Trainer(quick, str(tmp_path), log=lines.append).run_stage("source_only", 2) == 1
+    reports = []
+    resumed = Trainer(quick, str(tmp_path), log=lines.append, on_step=lambda *report: reports.append(report))
+    assert resumed.run_stage("source_only", 2) == 1
     assert lines[1] == "source_only: resuming at step 1"
+    logged = json.loads(open(os.path.join(str(tmp_path), "log.jsonl")).readlines()[-1])
+    assert reports == [("source_only", 2, pytest.approx(logged["loss"]))] and logged["step"] == 2
     chained = Trainer(quick, str(tmp_path / "next"), log=lambda *_: None)
     assert chained.run_stage("semantic", 0, start_from=first.checkpoint_path("source_only")) == 0
     assert len(chained.opt.state) == 0
