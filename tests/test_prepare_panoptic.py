@@ -275,6 +275,11 @@ def other_label_set(root):
     return ["category 3 is 'bicycle' here but 'car' in COCO panoptic"]
 
 
+def category_not_an_object(root):
+    write_coco(root, {"f0": coco_f0(), "f1": coco_f1()}, categories=[1, dict(id=3, name="car", isthing=1)])
+    return ["panoptic.json: a category is 1, not an object: expected a COCO panoptic JSON"]
+
+
 def not_prepared(root):
     write_coco(root, {"f0": coco_f0(), "f1": coco_f1()})
     os.remove(root / "data" / "target_train" / "meta.json")
@@ -282,7 +287,8 @@ def not_prepared(root):
 
 
 @pytest.mark.parametrize("case", [single_channel, unknown_segment, bad_category, aspect_mismatch, missing_frame,
-                                  two_frames_fail, repeated_segment, other_label_set, not_prepared])
+                                  two_frames_fail, repeated_segment, other_label_set, category_not_an_object,
+                                  not_prepared])
 def test_errors_name_the_file_and_leave_meta_unchanged(root, capsys, case):
     meta = root / "data" / "target_train" / "meta.json"
     before = meta.read_bytes()

@@ -299,9 +299,12 @@ def coco_index(predictions: str) -> Tuple[str, str, Dict[str, Dict]]:
 
 
 def check_categories(path: str, categories: Iterable[Dict]) -> None:
-    """Refuses a JSON whose categories name COCO panoptic ids differently: another label set that reuses them."""
+    """Refuses a JSON whose categories are not objects, or name COCO panoptic ids differently: another label set
+    that reuses them."""
     for cat in categories:
-        layout = coco.FROM_COCO_ID.get(cat.get("id")) if isinstance(cat, dict) else None
+        if not isinstance(cat, dict):
+            raise DataError(f"{path}: a category is {cat!r}, not an object: expected a COCO panoptic JSON")
+        layout = coco.FROM_COCO_ID.get(cat.get("id"))
         if layout is not None and "name" in cat and cat["name"] != coco.CLASSES[layout]:
             raise DataError(f"{path}: category {cat['id']} is {cat['name']!r} here but {coco.CLASSES[layout]!r} in "
                             f"COCO panoptic: these predictions use another label set; only the 133 COCO panoptic "
