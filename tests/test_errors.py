@@ -271,12 +271,12 @@ def test_accepted_argument_forms(impl):
     their (B, H, W), (B, 1, H, W) and scalar forms; int16 and uint8 maps as int64."""
     desc_ops.set_backend(impl)
     ids, depth, image = _ids(), _x(), torch.rand(B, H, W)
-    for a, b in zip(desc_ops.instance_stats(ids[:, None], K, depth), desc_ops.instance_stats(ids, K, depth)):
-        torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True)
+    want = desc_ops.instance_stats(ids, K, depth)
+    for form in (ids[:, None], ids.short()):  # other integer dtypes are taken as int64
+        for a, b in zip(desc_ops.instance_stats(form, K, depth), want):
+            torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True)
     assert torch.equal(desc_ops.smoothness_loss(depth, image), desc_ops.smoothness_loss(depth, image[:, None]))
-    # Other integer dtypes are taken as int64, an image of another floating dtype in depth's.
-    for a, b in zip(desc_ops.instance_stats(ids.short(), K, depth), desc_ops.instance_stats(ids, K, depth)):
-        torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True)
+    # An image of another floating dtype is taken in depth's.
     assert torch.equal(desc_ops.confidence_map(ids.to(torch.uint8)), desc_ops.confidence_map(ids))
     assert torch.equal(desc_ops.smoothness_loss(depth, image.double()), desc_ops.smoothness_loss(depth, image))
     heights = torch.rand(B, K) + 1
