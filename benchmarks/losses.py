@@ -246,7 +246,10 @@ def time_cpu(runs: Dict[str, Callable], budget_s=0.5, block_s=0.01, min_rounds=5
     """Median, p20 and p80 ms of each of ``runs``, timed side by side: in rounds,
     each run one block of about ``block_s`` in turn, until each has had
     ``budget_s``. On a shared machine a slow phase then falls on every provider
-    of a row (and on its copy), not on whichever happened to be running."""
+    of a row (and on its copy), not on whichever happened to be running. Each
+    block starts after one untimed call, so that no provider pays for what
+    the one before it left in the caches (the copy's dirty lines, written back
+    as the next run's reads evict them)."""
     timers, number, times = {}, {}, {}
     for name, run in runs.items():
         run()
@@ -262,6 +265,7 @@ def time_cpu(runs: Dict[str, Callable], budget_s=0.5, block_s=0.01, min_rounds=5
         for name, timer in timers.items():
             if rounds >= min_rounds and spent[name] >= budget_s:
                 continue
+            runs[name]()
             per_call = timer.timeit(number[name]).mean
             times[name].append(per_call * 1e3)
             spent[name] += per_call * number[name]
