@@ -600,6 +600,23 @@ def test_amp_is_for_cuda_only(quick, tmp_path):
     assert with_amp == {k: v.item() for k, v in plain.items()}
 
 
+def test_stage_log_records_every_log_every_steps_and_the_last(quick, tmp_path):
+    """log.jsonl gets a record at each multiple of log_every and at the stage's
+    last step, each with the loss, its terms and the seconds since the stage
+    began (a float with two decimals)."""
+    trainer = Trainer(dataclasses.replace(quick, log_every=2), str(tmp_path), log=lambda *_: None)
+    trainer.run_stage("source_only", 5)
+    records = [json.loads(line) for line in open(os.path.join(str(tmp_path), "log.jsonl"))]
+    assert [r["step"] for r in records] == [2, 4, 5]
+    assert {r["stage"] for r in records} == {"source_only"}
+    seconds = [r["time"] for r in records]
+    assert all(isinstance(t, float) and t == round(t, 2) for t in seconds)
+    assert 0 <= seconds[0] <= seconds[1] <= seconds[2] < 600
+    for r in records:
+        terms = {k: v for k, v in r.items() if k not in ("stage", "step", "loss", "time")}
+        assert terms and r["loss"] == pytest.approx(sum(terms.values()), abs=1e-4)
+
+
 def test_stage_logs_and_fresh_optimizer(quick, tmp_path):
     """A finished stage says so and trains nothing; an interrupted one says where it
     resumes; a stage started from another's checkpoint takes its weights, not its
