@@ -2,6 +2,7 @@
 import json
 import os
 import sys
+import types
 
 import torch
 
@@ -44,3 +45,33 @@ def test_loop_provider_matches_kernels():
     torch.testing.assert_close(instance_prior_loss_loop(x["depth"], x["ids"], x["heights"], x["focal"]).double(),
                                desc_ops.instance_prior_loss(x["depth"], x["ids"], x["heights"], x["focal"]),
                                rtol=1e-6, atol=1e-6)
+
+
+def test_cpu_timing_takes_turns_and_starts_each_block_with_an_untimed_call(monkeypatch):
+    """time_cpu times the providers of a row in turns, round after round, and each
+    block of timed calls follows one untimed call of the same provider, so that no
+    provider inherits the cache state another left."""
+    log = []
+
+    class Timer:
+        def __init__(self, stmt, globals, num_threads):
+            self.run = globals["run"]
+
+        def timeit(self, number):
+            log.append(("block", self.run.name))
+            for _ in range(number):
+                self.run()
+            return types.SimpleNamespace(mean=1e-3)
+
+    def provider(name):
+        def run():
+            log.append(("call", name))
+        run.name = name
+        return run
+
+    monkeypatch.setattr(losses.tbench, "Timer", Timer)
+    times = losses.time_cpu({"a": provider("a"), "b": provider("b")}, budget_s=0.005, block_s=1e-12, min_rounds=3)
+    blocks = [i for i, entry in enumerate(log) if entry[0] == "block"]
+    assert [log[i][1] for i in blocks] == ["a", "b"] * 5
+    assert all(log[i - 1] == ("call", log[i][1]) for i in blocks)
+    assert set(times) == {"a", "b"} and all(t == (1.0, 1.0, 1.0) for t in times.values())
