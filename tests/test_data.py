@@ -10,7 +10,7 @@ import torch
 import desc_ops
 from desc_train.cli import main as cli_main
 from desc_train.data import generator as gen
-from desc_train.data.classes import CAR, PERSON
+from desc_train.data.classes import BUILDING, CAR, PERSON, ROAD, SIDEWALK
 from desc_train.data.dataset import Augment, DepthDataset, crop_frame, flip_frame, resize_frame, to_tensors
 from desc_train.data.generate import generate_split
 from desc_train.data.layout import DataError, read_meta, read_sample, write_sample
@@ -288,6 +288,65 @@ def test_resize_and_crop_treat_every_map_alike(factor):
         np.testing.assert_array_equal(cut[key], s[key][2:9, 3:14])
     np.testing.assert_array_equal(cut["logits"], s["logits"][:, 2:9, 3:14])
     assert cut["focal"] == 100.0
+
+
+def _labelled_scene(semantic, instance, background, objects):
+    H, W = semantic.shape
+    zeros = np.zeros((H, W), np.float32)
+    return gen.Scene(depth=zeros, semantic=semantic, instance=instance, background=background, objects=objects,
+                     focal=100.0, u=zeros, v=zeros.copy(), pitch=0.0)
+
+
+def test_simulated_segmenter_misses_instances_shorter_than_min_rows():
+    """Without jitter or label noise the prediction is the truth, except that an
+    instance fewer than min_rows rows tall is missed (its pixels take the label
+    behind it); one exactly min_rows tall is kept."""
+    from desc_train.data.segmenter import simulate_segmenter
+
+    background = np.full((40, 60), BUILDING, np.uint8)
+    background[25:] = ROAD
+    semantic, instance = background.copy(), np.zeros((40, 60), np.uint16)
+    semantic[5:13, 5:15], instance[5:13, 5:15] = CAR, 1  # 8 rows
+    semantic[20:27, 30:40], instance[20:27, 30:40] = PERSON, 2  # 7 rows
+    objects = [gen.SceneObject(CAR, 1, 0.0, 10.0, 1.5, 1.8), gen.SceneObject(PERSON, 2, 0.0, 12.0, 1.7, 0.6)]
+    scene = _labelled_scene(semantic, instance, background, objects)
+    sem, inst = simulate_segmenter(scene, np.random.default_rng(0), jitter=0.0, noise_patches=0, min_rows=8)
+    want_sem, want_inst = semantic.copy(), instance.copy()
+    want_sem[instance == 2], want_inst[instance == 2] = background[instance == 2], 0
+    np.testing.assert_array_equal(sem, want_sem)
+    np.testing.assert_array_equal(inst, want_inst)
+    assert scene.semantic[25, 35] == PERSON  # the scene itself is left as it was
+
+
+def test_simulated_segmenter_jitter_moves_labels_within_the_image():
+    """Boundary jitter displaces the label maps, replicating the image's edge:
+    a frame that is one instance of one class everywhere stays so."""
+    from desc_train.data.segmenter import simulate_segmenter
+
+    semantic, instance = np.full((40, 60), CAR, np.uint8), np.ones((40, 60), np.uint16)
+    scene = _labelled_scene(semantic, instance, np.full((40, 60), ROAD, np.uint8),
+                            [gen.SceneObject(CAR, 1, 0.0, 3.0, 1.5, 1.8)])
+    sem, inst = simulate_segmenter(scene, np.random.default_rng(0), jitter=3.0, noise_patches=0)
+    assert (sem == CAR).all() and (inst == 1).all()
+
+
+def test_simulated_segmenter_label_noise_is_a_few_small_patches():
+    """Label noise: up to noise_patches discs of radius at most max(3, H / 12)
+    take one label each; over many frames it changes some pixels, never more
+    than those discs hold."""
+    from desc_train.data.segmenter import simulate_segmenter
+
+    H, W = 48, 96
+    semantic = np.zeros((H, W), np.uint8)
+    for x in range(0, W, 6):
+        semantic[:, x:x + 3] = SIDEWALK  # stripes: a moved label shows wherever it lands
+    scene = _labelled_scene(semantic, np.zeros((H, W), np.uint16), semantic.copy(), [])
+    changed = []
+    for seed in range(20):
+        sem, _ = simulate_segmenter(scene, np.random.default_rng(seed), jitter=0.0, noise_patches=3)
+        changed.append(int((sem != semantic).sum()))
+    assert max(changed) <= 3 * np.pi * max(3, H / 12) ** 2
+    assert sum(c > 0 for c in changed) >= 5
 
 
 def test_simulated_logits_margin_grows_away_from_boundaries():
