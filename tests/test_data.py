@@ -89,6 +89,20 @@ def test_split_does_not_depend_on_workers(tmp_path):
     assert read_meta(str(tmp_path / "one")).frames == read_meta(str(tmp_path / "two")).frames
 
 
+def test_split_meta_records_each_frames_true_objects(tmp_path):
+    """meta.json lists, per frame, the focal length and the scene's objects: instance
+    id, class, metric height and width, lateral position and depth (4 decimals)."""
+    frames = generate_split(str(tmp_path / "s"), "source", 3, seed=5, first=7, size=(40, 120), workers=1).frames
+    assert frames == read_meta(str(tmp_path / "s")).frames and sorted(frames) == ["000000", "000001", "000002"]
+    for i, name in enumerate(sorted(frames)):
+        scene = gen.make_frame(5, "source", 7 + i, 40, 120)["scene"]
+        assert scene.objects and frames[name]["focal"] == scene.focal
+        assert frames[name]["objects"] == [
+            dict(instance=o.instance, cls=o.cls, height=round(o.height, 4), width=round(o.width, 4),
+                 X=round(o.X, 4), Z=round(o.Z, 4)) for o in scene.objects]
+        assert any(o.height != round(o.height, 4) for o in scene.objects)  # the rounding is seen
+
+
 def test_domains_differ_in_look_not_in_geometry():
     """Per class, the colours of the two looks differ; the depth statistics do not."""
     src = [gen.make_frame(0, "source", i, 48, 160) for i in range(12)]
