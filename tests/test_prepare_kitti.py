@@ -345,6 +345,25 @@ def test_published_list_is_recognised_by_its_hash(tree, tmp_path, monkeypatch):
     reordered = monodepth2_list(tmp_path / "other.txt", [B, A, C])  # the test list's hash is of its order
     assert prepare(tree, tmp_path / "reordered", reordered) == 0
     assert read_meta(str(tmp_path / "reordered" / "target_test")).dataset["list_name"] is None
+    # Training lists are known by the hash of their sorted frames, in whatever order they come.
+    monkeypatch.setattr(kitti, "SORTED", {meta.dataset["list_sha256_sorted"]: "Eigen train"})
+    assert prepare(tree, tmp_path / "sorted", reordered) == 0
+    assert read_meta(str(tmp_path / "sorted" / "target_test")).dataset["list_name"] == "Eigen train"
+
+
+def test_limit_converts_the_first_frames_of_the_list(tree, tmp_path):
+    assert prepare(tree, tmp_path / "out", monodepth2_list(tmp_path / "test.txt"), "--limit", "2") == 0
+    assert sorted(read_meta(str(tmp_path / "out" / "target_test")).frames) == sorted([name(A), name(B)])
+
+
+@pytest.mark.parametrize("extra, text", [
+    (["--gt", "npz"], "--gt npz needs --gt-npz FILE"),
+    (["--gt", "velodyne", "--gt-npz", "gt.npz"], "--gt-npz is read with --gt npz only, not with --gt velodyne"),
+])
+def test_gt_npz_goes_with_gt_npz_only(tree, tmp_path, capsys, extra, text):
+    assert prepare(tree, tmp_path / "out", monodepth2_list(tmp_path / "test.txt"), *extra) == 1
+    assert text in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "out" / "target_test" / "meta.json")
 
 
 def test_annotated_ground_truth_is_metres_times_256(tree, tmp_path):
