@@ -94,6 +94,7 @@ def test_split_meta_records_each_frames_true_objects(tmp_path):
     id, class, metric height and width, lateral position and depth (4 decimals)."""
     frames = generate_split(str(tmp_path / "s"), "source", 3, seed=5, first=7, size=(40, 120), workers=1).frames
     assert frames == read_meta(str(tmp_path / "s")).frames and sorted(frames) == ["000000", "000001", "000002"]
+    assert not os.path.exists(tmp_path / "s" / "logits")  # only when asked for
     for i, name in enumerate(sorted(frames)):
         scene = gen.make_frame(5, "source", 7 + i, 40, 120)["scene"]
         assert scene.objects and frames[name]["focal"] == scene.focal
@@ -101,6 +102,23 @@ def test_split_meta_records_each_frames_true_objects(tmp_path):
             dict(instance=o.instance, cls=o.cls, height=round(o.height, 4), width=round(o.width, 4),
                  X=round(o.X, 4), Z=round(o.Z, 4)) for o in scene.objects]
         assert any(o.height != round(o.height, 4) for o in scene.objects)  # the rounding is seen
+
+
+def test_benchmark_splits_are_disjoint_scenes_of_their_domain(tmp_path):
+    """target_train and target_test draw different scenes of the target domain (frame
+    i of a split is scene first + i, with first 100,000 apart); meta.json has the
+    camera's focal length; no logits unless asked for."""
+    from desc_train.data import generate_benchmark
+
+    metas = generate_benchmark(str(tmp_path), {"source_train": 1, "target_train": 1, "target_test": 1}, seed=4,
+                               size=(40, 120), workers=1, log=None)
+    for split, (domain, first) in {"source_train": ("source", 0), "target_train": ("target", 100_000),
+                                   "target_test": ("target", 200_000)}.items():
+        want = gen.make_frame(4, domain, first, 40, 120)
+        got = read_sample(str(tmp_path / split), "000000", metas[split])
+        assert np.array_equal(got["rgb"], want["rgb"]), split
+        assert metas[split].domain == domain and metas[split].focal == want["scene"].focal > 0
+        assert not os.path.exists(tmp_path / split / "logits")
 
 
 def test_domains_differ_in_look_not_in_geometry():
