@@ -92,11 +92,11 @@ def test_split_does_not_depend_on_workers(tmp_path):
 def test_split_meta_records_each_frames_true_objects(tmp_path):
     """meta.json lists, per frame, the focal length and the scene's objects: instance
     id, class, metric height and width, lateral position and depth (4 decimals)."""
-    frames = generate_split(str(tmp_path / "s"), "source", 3, seed=5, first=7, size=(40, 120), workers=1).frames
+    frames = generate_split(str(tmp_path / "s"), "target", 3, seed=5, first=7, size=(40, 120), workers=1).frames
     assert frames == read_meta(str(tmp_path / "s")).frames and sorted(frames) == ["000000", "000001", "000002"]
     assert not os.path.exists(tmp_path / "s" / "logits")  # only when asked for
     for i, name in enumerate(sorted(frames)):
-        scene = gen.make_frame(5, "source", 7 + i, 40, 120)["scene"]
+        scene = gen.make_frame(5, "target", 7 + i, 40, 120)["scene"]
         assert scene.objects and frames[name]["focal"] == scene.focal
         assert frames[name]["objects"] == [
             dict(instance=o.instance, cls=o.cls, height=round(o.height, 4), width=round(o.width, 4),
