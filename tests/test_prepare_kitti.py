@@ -394,6 +394,12 @@ def test_jpeg_tree_needs_ext_jpg(tmp_path, capsys):
     assert np.abs(rgb[96, 320].astype(int) - COLOUR[A]).max() <= 3  # JPEG
 
 
+def test_list_of_jpeg_files_over_a_png_tree_says_to_pass_ext_png(tree, tmp_path, capsys):
+    assert prepare(tree, tmp_path / "out", desc_list(tmp_path / "test.txt", ext="jpg")) == 1
+    err = capsys.readouterr().err
+    assert "0000000069.jpg missing but 0000000069.png exists (the list names JPEG files); pass --ext png" in err
+
+
 def test_missing_calibration_names_the_archive(tree, tmp_path, capsys):
     os.remove(tree / REAL_DATE / "calib_cam_to_cam.txt")
     assert prepare(tree, tmp_path / "out", monodepth2_list(tmp_path / "test.txt")) == 1
