@@ -202,6 +202,9 @@ def test_v1_depth_in_metres_focal_and_names(tmp_path):
     assert meta.has_depth and not meta.has_labels and meta.max_depth == 80.0
     assert meta.dataset["name"] == "vkitti" and meta.dataset["version"] == "1.3.1"
     assert meta.dataset["layout"] == "archives" and meta.dataset["list_sha256"] is None
+    assert meta.dataset["converter"] == "desc-train prepare vkitti" and meta.label_source is None
+    assert meta.dataset["root"] == meta.dataset["args"]["root"] == os.path.abspath(src)
+    assert meta.dataset["args"]["limit"] is None and meta.dataset["args"]["max_depth"] == 80.0
     record = meta.frames["0002_fog_00001"]
     assert record["src"] == os.path.join("vkitti_1.3.1_rgb", "0002", "fog", "00001.png")
     assert record["orig_size"] == [375, 1242]
