@@ -184,6 +184,20 @@ def test_calibration_file_keeps_text_and_reads_the_camera(tree):
     assert right.K[2] == pytest.approx(609.5593) and right.P_rect[0, 3] == pytest.approx(-339.5242)
 
 
+@pytest.mark.parametrize("line, text", [
+    ("T: 1 2\n", "T must hold 3 numbers, got array([1., 2.])"),
+    ("T: left of the car\n", "T must hold 3 numbers, got 'left of the car'"),
+    ("", "no T line"),
+])
+def test_calibration_values_of_the_wrong_count_or_kind_are_refused(tree, line, text):
+    path = tree / REAL_DATE / "calib_velo_to_cam.txt"
+    kept = [k for k in path.read_text().splitlines(keepends=True) if not k.startswith("T:")]
+    path.write_text("".join(kept) + line)
+    with pytest.raises(DataError) as err:
+        load_velo_to_cam(str(tree), REAL_DATE)
+    assert str(err.value).startswith(f"{path}: ") and text in str(err.value)
+
+
 def test_projection_puts_chosen_depths_on_chosen_pixels(tree):
     P, size = projection(tree, REAL_DATE), SIZES[REAL_DATE]
     points = scan(tree, A)
