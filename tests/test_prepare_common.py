@@ -1,12 +1,15 @@
 """The converters' shared pieces (desc_train.data.prepare.common): list hashes,
 image resizing, and the per-frame checks before a frame is written."""
 import hashlib
+import os
+import shutil
 
 import cv2
 import numpy as np
 import pytest
 
-from desc_train.data.prepare.common import Frame, _write_frame, resize_rgb, sha256_lines
+from desc_train.data.layout import DataError, read_meta
+from desc_train.data.prepare.common import Frame, _write_frame, resize_rgb, sha256_lines, write_split
 
 
 def test_list_hash_is_of_the_lines_each_ended_by_one_newline():
@@ -31,3 +34,36 @@ def test_a_map_of_another_size_than_the_image_is_refused(tmp_path, key):
     name, record, error = _write_frame((str(tmp_path), "f", None, lambda job: frame, None, 256.0))
     assert (name, record) == ("f", None)
     assert error == f"rgb/f.png: {key} is 5x4 but the image is 6x4"
+
+
+def _frame(job):
+    if job == "bad":
+        raise DataError("rgb/bad.png: unreadable")
+    return Frame(name=job, src=f"rgb/{job}.png", rgb=np.full((4, 6, 3), 7, np.uint8), K=[5.0, 5.0, 3.0, 2.0],
+                 depth=np.ones((4, 6), np.float32))
+
+
+def _write(split_dir, frames, args, lines):
+    meta = dict(domain="target", classes=["road"], instance_classes=[])
+    return write_split(split_dir, frames, _frame, size=None, meta=meta, args=args, workers=1, log=lines.append)
+
+
+def test_repeated_frame_names_are_refused_before_anything_is_written(tmp_path):
+    with pytest.raises(DataError, match=r"frame names repeat \(a, b\): the frame list names some frames twice"):
+        _write(str(tmp_path / "s"), [("a", "a"), ("b", "b"), ("a", "a"), ("c", "c"), ("b", "b")], {}, [])
+    assert not os.path.exists(tmp_path / "s")
+
+
+def test_a_failed_split_resumes_under_the_same_arguments_and_restarts_under_others(tmp_path):
+    split, lines = str(tmp_path / "s"), []
+    with pytest.raises(DataError, match="1 of 2 frames failed"):
+        _write(split, [("a", "a"), ("b", "bad")], {"size": "native"}, lines)
+    _write(split, [("a", "a"), ("b", "b")], {"size": "native"}, lines)
+    assert f"{split}: resuming, 1 of 2 frames written already" in lines
+    shutil.rmtree(split)
+    lines.clear()
+    with pytest.raises(DataError):
+        _write(split, [("a", "a"), ("b", "bad")], {"size": "native"}, lines)
+    _write(split, [("a", "a"), ("b", "b")], {"size": [4, 6]}, lines)
+    assert not any("resuming" in line for line in lines)
+    assert sorted(read_meta(split).frames) == ["a", "b"]
