@@ -1,5 +1,6 @@
 """The converters' shared pieces (desc_train.data.prepare.common): list hashes,
 image resizing, and the per-frame checks before a frame is written."""
+import argparse
 import hashlib
 import os
 import shutil
@@ -9,7 +10,8 @@ import numpy as np
 import pytest
 
 from desc_train.data.layout import DataError, read_meta
-from desc_train.data.prepare.common import Frame, _write_frame, resize_rgb, sha256_lines, write_split
+from desc_train.data.prepare.common import (Frame, _write_frame, anisotropy_note, parse_size, resize_rgb, sha256_lines,
+                                            write_split)
 
 
 def test_list_hash_is_of_the_lines_each_ended_by_one_newline():
@@ -43,9 +45,9 @@ def _frame(job):
                  depth=np.ones((4, 6), np.float32))
 
 
-def _write(split_dir, frames, args, lines):
+def _write(split_dir, frames, args, lines, workers=1):
     meta = dict(domain="target", classes=["road"], instance_classes=[])
-    return write_split(split_dir, frames, _frame, size=None, meta=meta, args=args, workers=1, log=lines.append)
+    return write_split(split_dir, frames, _frame, size=None, meta=meta, args=args, workers=workers, log=lines.append)
 
 
 def test_repeated_frame_names_are_refused_before_anything_is_written(tmp_path):
@@ -57,7 +59,7 @@ def test_repeated_frame_names_are_refused_before_anything_is_written(tmp_path):
 def test_a_failed_split_resumes_under_the_same_arguments_and_restarts_under_others(tmp_path):
     split, lines = str(tmp_path / "s"), []
     with pytest.raises(DataError, match="1 of 2 frames failed"):
-        _write(split, [("a", "a"), ("b", "bad")], {"size": "native"}, lines)
+        _write(split, [("a", "a"), ("b", "bad")], {"size": "native"}, lines, workers=2)
     _write(split, [("a", "a"), ("b", "b")], {"size": "native"}, lines)
     assert f"{split}: resuming, 1 of 2 frames written already" in lines
     shutil.rmtree(split)
@@ -67,3 +69,23 @@ def test_a_failed_split_resumes_under_the_same_arguments_and_restarts_under_othe
     _write(split, [("a", "a"), ("b", "b")], {"size": [4, 6]}, lines)
     assert not any("resuming" in line for line in lines)
     assert sorted(read_meta(split).frames) == ["a", "b"]
+
+
+@pytest.mark.parametrize("text, want", [("192x640", (192, 640)), ("16x16", (16, 16)), ("native", None)])
+def test_size_is_multiples_of_16_or_native(text, want):
+    assert parse_size(text) == want
+
+
+@pytest.mark.parametrize("text", ["0x32", "32x0", "8x640", "192x630", "192", "axb"])
+def test_other_sizes_are_refused(text):
+    with pytest.raises(argparse.ArgumentTypeError, match=repr(text)):
+        parse_size(text)
+
+
+def test_anisotropy_note_when_x_and_y_scale_more_than_1_percent_apart():
+    assert anisotropy_note((375, 1242), None) is None
+    assert anisotropy_note((375, 1242), (375, 1242)) is None
+    assert anisotropy_note((100, 200), (50, 100)) is None
+    assert anisotropy_note((100, 200), (100, 196)) == (
+        "note: 200x100 -> 196x100 scales x by 0.9800 and y by 1.0000; fx and fy are scaled apart, and the focal "
+        "of the height prior is fy")
