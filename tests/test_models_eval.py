@@ -37,6 +37,28 @@ def test_semantic_input_and_height_net():
     assert heights.shape == (2, 3) and (heights > 0).all()
 
 
+def test_semantic_input_keeps_class_0_and_zeroes_ignored_pixels():
+    labels = torch.tensor([[[0, 2], [-1, 1]]])
+    edges = torch.tensor([[[[0.5, 0.0], [1.0, 0.25]]]])
+    want = torch.zeros(1, 4, 2, 2)
+    want[0, 0, 0, 0] = want[0, 2, 0, 1] = want[0, 1, 1, 1] = 1
+    want[0, 3] = edges[0, 0]
+    assert torch.equal(semantic_input(labels, 3, edges), want)
+
+
+def test_instance_features_of_known_boxes():
+    """Class one-hot, then y_min / H, y_max / H, x_min / W, x_max / W, rows / H, columns / W
+    and the mask's fill of its box; a slot of class 0 counts, an empty or unclassed one is zeros."""
+    ids = torch.full((1, 10, 20), -1)
+    ids[0, 2:6, 4:10] = 0  # 4 rows x 6 columns, full
+    ids[0, 7, 1:3] = 1  # 1 row x 2 columns
+    ids[0, 8, 15] = 3  # pixels, but no class
+    feats = instance_features(desc_ops.instance_stats(ids, 4), torch.tensor([[2, 0, 1, -1]]), 3, 10, 20)
+    torch.testing.assert_close(feats[0, 0], torch.tensor([0, 0, 1, 2 / 10, 5 / 10, 4 / 20, 9 / 20, 4 / 10, 6 / 20, 1.0]))
+    torch.testing.assert_close(feats[0, 1], torch.tensor([1, 0, 0, 7 / 10, 7 / 10, 1 / 20, 2 / 20, 1 / 10, 2 / 20, 1.0]))
+    assert (feats[0, 2:] == 0).all()
+
+
 def test_metrics_by_hand():
     gt = torch.tensor([[[[2.0, 4.0], [10.0, 0.0]]]])
     pred = torch.tensor([[[[2.0, 5.0], [8.0, 3.0]]]])

@@ -169,6 +169,22 @@ def test_config_file_and_overrides(tmp_path):
         load_config(str(tmp_path / "bad.toml"))
 
 
+@pytest.mark.parametrize("text, value", [("1", True), ("TRUE", True), ("Yes", True), ("on", True),
+                                         ("0", False), ("False", False), ("NO", False), ("Off", False)])
+def test_boolean_overrides_in_any_case(text, value):
+    assert load_config(None, [f"amp={text}"]).amp is value
+
+
+def test_a_boolean_override_that_is_none_is_refused():
+    with pytest.raises(ValueError, match="amp.*expected a boolean, got 'maybe'"):
+        load_config(None, ["amp=maybe"])
+
+
+def test_count_overrides_change_the_named_splits_only():
+    cfg = load_config(None, ["counts=source_train:7, target_test:3"])
+    assert cfg.counts == dict(Config().counts, source_train=7, target_test=3)
+
+
 def test_tensorboard_gets_the_logged_scalars(quick, tmp_path, monkeypatch):
     import desc_train.train as train_mod
 
