@@ -1,6 +1,7 @@
 """desc_train data: the procedural benchmark's geometry, the on-disk layout,
 determinism, errors that name the file, and geometry-preserving augmentations."""
 import os
+from re import escape as re_escape
 
 import cv2
 import numpy as np
@@ -438,6 +439,26 @@ def test_ground_truth_is_stored_as_float32_metres_with_0_for_none(tmp_path):
     np.testing.assert_array_equal(stored, np.float32([[2.5, 0, 0], [0, 0, 80.0]]))
     np.testing.assert_array_equal(read_gt(str(tmp_path), "f"), stored)
     assert not os.path.exists(str(tmp_path / "gt" / "f.npy.tmp.npy"))
+
+
+def test_ground_truth_of_other_tools_is_cleaned_on_reading_and_checked(tmp_path):
+    from desc_train.data.layout import read_gt
+
+    os.makedirs(tmp_path / "gt")
+    np.save(str(tmp_path / "gt" / "f.npy"), np.array([[2.5, -1.0], [np.nan, np.inf]]))  # float64, unclean
+    got = read_gt(str(tmp_path), "f")
+    assert got.dtype == np.float32 and np.array_equal(got, np.float32([[2.5, 0], [0, 0]]))
+    for bad in (np.zeros((2, 2, 1)), np.zeros((2, 2), np.int32)):
+        np.save(str(tmp_path / "gt" / "g.npy"), bad)
+        with pytest.raises(DataError, match=f"gt/g.npy: ground truth must be a 2-D float array of metres, got "
+                                            f"{bad.dtype} {re_escape(str(bad.shape))}"):
+            read_gt(str(tmp_path), "g")
+
+
+def test_depth_beyond_the_png_range_is_stored_as_the_largest_value(tmp_path):
+    write_sample(str(tmp_path), "f", None, np.float32([[300.0, 1.0]]), None, None, depth_scale=256.0)
+    stored = cv2.imread(str(tmp_path / "depth" / "f.png"), cv2.IMREAD_UNCHANGED)
+    assert stored.dtype == np.uint16 and stored.tolist() == [[65535, 256]]
 
 
 def test_only_folders_with_a_meta_json_are_splits(tmp_path):
