@@ -152,3 +152,11 @@ def test_train_chains_the_stages_and_says_what_it_skips(tmp_path, monkeypatch):
             train_desc(cfg, log=lines.append)
         assert str(err.value).startswith(f"{os.path.join(root, split)}: no prepared split (no meta.json); ")
         assert str(err.value).endswith(f"or set data= and {setting}")
+
+
+def test_train_reads_its_config_file(data, tmp_path, capsys):
+    config = tmp_path / "run.toml"
+    config.write_text("colour = 1\n")
+    out = str(tmp_path / "run")
+    assert cli(["train", "--config", str(config), *sets(*TINY, f"data={data}", f"out={out}")]) == 1
+    assert "unknown settings" in capsys.readouterr().err and not os.path.exists(out)
