@@ -206,6 +206,19 @@ def test_tensorboard_gets_the_logged_scalars(quick, tmp_path, monkeypatch):
     tags = {w[0] for w in written if w != "closed"}
     assert {"source_only/loss", "source_only/supervised_rgb", "source_only/smoothness"} <= tags
     assert {w[2] for w in written if w != "closed"} == {1, 2} and written[-1] == "closed"
+    # Every number of the log's records, under its key, and nothing else.
+    records = [json.loads(line) for line in open(os.path.join(str(tmp_path), "log.jsonl"))]
+    assert sorted(w for w in written if w != "closed") == sorted(
+        (f"source_only/{k}", v, r["step"]) for r in records for k, v in r.items() if k not in ("stage", "step", "time"))
+
+
+@pytest.mark.parametrize("steps, saved", [(7, [(3, False), (6, False), (7, True)]), (6, [(3, False), (6, True)])])
+def test_checkpoints_every_checkpoint_every_steps_and_at_the_end(quick, tmp_path, monkeypatch, steps, saved):
+    calls = []
+    monkeypatch.setattr(Trainer, "save", lambda self, stage, step, done: calls.append((step, done)))
+    Trainer(dataclasses.replace(quick, checkpoint_every=3), str(tmp_path), log=lambda *_: None).run_stage(
+        "source_only", steps)
+    assert calls == saved
 
 
 def test_plan_orders_every_stage_after_its_start(quick):
