@@ -402,6 +402,17 @@ def foreign(tmp_path_factory):
     return str(path)
 
 
+def test_cli_without_a_command_shows_usage_and_help_describes_it(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli_main([])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: desc-train ") and "the following arguments are required: command" in err
+    with pytest.raises(SystemExit) as exit_:
+        cli_main(["--help"])
+    assert exit_.value.code == 0 and "DESC training on top of desc_ops" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("case", ["missing checkpoint", "foreign checkpoint", "split without meta.json",
                                   "unknown --set key", "malformed --set value"])
 def test_cli_mistakes_get_one_line_naming_the_file_or_key(case, quick, start, foreign, tmp_path, capsys):
