@@ -414,6 +414,17 @@ def test_list_of_jpeg_files_over_a_png_tree_says_to_pass_ext_png(tree, tmp_path,
     assert "0000000069.jpg missing but 0000000069.png exists (the list names JPEG files); pass --ext png" in err
 
 
+@pytest.mark.parametrize("missing", ["--root", "--out"])
+def test_root_and_out_are_required(tmp_path, capsys, missing):
+    given = {"--root": str(tmp_path / "raw"), "--out": str(tmp_path / "out")}
+    argv = ["prepare", "kitti", "--list", str(tmp_path / "test.txt")]
+    argv += [a for k, v in given.items() if k != missing for a in (k, v)]
+    with pytest.raises(SystemExit) as exit_:
+        cli_main(argv)
+    assert exit_.value.code == 2
+    assert f"the following arguments are required: {missing}" in capsys.readouterr().err
+
+
 def test_missing_calibration_names_the_archive(tree, tmp_path, capsys):
     os.remove(tree / REAL_DATE / "calib_cam_to_cam.txt")
     assert prepare(tree, tmp_path / "out", monodepth2_list(tmp_path / "test.txt")) == 1
