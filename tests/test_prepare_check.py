@@ -35,6 +35,12 @@ def test_a_sound_root_passes(root, capsys):
     assert "source_train: source, 3 frames at 32x64" in out and out.strip().endswith(f"{root}: ok")
 
 
+def test_frames_sets_how_many_frames_the_depth_statistics_decode(root, capsys):
+    assert cli(["prepare", "check", root, "--frames", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "  depth over 2 frames: median" in out and "  depth over 3 frames" not in out
+
+
 def test_focal_outside_the_plausible_range(root, capsys):
     meta = read_meta(os.path.join(root, "source_train"))
     edit(root, "source_train", frames={n: dict(f, focal=0.58) for n, f in meta.frames.items()})  # normalised

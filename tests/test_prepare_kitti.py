@@ -414,9 +414,9 @@ def test_list_of_jpeg_files_over_a_png_tree_says_to_pass_ext_png(tree, tmp_path,
     assert "0000000069.jpg missing but 0000000069.png exists (the list names JPEG files); pass --ext png" in err
 
 
-@pytest.mark.parametrize("missing", ["--root", "--out"])
-def test_root_and_out_are_required(tmp_path, capsys, missing):
-    given = {"--root": str(tmp_path / "raw"), "--out": str(tmp_path / "out")}
+@pytest.mark.parametrize("missing", ["--root", "--out", "--split"])
+def test_root_out_and_split_are_required(tmp_path, capsys, missing):
+    given = {"--root": str(tmp_path / "raw"), "--out": str(tmp_path / "out"), "--split": "target_test"}
     argv = ["prepare", "kitti", "--list", str(tmp_path / "test.txt")]
     argv += [a for k, v in given.items() if k != missing for a in (k, v)]
     with pytest.raises(SystemExit) as exit_:
