@@ -703,3 +703,15 @@ def test_release_detection_names_what_it_looked_for(tmp_path):
     with pytest.raises(vkitti.DataError, match=r"two holds Virtual KITTI 1\.3\.1 \(vkitti_1\.3\.1_rgb/\) and 2\.0\.3 "
                                                r"\(Scene\*/ folders\): pass --version 1\.3\.1 or --version 2\.0\.3$"):
         vkitti.detect(str(v2), "auto")
+
+
+def test_version_may_be_named_and_worlds_listed(tmp_path):
+    """--version auto, 1.3.1 or 2.0.3 (the release found must match); --worlds takes several."""
+    v1 = make_v1(tmp_path / "v1", worlds=("0001", "0002", "0006"))
+    _, meta = converted(v1, tmp_path / "a", *OUT_SIZE, "--allow-size", "--version", "auto", "--worlds", "0001", "0006")
+    assert sorted({n.split("_")[0] for n in meta.names}) == ["0001", "0006"]
+    _, meta = converted(v1, tmp_path / "b", *OUT_SIZE, "--allow-size", "--version", "1.3.1", "--worlds", "0002")
+    assert meta.dataset["version"] == "1.3.1" and {n.split("_")[0] for n in meta.names} == {"0002"}
+    v2 = make_v2(tmp_path / "v2", cameras=(0,))
+    _, meta = converted(v2, tmp_path / "c", *OUT_SIZE, "--allow-size", "--version", "2.0.3")
+    assert meta.dataset["version"] == "2.0.3"
