@@ -706,12 +706,17 @@ def test_release_detection_names_what_it_looked_for(tmp_path):
 
 
 def test_version_may_be_named_and_worlds_listed(tmp_path):
-    """--version auto, 1.3.1 or 2.0.3 (the release found must match); --worlds takes several."""
+    """--version auto, 1.3.1 or 2.0.3 (the release found must match); --worlds takes several;
+    --sky is clamp or ignore; --focal replaces the release's focal length (at its native size)."""
     v1 = make_v1(tmp_path / "v1", worlds=("0001", "0002", "0006"))
     _, meta = converted(v1, tmp_path / "a", *OUT_SIZE, "--allow-size", "--version", "auto", "--worlds", "0001", "0006")
     assert sorted({n.split("_")[0] for n in meta.names}) == ["0001", "0006"]
-    _, meta = converted(v1, tmp_path / "b", *OUT_SIZE, "--allow-size", "--version", "1.3.1", "--worlds", "0002")
+    _, meta = converted(v1, tmp_path / "b", *OUT_SIZE, "--allow-size", "--version", "1.3.1", "--worlds", "0002",
+                        "--sky", "clamp", "--focal", "700")
     assert meta.dataset["version"] == "1.3.1" and {n.split("_")[0] for n in meta.names} == {"0002"}
+    np.testing.assert_allclose(meta.frames["0002_clone_00000"]["K"][:2], [700 * 160 / 1242, 700 * 48 / 375], rtol=1e-6)
+    with pytest.raises(SystemExit):
+        prepare(v1, tmp_path / "d", "--sky", "black")
     v2 = make_v2(tmp_path / "v2", cameras=(0,))
     _, meta = converted(v2, tmp_path / "c", *OUT_SIZE, "--allow-size", "--version", "2.0.3")
     assert meta.dataset["version"] == "2.0.3"
