@@ -41,6 +41,13 @@ def test_frames_sets_how_many_frames_the_depth_statistics_decode(root, capsys):
     assert "  depth over 2 frames: median" in out and "  depth over 3 frames" not in out
 
 
+def test_prepare_needs_a_dataset(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli(["prepare"])
+    assert exit_.value.code == 2
+    assert "usage: desc-train prepare" in capsys.readouterr().err
+
+
 def test_focal_outside_the_plausible_range(root, capsys):
     meta = read_meta(os.path.join(root, "source_train"))
     edit(root, "source_train", frames={n: dict(f, focal=0.58) for n, f in meta.frames.items()})  # normalised
