@@ -346,6 +346,23 @@ def test_list_formats_give_the_same_split(tree, tmp_path, capsys):
     assert both.frames[name(A, "r")]["src"].endswith("image_03/data/0000000069.png")
     rgb = read_sample(str(tmp_path / "both" / "target_test"), name(A, "r"), both)["rgb"]
     np.testing.assert_array_equal(rgb[0, 0], COLOUR[A][::-1])
+    assert prepare(tree, tmp_path / "right", lists["monodepth2"], "--side", "r") == 0
+    assert sorted(read_meta(str(tmp_path / "right" / "target_test")).frames) == sorted(name(f, "r") for f in FRAMES)
+    for fmt, lst in lists.items():  # each format may also be named
+        assert prepare(tree, tmp_path / f"named_{fmt}", lst, "--list-format", fmt) == 0
+
+
+@pytest.mark.parametrize("extra", [["--list-format", "csv"], ["--side", "both"]])
+def test_list_format_and_side_take_their_choices_only(tree, tmp_path, capsys, extra):
+    with pytest.raises(SystemExit) as exit_:
+        prepare(tree, tmp_path / "out", monodepth2_list(tmp_path / "test.txt"), *extra)
+    assert exit_.value.code == 2 and "invalid choice" in capsys.readouterr().err
+
+
+def test_list_is_required(tree, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli_main(["prepare", "kitti", "--root", str(tree), "--out", str(tmp_path), "--split", "target_test"])
+    assert exit_.value.code == 2 and "the following arguments are required: --list" in capsys.readouterr().err
 
 
 def test_published_list_is_recognised_by_its_hash(tree, tmp_path, monkeypatch):
