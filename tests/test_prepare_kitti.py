@@ -350,9 +350,11 @@ def test_list_formats_give_the_same_split(tree, tmp_path, capsys):
     assert sorted(read_meta(str(tmp_path / "right" / "target_test")).frames) == sorted(name(f, "r") for f in FRAMES)
     for fmt, lst in lists.items():  # each format may also be named
         assert prepare(tree, tmp_path / f"named_{fmt}", lst, "--list-format", fmt) == 0
+    assert prepare(tree, tmp_path / "defaults_named", lists["desc"], "--ext", "auto", "--gt", "none") == 0
 
 
-@pytest.mark.parametrize("extra", [["--list-format", "csv"], ["--side", "both"]])
+@pytest.mark.parametrize("extra", [["--list-format", "csv"], ["--side", "both"], ["--ext", "gif"], ["--gt", "lidar"],
+                                   ["--gt-depth", "z"]])
 def test_list_format_and_side_take_their_choices_only(tree, tmp_path, capsys, extra):
     with pytest.raises(SystemExit) as exit_:
         prepare(tree, tmp_path / "out", monodepth2_list(tmp_path / "test.txt"), *extra)
