@@ -367,3 +367,19 @@ def test_private_labels_are_refused_naming_the_folder(tmp_path, subset, text):
                        + ": " + re.escape(text)):
         cityscapes.refuse_private_labels(str(tmp_path), ["val", subset])
     cityscapes.refuse_private_labels(str(tmp_path), ["train", "val"])
+
+
+def test_arguments_defaults_and_required(capsys):
+    """192x512 by default (DESC's Cityscapes size); --subset is required; --labels none may be named."""
+    import argparse
+
+    from desc_train.data.prepare.cityscapes import add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    base = ["--root", "r", "--out", "o", "--split", "target"]
+    args = parser.parse_args(base + ["--subset", "val", "--labels", "none"])
+    assert args.size == (192, 512) and args.labels == "none"
+    with pytest.raises(SystemExit):
+        parser.parse_args(base)
+    assert "the following arguments are required: --subset" in capsys.readouterr().err

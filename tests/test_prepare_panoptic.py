@@ -624,3 +624,14 @@ def test_instance_classes_argument():
 def test_prediction_keys_ignore_the_extension_and_the_separator():
     assert panoptic._key("a\\b\\c.png") == panoptic._key("a/b/c.jpg") == "a/b/c"
     assert panoptic._key("./a//b.npz") == "a/b"
+
+
+@pytest.mark.parametrize("missing", ["--out", "--split", "--format"])
+def test_out_split_and_format_are_required(tmp_path, capsys, missing):
+    given = {"--predictions": str(tmp_path / "p.json"), "--out": str(tmp_path / "data"), "--split": "target_train",
+             "--format": "coco"}
+    argv = ["prepare", "panoptic"] + [a for k, v in given.items() if k != missing for a in (k, v)]
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(argv)
+    assert exit_.value.code == 2
+    assert f"the following arguments are required: {missing}" in capsys.readouterr().err
