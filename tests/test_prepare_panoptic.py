@@ -635,3 +635,12 @@ def test_out_split_and_format_are_required(tmp_path, capsys, missing):
         cli.main(argv)
     assert exit_.value.code == 2
     assert f"the following arguments are required: {missing}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra", [["--format", "json"], ["--match", "path"]])
+def test_format_and_match_take_their_choices_only(tmp_path, capsys, extra):
+    argv = ["prepare", "panoptic", "--predictions", str(tmp_path / "p.json"), "--out", str(tmp_path / "data"),
+            "--split", "target_train", "--format", "coco", *extra]
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(argv)
+    assert exit_.value.code == 2 and "invalid choice" in capsys.readouterr().err

@@ -669,6 +669,7 @@ def test_stage_logs_and_fresh_optimizer(quick, tmp_path):
     assert again.run_stage("source_only", 2) == 0
     assert lines == [f"source_only: done already ({os.path.join(str(tmp_path), 'source_only.pt')})"]
     state = torch.load(first.checkpoint_path("source_only"), weights_only=True)
+    assert (state["stage"], state["step"], state["done"]) == ("source_only", 2, True)
     state.update(done=False, step=1)
     torch.save(state, first.checkpoint_path("source_only"))
     reports = []
