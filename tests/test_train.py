@@ -5,6 +5,7 @@ to G_h, and the command line's answers to a user's mistakes."""
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -16,7 +17,7 @@ import desc_ops
 from desc_train.cli import main as cli_main
 from desc_train.config import Config, load_config
 from desc_train.demo import ensure_data, quick_config
-from desc_train.train import Trainer
+from desc_train.train import CheckpointError, Trainer, read_checkpoint, sampled_frames
 
 
 @pytest.fixture(scope="module")
@@ -656,6 +657,36 @@ def test_stage_log_records_every_log_every_steps_and_the_last(quick, tmp_path):
         terms = {k: v for k, v in r.items() if k not in ("stage", "step", "loss", "time")}
         assert terms and all(v == round(v, 5) for v in terms.values())
         assert r["loss"] == pytest.approx(sum(terms.values()), abs=1e-4)
+
+
+def test_sampled_frames_walk_each_epochs_permutation_in_turn():
+    """One process: the batches of steps 0, 1, ... are the stream of epoch 0's
+    permutation of the n frames (torch.randperm seeded by seed + epoch, as
+    DistributedSampler draws it), then epoch 1's, across epoch boundaries."""
+    n, batch, seed = 5, 3, 11
+    stream = [f for step in range(5) for f in sampled_frames(n, batch, seed, step)]
+    want = [(e, int(i)) for e in range(3) for i in torch.randperm(n, generator=torch.Generator().manual_seed(seed + e))]
+    assert stream == want
+    assert [i for _, i in want[:n]] != list(range(n)) and want[:n] != want[n:2 * n]  # shuffled, and again each epoch
+
+
+def test_trainer_frames_are_the_given_ranks_shard(quick, tmp_path):
+    trainer = Trainer(quick, str(tmp_path), log=lambda *_: None)
+    seed = (quick.seed * 7919 + 1) * 1_000_003
+    for rank in (0, 1):
+        assert trainer.frames(trainer.target, 1, 3, rank=rank, world=2) == sampled_frames(
+            len(trainer.target), quick.batch_size, seed, 3, rank, 2)
+
+
+class _Payload:
+    """A pickled object in a checkpoint: code a weights_only reader must not run."""
+
+
+def test_a_checkpoint_holding_objects_is_not_read(tmp_path):
+    path = str(tmp_path / "evil.pt")
+    torch.save({"g_rgb": {}, "g_sem": {}, "g_h": {}, "payload": _Payload()}, path)
+    with pytest.raises(CheckpointError, match=f"{re.escape(path)}: not a readable desc_train checkpoint"):
+        read_checkpoint(path)
 
 
 def test_stage_logs_and_fresh_optimizer(quick, tmp_path):
