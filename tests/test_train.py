@@ -689,6 +689,18 @@ def test_a_checkpoint_holding_objects_is_not_read(tmp_path):
         read_checkpoint(path)
 
 
+def test_both_depth_networks_have_the_configured_width(quick, tmp_path):
+    from desc_train.models import DepthUNet
+
+    trainer = Trainer(dataclasses.replace(quick, width=6), str(tmp_path), log=lambda *_: None)
+
+    def count(net):
+        return sum(p.numel() for p in net.parameters())
+
+    assert count(trainer.g_rgb) == count(DepthUNet(3, 6))
+    assert count(trainer.g_sem) == count(DepthUNet(trainer.num_classes + 1, 6))
+
+
 def test_stage_logs_and_fresh_optimizer(quick, tmp_path):
     """A finished stage says so and trains nothing; an interrupted one says where it
     resumes; a stage started from another's checkpoint takes its weights, not its
