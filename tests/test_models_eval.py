@@ -20,6 +20,14 @@ def test_unet_scales_and_range():
         net(torch.rand(1, 3, 30, 64))
 
 
+def test_depth_unet_has_the_documented_size_and_needs_multiples_of_16():
+    """Width 88 gives 54.7 M parameters (README, the paper preset; the official
+    UNetGenerator has 54.6 M); inputs must be multiples of 16 in both dimensions."""
+    assert round(sum(p.numel() for p in DepthUNet(3, 88).parameters()) / 1e6, 1) == 54.7
+    with pytest.raises(ValueError, match=r"multiples of 16, got \(32, 60\)"):  # the width too
+        DepthUNet(3, 4)(torch.rand(1, 3, 32, 60))
+
+
 def test_semantic_input_and_height_net():
     labels = torch.tensor([[[0, 1], [-1, 2]]])
     x = semantic_input(labels, 3, torch.ones(1, 1, 2, 2))

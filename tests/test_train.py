@@ -701,6 +701,12 @@ def test_both_depth_networks_have_the_configured_width(quick, tmp_path):
     assert count(trainer.g_sem) == count(DepthUNet(trainer.num_classes + 1, 6))
 
 
+def test_adam_takes_the_configured_learning_rate_and_betas(quick, tmp_path):
+    trainer = Trainer(dataclasses.replace(quick, lr=3e-4, betas=(0.8, 0.9)), str(tmp_path), log=lambda *_: None)
+    group = trainer.opt.param_groups[0]
+    assert group["lr"] == 3e-4 and tuple(group["betas"]) == (0.8, 0.9)
+
+
 def test_stage_logs_and_fresh_optimizer(quick, tmp_path):
     """A finished stage says so and trains nothing; an interrupted one says where it
     resumes; a stage started from another's checkpoint takes its weights, not its
