@@ -461,6 +461,65 @@ def test_depth_beyond_the_png_range_is_stored_as_the_largest_value(tmp_path):
     assert stored.dtype == np.uint16 and stored.tolist() == [[65535, 256]]
 
 
+def _one_frame(split):
+    from desc_train.data.layout import SplitMeta
+
+    write_sample(split, "f", np.zeros((4, 6, 3), np.uint8), np.ones((4, 6), np.float32), np.zeros((4, 6), np.uint8),
+                 np.zeros((4, 6), np.uint16))
+    return SplitMeta(domain="target", classes=["road"], instance_classes=[], focal=1.0, image_size=[4, 6])
+
+
+@pytest.mark.parametrize("case, message", [
+    ("rgb missing", "rgb/f.png: missing RGB image"),
+    ("depth npy of another size", "depth/f.npy: depth is (2, 2), expected (4, 6)"),
+    ("labels in colour", "semantic/f.png: labels must be single-channel"),
+    ("instance ids in colour", "instance/f.png: instance ids must be single-channel"),
+])
+def test_sample_files_of_the_wrong_kind_are_named(tmp_path, case, message):
+    split = str(tmp_path)
+    meta = _one_frame(split)
+    if case == "rgb missing":
+        os.remove(tmp_path / "rgb" / "f.png")
+    elif case == "depth npy of another size":
+        np.save(str(tmp_path / "depth" / "f.npy"), np.ones((2, 2), np.float32))
+    else:
+        folder = "semantic" if case == "labels in colour" else "instance"
+        cv2.imwrite(str(tmp_path / folder / "f.png"), np.zeros((4, 6, 3), np.uint8))
+    with pytest.raises(DataError) as err:
+        read_sample(split, "f", meta)
+    assert str(err.value) == os.path.join(split, message)
+
+
+def test_depth_npy_and_missing_depth_read_as_float32_metres(tmp_path):
+    import dataclasses
+
+    split = str(tmp_path)
+    meta = _one_frame(split)
+    np.save(str(tmp_path / "depth" / "f.npy"), np.float64([[2.5, -1, np.nan, np.inf, 0, 7]] * 4))
+    depth = read_sample(split, "f", meta)["depth"]  # the .npy wins over the PNG
+    assert depth.dtype == np.float32 and depth[0].tolist() == [2.5, 0, 0, 0, 0, 7]
+    none = read_sample(split, "f", dataclasses.replace(meta, has_depth=False))["depth"]
+    assert none.dtype == np.float32 and none.shape == (4, 6) and not none.any()
+
+
+@pytest.mark.parametrize("stored, message", [
+    (np.zeros((2, 4, 5), np.float16), "logits of shape (2, 4, 5), expected (C, 4, 6)"),
+    (np.zeros((4, 6), np.float16), "logits of shape (4, 6), expected (C, 4, 6)"),
+    (None, "unreadable logits"),
+])
+def test_logits_of_another_shape_or_unreadable_are_named(tmp_path, stored, message):
+    from desc_train.data.layout import read_logits
+
+    os.makedirs(tmp_path / "logits")
+    path = tmp_path / "logits" / "f.npy"
+    if stored is None:
+        path.write_bytes(b"not numpy")
+    else:
+        np.save(str(path), stored)
+    with pytest.raises(DataError, match=re_escape(f"{path}: {message}")):
+        read_logits(str(tmp_path), "f", (4, 6))
+
+
 def test_only_folders_with_a_meta_json_are_splits(tmp_path):
     from desc_train.data.generate import iter_splits
     from desc_train.data.layout import SplitMeta, write_meta
