@@ -472,6 +472,7 @@ def _one_frame(split):
 @pytest.mark.parametrize("case, message", [
     ("rgb missing", "rgb/f.png: missing RGB image"),
     ("depth npy of another size", "depth/f.npy: depth is (2, 2), expected (4, 6)"),
+    ("depth png of another size", "depth/f.png: depth is 2x2, expected 6x4"),
     ("labels in colour", "semantic/f.png: labels must be single-channel"),
     ("instance ids in colour", "instance/f.png: instance ids must be single-channel"),
 ])
@@ -482,12 +483,20 @@ def test_sample_files_of_the_wrong_kind_are_named(tmp_path, case, message):
         os.remove(tmp_path / "rgb" / "f.png")
     elif case == "depth npy of another size":
         np.save(str(tmp_path / "depth" / "f.npy"), np.ones((2, 2), np.float32))
+    elif case == "depth png of another size":
+        cv2.imwrite(str(tmp_path / "depth" / "f.png"), np.ones((2, 2), np.uint16))
     else:
         folder = "semantic" if case == "labels in colour" else "instance"
         cv2.imwrite(str(tmp_path / folder / "f.png"), np.zeros((4, 6, 3), np.uint8))
     with pytest.raises(DataError) as err:
         read_sample(split, "f", meta)
     assert str(err.value) == os.path.join(split, message)
+
+
+def test_frame_focal_falls_back_to_the_splits(tmp_path):
+    meta = _one_frame(str(tmp_path))
+    meta.frames = {"f": {"focal": 5.0}}
+    assert (meta.frame_focal("f"), meta.frame_focal("g")) == (5.0, 1.0)
 
 
 def test_depth_npy_and_missing_depth_read_as_float32_metres(tmp_path):
