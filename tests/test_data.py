@@ -493,6 +493,15 @@ def test_sample_files_of_the_wrong_kind_are_named(tmp_path, case, message):
     assert str(err.value) == os.path.join(split, message)
 
 
+def test_meta_json_lacking_fields_is_named_with_them(tmp_path):
+    from desc_train.data.layout import read_meta
+
+    (tmp_path / "meta.json").write_text('{"classes": ["road"], "instance_classes": [], "image_size": [4, 6]}')
+    with pytest.raises(DataError) as err:
+        read_meta(str(tmp_path))
+    assert str(err.value) == f"{tmp_path / 'meta.json'}: lacks domain, focal"
+
+
 def test_frame_focal_falls_back_to_the_splits(tmp_path):
     meta = _one_frame(str(tmp_path))
     meta.frames = {"f": {"focal": 5.0}}
