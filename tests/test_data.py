@@ -1,5 +1,6 @@
 """desc_train data: the procedural benchmark's geometry, the on-disk layout,
 determinism, errors that name the file, and geometry-preserving augmentations."""
+import dataclasses
 import os
 from re import escape as re_escape
 
@@ -14,7 +15,7 @@ from desc_train.data import generator as gen
 from desc_train.data.classes import BUILDING, CAR, PERSON, ROAD, SIDEWALK
 from desc_train.data.dataset import Augment, DepthDataset, crop_frame, flip_frame, resize_frame, to_tensors
 from desc_train.data.generate import generate_split
-from desc_train.data.layout import DataError, read_meta, read_sample, write_sample
+from desc_train.data.layout import DataError, SplitMeta, read_meta, read_sample, write_sample
 
 
 def _alone(obj, H=96, W=320, pitch=0.0):
@@ -462,8 +463,6 @@ def test_depth_beyond_the_png_range_is_stored_as_the_largest_value(tmp_path):
 
 
 def _one_frame(split):
-    from desc_train.data.layout import SplitMeta
-
     write_sample(split, "f", np.zeros((4, 6, 3), np.uint8), np.ones((4, 6), np.float32), np.zeros((4, 6), np.uint8),
                  np.zeros((4, 6), np.uint16))
     return SplitMeta(domain="target", classes=["road"], instance_classes=[], focal=1.0, image_size=[4, 6])
@@ -494,8 +493,6 @@ def test_sample_files_of_the_wrong_kind_are_named(tmp_path, case, message):
 
 
 def test_meta_json_lacking_fields_is_named_with_them(tmp_path):
-    from desc_train.data.layout import read_meta
-
     (tmp_path / "meta.json").write_text('{"classes": ["road"], "instance_classes": [], "image_size": [4, 6]}')
     with pytest.raises(DataError) as err:
         read_meta(str(tmp_path))
@@ -509,8 +506,6 @@ def test_frame_focal_falls_back_to_the_splits(tmp_path):
 
 
 def test_depth_npy_and_missing_depth_read_as_float32_metres(tmp_path):
-    import dataclasses
-
     split = str(tmp_path)
     meta = _one_frame(split)
     np.save(str(tmp_path / "depth" / "f.npy"), np.float64([[2.5, -1, np.nan, np.inf, 0, 7]] * 4))

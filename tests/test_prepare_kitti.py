@@ -355,16 +355,10 @@ def test_list_formats_give_the_same_split(tree, tmp_path, capsys):
 
 @pytest.mark.parametrize("extra", [["--list-format", "csv"], ["--side", "both"], ["--ext", "gif"], ["--gt", "lidar"],
                                    ["--gt-depth", "z"]])
-def test_list_format_and_side_take_their_choices_only(tree, tmp_path, capsys, extra):
+def test_options_take_their_choices_only(tree, tmp_path, capsys, extra):
     with pytest.raises(SystemExit) as exit_:
         prepare(tree, tmp_path / "out", monodepth2_list(tmp_path / "test.txt"), *extra)
     assert exit_.value.code == 2 and "invalid choice" in capsys.readouterr().err
-
-
-def test_list_is_required(tree, tmp_path, capsys):
-    with pytest.raises(SystemExit) as exit_:
-        cli_main(["prepare", "kitti", "--root", str(tree), "--out", str(tmp_path), "--split", "target_test"])
-    assert exit_.value.code == 2 and "the following arguments are required: --list" in capsys.readouterr().err
 
 
 def test_published_list_is_recognised_by_its_hash(tree, tmp_path, monkeypatch):
@@ -433,11 +427,11 @@ def test_list_of_jpeg_files_over_a_png_tree_says_to_pass_ext_png(tree, tmp_path,
     assert "0000000069.jpg missing but 0000000069.png exists (the list names JPEG files); pass --ext png" in err
 
 
-@pytest.mark.parametrize("missing", ["--root", "--out", "--split"])
-def test_root_out_and_split_are_required(tmp_path, capsys, missing):
-    given = {"--root": str(tmp_path / "raw"), "--out": str(tmp_path / "out"), "--split": "target_test"}
-    argv = ["prepare", "kitti", "--list", str(tmp_path / "test.txt")]
-    argv += [a for k, v in given.items() if k != missing for a in (k, v)]
+@pytest.mark.parametrize("missing", ["--root", "--out", "--split", "--list"])
+def test_root_out_split_and_list_are_required(tmp_path, capsys, missing):
+    given = {"--root": str(tmp_path / "raw"), "--out": str(tmp_path / "out"), "--split": "target_test",
+             "--list": str(tmp_path / "test.txt")}
+    argv = ["prepare", "kitti"] + [a for k, v in given.items() if k != missing for a in (k, v)]
     with pytest.raises(SystemExit) as exit_:
         cli_main(argv)
     assert exit_.value.code == 2

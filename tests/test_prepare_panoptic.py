@@ -626,21 +626,22 @@ def test_prediction_keys_ignore_the_extension_and_the_separator():
     assert panoptic._key("./a//b.npz") == "a/b"
 
 
-@pytest.mark.parametrize("missing", ["--out", "--split", "--format"])
-def test_out_split_and_format_are_required(tmp_path, capsys, missing):
+def _panoptic_argv(tmp_path, missing=None, extra=()):
     given = {"--predictions": str(tmp_path / "p.json"), "--out": str(tmp_path / "data"), "--split": "target_train",
              "--format": "coco"}
-    argv = ["prepare", "panoptic"] + [a for k, v in given.items() if k != missing for a in (k, v)]
+    return ["prepare", "panoptic"] + [a for k, v in given.items() if k != missing for a in (k, v)] + list(extra)
+
+
+@pytest.mark.parametrize("missing", ["--out", "--split", "--format"])
+def test_out_split_and_format_are_required(tmp_path, capsys, missing):
     with pytest.raises(SystemExit) as exit_:
-        cli.main(argv)
+        cli.main(_panoptic_argv(tmp_path, missing=missing))
     assert exit_.value.code == 2
     assert f"the following arguments are required: {missing}" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("extra", [["--format", "json"], ["--match", "path"]])
 def test_format_and_match_take_their_choices_only(tmp_path, capsys, extra):
-    argv = ["prepare", "panoptic", "--predictions", str(tmp_path / "p.json"), "--out", str(tmp_path / "data"),
-            "--split", "target_train", "--format", "coco", *extra]
     with pytest.raises(SystemExit) as exit_:
-        cli.main(argv)
+        cli.main(_panoptic_argv(tmp_path, extra=extra))
     assert exit_.value.code == 2 and "invalid choice" in capsys.readouterr().err
