@@ -184,6 +184,13 @@ def test_calibration_file_keeps_text_and_reads_the_camera(tree):
     assert right.K[2] == pytest.approx(609.5593) and right.P_rect[0, 3] == pytest.approx(-339.5242)
 
 
+def test_calibration_lines_without_a_key_are_passed_over(tmp_path):
+    path = tmp_path / "calib.txt"
+    path.write_text("a comment, no key\n\nK_00: 1 2 3\nnote\nS_00: 1.392e+03 5.12e+02\n")
+    calib = read_calib_file(str(path))
+    assert sorted(calib) == ["K_00", "S_00"] and calib["S_00"].tolist() == [1392.0, 512.0]
+
+
 @pytest.mark.parametrize("line, text", [
     ("T: 1 2\n", "T must hold 3 numbers, got array([1., 2.])"),
     ("T: left of the car\n", "T must hold 3 numbers, got 'left of the car'"),
@@ -381,6 +388,23 @@ def test_published_list_is_recognised_by_its_hash(tree, tmp_path, monkeypatch):
 def test_limit_converts_the_first_frames_of_the_list(tree, tmp_path):
     assert prepare(tree, tmp_path / "out", monodepth2_list(tmp_path / "test.txt"), "--limit", "2") == 0
     assert sorted(read_meta(str(tmp_path / "out" / "target_test")).frames) == sorted([name(A), name(B)])
+
+
+def test_interrupted_run_restarts_when_its_list_changed(tree, tmp_path, capsys):
+    """A rerun resumes an interrupted split only with the same list content: the
+    list's hash is one of the arguments compared, not its path alone."""
+    date, drive, index = FRAMES[-1]
+    image = tree / date / drive / "image_02" / "data" / f"{index:010d}.png"
+    good = image.read_bytes()
+    image.write_bytes(b"not a png")
+    lst = monodepth2_list(tmp_path / "test.txt")
+    assert prepare(tree, tmp_path / "out", lst) == 1
+    image.write_bytes(good)
+    monodepth2_list(lst, FRAMES[::-1])
+    capsys.readouterr()
+    assert prepare(tree, tmp_path / "out", lst) == 0
+    out = capsys.readouterr().out
+    assert "resuming" not in out and f"({len(FRAMES)} written, 0 resumed)" in out
 
 
 @pytest.mark.parametrize("extra, text", [

@@ -378,6 +378,19 @@ def test_interrupted_run_resumes_and_finished_split_needs_overwrite(tmp_path, ca
     assert "(4 written, 0 resumed)" in capsys.readouterr().out
 
 
+def test_interrupted_run_under_other_arguments_restarts(tmp_path, capsys):
+    src = make_v1(tmp_path / "src", frames=2)
+    bad = os.path.join(src, "vkitti_1.3.1_depthgt", "0001", "clone", "00001.png")
+    good = cv2.imread(bad, cv2.IMREAD_UNCHANGED)
+    cv2.imwrite(bad, np.zeros((*SMALL, 3), np.uint8))
+    args = [*OUT_SIZE, "--allow-size"]
+    assert bad in failure(capsys, src, tmp_path / "out", *args)
+    cv2.imwrite(bad, good)
+    assert prepare(src, tmp_path / "out", *args, "--sky", "ignore") == 0
+    out = capsys.readouterr().out
+    assert "resuming" not in out and "(2 written, 0 resumed)" in out
+
+
 # ---------------------------------------------------------------- errors name the file and the fix
 def _rewrite_depth(image):
     def mutate(root):
@@ -394,6 +407,11 @@ def _remove(*parts):
 
 def _add_v1_list(root):
     write_text(os.path.join(root, "list.txt"), ["rgb/0001/clone/00000.png depth/0001/clone/00000.png"])
+
+
+def _add_v1_list_of_both_frames(root):
+    write_text(os.path.join(root, "list.txt"), [f"rgb/0001/clone/{n:05d}.png depth/0001/clone/{n:05d}.png"
+                                                for n in (0, 1)])
 
 
 def _add_v2_list(root):
@@ -478,6 +496,11 @@ ERRORS = {  # case -> (tree, mutation, extra arguments, fragments of the message
                     "format 'rgb/<world>/<variation>/<frame>.png depth/<world>/<variation>/<frame>.png'"]),
     "unreadable list": (V1, None, ["--list", "{root}/nowhere.txt"], ["nowhere.txt: cannot read the list: "]),
     "camera 1 of 1.3.1": (V1, None, ["--camera", "1"], ["--camera 1: Virtual KITTI 1.3.1 has one camera"]),
+    "no frames chosen": (V1, None, ["--worlds", "0009", "0010"],
+                         ["src: no frames to convert (camera 0, worlds 0009 0010, variations all)\n"]),
+    "no frames left by the list": (V1, _add_v1_list_of_both_frames, ["--exclude-list", "{root}/list.txt", "--variations", "clone"],
+                                   ["src: no frames to convert (camera 0, worlds all, variations clone, --list ",
+                                    "list.txt)\n"]),
     "both releases": (V2, _add_v1_tree, [], ["1.3.1 (vkitti_1.3.1_rgb/)", "2.0.3 (vkitti_2.0.3_rgb/)",
                                              "--version 1.3.1 or --version 2.0.3"]),
     "shifted palette": (dict(version=2, labels=True, shift=1), None, ["--labels", "gt"],
@@ -507,6 +530,20 @@ def test_errors_name_the_file_and_the_fix(tmp_path, capsys, case):
     assert "desc-train prepare: error:" in err
     for fragment in fragments:
         assert fragment in err, (fragment, err)
+
+
+def test_limit_and_categories_without_a_coco_class(tmp_path, capsys):
+    """--limit converts the first frames in name order; the categories of a
+    colour table that have no COCO class are named, sorted, in a note."""
+    src = make_v2(tmp_path / "src", frames=3, cameras=(0,), labels=True)
+    with open(os.path.join(src, "vkitti_2.0.3_textgt", "Scene01", "clone", "colors.txt"), "a") as f:
+        f.writelines(f"{name} {n} {n} {n}\n" for n, name in enumerate(("Zeppelin", "Kite", "Airship", "Dirigible",
+                                                                      "Blimp"), start=1))
+    _, every = converted(src, tmp_path / "all", *OUT_SIZE, "--allow-size")
+    capsys.readouterr()
+    _, meta = converted(src, tmp_path / "out", *OUT_SIZE, "--allow-size", "--labels", "gt", "--limit", "2")
+    assert len(every.names) == 3 and meta.names == sorted(every.names)[:2]
+    assert "note: categories Airship, Blimp, Dirigible, Kite, Zeppelin have no COCO class; labelled ignore (255)\n" in capsys.readouterr().out
 
 
 def test_real_size_is_required_unless_allowed(tmp_path, capsys):

@@ -574,6 +574,27 @@ def test_source_height_labels_keep_measurable_instances_only():
     assert h[0, 0].item() == pytest.approx(10.0 * 3 / 20.0)
 
 
+def test_target_priors_come_from_instances_at_least_min_instance_rows_tall():
+    """The joint stage's instance prior takes G_h's height for a slot spanning
+    min_instance_rows rows or more (exactly that many included) and NaN, no
+    prior, for shorter or empty slots."""
+    from types import SimpleNamespace
+
+    ids = torch.full((1, 8, 6), -1)
+    ids[0, 0:3, 0] = 0  # exactly min_instance_rows rows
+    ids[0, 0:2, 2] = 1  # one row short
+    ids[0, 0:5, 4] = 2  # taller
+    objective = lambda pred, image, **inputs: SimpleNamespace(weighted=inputs)  # noqa: E731
+    trainer = SimpleNamespace(K=4, cfg=SimpleNamespace(consistency_weight=0.0, instance_weight=1.0,
+                                                       min_instance_rows=3),
+                              _predict_heights=lambda b, st: torch.full((1, 4), 1.5), _rgb=lambda image: image,
+                              objectives={"joint": objective})
+    tgt = dict(instance_ids=ids, image=torch.zeros(1, 3, 8, 6), focal=torch.tensor([10.0]))
+    heights = Trainer._target_terms(trainer, "joint", tgt)["heights"]
+    assert heights[0, [0, 2]].tolist() == [1.5, 1.5]
+    assert heights[0, [1, 3]].isnan().all()
+
+
 def test_target_bn_stats_keeps_source_batches_out_of_g_rgb_statistics(quick, tmp_path):
     """With target_bn_stats, a step's source forward leaves G_rgb's BatchNorm
     running statistics to the target batch; without it both enter them."""

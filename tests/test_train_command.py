@@ -128,23 +128,25 @@ def test_paper_preset(data, tmp_path):
 
 
 def test_train_chains_the_stages_and_says_what_it_skips(tmp_path, monkeypatch):
-    """Each stage starts from the checkpoint of the stage before it; the log says
-    that a test split without meta.json is not evaluated; a split folder without
-    meta.json is no prepared split, named with the setting that points to it."""
+    """Each stage starts from the checkpoint of the stage before it, with the
+    caller's log; the log says that a test split without meta.json is not
+    evaluated; a split folder without meta.json is no prepared split, named with
+    the setting that points to it."""
     from desc_train.train import train_desc
 
     root = str(tmp_path / "data")
     generate_benchmark(root, {"source_train": 2, "target_train": 2}, seed=1, size=(32, 64), workers=1, log=None)
     os.makedirs(os.path.join(root, "target_test"))  # a folder, but no prepared split
-    calls, lines = [], []
+    calls, lines, logs = [], [], []
     monkeypatch.setattr(Trainer, "run_stage", lambda self, stage, steps, start_from=None, kind=None:
-                        calls.append((stage, steps, start_from, kind)) or 0)
+                        calls.append((stage, steps, start_from, kind)) or logs.append(self.log) or 0)
     cfg = load_config(None, [*TINY, "iters_sem=3", f"data={root}", f"out={tmp_path / 'run'}"])
     assert train_desc(cfg, log=lines.append) is None
     run = str(tmp_path / "run")
     assert calls == [("source_only", 2, None, "source_only"),
                      ("semantic", 3, os.path.join(run, "source_only.pt"), "semantic"),
                      ("joint", 2, os.path.join(run, "semantic.pt"), "joint")]
+    assert logs == [lines.append] * 3  # the trainer's own lines go to the caller's log
     assert lines[-1] == f"no test split at {os.path.join(root, 'target_test')}: trained, not evaluated"
     for split, setting in (("target_train", "target_split="), ("source_train", "source_split=")):
         os.remove(os.path.join(root, split, "meta.json"))  # the folder stays
