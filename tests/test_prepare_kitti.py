@@ -269,6 +269,17 @@ def test_velodyne_ground_truth_and_split_metadata(tree, tmp_path):
     assert 0.25 < 8.0 - z[200, 600] < 0.35
 
 
+def test_right_frames_take_the_right_camera_s_calibration(tree, tmp_path):
+    """A list's right frames (side r, image_03) are projected with camera 3's
+    P_rect: their ground truth is the scan seen from the right camera."""
+    assert prepare(tree, tmp_path / "out", monodepth2_list(tmp_path / "test.txt", [A], sides="r"),
+                   "--side", "r", "--gt", "velodyne") == 0
+    split = str(tmp_path / "out" / "target_test")
+    P = velo_to_image(load_camera(str(tree), A[0], 3), load_velo_to_cam(str(tree), A[0]))
+    gt = read_gt(split, name(A, "r"))
+    np.testing.assert_array_equal(gt[:, 1:-1], published_loop(scan(tree, A), P, SIZES[A[0]])[0][:, 1:-1])
+
+
 def test_target_train_without_ground_truth_reads_zero_depth(tree, tmp_path):
     assert prepare(tree, tmp_path / "out", monodepth2_list(tmp_path / "train.txt"), split="target_train") == 0
     split = str(tmp_path / "out" / "target_train")
@@ -417,8 +428,10 @@ def test_gt_npz_goes_with_gt_npz_only(tree, tmp_path, capsys, extra, text):
     assert not os.path.exists(tmp_path / "out" / "target_test" / "meta.json")
 
 
-def test_annotated_ground_truth_is_metres_times_256(tree, tmp_path):
-    folder = tmp_path / "ann" / "val" / A[1] / "proj_depth" / "groundtruth" / "image_02"
+@pytest.mark.parametrize("top", ["train", "val", REAL_DATE, ""])
+def test_annotated_ground_truth_is_metres_times_256(tree, tmp_path, top):
+    """The drive folders are found under train/, val/, the date, or the root itself."""
+    folder = tmp_path / "ann" / top / A[1] / "proj_depth" / "groundtruth" / "image_02"
     os.makedirs(folder)
     png = np.zeros(SIZES[REAL_DATE], np.uint16)
     png[150, 700] = 2560
@@ -443,6 +456,12 @@ def test_jpeg_tree_needs_ext_jpg(tmp_path, capsys):
     assert meta.frames[name(A)]["src"].endswith("0000000069.jpg")
     rgb = read_sample(str(tmp_path / "out" / "target_test"), name(A), meta)["rgb"]
     assert np.abs(rgb[96, 320].astype(int) - COLOUR[A]).max() <= 3  # JPEG
+
+
+def test_a_list_naming_jpeg_files_reads_them_without_ext(tmp_path):
+    root = make_tree(tmp_path / "raw", frames=[A], ext="jpg", scans=False)
+    assert prepare(root, tmp_path / "out", desc_list(tmp_path / "test.txt", [A], ext="JPG")) == 0
+    assert read_meta(str(tmp_path / "out" / "target_test")).frames[name(A)]["src"].endswith("0000000069.jpg")
 
 
 def test_list_of_jpeg_files_over_a_png_tree_says_to_pass_ext_png(tree, tmp_path, capsys):
