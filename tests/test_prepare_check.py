@@ -30,6 +30,7 @@ def failure(capsys, root):
 
 
 def test_a_sound_root_passes(root, capsys):
+    os.makedirs(os.path.join(root, "notes"))  # a folder without meta.json is no split
     assert cli(["prepare", "check", root]) == 0
     out = capsys.readouterr().out
     assert "source_train: source, 3 frames at 32x64" in out and out.strip().endswith(f"{root}: ok")
@@ -83,6 +84,8 @@ def test_test_split_needs_ground_truth_for_every_frame(root, capsys):
     write_gt(split, "000001", np.zeros((40, 80), np.float32))
     write_gt(split, "000000", np.zeros((40, 80), np.float32))
     assert "the sampled ground-truth maps hold no depth" in failure(capsys, root)
+    write_gt(split, "000001", np.full((40, 80), 0.5, np.float32))  # any depth above 0 is depth
+    assert cli(["prepare", "check", root]) == 0
 
 
 def test_no_split_at_all(tmp_path, capsys):

@@ -200,6 +200,25 @@ def test_anisotropic_size_is_noted_and_limit_keeps_the_first(tmp_path, capsys):
     assert meta.frames["train_aachen_000000_000019"]["K"][:2] == pytest.approx([CAM["fx"] * 0.75, CAM["fy"] / 2])
 
 
+def test_interrupted_run_resumes_under_the_same_arguments_only(tmp_path, capsys):
+    for city, stem in (("aachen", "aachen_000000_000019"), ("bochum", "bochum_000000_000313")):
+        make_frame(tmp_path / "cs", subset="train", city=city, stem=stem, labels=False)
+    bad = frame_file(str(tmp_path / "cs"), "leftImg8bit", "_leftImg8bit.png", "train", "bochum", "bochum_000000_000313")
+    good = open(bad, "rb").read()
+    open(bad, "wb").write(good[:64])
+
+    def run(*extra):
+        capsys.readouterr()
+        code = cli_main(["prepare", "cityscapes", "--root", str(tmp_path / "cs"), "--out", str(tmp_path / "out"),
+                         "--split", "t", "--subset", "train", "--size", "48x128", "--workers", "1", *extra])
+        return code, capsys.readouterr().out
+
+    assert run()[0] == 1
+    open(bad, "wb").write(good)
+    code, out = run("--crop-bottom", "0.5")
+    assert code == 0 and "resuming" not in out and "(2 written, 0 resumed)" in out
+
+
 ERRORS = {  # case: (make_frame arguments, folder whose file is missing, prepare arguments, texts of the error)
     "no disparity": (dict(disparity=None), "disparity", ["--gt", "disparity"],
                      ["frankfurt_000000_000294_disparity.png", "missing", "disparity_trainvaltest.zip"]),
@@ -265,6 +284,14 @@ def test_spoiled_files_are_named_with_the_fix(tmp_path, capsys, case):
             _png(path, spoil)
     assert prepare(tmp_path / "cs", tmp_path / "out", *extra) == 1
     assert message in capsys.readouterr().err
+
+
+def test_missing_camera_of_train_extra_names_its_own_archive(tmp_path, capsys):
+    make_frame(tmp_path / "cs", subset="train_extra", camera=False, labels=False)
+    os.makedirs(tmp_path / "cs" / "camera" / "train_extra" / "frankfurt")
+    assert prepare(tmp_path / "cs", tmp_path / "out", "--subset", "train_extra") == 1
+    err = capsys.readouterr().err
+    assert "frankfurt_000000_000294_camera.json" in err and "camera_trainextra.zip" in err
 
 
 def test_missing_subset_folder_names_the_archive(tmp_path, capsys):

@@ -533,16 +533,17 @@ def test_errors_name_the_file_and_the_fix(tmp_path, capsys, case):
 
 
 def test_limit_and_categories_without_a_coco_class(tmp_path, capsys):
-    """--limit converts the first frames in name order; the categories of a
-    colour table that have no COCO class are named, sorted, in a note."""
-    src = make_v2(tmp_path / "src", frames=3, cameras=(0,), labels=True)
-    with open(os.path.join(src, "vkitti_2.0.3_textgt", "Scene01", "clone", "colors.txt"), "a") as f:
-        f.writelines(f"{name} {n} {n} {n}\n" for n, name in enumerate(("Zeppelin", "Kite", "Airship", "Dirigible",
-                                                                      "Blimp"), start=1))
+    """--limit converts the first frames in name order; the categories of the
+    colour tables (of every world and variation) that have no COCO class are
+    named, sorted, in a note."""
+    src = make_v2(tmp_path / "src", variations=("clone", "fog"), frames=2, cameras=(0,), labels=True)
+    for variation, names in (("clone", ("Zeppelin", "Kite", "Airship")), ("fog", ("Dirigible", "Blimp", "Kite"))):
+        with open(os.path.join(src, "vkitti_2.0.3_textgt", "Scene01", variation, "colors.txt"), "a") as f:
+            f.writelines(f"{name} {n} {n} {n}\n" for n, name in enumerate(names, start=1))
     _, every = converted(src, tmp_path / "all", *OUT_SIZE, "--allow-size")
     capsys.readouterr()
-    _, meta = converted(src, tmp_path / "out", *OUT_SIZE, "--allow-size", "--labels", "gt", "--limit", "2")
-    assert len(every.names) == 3 and meta.names == sorted(every.names)[:2]
+    _, meta = converted(src, tmp_path / "out", *OUT_SIZE, "--allow-size", "--labels", "gt", "--limit", "3")
+    assert len(every.names) == 4 and meta.names == sorted(every.names)[:3]
     assert "note: categories Airship, Blimp, Dirigible, Kite, Zeppelin have no COCO class; labelled ignore (255)\n" in capsys.readouterr().out
 
 
@@ -676,6 +677,22 @@ def test_label_colours_not_in_the_table_are_counted_and_the_first_named(tmp_path
     job = dataclasses.replace(_label_job(tmp_path, rgb), labels=str(tmp_path / "nothing.png"))
     with pytest.raises(vkitti.DataError, match=r"nothing\.png: missing or not a readable image \(class colours\)"):
         vkitti.decode_labels(job)
+
+
+def test_label_colours_with_an_empty_or_one_entry_table(tmp_path):
+    rgb = np.full((2, 3, 3), (10, 20, 30), np.uint8)
+    job = _label_job(tmp_path, rgb[..., ::-1])
+    first = {field: getattr(job.colours, field)[:1] for field in ("keys", "classes", "instances", "vehicle")}
+    semantic, _ = vkitti.decode_labels(dataclasses.replace(job, colours=dataclasses.replace(job.colours, **first)))
+    assert (semantic == 3).all()
+    rgb[0, 0] = (255, 255, 255)  # after the one key
+    job = dataclasses.replace(_label_job(tmp_path, rgb[..., ::-1]), colours=dataclasses.replace(job.colours, **first))
+    with pytest.raises(vkitti.DataError, match=r"1 pixels have colours not in colors\.txt \(first: 255 255 255\)"):
+        vkitti.decode_labels(job)
+    empty = {field: value[:0] for field, value in first.items()}
+    with pytest.raises(vkitti.DataError, match=r"classgt\.png: 6 pixels have colours not in colors\.txt "
+                                               r"\(first: 255 255 255\)"):
+        vkitti.decode_labels(dataclasses.replace(job, colours=dataclasses.replace(job.colours, **empty)))
 
 
 def _only_white(rgb):
