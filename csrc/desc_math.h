@@ -72,10 +72,16 @@ DESC_HD float fast_exp(float x) {
 // float64 is for gradcheck and references, not speed.
 DESC_HD double fast_exp(double x) { return ::exp(x); }
 
-// sign(0) = 0 (docs/ops.md §0).
+// sign(0) = sign(NaN) = 0 (docs/ops.md §0). T is a float or a vector of
+// floats (the CPU row loops, csrc/cpu/simd.h), so that the CPU kernels take
+// the sign the CUDA kernels take.
 template <typename T>
+#if !defined(__CUDACC__) && defined(__GNUC__)
+__attribute__((always_inline))  // into the CPU's vector row loops, as exp_reduced_poly
+#endif
 DESC_HD T sign(T x) {
-  return static_cast<T>((T(0) < x) - (x < T(0)));
+  const T zero{}, one = zero + 1;
+  return x > zero ? one : (x < zero ? -one : zero);
 }
 
 // Replicated border: coordinates clamped into [0, n).

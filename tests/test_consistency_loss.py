@@ -118,6 +118,22 @@ def test_gradient_formula(device, impl):
     assert torch.equal(depth_sem.grad, -depth.grad)
 
 
+def test_equal_depths_give_no_gradient(device, impl):
+    """sign(0) = 0 (docs/ops.md §0): where depth equals depth_sem exactly, as on
+    every other pixel, the gradients are -+weight * sign(depth - depth_sem) / W_tot.
+    37 columns: ties in the vector loop and in its tail."""
+    g = torch.Generator().manual_seed(8)
+    depth = torch.randint(0, 3, (2, 1, 3, 37), generator=g).double()
+    depth_sem = torch.randint(0, 3, (2, 1, 3, 37), generator=g).double()
+    weight = torch.rand(2, 1, 3, 37, generator=g, dtype=torch.float64) + 0.5
+    assert (depth == depth_sem).float().mean() > 0.2
+    d, s = leaf(depth.to(device)), leaf(depth_sem.to(device))
+    loss = desc_ops.consistency_loss(d, s, weight.to(device), reduction="sum")
+    gd, gs = torch.autograd.grad(loss, (d, s))
+    expected = (weight * torch.sign(depth - depth_sem)).to(device)
+    assert torch.equal(gd, expected) and torch.equal(gs, -expected)
+
+
 def test_three_dim_maps_are_one_channel(device, impl):
     g = torch.Generator().manual_seed(2)
     depth = rand_map(2, 4, 5, torch.float32, device, generator=g)

@@ -82,6 +82,19 @@ def test_formula_by_hand(device, impl):
     assert heights.grad.flatten().tolist() == pytest.approx([-5.0, 10.0])
 
 
+def test_depth_equal_to_the_pseudo_depth_gives_no_gradient(device, impl):
+    """sign(0) = 0 (docs/ops.md §0): a pixel whose depth is exactly z adds
+    nothing to either gradient."""
+    ids = torch.tensor([[[0, 0, 0, -1], [0, 1, 1, -1]]], device=device)
+    depth = leaf(torch.tensor([[[[20.0, 30.0, 20.0, 5.0], [10.0, 40.0, 40.0, 5.0]]]], device=device))
+    heights = leaf(torch.tensor([[1.0, 2.0]], device=device))
+    # slot 0: rows 0..1, z = 40 * 1 / 2 = 20; slot 1: one row, z = 40 * 2 / 1 = 80.
+    desc_ops.instance_prior_loss(depth, ids, heights, 40.0, reduction="sum").backward()
+    assert depth.grad.flatten().tolist() == [0.0, 1.0, 0.0, 0.0, -1.0, -1.0, -1.0, 0.0]
+    # d/dH0 = -(f/h) * sum sign = -20 * (0 + 1 + 0 - 1); d/dH1 = -40 * (-1 - 1).
+    assert heights.grad.flatten().tolist() == [0.0, 80.0]
+
+
 @pytest.mark.parametrize("wants", [(True, False), (False, True)], ids=["depth", "heights"])
 def test_gradient_of_one_input_alone(device, impl, wants):
     """Only depth, or only heights, asks for a gradient: it gets the values of

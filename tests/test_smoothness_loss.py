@@ -38,6 +38,26 @@ def test_values_by_hand(device, impl):
     assert desc_ops.smoothness_loss(depth[..., :1, :1], image[..., :1, :1]).item() == 0.0
 
 
+def test_equal_neighbours_give_no_gradient(device):
+    """sign(0) = 0 (docs/ops.md §0): flat stretches of depth (equal neighbours)
+    add nothing to the gradient, as |.| in the reference. 37 columns: the
+    vector loop and its tail."""
+    g = torch.Generator().manual_seed(9)
+    depth = torch.randint(0, 3, (2, 1, 5, 37), generator=g).to(device, torch.float64)
+    image = torch.rand(2, 3, 5, 37, generator=g, dtype=torch.float64).to(device)
+    assert (depth[..., 1:] == depth[..., :-1]).float().mean() > 0.2
+    grads = []
+    for fn in (desc_ops.smoothness_loss, reference.smoothness_loss):
+        d = leaf(depth)
+        grads.append(torch.autograd.grad(fn(d, image), d)[0])
+    assert_close(grads[0], grads[1])
+    flat = depth.clone()
+    flat[..., :, 10:30] = 1.0  # a flat block: its inner pixels see only ties
+    d = leaf(flat)
+    (grad,) = torch.autograd.grad(desc_ops.smoothness_loss(d, image), d)
+    assert (grad[..., 1:-1, 11:29] == 0).all()
+
+
 @pytest.mark.parametrize("impl", ["extension", "reference"])
 def test_gradcheck(device, impl):
     desc_ops.set_backend(impl)

@@ -208,12 +208,10 @@ DESC_OPS_ALWAYS_INLINE V vabs(V x) {
   return x;
 }
 
-// sign(x) with sign(0) = sign(NaN) = 0 (docs/ops.md §0).
+// sign(x) lane by lane: math::sign, sign(0) = sign(NaN) = 0.
 template <typename V>
 DESC_OPS_ALWAYS_INLINE V vsign(V x) {
-  using acc_t = ElemOf<V>;
-  const V one = V{} + acc_t(1), zero = V{};
-  return x > acc_t(0) ? one : (x < acc_t(0) ? -one : zero);
+  return math::sign(x);
 }
 
 // math::fast_exp's 2^n exp(r) for x clamped to [-87.3, 88.3] and
