@@ -10,8 +10,16 @@
 
 #if defined(__CUDACC__) || defined(__HIPCC__)
 #define DESC_HD __host__ __device__ __forceinline__
+#define DESC_HDV DESC_HD
 #else
 #define DESC_HD inline
+// The formulas the CPU's AVX2 / AVX-512 row loops take on vectors: inlined
+// there, never called out of line.
+#if defined(__GNUC__)
+#define DESC_HDV __attribute__((always_inline)) inline
+#else
+#define DESC_HDV inline
+#endif
 #endif
 
 namespace desc_ops {
@@ -32,10 +40,7 @@ DESC_HD bool isfinite_(double x) { return isfinite(x); }
 // T is float or a vector of floats (the CPU's vexp, csrc/cpu/simd.h), so
 // that both evaluate the very same expression.
 template <typename T>
-#if !defined(__CUDACC__) && defined(__GNUC__)
-__attribute__((always_inline))  // into the CPU's AVX2 / AVX-512 row loops, never out of line
-#endif
-DESC_HD T exp_reduced_poly(T x, T fn) {
+DESC_HDV T exp_reduced_poly(T x, T fn) {
   T r = x - fn * 0.693359375f;
   r = r - fn * -2.12194440e-4f;
   T p = T{} + 1.9875691500e-4f;
@@ -72,14 +77,23 @@ DESC_HD float fast_exp(float x) {
 // float64 is for gradcheck and references, not speed.
 DESC_HD double fast_exp(double x) { return ::exp(x); }
 
+// fast_exp for arguments <= 0 (or NaN): the same values. The CPU's vector
+// versions of it and of abs_ are declared here and defined in csrc/cpu/simd.h,
+// so that the formulas below serve its row loops as they serve CUDA threads.
+DESC_HD float exp_nonpositive(float x) { return fast_exp(x); }
+DESC_HD double exp_nonpositive(double x) { return fast_exp(x); }
+#if !defined(__CUDACC__) && !defined(__HIPCC__)
+template <typename V>
+DESC_HDV V exp_nonpositive(V x);
+template <typename V>
+DESC_HDV V abs_(V x);
+#endif
+
 // sign(0) = sign(NaN) = 0 (docs/ops.md §0). T is a float or a vector of
 // floats (the CPU row loops, csrc/cpu/simd.h), so that the CPU kernels take
 // the sign the CUDA kernels take.
 template <typename T>
-#if !defined(__CUDACC__) && defined(__GNUC__)
-__attribute__((always_inline))  // into the CPU's vector row loops, as exp_reduced_poly
-#endif
-DESC_HD T sign(T x) {
+DESC_HDV T sign(T x) {
   const T zero{}, one = zero + 1;
   return x > zero ? one : (x < zero ? -one : zero);
 }
@@ -154,15 +168,15 @@ DESC_HD bool is_ignored_class(int64_t cls, const int64_t* ignored, int64_t n) {
 // §2 consistency loss
 // ---------------------------------------------------------------------------
 
-// One pixel of weight * |depth - depth_sem|.
+// One pixel of weight * |depth - depth_sem| (acc_t: a float or a vector of them).
 template <typename acc_t>
-DESC_HD acc_t weighted_l1(acc_t weight, acc_t depth, acc_t depth_sem) {
+DESC_HDV acc_t weighted_l1(acc_t weight, acc_t depth, acc_t depth_sem) {
   return weight * abs_(depth - depth_sem);
 }
 
 // d/d depth of the above times `scale` (grad_output / normaliser).
 template <typename acc_t>
-DESC_HD acc_t weighted_l1_grad(acc_t scale, acc_t weight, acc_t depth,
+DESC_HDV acc_t weighted_l1_grad(acc_t scale, acc_t weight, acc_t depth,
                                acc_t depth_sem) {
   return scale * weight * sign(depth - depth_sem);
 }
@@ -199,10 +213,12 @@ DESC_HD bool valid_depth(acc_t d) {
 // §5 smoothness
 // ---------------------------------------------------------------------------
 
-// w = exp(-mean_c |I_c(p) - I_c(q)|) from the channel sum of |differences|.
-template <typename acc_t>
-DESC_HD acc_t edge_aware_weight(acc_t abs_diff_sum, int64_t channels) {
-  return fast_exp(-abs_diff_sum / static_cast<acc_t>(channels));
+// w = exp(-mean_c |I_c(p) - I_c(q)|) from the channel sum of |differences|
+// (T: acc_t or a vector of it), the mean a product with -1/C: a vector
+// division is the slowest operation of the CPU's loop.
+template <typename acc_t, typename T>
+DESC_HDV T edge_aware_weight(T abs_diff_sum, int64_t channels) {
+  return exp_nonpositive(abs_diff_sum * static_cast<acc_t>(-1.0 / static_cast<double>(channels)));
 }
 
 }  // namespace math

@@ -1,5 +1,7 @@
 """confidence_map (docs/ops.md §1): kernels against the reference, and the values the
 contract states for simple inputs."""
+import math
+
 import pytest
 import torch
 
@@ -117,6 +119,10 @@ def test_edges_and_sobel_values(device, impl):
     labels = torch.zeros(1, 1, 3, dtype=torch.long, device=device)
     out = desc_ops.confidence_map(labels, edges=edges, edge_weight=2.0)
     assert_close(out.flatten(), torch.exp(-2.0 * edges.flatten()))
+    # A NaN edge gives NaN; exp(-200) is 0 in the reference, about 1.2e-38 in the kernels (docs/ops.md §0).
+    edges = torch.tensor([float("nan"), 200.0, 0.25], device=device).view(1, 1, 1, 3)
+    out = desc_ops.confidence_map(labels, edges=edges, edge_weight=1.0).flatten()
+    assert out[0].isnan() and 0 <= out[1] < 1e-37 and out[2].item() == pytest.approx(math.exp(-0.25), rel=1e-6)
     # A vertical step of height 1 in luminance: Sobel gx = 4 on both sides of the step.
     image = torch.zeros(1, 1, 4, 4, device=device)
     image[..., 2:] = 1.0

@@ -22,23 +22,24 @@ DESC_OPS_ALWAYS_INLINE void l1_row_body(const scalar_t* __restrict__ d, const sc
                                         const scalar_t* __restrict__ w, int64_t n, scalar_t* __restrict__ map,
                                         scalar_t* __restrict__ signed_w, acc_t* out) {
   constexpr int N = kLanes<acc_t, B>;
+  const Vec<acc_t, B> one = vsplat<B>(acc_t(1));  // signed_w is the gradient's weight * sign
   Vec<acc_t, B> sum{}, weight_sum{};
   int64_t i = 0;
   for (; i + N <= n; i += N) {
-    const Vec<acc_t, B> wv = vload<acc_t, B>(w + i);
-    const Vec<acc_t, B> diff = vload<acc_t, B>(d + i) - vload<acc_t, B>(s + i);
-    const Vec<acc_t, B> l = wv * vabs(diff);  // math::weighted_l1
+    const Vec<acc_t, B> wv = vload<acc_t, B>(w + i), dv = vload<acc_t, B>(d + i), sv = vload<acc_t, B>(s + i);
+    const Vec<acc_t, B> l = math::weighted_l1(wv, dv, sv);
     if (map != nullptr) vstore<scalar_t>(map + i, l);
-    if (signed_w != nullptr) vstore<scalar_t>(signed_w + i, Vec<acc_t, B>(wv * vsign(diff)));
+    if (signed_w != nullptr) vstore<scalar_t>(signed_w + i, math::weighted_l1_grad(one, wv, dv, sv));
     sum += l;
     weight_sum += wv;
   }
   if (i < n) {
-    const Vec<acc_t, B> wv = vload_part<acc_t, B>(w + i, n - i);
-    const Vec<acc_t, B> diff = vload_part<acc_t, B>(d + i, n - i) - vload_part<acc_t, B>(s + i, n - i);
-    const Vec<acc_t, B> l = wv * vabs(diff);
-    if (map != nullptr) vstore_part<scalar_t>(map + i, l, n - i);
-    if (signed_w != nullptr) vstore_part<scalar_t>(signed_w + i, Vec<acc_t, B>(wv * vsign(diff)), n - i);
+    const int64_t m = n - i;
+    const Vec<acc_t, B> wv = vload_part<acc_t, B>(w + i, m), dv = vload_part<acc_t, B>(d + i, m),
+                        sv = vload_part<acc_t, B>(s + i, m);
+    const Vec<acc_t, B> l = math::weighted_l1(wv, dv, sv);
+    if (map != nullptr) vstore_part<scalar_t>(map + i, l, m);
+    if (signed_w != nullptr) vstore_part<scalar_t>(signed_w + i, math::weighted_l1_grad(one, wv, dv, sv), m);
     sum += l;
     weight_sum += wv;
   }
@@ -62,14 +63,16 @@ DESC_OPS_ALWAYS_INLINE void l1_grad_body(const scalar_t* __restrict__ d, const s
   int64_t i = 0;
   for (; i + N <= n; i += N) {
     const Vec<acc_t, B> sc = g_map != nullptr ? vload<acc_t, B>(g_map + i) : vsplat<B>(scale);
-    const Vec<acc_t, B> g = sc * vload<acc_t, B>(w + i) * vsign(vload<acc_t, B>(d + i) - vload<acc_t, B>(s + i));
+    const Vec<acc_t, B> g = math::weighted_l1_grad(sc, vload<acc_t, B>(w + i), vload<acc_t, B>(d + i),
+                                                   vload<acc_t, B>(s + i));
     vstore<scalar_t>(gd + i, g);
     vstore<scalar_t>(gs + i, -g);
   }
   if (i < n) {
     const int64_t m = n - i;
     const Vec<acc_t, B> sc = g_map != nullptr ? vload_part<acc_t, B>(g_map + i, m) : vsplat<B>(scale);
-    const Vec<acc_t, B> g = sc * vload_part<acc_t, B>(w + i, m) * vsign(vload_part<acc_t, B>(d + i, m) - vload_part<acc_t, B>(s + i, m));
+    const Vec<acc_t, B> g = math::weighted_l1_grad(sc, vload_part<acc_t, B>(w + i, m), vload_part<acc_t, B>(d + i, m),
+                                                   vload_part<acc_t, B>(s + i, m));
     vstore_part<scalar_t>(gd + i, g, m);
     vstore_part<scalar_t>(gs + i, Vec<acc_t, B>(-g), m);
   }

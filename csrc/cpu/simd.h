@@ -259,6 +259,23 @@ DESC_OPS_ALWAYS_INLINE V vexp_nonpositive(V in) {
   }
 }
 
+}  // namespace cpu
+
+// The vector forms desc_math.h declares for its formulas (math::weighted_l1,
+// math::edge_aware_weight).
+namespace math {
+template <typename V>
+DESC_OPS_ALWAYS_INLINE V abs_(V x) {
+  return cpu::vabs(x);
+}
+template <typename V>
+DESC_OPS_ALWAYS_INLINE V exp_nonpositive(V x) {
+  return cpu::vexp_nonpositive(x);
+}
+}  // namespace math
+
+namespace cpu {
+
 // The lanes added in a fixed tree: lane j + N/2 onto lane j, then N/4, ...
 // Written as half vectors added whole, one instruction a level: GCC compiles
 // the lane-by-lane loop through the stack, which cost the memory-bound

@@ -33,8 +33,7 @@ DESC_OPS_ALWAYS_INLINE Vec<acc_t, B> edge_weights(const scalar_t* img, int64_t C
       a += vabs(vload_part<acc_t, B>(p, m) - vload_part<acc_t, B>(p + offset, m));
     }
   }
-  // A product, not a quotient: a vector division is the slowest op here.
-  return vexp_nonpositive(Vec<acc_t, B>(a * static_cast<acc_t>(-1.0 / static_cast<double>(C))));
+  return math::edge_aware_weight<acc_t>(a, C);
 }
 
 template <typename scalar_t, int B, int kC, typename acc_t>

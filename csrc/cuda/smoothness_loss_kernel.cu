@@ -19,7 +19,7 @@ __device__ __forceinline__ acc_t weight_between(const scalar_t* __restrict__ img
   for (int64_t c = 0; c < C; ++c) {
     s += math::abs_(static_cast<acc_t>(img[c * HW + p]) - static_cast<acc_t>(img[c * HW + p + offset]));
   }
-  return math::edge_aware_weight(s, C);
+  return math::edge_aware_weight<acc_t>(s, C);
 }
 
 template <typename scalar_t, typename acc_t>
