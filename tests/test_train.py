@@ -168,6 +168,11 @@ def test_config_file_and_overrides(tmp_path):
     (tmp_path / "bad.toml").write_text("colour = 1\n")
     with pytest.raises(ValueError, match="unknown settings"):
         load_config(str(tmp_path / "bad.toml"))
+    (tmp_path / "broken.toml").write_text("lr = \n")
+    with pytest.raises(ValueError, match=f"^{re.escape(str(tmp_path / 'broken.toml'))}: not valid TOML: "):
+        load_config(str(tmp_path / "broken.toml"))
+    with pytest.raises(ValueError, match="^unknown preset 'papers'; known: paper$"):
+        load_config(None, preset="papers")
 
 
 @pytest.mark.parametrize("text, value", [("1", True), ("TRUE", True), ("Yes", True), ("on", True),
