@@ -632,8 +632,8 @@ def _panoptic_argv(tmp_path, missing=None, extra=()):
     return ["prepare", "panoptic"] + [a for k, v in given.items() if k != missing for a in (k, v)] + list(extra)
 
 
-@pytest.mark.parametrize("missing", ["--out", "--split", "--format"])
-def test_out_split_and_format_are_required(tmp_path, capsys, missing):
+@pytest.mark.parametrize("missing", ["--predictions", "--out", "--split", "--format"])
+def test_predictions_out_split_and_format_are_required(tmp_path, capsys, missing):
     with pytest.raises(SystemExit) as exit_:
         cli.main(_panoptic_argv(tmp_path, missing=missing))
     assert exit_.value.code == 2
