@@ -205,6 +205,7 @@ def test_v1_depth_in_metres_focal_and_names(tmp_path):
     assert meta.dataset["converter"] == "desc-train prepare vkitti" and meta.label_source is None
     assert meta.dataset["root"] == meta.dataset["args"]["root"] == os.path.abspath(src)
     assert meta.dataset["args"]["limit"] is None and meta.dataset["args"]["max_depth"] == 80.0
+    assert meta.dataset["args"]["sky"] == "clamp"
     record = meta.frames["0002_fog_00001"]
     assert record["src"] == os.path.join("vkitti_1.3.1_rgb", "0002", "fog", "00001.png")
     assert record["orig_size"] == [375, 1242]
@@ -769,8 +770,10 @@ def test_version_may_be_named_and_worlds_listed(tmp_path):
                         "--sky", "clamp", "--focal", "700")
     assert meta.dataset["version"] == "1.3.1" and {n.split("_")[0] for n in meta.names} == {"0002"}
     np.testing.assert_allclose(meta.frames["0002_clone_00000"]["K"][:2], [700 * 160 / 1242, 700 * 48 / 375], rtol=1e-6)
-    with pytest.raises(SystemExit):
-        prepare(v1, tmp_path / "d", "--sky", "black")
+    for wrong in (["--sky", "black"], ["--camera", "2"], ["--labels", "all"]):
+        with pytest.raises(SystemExit):
+            prepare(v1, tmp_path / "d", *wrong)
     v2 = make_v2(tmp_path / "v2", cameras=(0,))
-    _, meta = converted(v2, tmp_path / "c", *OUT_SIZE, "--allow-size", "--version", "2.0.3")
+    _, meta = converted(v2, tmp_path / "c", *OUT_SIZE, "--allow-size", "--version", "2.0.3", "--camera", "0",
+                        "--labels", "none")
     assert meta.dataset["version"] == "2.0.3"
