@@ -340,6 +340,7 @@ def test_simulated_segmenter_misses_instances_shorter_than_min_rows():
     background = np.full((40, 60), BUILDING, np.uint8)
     background[25:] = ROAD
     semantic, instance = background.copy(), np.zeros((40, 60), np.uint16)
+    background[20:24, 30:40] = CAR  # behind the person: a car the segmenter sees, with no instance of its own
     semantic[5:13, 5:15], instance[5:13, 5:15] = CAR, 1  # 8 rows
     semantic[20:27, 30:40], instance[20:27, 30:40] = PERSON, 2  # 7 rows
     objects = [gen.SceneObject(CAR, 1, 0.0, 10.0, 1.5, 1.8), gen.SceneObject(PERSON, 2, 0.0, 12.0, 1.7, 0.6)]
