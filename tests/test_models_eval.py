@@ -30,6 +30,30 @@ def test_depth_unet_has_the_documented_size_and_needs_multiples_of_16():
         DepthUNet(3, 4)(torch.rand(1, 3, 32, 60))
 
 
+def test_layers_of_a_block_and_of_g_h():
+    """A U-Net block is (conv, BatchNorm, ELU) twice; G_h is an MLP with an ELU
+    after each hidden layer."""
+    from torch import nn
+    from desc_train.models import _block
+
+    assert [type(m) for m in _block(3, 8)] == [nn.Conv2d, nn.BatchNorm2d, nn.ELU] * 2
+    assert [type(m) for m in HeightNet(15).net] == [nn.Linear, nn.ELU, nn.Linear, nn.ELU, nn.Linear]
+    assert [(m.in_features, m.out_features) for m in HeightNet(15).net if isinstance(m, nn.Linear)] == \
+        [(15, 64), (64, 64), (64, 1)]
+
+
+def test_unet_depth_spans_zero_to_max_depth():
+    """Each head maps to max_depth / 2 * (tanh + 1): saturated heads give 0 and max_depth."""
+    torch.manual_seed(0)
+    net = DepthUNet(3, width=4, max_depth=50.0).eval()
+    x = torch.rand(1, 3, 32, 32)
+    for bias, want in ((40.0, 50.0), (-40.0, 0.0)):
+        with torch.no_grad():
+            for head in net.heads:
+                head.bias.fill_(bias)
+            assert all(torch.allclose(o, torch.full_like(o, want)) for o in net(x))
+
+
 def test_semantic_input_and_height_net():
     labels = torch.tensor([[[0, 1], [-1, 2]]])
     x = semantic_input(labels, 3, torch.ones(1, 1, 2, 2))

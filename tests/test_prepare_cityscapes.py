@@ -301,7 +301,8 @@ def test_missing_subset_folder_names_the_archive(tmp_path, capsys):
     assert os.path.join("leftImg8bit", "train") in err and "leftImg8bit_trainvaltest.zip" in err
 
 
-@pytest.mark.parametrize("argument", [["--subset", "val,bogus"], ["--crop-bottom", "1"]])
+@pytest.mark.parametrize("argument", [["--subset", "val,bogus"], ["--crop-bottom", "1"], ["--gt", "lidar"],
+                                      ["--labels", "coarse"]])
 def test_bad_arguments_are_refused(tmp_path, argument):
     with pytest.raises(SystemExit):
         prepare(tmp_path, tmp_path / "out", *argument)
@@ -397,7 +398,7 @@ def test_private_labels_are_refused_naming_the_folder(tmp_path, subset, text):
 
 
 def test_arguments_defaults_and_required(capsys):
-    """192x512 by default (DESC's Cityscapes size); --subset is required; --labels none may be named."""
+    """192x512 by default (DESC's Cityscapes size); --subset is required; --labels none and --gt none may be named."""
     import argparse
 
     from desc_train.data.prepare.cityscapes import add_arguments
@@ -405,8 +406,8 @@ def test_arguments_defaults_and_required(capsys):
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     base = ["--root", "r", "--out", "o", "--split", "target"]
-    args = parser.parse_args(base + ["--subset", "val", "--labels", "none"])
-    assert args.size == (192, 512) and args.labels == "none"
+    args = parser.parse_args(base + ["--subset", "val", "--labels", "none", "--gt", "none"])
+    assert args.size == (192, 512) and args.labels == "none" and args.gt == "none"
     with pytest.raises(SystemExit):
         parser.parse_args(base)
     assert "the following arguments are required: --subset" in capsys.readouterr().err
