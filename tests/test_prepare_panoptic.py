@@ -640,6 +640,14 @@ def test_predictions_out_split_and_format_are_required(tmp_path, capsys, missing
     assert f"the following arguments are required: {missing}" in capsys.readouterr().err
 
 
+def test_the_default_match_may_be_named():
+    parser = argparse.ArgumentParser()
+    panoptic.add_arguments(parser)
+    args = parser.parse_args(["--predictions", "p.json", "--out", "o", "--split", "s", "--format", "detectron2",
+                              "--match", "name"])
+    assert (args.match, args.format) == ("name", "detectron2")
+
+
 @pytest.mark.parametrize("extra", [["--format", "json"], ["--match", "path"]])
 def test_format_and_match_take_their_choices_only(tmp_path, capsys, extra):
     with pytest.raises(SystemExit) as exit_:
