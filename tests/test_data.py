@@ -106,7 +106,7 @@ def test_split_meta_records_each_frames_true_objects(tmp_path):
         assert any(o.height != round(o.height, 4) for o in scene.objects)  # the rounding is seen
 
 
-def test_benchmark_splits_are_disjoint_scenes_of_their_domain(tmp_path):
+def test_generated_splits_are_disjoint_scenes_of_their_domain(tmp_path):
     """target_train and target_test draw different scenes of the target domain (frame
     i of a split is scene first + i, with first 100,000 apart); meta.json has the
     camera's focal length; no logits unless asked for."""
