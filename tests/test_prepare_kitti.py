@@ -368,7 +368,8 @@ def test_list_formats_give_the_same_split(tree, tmp_path, capsys):
     assert sorted(read_meta(str(tmp_path / "right" / "target_test")).frames) == sorted(name(f, "r") for f in FRAMES)
     for fmt, lst in lists.items():  # each format may also be named
         assert prepare(tree, tmp_path / f"named_{fmt}", lst, "--list-format", fmt) == 0
-    assert prepare(tree, tmp_path / "defaults_named", lists["desc"], "--ext", "auto", "--gt", "none") == 0
+    assert prepare(tree, tmp_path / "defaults_named", lists["desc"], "--ext", "auto", "--gt", "none",
+                   "--list-format", "auto") == 0
 
 
 @pytest.mark.parametrize("extra", [["--list-format", "csv"], ["--side", "both"], ["--ext", "gif"], ["--gt", "lidar"],

@@ -544,8 +544,10 @@ def test_limit_and_categories_without_a_coco_class(tmp_path, capsys):
     _, every = converted(src, tmp_path / "all", *OUT_SIZE, "--allow-size")
     capsys.readouterr()
     _, meta = converted(src, tmp_path / "out", *OUT_SIZE, "--allow-size", "--labels", "gt", "--limit", "3")
-    assert len(every.names) == 4 and meta.names == sorted(every.names)[:3]
+    assert len(every.names) == 4 and meta.names == sorted(every.names)[:3] and meta.dataset["args"]["limit"] == 3
     assert "note: categories Airship, Blimp, Dirigible, Kite, Zeppelin have no COCO class; labelled ignore (255)\n" in capsys.readouterr().out
+    converted(src, tmp_path / "tall", "--size", "64x160", "--allow-size", "--limit", "1")
+    assert "scales x by 0.1288 and y by 0.1707" in capsys.readouterr().out  # from 1242x375
 
 
 def test_real_size_is_required_unless_allowed(tmp_path, capsys):
