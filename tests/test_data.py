@@ -152,6 +152,12 @@ def test_layout_round_trip(tmp_path):
     assert np.allclose(back["depth"], np.round(fr["depth"] * 256) / 256, atol=1e-6)
     assert np.array_equal(back["semantic"], fr["semantic"].astype(np.int64))
     assert np.array_equal(back["instance"], fr["instance"].astype(np.int64))
+    assert (back["depth"].dtype, back["semantic"].dtype, back["instance"].dtype) == (np.float32, np.int64, np.int64)
+    os.remove(os.path.join(split, "semantic", "a.png"))  # no labels: -1 everywhere, int64 still
+    write_meta(split, SplitMeta("source", ["x"] * 8, [5, 6], fr["scene"].focal, [48, 160], frames={"a": {}},
+                                has_labels=False))
+    unlabelled = read_sample(split, "a", read_meta(split))
+    assert unlabelled["semantic"].dtype == np.int64 and (unlabelled["semantic"] == -1).all()
     item = DepthDataset(split)[0]
     assert item["image"].shape == (3, 48, 160) and item["depth"].shape == (1, 48, 160)
     assert item["focal"].item() == pytest.approx(fr["scene"].focal)
