@@ -464,9 +464,11 @@ def test_ground_truth_of_other_tools_is_cleaned_on_reading_and_checked(tmp_path)
 
 
 def test_depth_beyond_the_png_range_is_stored_as_the_largest_value(tmp_path):
-    write_sample(str(tmp_path), "f", None, np.float32([[300.0, 1.0]]), None, None, depth_scale=256.0)
+    """Finite depth beyond the range saturates; infinite, NaN and negative depth is no depth (0)."""
+    write_sample(str(tmp_path), "f", None, np.float32([[300.0, 1.0, np.inf, np.nan, -2.0]]), None, None,
+                 depth_scale=256.0)
     stored = cv2.imread(str(tmp_path / "depth" / "f.png"), cv2.IMREAD_UNCHANGED)
-    assert stored.dtype == np.uint16 and stored.tolist() == [[65535, 256]]
+    assert stored.dtype == np.uint16 and stored.tolist() == [[65535, 256, 0, 0, 0]]
 
 
 def _one_frame(split):
