@@ -369,7 +369,7 @@ def test_list_formats_give_the_same_split(tree, tmp_path, capsys):
     for fmt, lst in lists.items():  # each format may also be named
         assert prepare(tree, tmp_path / f"named_{fmt}", lst, "--list-format", fmt) == 0
     assert prepare(tree, tmp_path / "defaults_named", lists["desc"], "--ext", "auto", "--gt", "none",
-                   "--list-format", "auto") == 0
+                   "--list-format", "auto", "--side", "l") == 0
 
 
 @pytest.mark.parametrize("extra", [["--list-format", "csv"], ["--side", "both"], ["--ext", "gif"], ["--gt", "lidar"],
@@ -400,6 +400,22 @@ def test_published_list_is_recognised_by_its_hash(tree, tmp_path, monkeypatch):
 def test_limit_converts_the_first_frames_of_the_list(tree, tmp_path):
     assert prepare(tree, tmp_path / "out", monodepth2_list(tmp_path / "test.txt"), "--limit", "2") == 0
     assert sorted(read_meta(str(tmp_path / "out" / "target_test")).frames) == sorted([name(A), name(B)])
+
+
+def test_lists_of_another_format_empty_or_unreadable_are_named(tree, tmp_path, capsys):
+    lst = monodepth2_list(tmp_path / "test.txt")
+    assert prepare(tree, tmp_path / "out", lst, "--list-format", "desc") == 1
+    assert f"{lst} line 1: 3 columns, but the list is in desc format (4 columns)" in capsys.readouterr().err
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n")
+    assert prepare(tree, tmp_path / "out", empty) == 1 and f"{empty}: the list is empty" in capsys.readouterr().err
+    assert prepare(tree, tmp_path / "out", tmp_path / "none.txt") == 1
+    assert f"{tmp_path / 'none.txt'}: unreadable list: " in capsys.readouterr().err
+
+
+def test_a_size_of_another_aspect_is_noted(tree, tmp_path, capsys):
+    assert prepare(tree, tmp_path / "out", monodepth2_list(tmp_path / "test.txt", [A]), "--size", "192x512") == 0
+    assert "scales x by 0.4122 and y by 0.5120" in capsys.readouterr().out  # from 1242x375
 
 
 def test_interrupted_run_restarts_when_its_list_changed(tree, tmp_path, capsys):
