@@ -485,6 +485,7 @@ def test_list_of_jpeg_files_over_a_png_tree_says_to_pass_ext_png(tree, tmp_path,
     assert prepare(tree, tmp_path / "out", desc_list(tmp_path / "test.txt", ext="jpg")) == 1
     err = capsys.readouterr().err
     assert "0000000069.jpg missing but 0000000069.png exists (the list names JPEG files); pass --ext png" in err
+    assert prepare(tree, tmp_path / "out", tmp_path / "test.txt", "--ext", "png") == 0
 
 
 @pytest.mark.parametrize("missing", ["--root", "--out", "--split", "--list"])
