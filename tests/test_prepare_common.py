@@ -18,12 +18,15 @@ def test_list_hash_is_of_the_lines_each_ended_by_one_newline():
     want = hashlib.sha256(b"a b\nc\n").hexdigest()
     assert sha256_lines(["a b\n", "c"]) == sha256_lines(["a b", "c\n"]) == want
     assert sha256_lines(["\na b", "c"]) != want  # leading newlines are content
+    assert sha256_lines(["a b \r\n", "cX"]) == hashlib.sha256(b"a b \r\ncX\n").hexdigest()  # only "\n" is stripped
 
 
 def test_rgb_is_area_averaged_down_and_bilinear_up():
     rgb = np.random.default_rng(0).integers(0, 256, (30, 50, 3), dtype=np.uint8)
     assert resize_rgb(rgb, (30, 50)) is rgb
-    for size, mode in (((12, 20), cv2.INTER_AREA), ((30, 20), cv2.INTER_AREA), ((60, 100), cv2.INTER_LINEAR)):
+    for size, mode in (((12, 20), cv2.INTER_AREA), ((30, 20), cv2.INTER_AREA), ((12, 50), cv2.INTER_AREA),
+                       ((60, 100), cv2.INTER_LINEAR), ((30, 100), cv2.INTER_LINEAR), ((60, 50), cv2.INTER_LINEAR),
+                       ((40, 45), cv2.INTER_AREA)):
         np.testing.assert_array_equal(resize_rgb(rgb, size), cv2.resize(rgb, size[::-1], interpolation=mode))
     assert not np.array_equal(cv2.resize(rgb, (20, 30), interpolation=cv2.INTER_AREA),
                               cv2.resize(rgb, (20, 30), interpolation=cv2.INTER_LINEAR))
