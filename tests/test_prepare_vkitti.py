@@ -211,7 +211,7 @@ def test_v1_depth_in_metres_focal_and_names(tmp_path):
     assert record["orig_size"] == [375, 1242]
     np.testing.assert_allclose(record["K"], [725 * 640 / 1242, 725 * 192 / 375, 620.5 * 640 / 1242, 187 * 192 / 375],
                                rtol=1e-6)
-    assert meta.frame_focal("0001_clone_00000") == pytest.approx(371.2)
+    assert meta.frame_focal("0001_clone_00000") == pytest.approx(371.2) == meta.focal  # the split's: the median
     assert depth_at(split, meta, "0002_fog_00001", (192, 640)) == {
         SKY: 80.0, LEFT: pytest.approx(12.34, rel=1e-6), MID_RIGHT: 80.0}
     rgb = read_sample(split, "0002_fog_00001", meta)["rgb"]
@@ -379,7 +379,9 @@ def test_interrupted_run_resumes_and_finished_split_needs_overwrite(tmp_path, ca
     assert "(4 written, 0 resumed)" in capsys.readouterr().out
 
 
-def test_interrupted_run_under_other_arguments_restarts(tmp_path, capsys):
+@pytest.mark.parametrize("rerun", [["--sky", "ignore"], ["--overwrite"]], ids=["other-arguments", "overwrite"])
+def test_interrupted_run_restarts_under_other_arguments_or_with_overwrite(tmp_path, capsys, rerun):
+    """The first frame is written, the second fails; the rerun writes both again."""
     src = make_v1(tmp_path / "src", frames=2)
     bad = os.path.join(src, "vkitti_1.3.1_depthgt", "0001", "clone", "00001.png")
     good = cv2.imread(bad, cv2.IMREAD_UNCHANGED)
@@ -387,7 +389,7 @@ def test_interrupted_run_under_other_arguments_restarts(tmp_path, capsys):
     args = [*OUT_SIZE, "--allow-size"]
     assert bad in failure(capsys, src, tmp_path / "out", *args)
     cv2.imwrite(bad, good)
-    assert prepare(src, tmp_path / "out", *args, "--sky", "ignore") == 0
+    assert prepare(src, tmp_path / "out", *args, *rerun) == 0
     out = capsys.readouterr().out
     assert "resuming" not in out and "(2 written, 0 resumed)" in out
 
