@@ -53,5 +53,9 @@ def test_named_values_reach_the_runner(monkeypatch):
                                     "--median-scaling", "--device", "cuda", "--json", "r.json"))
     assert (args.crop, args.cap, args.median_scaling, args.device, args.json) == \
         ("none", [(1.0, 50.0), (0.5, 80.0)], True, "cuda", "r.json")
+    _, args = _parsed(monkeypatch, ("generate", "--out", "d", "--source", "3", "--target", "4", "--test", "5",
+                                    "--seed", "6", "--workers", "2", "--size", "32x64", "--sheet", "s.png", "--logits"))
+    assert (args.source, args.target, args.test, args.seed, args.workers, args.size, args.sheet, args.logits) == \
+        (3, 4, 5, 6, 2, (32, 64), "s.png", True)
     _, args = _parsed(monkeypatch, ("train", "--preset", "paper", "--set", "lr=1", "--set", "width=8"))
     assert (args.preset, args.overrides) == ("paper", ["lr=1", "width=8"])
