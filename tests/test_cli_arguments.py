@@ -49,6 +49,11 @@ def test_choices(monkeypatch, argv):
         _parsed(monkeypatch, argv)
 
 
+@pytest.mark.parametrize("crop", ["auto", "none", "garg", "cityscapes"])
+def test_every_crop_may_be_named(monkeypatch, crop):
+    assert _parsed(monkeypatch, ("evaluate", "c.pt", "s", "--crop", crop))[1].crop == crop
+
+
 def test_named_values_reach_the_runner(monkeypatch):
     _, args = _parsed(monkeypatch, ("evaluate", "c.pt", "s", "--crop", "none", "--cap", "1,50", "--cap", "0.5,80",
                                     "--median-scaling", "--device", "cuda", "--json", "r.json"))
