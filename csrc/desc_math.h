@@ -90,7 +90,7 @@ DESC_HDV V abs_(V x);
 #endif
 
 // sign(0) = sign(NaN) = 0 (docs/ops.md §0). T is a float or a vector of
-// floats (the CPU row loops, csrc/cpu/simd.h), so that the CPU kernels take
+// floats (the CPU kernels' vector row loops), so that the CPU kernels take
 // the sign the CUDA kernels take.
 template <typename T>
 DESC_HDV T sign(T x) {

@@ -359,18 +359,26 @@ def test_v2_instancegt_resaved_as_grey_levels_reads_the_same(tmp_path):
     np.testing.assert_array_equal(a["semantic"], b["semantic"])
 
 # ---------------------------------------------------------------- resuming
-def test_interrupted_run_resumes_and_finished_split_needs_overwrite(tmp_path, capsys):
-    src = make_v1(tmp_path / "src", worlds=("0001", "0002"), frames=2)
-    bad = os.path.join(src, "vkitti_1.3.1_depthgt", "0002", "clone", "00001.png")
+def _interrupted(tmp_path, capsys, worlds):
+    """A 1.3.1 tree whose last frame's depth is unreadable, converted into
+    tmp_path/out (failing there, the frames before it written). Returns the tree,
+    the conversion's arguments and the function that repairs the frame."""
+    src = make_v1(tmp_path / "src", worlds=worlds, frames=2)
+    bad = os.path.join(src, "vkitti_1.3.1_depthgt", worlds[-1], "clone", "00001.png")
     good = cv2.imread(bad, cv2.IMREAD_UNCHANGED)
     cv2.imwrite(bad, np.zeros((*SMALL, 3), np.uint8))
     args = [*OUT_SIZE, "--allow-size"]
     assert bad in failure(capsys, src, tmp_path / "out", *args)
+    return src, args, lambda: cv2.imwrite(bad, good)
+
+
+def test_interrupted_run_resumes_and_finished_split_needs_overwrite(tmp_path, capsys):
+    src, args, repair = _interrupted(tmp_path, capsys, ("0001", "0002"))
     split = os.path.join(tmp_path, "out", "source_train")
     assert not os.path.exists(os.path.join(split, "meta.json"))
     kept = os.path.join(split, "rgb", "0001_clone_00000.png")
     stamp = os.stat(kept).st_mtime_ns
-    cv2.imwrite(bad, good)
+    repair()
     assert prepare(src, tmp_path / "out", *args, "--workers", "2") == 0  # the process count is no reason to restart
     assert "resuming, 3 of 4 frames written already" in capsys.readouterr().out
     assert os.stat(kept).st_mtime_ns == stamp and len(read_meta(split).names) == 4
@@ -382,13 +390,8 @@ def test_interrupted_run_resumes_and_finished_split_needs_overwrite(tmp_path, ca
 @pytest.mark.parametrize("rerun", [["--sky", "ignore"], ["--overwrite"]], ids=["other-arguments", "overwrite"])
 def test_interrupted_run_restarts_under_other_arguments_or_with_overwrite(tmp_path, capsys, rerun):
     """The first frame is written, the second fails; the rerun writes both again."""
-    src = make_v1(tmp_path / "src", frames=2)
-    bad = os.path.join(src, "vkitti_1.3.1_depthgt", "0001", "clone", "00001.png")
-    good = cv2.imread(bad, cv2.IMREAD_UNCHANGED)
-    cv2.imwrite(bad, np.zeros((*SMALL, 3), np.uint8))
-    args = [*OUT_SIZE, "--allow-size"]
-    assert bad in failure(capsys, src, tmp_path / "out", *args)
-    cv2.imwrite(bad, good)
+    src, args, repair = _interrupted(tmp_path, capsys, ("0001",))
+    repair()
     assert prepare(src, tmp_path / "out", *args, *rerun) == 0
     out = capsys.readouterr().out
     assert "resuming" not in out and "(2 written, 0 resumed)" in out
@@ -501,7 +504,8 @@ ERRORS = {  # case -> (tree, mutation, extra arguments, fragments of the message
     "camera 1 of 1.3.1": (V1, None, ["--camera", "1"], ["--camera 1: Virtual KITTI 1.3.1 has one camera"]),
     "no frames chosen": (V1, None, ["--worlds", "0009", "0010"],
                          ["src: no frames to convert (camera 0, worlds 0009 0010, variations all)\n"]),
-    "no frames left by the list": (V1, _add_v1_list_of_both_frames, ["--exclude-list", "{root}/list.txt", "--variations", "clone"],
+    "no frames left by the list": (V1, _add_v1_list_of_both_frames,
+                                   ["--exclude-list", "{root}/list.txt", "--variations", "clone"],
                                    ["src: no frames to convert (camera 0, worlds all, variations clone, --list ",
                                     "list.txt)\n"]),
     "both releases": (V2, _add_v1_tree, [], ["1.3.1 (vkitti_1.3.1_rgb/)", "2.0.3 (vkitti_2.0.3_rgb/)",
@@ -547,7 +551,8 @@ def test_limit_and_categories_without_a_coco_class(tmp_path, capsys):
     capsys.readouterr()
     _, meta = converted(src, tmp_path / "out", *OUT_SIZE, "--allow-size", "--labels", "gt", "--limit", "3")
     assert len(every.names) == 4 and meta.names == sorted(every.names)[:3] and meta.dataset["args"]["limit"] == 3
-    assert "note: categories Airship, Blimp, Dirigible, Kite, Zeppelin have no COCO class; labelled ignore (255)\n" in capsys.readouterr().out
+    note = "note: categories Airship, Blimp, Dirigible, Kite, Zeppelin have no COCO class; labelled ignore (255)\n"
+    assert note in capsys.readouterr().out
     converted(src, tmp_path / "tall", "--size", "64x160", "--allow-size", "--limit", "1")
     assert "scales x by 0.1288 and y by 0.1707" in capsys.readouterr().out  # from 1242x375
 

@@ -38,13 +38,13 @@ DESC_OPS_ALWAYS_INLINE void runs_l1_body(const scalar_t* __restrict__ d_b, int64
     for (; i + N <= n; i += N) {
       const Vec<acc_t, B> diff = vload<acc_t, B>(d + i) - zk;
       sum += vabs(diff);
-      signs += vsign(diff);
+      signs += math::sign(diff);
     }
     if (i < n) {
       // Lanes past the run read z: a difference of 0 adds nothing.
       const Vec<acc_t, B> diff = vload_part<acc_t, B>(d + i, n - i, zk) - zk;
       sum += vabs(diff);
-      signs += vsign(diff);
+      signs += math::sign(diff);
     }
     row_sum[run.y] += lane_reduce(sum);
     sgn[run.k] += static_cast<int64_t>(lane_reduce(signs));
@@ -74,8 +74,10 @@ DESC_OPS_ALWAYS_INLINE void runs_grad_body(const scalar_t* __restrict__ d_b, int
       if (i < n) vstore_part(g + i, zero, n - i);
       continue;
     }
-    for (; i + N <= n; i += N) vstore(g + i, Vec<acc_t, B>(s * vsign(Vec<acc_t, B>(vload<acc_t, B>(d + i) - zk))));
-    if (i < n) vstore_part(g + i, Vec<acc_t, B>(s * vsign(Vec<acc_t, B>(vload_part<acc_t, B>(d + i, n - i) - zk))), n - i);
+    for (; i + N <= n; i += N) vstore(g + i, Vec<acc_t, B>(s * math::sign(Vec<acc_t, B>(vload<acc_t, B>(d + i) - zk))));
+    if (i < n) {
+      vstore_part(g + i, Vec<acc_t, B>(s * math::sign(Vec<acc_t, B>(vload_part<acc_t, B>(d + i, n - i) - zk))), n - i);
+    }
   }
 }
 DESC_OPS_ISA_VARIANTS(runs_grad, runs_grad_body,

@@ -208,12 +208,6 @@ DESC_OPS_ALWAYS_INLINE V vabs(V x) {
   return x;
 }
 
-// sign(x) lane by lane: math::sign, sign(0) = sign(NaN) = 0.
-template <typename V>
-DESC_OPS_ALWAYS_INLINE V vsign(V x) {
-  return math::sign(x);
-}
-
 // math::fast_exp's 2^n exp(r) for x clamped to [-87.3, 88.3] and
 // n = round(x log2(e)), half away from zero.
 template <typename V, typename I>

@@ -46,14 +46,14 @@ DESC_OPS_ALWAYS_INLINE void weighted_abs_sum_impl(const scalar_t* __restrict__ d
     const Vec<acc_t, B> w = edge_weights<scalar_t, acc_t, B, kC>(img + x, C, HW, offset, N);
     const Vec<acc_t, B> diff = vload<acc_t, B>(d + x) - vload<acc_t, B>(d + x + offset);
     sum += vabs(diff) * w;
-    if (t != nullptr) vstore(t + x, Vec<acc_t, B>(w * vsign(diff)));
+    if (t != nullptr) vstore(t + x, Vec<acc_t, B>(w * math::sign(diff)));
   }
   if (x < n) {
     const int64_t m = n - x;
     const Vec<acc_t, B> w = edge_weights<scalar_t, acc_t, B, kC>(img + x, C, HW, offset, m);
     const Vec<acc_t, B> diff = vload_part<acc_t, B>(d + x, m) - vload_part<acc_t, B>(d + x + offset, m);
     sum += vabs(diff) * w;
-    if (t != nullptr) vstore_part(t + x, Vec<acc_t, B>(w * vsign(diff)), m);
+    if (t != nullptr) vstore_part(t + x, Vec<acc_t, B>(w * math::sign(diff)), m);
   }
   *out = lane_reduce(sum);
 }
@@ -111,8 +111,8 @@ DESC_OPS_ALWAYS_INLINE void row_terms_impl(const scalar_t* __restrict__ d, const
     sum_x += vabs(dx) * wx;
     sum_y += vabs(dy) * wy;
     if (tx != nullptr) {
-      vstore(tx + x, Vec<acc_t, B>(wx * vsign(dx)));
-      vstore(td + x, Vec<acc_t, B>(wy * vsign(dy)));
+      vstore(tx + x, Vec<acc_t, B>(wx * math::sign(dx)));
+      vstore(td + x, Vec<acc_t, B>(wy * math::sign(dy)));
     }
   }
   // The rest (fewer than N + 1 pixels) term by term, the lanes continuing.

@@ -708,10 +708,9 @@ def main(args) -> int:
     errors += [e for g in groups for c in components for e in [check_group_files(source, g, c)] if e]
     raise_all(errors, f"frames that cannot be converted ({len(errors)})")
     if not groups:
-        chosen = {name: " ".join(values) if values else "all"
-                  for name, values in (("worlds", args.worlds), ("variations", args.variations))}
-        raise DataError(f"{args.root}: no frames to convert (camera {args.camera}, worlds {chosen['worlds']}, "
-                        f"variations {chosen['variations']}" + (f", --list {list_path})" if list_path else ")"))
+        worlds, variations = (" ".join(chosen or ["all"]) for chosen in (args.worlds, args.variations))
+        raise DataError(f"{args.root}: no frames to convert (camera {args.camera}, worlds {worlds}, "
+                        f"variations {variations}" + (f", --list {list_path})" if list_path else ")"))
     plan = plan_frames(source, groups, args)
     jobs = sorted(plan.jobs, key=lambda job: job[0])[:args.limit or None]
     if selection is not None:
