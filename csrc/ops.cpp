@@ -7,25 +7,12 @@
 #ifndef DESC_OPS_NO_PYTHON
 #include <Python.h>
 #endif
-#include <torch/library.h>
 
-#ifdef WITH_CUDA
-#include <cuda_runtime_api.h>
-#endif
+#include "stable_api.h"
 
 namespace desc_ops {
 
-// CUDA runtime version the extension was compiled against (e.g. 13000), or
-// -1 for a CPU-only build; checked against torch.version.cuda at import.
-int64_t cuda_version() {
-#ifdef WITH_CUDA
-  return CUDART_VERSION;
-#else
-  return -1;
-#endif
-}
-
-TORCH_LIBRARY(desc_ops, m) {
+STABLE_TORCH_LIBRARY(desc_ops, m) {
   m.def(
       "confidence_map(Tensor semantic, Tensor? image, Tensor? edges, float edge_weight, "
       "float boundary_weight, int ignore_index, Tensor? ignore_classes) -> Tensor");
@@ -62,15 +49,17 @@ TORCH_LIBRARY(desc_ops, m) {
   m.def("_smoothness_loss_backward(Tensor grad, Tensor depth, Tensor image) -> Tensor");
   m.def("_smoothness_loss_train(Tensor depth, Tensor image) -> (Tensor, Tensor)");
   m.def("_smoothness_loss_backward_saved(Tensor grad, Tensor unit_grad, ScalarType dtype) -> Tensor");
-  m.def("_cuda_version() -> int", &cuda_version);
 }
 
 }  // namespace desc_ops
 
 #ifndef DESC_OPS_NO_PYTHON
-// Importing desc_ops._C runs the registrations above; the module itself is
-// empty (no pybind11 bindings are needed). The CMake build for C++ users
-// defines DESC_OPS_NO_PYTHON and is loaded with torch.ops.load_library.
+// Importing desc_ops._C runs the registrations above and those of the CPU
+// kernels; the module itself is empty (no pybind11 bindings, only the
+// limited C API of Python 3.9, so one abi3 build serves every Python). The
+// CUDA kernels are another module (csrc/cuda/module.cpp). The CMake build for
+// C++ users defines DESC_OPS_NO_PYTHON and is loaded with
+// torch.ops.load_library.
 PyMODINIT_FUNC PyInit__C(void) {
   static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
   return PyModule_Create(&module_def);

@@ -8,19 +8,19 @@
 
 namespace desc_ops {
 
-inline void check_smoothness_args(const at::Tensor& depth, const at::Tensor& image) {
+inline void check_smoothness_args(const Tensor& depth, const Tensor& image) {
   check_depth(depth);
   check_same_device(image, "image", depth, "depth");
   check_same_dtype(image, "image", depth, "depth");
-  TORCH_CHECK_VALUE(image.dim() == 4 && image.size(0) == depth.size(0) && image.size(1) >= 1 &&
+  DESC_CHECK(image.dim() == 4 && image.size(0) == depth.size(0) && image.size(1) >= 1 &&
                         image.size(2) == depth.size(2) && image.size(3) == depth.size(3),
                     "image must have shape [", depth.size(0), ", C, ", depth.size(2), ", ", depth.size(3),
                     "], got ", describe(image));
   check_not_empty(depth, "mean");
 }
 
-inline void check_smoothness_backward_args(const at::Tensor& grad, const at::Tensor& depth,
-                                           const at::Tensor& image) {
+inline void check_smoothness_backward_args(const Tensor& grad, const Tensor& depth,
+                                           const Tensor& image) {
   check_smoothness_args(depth, image);
   check_scalar_grad(grad, depth);
 }

@@ -214,8 +214,26 @@ def _num_instances(num_instances) -> int:
     return int(num_instances)
 
 
+def check_ids(ids: Tensor, num_instances: int, validate) -> bool:
+    """Every id is -1 or a slot in [0, num_instances) (docs/ops.md §3): one host
+    read. Returns whether the operator must still check them: under
+    torch.compile, which cannot trace a host read, the operator does (and a bad
+    id raises its RuntimeError)."""
+    if not validate:
+        return False
+    if torch.compiler.is_compiling():
+        return True
+    if ids.numel():
+        lo, hi = torch.stack(torch.aminmax(ids)).tolist()
+        if lo < -1 or hi >= num_instances:
+            raise ValueError(f"instance_ids must be -1 (no instance) or a slot in [0, {num_instances}), "
+                             f"found values in [{lo}, {hi}]")
+    return False
+
+
 def stats(instance_ids, num_instances, depth, validate):
-    """Arguments of instance_stats (docs/ops.md §3)."""
+    """Arguments of instance_stats (docs/ops.md §3), the ids checked here when
+    ``validate`` (check_ids)."""
     ids = _integer(_tensor(instance_ids, "instance_ids"), "instance_ids")
     if ids.dim() == 4 and ids.shape[1] == 1:
         ids = ids.squeeze(1)
@@ -229,11 +247,13 @@ def stats(instance_ids, num_instances, depth, validate):
                 f"depth must have shape ({ids.shape[0]}, 1, {ids.shape[1]}, {ids.shape[2]}) "
                 f"like instance_ids, got {_shape(depth)}")
         depth = depth.detach()
-    return ids, _num_instances(num_instances), depth, bool(validate)
+    K = _num_instances(num_instances)
+    return ids, K, depth, check_ids(ids, K, validate)
 
 
 def prior(depth, instance_ids, heights, focal, min_pixels, max_depth, reduction, validate):
-    """Arguments of instance_prior_loss (docs/ops.md §4)."""
+    """Arguments of instance_prior_loss (docs/ops.md §4), the ids checked here
+    when ``validate`` (check_ids)."""
     depth = _map(depth, "depth")
     B, H, W = depth.shape[0], depth.shape[2], depth.shape[3]
     ids = _plane(instance_ids, "instance_ids", B, H, W).detach()
@@ -251,7 +271,7 @@ def prior(depth, instance_ids, heights, focal, min_pixels, max_depth, reduction,
     reduction = _reduction(reduction, ("mean", "sum"))
     _not_empty(depth, "depth", reduction)
     return (depth, ids, heights.to(depth.dtype), focal_tensor(focal, B, depth), int(min_pixels),
-            max_depth, reduction, bool(validate))
+            max_depth, reduction, check_ids(ids, heights.shape[1], validate))
 
 
 def smoothness(depth, image):

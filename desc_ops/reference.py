@@ -144,17 +144,8 @@ def semantic_consistency_loss(depth, depth_sem, semantic, *, image=None, edges=N
 # --------------------------------------------------------------------------- §3
 
 
-def _check_ids(ids: Tensor, K: int) -> None:
-    if ids.numel():
-        lo, hi = int(ids.min()), int(ids.max())
-        if lo < -1 or hi >= K:
-            raise ValueError(f"instance_ids must be -1 (no instance) or a slot in [0, {K}), "
-                             f"found values in [{lo}, {hi}]")
-
-
 def _instance_stats(ids: Tensor, K: int, depth: Optional[Tensor], validate: bool) -> InstanceStats:
-    if validate:
-        _check_ids(ids, K)
+    # `validate`: _args.check_ids has checked the ids (except under torch.compile).
     B, H, W = ids.shape
     dev = ids.device
     n = B * K + 1  # one extra slot collects every pixel that is no instance
@@ -218,7 +209,10 @@ def _instance_prior_loss(depth, ids, heights, focal, min_pixels, max_depth, redu
     f = torch.where(finite_focal, focal, torch.zeros_like(focal))  # a NaN focal would reach the gradient
     z = (f[:, None] / pixel_height) * torch.where(used, hts, torch.zeros_like(hts))
     if max_depth is not None:
-        z = z.clamp(0, max_depth)
+        # The clamp passes no gradient at its bounds (docs/ops.md §4), whatever
+        # torch.clamp does there (1 on torch 2.13, 0 on 2.14).
+        inside = (z > 0) & (z < max_depth)
+        z = torch.where(inside, z, z.detach().clamp(0, max_depth))
     flat = ids.reshape(B, H * W).long()
     slot = flat.clamp(0, max(K - 1, 0))
     if K == 0:

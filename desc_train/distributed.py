@@ -146,6 +146,21 @@ def data_parallel(net: nn.Module, dev: torch.device) -> nn.Module:
     return DistributedDataParallel(net, device_ids=[dev.index] if dev.type == "cuda" else None)
 
 
+class _SumOverRanks(torch.autograd.Function):
+    """The sum over ranks of a tensor, with its backward: each rank's input
+    receives the sum over ranks of the output gradients. (torch's functional
+    all_reduce has this backward on torch 2.13, but on 2.10 its output
+    silently carries no gradient.)"""
+
+    @staticmethod
+    def forward(ctx, t: Tensor) -> Tensor:
+        return _all_reduce(t, dist.ReduceOp.SUM)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        return _all_reduce(grad, dist.ReduceOp.SUM)
+
+
 class GlooSyncBatchNorm2d(nn.BatchNorm2d):
     """BatchNorm2d over the batches of every rank on the CPU, where torch's
     SyncBatchNorm has no kernels and DistributedDataParallel refuses it: the
@@ -156,13 +171,7 @@ class GlooSyncBatchNorm2d(nn.BatchNorm2d):
     def forward(self, x: Tensor) -> Tensor:
         if not (self.training and is_distributed()):
             return super().forward(x)
-        # torch's all-reduce with a backward (the sum over ranks of the gradients); imported here,
-        # on the one path that needs it, as torch.distributed.nn's is deprecated for it.
-        from torch.distributed._functional_collectives import all_reduce
-
-        def summed(t: Tensor) -> Tensor:
-            return all_reduce(t, "sum", dist.group.WORLD)
-
+        summed = _SumOverRanks.apply
         dims, shape = [0, 2, 3], [1, -1, 1, 1]
         count = all_reduce_sum(torch.tensor(x.numel() / x.shape[1], dtype=torch.float64)).to(x.dtype)
         mean = summed(x.sum(dims)) / count

@@ -239,7 +239,7 @@ def test_extension_backend_refused_without_the_extension(monkeypatch):
     from desc_ops import _backend
     monkeypatch.setattr(_backend, "EXTENSION_ERROR", ImportError("no _C here"))
     with pytest.raises(ImportError, match=r"^desc_ops: the compiled extension desc_ops\._C could not be loaded "
-                                          r"\(no _C here\)\.\nBuild it against the installed torch"):
+                                          r"\(no _C here\)\.\nBuild it from the repository root"):
         desc_ops.set_backend("extension")
     desc_ops.set_backend("reference")
     assert desc_ops.backend() == "reference"
@@ -274,7 +274,7 @@ def test_missing_extension_says_how_to_build():
     hide = "import sys; sys.modules['desc_ops._C'] = None; "
     out = _python(hide + "import desc_ops")
     assert out.returncode != 0
-    assert "pip install --no-build-isolation" in out.stderr and "DESC_OPS_BACKEND=reference" in out.stderr
+    assert "pip install ." in out.stderr and "DESC_OPS_BACKEND=reference" in out.stderr
     # Asking for the reference works without the extension.
     out = _python(hide + "import torch, desc_ops; print(desc_ops.backend(), desc_ops.extension_available(), "
                   "desc_ops.smoothness_loss(torch.ones(1, 1, 2, 2), torch.ones(1, 3, 2, 2)).item())",
@@ -290,26 +290,55 @@ def test_built_cuda_version_matches_torch():
         assert built.split(".")[0] == torch.version.cuda.split(".")[0]
 
 
-@pytest.mark.parametrize("code, text", [(13000, "13.0"), (12040, "12.4"), (11080, "11.8"), (-1, None)])
-def test_built_cuda_version_decodes_the_extension_code(monkeypatch, code, text):
-    # The extension reports CUDA_VERSION (major * 1000 + minor * 10), or -1 for a CPU-only build.
-    monkeypatch.setattr(torch.ops.desc_ops, "_cuda_version", lambda: code)
-    assert desc_ops.built_cuda_version() == text
-
-
-@pytest.mark.parametrize("built, runtime, fails", [(13000, "13.0", False), (13000, "13.2", False),
-                                                   (12040, "13.0", True), (13000, "12.8", True),
-                                                   (-1, "13.0", False), (12040, None, False)])
-def test_cuda_major_mismatch_refuses_to_import(monkeypatch, built, runtime, fails):
+@pytest.mark.parametrize("runtime, built, load", [("13.0", [13], 13), ("13.2", [12, 13], 13), ("12.8", [12], 12),
+                                                   (None, [13], None), (None, [], None)])
+def test_cuda_module_of_the_runtime_major_is_loaded(runtime, built, load):
     from desc_ops import _backend
-    monkeypatch.setattr(torch.ops.desc_ops, "_cuda_version", lambda: built)
-    monkeypatch.setattr(torch.version, "cuda", runtime)
-    if fails:
-        with pytest.raises(ImportError, match=rf"compiled with CUDA {built // 1000}\.\d+ but torch uses CUDA "
-                                              rf"{runtime}: rebuild with `pip install --no-build-isolation -e \.`"):
-            _backend._check_cuda_version()
-    else:
-        _backend._check_cuda_version()
+    assert _backend.cuda_plan(runtime, built) == (load, None)
+
+
+@pytest.mark.parametrize("runtime, built, says", [
+    ("12.8", [13], "desc_ops's CUDA kernels were built for CUDA 13 but torch uses CUDA 12.8: rebuild with a CUDA 12"),
+    ("13.0", [11, 12], "built for CUDA 11, 12 but torch uses CUDA 13.0: rebuild with a CUDA 13 toolkit"),
+    ("13.0", [], "desc_ops was built without CUDA kernels and torch uses CUDA 13.0: rebuild with a CUDA 13"),
+])
+def test_cuda_major_mismatch_says_what_and_how_to_fix(runtime, built, says):
+    from desc_ops import _backend
+    load, message = _backend.cuda_plan(runtime, built)
+    assert load is None and says in message
+    assert "pip install --force-reinstall --no-deps --no-cache-dir ." in message
+
+
+def test_built_cuda_majors_reads_the_module_names(monkeypatch, tmp_path):
+    from desc_ops import _backend
+    for name in ("_C.abi3.so", "_C_cuda13.abi3.so", "_C_cuda12.cpython-311-x86_64-linux-gnu.so", "_C_cudaX.so"):
+        (tmp_path / name).touch()
+    monkeypatch.setattr(_backend, "__file__", str(tmp_path / "_backend.py"))
+    assert _backend.built_cuda_majors() == [12, 13]
+
+
+def test_cuda_tensors_meet_the_mismatch_message(monkeypatch):
+    """Under a torch of another CUDA major, every operator's CUDA kernel raises
+    the mismatch message instead of the dispatcher's "could not run" error."""
+    from desc_ops import _backend
+    monkeypatch.setattr(torch.version, "cuda", "99.0")
+    try:
+        _backend._load_cuda()
+        assert _backend.built_cuda_version() is None
+        assert "torch uses CUDA 99.0" in _backend.CUDA_ERROR
+        cuda = torch._C.DispatchKeySet(torch._C.DispatchKey.CUDA)
+        value = {"Tensor": torch.ones(1), "int": 0, "float": 0.0, "str": "mean", "bool": True, "List[bool]": [True] * 2,
+                 "ScalarType": torch.float32}
+        for name in _backend.OPERATORS:
+            op = getattr(torch.ops.desc_ops, name).default
+            assert torch._C._dispatch_has_kernel_for_dispatch_key(op.name(), "CUDA"), name
+            args = [None if str(a.type).startswith("Optional") else value[str(a.type)] for a in op._schema.arguments]
+            with pytest.raises(RuntimeError, match="torch uses CUDA 99.0: rebuild with a CUDA 99 toolkit"):
+                op.redispatch(cuda, *args)
+    finally:
+        monkeypatch.undo()
+        _backend._load_cuda()  # this torch's own state again
+    assert (_backend.built_cuda_version() is None) == (_backend._cuda_module is None)
 
 
 def test_desc_loss_combines_terms(device):

@@ -1,6 +1,4 @@
 // confidence_map on the CPU (docs/ops.md §1).
-#include <ATen/Parallel.h>
-#include <torch/library.h>
 
 #include "confidence_rows.h"
 
@@ -8,21 +6,21 @@ namespace desc_ops {
 namespace cpu {
 namespace {
 
-at::Tensor confidence_map_cpu(const at::Tensor& semantic, const std::optional<at::Tensor>& image,
-                              const std::optional<at::Tensor>& edges, double edge_weight,
+Tensor confidence_map_cpu(const Tensor& semantic, const std::optional<Tensor>& image,
+                              const std::optional<Tensor>& edges, double edge_weight,
                               double boundary_weight, int64_t ignore_index,
-                              const std::optional<at::Tensor>& ignore_classes) {
+                              const std::optional<Tensor>& ignore_classes) {
   const ConfidenceArgs a = make_confidence_args(semantic, image, edges, edge_weight,
                                                 boundary_weight, ignore_index, ignore_classes);
-  at::Tensor out = at::empty({a.B, 1, a.H, a.W}, semantic.options().dtype(a.dtype));
+  Tensor out = empty({a.B, 1, a.H, a.W}, a.dtype, semantic.device());
   if (out.numel() == 0) return out;
   dispatch_confidence_rows(a, [&](const auto& rows) {
     using Rows = std::decay_t<decltype(rows)>;
     using scalar_t = typename Rows::scalar_t;
     using acc_t = typename Rows::acc_t;
-    scalar_t* out_p = out.data_ptr<scalar_t>();
+    scalar_t* out_p = out.mutable_data_ptr<scalar_t>();
     const int64_t H = a.H, W = a.W;
-    at::parallel_for(0, a.B * H, row_grain(W), [&](int64_t begin, int64_t end) {
+    torch::stable::parallel_for(0, a.B * H, row_grain(W), [&](int64_t begin, int64_t end) {
       typename Rows::Scratch scratch(W);
       std::vector<acc_t> c(W);
       for (int64_t r = begin; r < end; ++r) {
@@ -36,7 +34,7 @@ at::Tensor confidence_map_cpu(const at::Tensor& semantic, const std::optional<at
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(desc_ops, CPU, m) { m.impl("confidence_map", &confidence_map_cpu); }
+STABLE_TORCH_LIBRARY_IMPL(desc_ops, CPU, m) { m.impl("confidence_map", TORCH_BOX(&confidence_map_cpu)); }
 
 }  // namespace cpu
 }  // namespace desc_ops

@@ -4,9 +4,6 @@
 // (softmax, Sobel) is ever materialised.
 #pragma once
 
-#include <ATen/ATen.h>
-#include <ATen/Dispatch.h>
-#include <ATen/OpMathType.h>
 
 #include <algorithm>
 #include <type_traits>
@@ -71,7 +68,7 @@ DESC_OPS_ALWAYS_INLINE void sobel_edge_body(const acc_t* __restrict__ t, const a
 }
 
 // out[0, n) = v rounded to scalar_t (as static_cast), vectorised.
-template <typename scalar_t, int B, typename acc_t = at::opmath_type<scalar_t>>
+template <typename scalar_t, int B, typename acc_t = opmath_t<scalar_t>>
 DESC_OPS_ALWAYS_INLINE void store_row_body(const acc_t* __restrict__ v, int64_t n, scalar_t* __restrict__ out) {
   constexpr int N = kLanes<acc_t, B>;
   int64_t i = 0;
@@ -85,7 +82,7 @@ DESC_OPS_ISA_VARIANTS(softmax_max_sum_row, softmax_max_sum_body,
                       (const scalar_t* z, int64_t C, int64_t HW, int64_t W, acc_t* mx, acc_t* sum),
                       (z, C, HW, W, mx, sum))
 
-template <typename scalar_t, int B, typename acc_t = at::opmath_type<scalar_t>>
+template <typename scalar_t, int B, typename acc_t = opmath_t<scalar_t>>
 DESC_OPS_ALWAYS_INLINE void sobel_edge_typed_body(const acc_t* t, const acc_t* m, const acc_t* d, int64_t W,
                                                   acc_t edge_weight, acc_t* out) {
   sobel_edge_body(t, m, d, W, edge_weight, out);
@@ -98,7 +95,7 @@ template <typename scalar_t_, typename index_t>
 class ConfidenceRows {
  public:
   using scalar_t = scalar_t_;
-  using acc_t = at::opmath_type<scalar_t>;
+  using acc_t = opmath_t<scalar_t>;
 
   // Per-thread buffers, a few rows long.
   struct Scratch {
@@ -115,14 +112,14 @@ class ConfidenceRows {
         boundary_weight_(static_cast<acc_t>(a.boundary_weight)),
         ignore_index_(static_cast<index_t>(a.ignore_index)),
         num_ignored_(a.ignore.numel()),
-        ignored_(a.ignore.data_ptr<int64_t>()) {
-    if (a.logits.defined()) logits_ = a.logits.data_ptr<scalar_t>();
-    if (a.labels.defined()) labels_ = a.labels.data_ptr<index_t>();
+        ignored_(a.ignore.const_data_ptr<int64_t>()) {
+    if (a.logits.defined()) logits_ = a.logits.const_data_ptr<scalar_t>();
+    if (a.labels.defined()) labels_ = a.labels.const_data_ptr<index_t>();
     if (a.image.defined()) {
-      image_ = a.image.data_ptr<scalar_t>();
+      image_ = a.image.const_data_ptr<scalar_t>();
       image_channels_ = a.image.size(1);
     }
-    if (a.edges.defined()) edges_ = a.edges.data_ptr<scalar_t>();
+    if (a.edges.defined()) edges_ = a.edges.const_data_ptr<scalar_t>();
   }
 
   int64_t width() const { return W_; }
@@ -206,8 +203,8 @@ class ConfidenceRows {
 // Calls f(ConfidenceRows<scalar_t, index_t>) for the dtypes of `a`.
 template <typename F>
 void dispatch_confidence_rows(const ConfidenceArgs& a, const F& f) {
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.dtype, "confidence_map", [&] {
-    if (a.labels.defined() && a.labels.scalar_type() == at::kInt) {
+  DESC_DISPATCH_FLOATING(a.dtype, "confidence_map", [&] {
+    if (a.labels.defined() && a.labels.scalar_type() == kInt) {
       f(ConfidenceRows<scalar_t, int32_t>(a));
     } else {
       f(ConfidenceRows<scalar_t, int64_t>(a));

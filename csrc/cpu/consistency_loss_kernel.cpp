@@ -3,9 +3,7 @@
 //
 // Sums are taken per image row and the row partials added in row order, so
 // the result does not depend on how rows were split between threads.
-#include <ATen/Parallel.h>
-#include <array>
-#include <torch/library.h>
+#include <vector>
 
 #include "../consistency_loss_checks.h"
 #include "confidence_rows.h"
@@ -17,7 +15,7 @@ namespace {
 // One row: sum of weight * |d - s| and of the weights, in Vec lanes added in
 // a fixed tree (simd.h); with `map`, the per-pixel losses are also stored,
 // with `signed_w` the signed weights weight * sign(d - s) (exact in scalar_t).
-template <typename scalar_t, int B, typename acc_t = at::opmath_type<scalar_t>>
+template <typename scalar_t, int B, typename acc_t = opmath_t<scalar_t>>
 DESC_OPS_ALWAYS_INLINE void l1_row_body(const scalar_t* __restrict__ d, const scalar_t* __restrict__ s,
                                         const scalar_t* __restrict__ w, int64_t n, scalar_t* __restrict__ map,
                                         scalar_t* __restrict__ signed_w, acc_t* out) {
@@ -54,7 +52,7 @@ DESC_OPS_ISA_VARIANTS(l1_row, l1_row_body,
 // g = scale * weight * sign(d - s) (math::weighted_l1_grad), with scale the
 // upstream scalar over the norm or, with `g_map`, the upstream map; both
 // gradients written, the second the exact negation of the first.
-template <typename scalar_t, int B, typename acc_t = at::opmath_type<scalar_t>>
+template <typename scalar_t, int B, typename acc_t = opmath_t<scalar_t>>
 DESC_OPS_ALWAYS_INLINE void l1_grad_body(const scalar_t* __restrict__ d, const scalar_t* __restrict__ s,
                                          const scalar_t* __restrict__ w, const scalar_t* __restrict__ g_map,
                                          acc_t scale, int64_t n, scalar_t* __restrict__ gd,
@@ -85,7 +83,7 @@ DESC_OPS_ISA_VARIANTS(l1_grad, l1_grad_body,
 // The same gradient from the signed weights the training forward saved:
 // scale * (weight * sign) equals (scale * weight) * sign bit for bit (sign is
 // -1, 0 or 1; only the sign of a zero may differ).
-template <typename scalar_t, int B, typename acc_t = at::opmath_type<scalar_t>>
+template <typename scalar_t, int B, typename acc_t = opmath_t<scalar_t>>
 DESC_OPS_ALWAYS_INLINE void signed_grad_body(const scalar_t* __restrict__ signed_w,
                                              const scalar_t* __restrict__ g_map, acc_t scale, int64_t n,
                                              scalar_t* __restrict__ gd, scalar_t* __restrict__ gs) {
@@ -114,23 +112,22 @@ DESC_OPS_ISA_VARIANTS(signed_grad, signed_grad_body,
 // the weights of that row as a scalar_t pointer (computing them, and writing
 // them somewhere, if need be). Returns (loss, norm) as the op's outputs.
 template <typename scalar_t, typename WeightRow>
-std::tuple<at::Tensor, at::Tensor> weighted_l1_rows(const at::Tensor& depth,
-                                                    const at::Tensor& depth_sem,
+std::tuple<Tensor, Tensor> weighted_l1_rows(const Tensor& depth,
+                                                    const Tensor& depth_sem,
                                                     const std::string& reduction,
                                                     const WeightRow& weight_row,
                                                     scalar_t* signed_w_p = nullptr) {
-  using acc_t = at::opmath_type<scalar_t>;
+  using acc_t = opmath_t<scalar_t>;
   const int64_t B = depth.size(0), H = depth.size(2), W = depth.size(3);
   const bool none = reduction == "none";
-  const auto acc_opts = depth.options().dtype(opmath_dtype(depth.scalar_type()));
-  at::Tensor loss = none ? at::empty_like(depth) : at::empty({}, depth.options());
+  Tensor loss = none ? empty_as(depth) : empty({}, depth.scalar_type(), depth.device());
   std::vector<acc_t> partials(2 * B * H);
-  const scalar_t* d_p = depth.data_ptr<scalar_t>();
-  const scalar_t* s_p = depth_sem.data_ptr<scalar_t>();
-  scalar_t* map_p = none ? loss.data_ptr<scalar_t>() : nullptr;
+  const scalar_t* d_p = depth.const_data_ptr<scalar_t>();
+  const scalar_t* s_p = depth_sem.const_data_ptr<scalar_t>();
+  scalar_t* map_p = none ? loss.mutable_data_ptr<scalar_t>() : nullptr;
   acc_t* part_p = partials.data();
 
-  at::parallel_for(0, B * H, row_grain(W), [&](int64_t begin, int64_t end) {
+  torch::stable::parallel_for(0, B * H, row_grain(W), [&](int64_t begin, int64_t end) {
     auto scratch = weight_row.scratch();
     for (int64_t r = begin; r < end; ++r) {
       const scalar_t* w = weight_row(r / H, r % H, scratch);
@@ -149,17 +146,19 @@ std::tuple<at::Tensor, at::Tensor> weighted_l1_rows(const at::Tensor& depth,
   if (reduction == "mean") {
     // W_tot == 0: every weight is 0, so the loss and its gradients are 0.
     if (weight_total != acc_t(0)) norm = weight_total;
-    loss.fill_(weight_total != acc_t(0) ? total / norm : acc_t(0));
+    *loss.mutable_data_ptr<scalar_t>() = static_cast<scalar_t>(weight_total != acc_t(0) ? total / norm : acc_t(0));
   } else if (reduction == "sum") {
-    loss.fill_(total);
+    *loss.mutable_data_ptr<scalar_t>() = static_cast<scalar_t>(total);
   }
-  return {loss, at::full({}, norm, acc_opts)};
+  Tensor norm_t = empty({}, opmath_dtype(depth.scalar_type()), depth.device());
+  *norm_t.mutable_data_ptr<acc_t>() = norm;
+  return {loss, norm_t};
 }
 
 // Weights read from a map.
 template <typename scalar_t>
 struct WeightMapRow {
-  using acc_t = at::opmath_type<scalar_t>;
+  using acc_t = opmath_t<scalar_t>;
   const scalar_t* weight;
   int64_t H, W;
   int scratch() const { return 0; }
@@ -192,74 +191,74 @@ struct ConfidenceWeightRow {
 
 // The forward ops; `signed_w`, if defined, receives weight * sign(depth -
 // depth_sem), all the training forward's backward needs.
-std::tuple<at::Tensor, at::Tensor> consistency_loss_impl(const at::Tensor& depth_in, const at::Tensor& depth_sem_in,
-                                                         const at::Tensor& weight_in, const std::string& reduction,
-                                                         at::Tensor* signed_w) {
+std::tuple<Tensor, Tensor> consistency_loss_impl(const Tensor& depth_in, const Tensor& depth_sem_in,
+                                                         const Tensor& weight_in, const std::string& reduction,
+                                                         Tensor* signed_w) {
   check_consistency_args(depth_in, depth_sem_in, weight_in, reduction);
-  const at::Tensor depth = depth_in.contiguous();
-  const at::Tensor depth_sem = depth_sem_in.contiguous();
-  const at::Tensor weight = weight_in.contiguous();
-  if (signed_w != nullptr) *signed_w = at::empty_like(depth);
-  std::tuple<at::Tensor, at::Tensor> out;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, depth.scalar_type(), "consistency_loss", [&] {
-    const WeightMapRow<scalar_t> weight_row{weight.data_ptr<scalar_t>(), depth.size(2), depth.size(3)};
+  const Tensor depth = as_contiguous(depth_in);
+  const Tensor depth_sem = as_contiguous(depth_sem_in);
+  const Tensor weight = as_contiguous(weight_in);
+  if (signed_w != nullptr) *signed_w = empty_as(depth);
+  std::tuple<Tensor, Tensor> out;
+  DESC_DISPATCH_FLOATING(depth.scalar_type(), "consistency_loss", [&] {
+    const WeightMapRow<scalar_t> weight_row{weight.const_data_ptr<scalar_t>(), depth.size(2), depth.size(3)};
     out = weighted_l1_rows<scalar_t>(depth, depth_sem, reduction, weight_row,
-                                     signed_w != nullptr ? signed_w->data_ptr<scalar_t>() : nullptr);
+                                     signed_w != nullptr ? signed_w->mutable_data_ptr<scalar_t>() : nullptr);
   });
   return out;
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> semantic_consistency_loss_impl(
-    const at::Tensor& depth_in, const at::Tensor& depth_sem_in, const at::Tensor& semantic,
-    const std::optional<at::Tensor>& image, const std::optional<at::Tensor>& edges, double edge_weight,
-    double boundary_weight, int64_t ignore_index, const std::optional<at::Tensor>& ignore_classes,
-    const std::string& reduction, at::Tensor* signed_w) {
+std::tuple<Tensor, Tensor, Tensor> semantic_consistency_loss_impl(
+    const Tensor& depth_in, const Tensor& depth_sem_in, const Tensor& semantic,
+    const std::optional<Tensor>& image, const std::optional<Tensor>& edges, double edge_weight,
+    double boundary_weight, int64_t ignore_index, const std::optional<Tensor>& ignore_classes,
+    const std::string& reduction, Tensor* signed_w) {
   const ConfidenceArgs a = semantic_consistency_args(depth_in, depth_sem_in, semantic, image, edges, edge_weight,
                                                      boundary_weight, ignore_index, ignore_classes, reduction);
-  const at::Tensor depth = depth_in.contiguous();
-  const at::Tensor depth_sem = depth_sem_in.contiguous();
-  at::Tensor confidence = at::empty_like(depth);
-  if (signed_w != nullptr) *signed_w = at::empty_like(depth);
-  std::tuple<at::Tensor, at::Tensor> out;
+  const Tensor depth = as_contiguous(depth_in);
+  const Tensor depth_sem = as_contiguous(depth_sem_in);
+  Tensor confidence = empty_as(depth);
+  if (signed_w != nullptr) *signed_w = empty_as(depth);
+  std::tuple<Tensor, Tensor> out;
   dispatch_confidence_rows(a, [&](const auto& rows) {
     using Rows = std::decay_t<decltype(rows)>;
     using scalar_t = typename Rows::scalar_t;
-    const ConfidenceWeightRow<Rows> weight_row{rows, confidence.data_ptr<scalar_t>(), a.H, a.W};
+    const ConfidenceWeightRow<Rows> weight_row{rows, confidence.mutable_data_ptr<scalar_t>(), a.H, a.W};
     out = weighted_l1_rows<scalar_t>(depth, depth_sem, reduction, weight_row,
-                                     signed_w != nullptr ? signed_w->data_ptr<scalar_t>() : nullptr);
+                                     signed_w != nullptr ? signed_w->mutable_data_ptr<scalar_t>() : nullptr);
   });
   return {std::get<0>(out), confidence, std::get<1>(out)};
 }
 
-std::tuple<at::Tensor, at::Tensor> consistency_loss_cpu(const at::Tensor& depth, const at::Tensor& depth_sem,
-                                                        const at::Tensor& weight, c10::string_view reduction) {
+std::tuple<Tensor, Tensor> consistency_loss_cpu(const Tensor& depth, const Tensor& depth_sem,
+                                                        const Tensor& weight, const std::string& reduction) {
   return consistency_loss_impl(depth, depth_sem, weight, std::string(reduction), nullptr);
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> consistency_loss_train_cpu(const at::Tensor& depth,
-                                                                          const at::Tensor& depth_sem,
-                                                                          const at::Tensor& weight,
-                                                                          c10::string_view reduction) {
-  at::Tensor signed_w;
+std::tuple<Tensor, Tensor, Tensor> consistency_loss_train_cpu(const Tensor& depth,
+                                                                          const Tensor& depth_sem,
+                                                                          const Tensor& weight,
+                                                                          const std::string& reduction) {
+  Tensor signed_w;
   auto [loss, norm] = consistency_loss_impl(depth, depth_sem, weight, std::string(reduction), &signed_w);
   return {loss, norm, signed_w};
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> semantic_consistency_loss_cpu(
-    const at::Tensor& depth, const at::Tensor& depth_sem, const at::Tensor& semantic,
-    const std::optional<at::Tensor>& image, const std::optional<at::Tensor>& edges, double edge_weight,
-    double boundary_weight, int64_t ignore_index, const std::optional<at::Tensor>& ignore_classes,
-    c10::string_view reduction) {
+std::tuple<Tensor, Tensor, Tensor> semantic_consistency_loss_cpu(
+    const Tensor& depth, const Tensor& depth_sem, const Tensor& semantic,
+    const std::optional<Tensor>& image, const std::optional<Tensor>& edges, double edge_weight,
+    double boundary_weight, int64_t ignore_index, const std::optional<Tensor>& ignore_classes,
+    const std::string& reduction) {
   return semantic_consistency_loss_impl(depth, depth_sem, semantic, image, edges, edge_weight, boundary_weight,
                                         ignore_index, ignore_classes, std::string(reduction), nullptr);
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> semantic_consistency_loss_train_cpu(
-    const at::Tensor& depth, const at::Tensor& depth_sem, const at::Tensor& semantic,
-    const std::optional<at::Tensor>& image, const std::optional<at::Tensor>& edges, double edge_weight,
-    double boundary_weight, int64_t ignore_index, const std::optional<at::Tensor>& ignore_classes,
-    c10::string_view reduction) {
-  at::Tensor signed_w;
+std::tuple<Tensor, Tensor, Tensor, Tensor> semantic_consistency_loss_train_cpu(
+    const Tensor& depth, const Tensor& depth_sem, const Tensor& semantic,
+    const std::optional<Tensor>& image, const std::optional<Tensor>& edges, double edge_weight,
+    double boundary_weight, int64_t ignore_index, const std::optional<Tensor>& ignore_classes,
+    const std::string& reduction) {
+  Tensor signed_w;
   auto [loss, confidence, norm] =
       semantic_consistency_loss_impl(depth, depth_sem, semantic, image, edges, edge_weight, boundary_weight,
                                      ignore_index, ignore_classes, std::string(reduction), &signed_w);
@@ -269,15 +268,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> semantic_consistency_
 // The backward of the training forwards: from the signed weights alone.
 // output_mask: which of the two gradients to compute (the other is returned
 // empty, shape (0,)).
-std::tuple<at::Tensor, at::Tensor> consistency_loss_backward_signed_cpu(const at::Tensor& grad_in,
-                                                                        const at::Tensor& signed_w_in,
-                                                                        const at::Tensor& norm,
-                                                                        c10::string_view reduction_sv,
-                                                                        std::array<bool, 2> output_mask) {
+std::tuple<Tensor, Tensor> consistency_loss_backward_signed_cpu(const Tensor& grad_in,
+                                                                        const Tensor& signed_w_in,
+                                                                        const Tensor& norm,
+                                                                        const std::string& reduction_sv,
+                                                                        const std::vector<bool>& output_mask) {
   const std::string reduction(reduction_sv);
   check_reduction(reduction, /*allow_none=*/true);
   check_depth(signed_w_in, "signed_weight");
   check_norm(norm, signed_w_in);
+  DESC_CHECK(output_mask.size() == 2, "output_mask must hold 2 values, got ", output_mask.size());
   const bool none = reduction == "none";
   if (none) {
     check_same_device(grad_in, "grad", signed_w_in, "signed_weight");
@@ -286,22 +286,21 @@ std::tuple<at::Tensor, at::Tensor> consistency_loss_backward_signed_cpu(const at
   } else {
     check_scalar_grad(grad_in, signed_w_in);
   }
-  const at::Tensor signed_w = signed_w_in.contiguous();
-  at::Tensor grad_depth = output_mask[0] ? at::empty_like(signed_w) : at::empty({0}, signed_w.options());
-  at::Tensor grad_depth_sem = output_mask[1] ? at::empty_like(signed_w) : at::empty({0}, signed_w.options());
+  const Tensor signed_w = as_contiguous(signed_w_in);
+  Tensor grad_depth = output_mask[0] ? empty_as(signed_w) : empty({0}, signed_w.scalar_type(), signed_w.device());
+  Tensor grad_depth_sem = output_mask[1] ? empty_as(signed_w) : empty({0}, signed_w.scalar_type(), signed_w.device());
   if (signed_w.numel() == 0) return {grad_depth, grad_depth_sem};
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, signed_w.scalar_type(), "consistency_loss_backward", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const at::Tensor grad = none ? grad_in.to(signed_w.scalar_type()).contiguous() : grad_in;
-    const scalar_t* g_p = none ? grad.data_ptr<scalar_t>() : nullptr;
+  DESC_DISPATCH_FLOATING(signed_w.scalar_type(), "consistency_loss_backward", [&] {
+    using acc_t = opmath_t<scalar_t>;
+    const Tensor grad = none ? as_contiguous(to_dtype(grad_in, signed_w.scalar_type())) : grad_in;
+    const scalar_t* g_p = none ? grad.const_data_ptr<scalar_t>() : nullptr;
     const acc_t scale = none ? acc_t(1)
-                             : static_cast<acc_t>(grad.item<double>()) /
-                                   static_cast<acc_t>(norm.item<double>());
-    const scalar_t* w_p = signed_w.data_ptr<scalar_t>();
-    scalar_t* gd_p = output_mask[0] ? grad_depth.data_ptr<scalar_t>() : nullptr;
-    scalar_t* gs_p = output_mask[1] ? grad_depth_sem.data_ptr<scalar_t>() : nullptr;
+                             : static_cast<acc_t>(item(grad)) / static_cast<acc_t>(item(norm));
+    const scalar_t* w_p = signed_w.const_data_ptr<scalar_t>();
+    scalar_t* gd_p = output_mask[0] ? grad_depth.mutable_data_ptr<scalar_t>() : nullptr;
+    scalar_t* gs_p = output_mask[1] ? grad_depth_sem.mutable_data_ptr<scalar_t>() : nullptr;
     const int64_t n = signed_w.numel(), block = 16384;
-    at::parallel_for(0, (n + block - 1) / block, 1, [&](int64_t begin, int64_t end) {
+    torch::stable::parallel_for(0, (n + block - 1) / block, 1, [&](int64_t begin, int64_t end) {
       const int64_t i = begin * block, m = std::min(end * block, n) - i;
       signed_grad<scalar_t>(w_p + i, g_p != nullptr ? g_p + i : nullptr, scale, m,
                             gd_p != nullptr ? gd_p + i : nullptr, gs_p != nullptr ? gs_p + i : nullptr);
@@ -310,33 +309,32 @@ std::tuple<at::Tensor, at::Tensor> consistency_loss_backward_signed_cpu(const at
   return {grad_depth, grad_depth_sem};
 }
 
-std::tuple<at::Tensor, at::Tensor> consistency_loss_backward_cpu(
-    const at::Tensor& grad_in, const at::Tensor& depth_in, const at::Tensor& depth_sem_in,
-    const at::Tensor& weight_in, const at::Tensor& norm, c10::string_view reduction_sv) {
+std::tuple<Tensor, Tensor> consistency_loss_backward_cpu(
+    const Tensor& grad_in, const Tensor& depth_in, const Tensor& depth_sem_in,
+    const Tensor& weight_in, const Tensor& norm, const std::string& reduction_sv) {
   const std::string reduction(reduction_sv);
   check_consistency_backward_args(grad_in, depth_in, depth_sem_in, weight_in, norm, reduction);
   const bool none = reduction == "none";
-  const at::Tensor depth = depth_in.contiguous();
-  const at::Tensor depth_sem = depth_sem_in.contiguous();
-  const at::Tensor weight = weight_in.contiguous();
-  at::Tensor grad_depth = at::empty_like(depth);
-  at::Tensor grad_depth_sem = at::empty_like(depth);
+  const Tensor depth = as_contiguous(depth_in);
+  const Tensor depth_sem = as_contiguous(depth_sem_in);
+  const Tensor weight = as_contiguous(weight_in);
+  Tensor grad_depth = empty_as(depth);
+  Tensor grad_depth_sem = empty_as(depth);
   if (depth.numel() == 0) return {grad_depth, grad_depth_sem};
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, depth.scalar_type(), "consistency_loss_backward", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const at::Tensor grad = none ? grad_in.to(depth.scalar_type()).contiguous() : grad_in;
-    const scalar_t* g_p = none ? grad.data_ptr<scalar_t>() : nullptr;
+  DESC_DISPATCH_FLOATING(depth.scalar_type(), "consistency_loss_backward", [&] {
+    using acc_t = opmath_t<scalar_t>;
+    const Tensor grad = none ? as_contiguous(to_dtype(grad_in, depth.scalar_type())) : grad_in;
+    const scalar_t* g_p = none ? grad.const_data_ptr<scalar_t>() : nullptr;
     const acc_t scale = none ? acc_t(1)
-                             : static_cast<acc_t>(grad.item<double>()) /
-                                   static_cast<acc_t>(norm.item<double>());
-    const scalar_t* d_p = depth.data_ptr<scalar_t>();
-    const scalar_t* s_p = depth_sem.data_ptr<scalar_t>();
-    const scalar_t* w_p = weight.data_ptr<scalar_t>();
-    scalar_t* gd_p = grad_depth.data_ptr<scalar_t>();
-    scalar_t* gs_p = grad_depth_sem.data_ptr<scalar_t>();
+                             : static_cast<acc_t>(item(grad)) / static_cast<acc_t>(item(norm));
+    const scalar_t* d_p = depth.const_data_ptr<scalar_t>();
+    const scalar_t* s_p = depth_sem.const_data_ptr<scalar_t>();
+    const scalar_t* w_p = weight.const_data_ptr<scalar_t>();
+    scalar_t* gd_p = grad_depth.mutable_data_ptr<scalar_t>();
+    scalar_t* gs_p = grad_depth_sem.mutable_data_ptr<scalar_t>();
     // Fixed 16384-element blocks, whatever the threads (the result is elementwise anyway).
     const int64_t n = depth.numel(), block = 16384;
-    at::parallel_for(0, (n + block - 1) / block, 1, [&](int64_t begin, int64_t end) {
+    torch::stable::parallel_for(0, (n + block - 1) / block, 1, [&](int64_t begin, int64_t end) {
       const int64_t i = begin * block, m = std::min(end * block, n) - i;
       l1_grad<scalar_t>(d_p + i, s_p + i, w_p + i, g_p != nullptr ? g_p + i : nullptr, scale, m, gd_p + i, gs_p + i);
     });
@@ -346,13 +344,13 @@ std::tuple<at::Tensor, at::Tensor> consistency_loss_backward_cpu(
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(desc_ops, CPU, m) {
-  m.impl("consistency_loss", &consistency_loss_cpu);
-  m.impl("semantic_consistency_loss", &semantic_consistency_loss_cpu);
-  m.impl("_consistency_loss_backward", &consistency_loss_backward_cpu);
-  m.impl("_consistency_loss_train", &consistency_loss_train_cpu);
-  m.impl("_semantic_consistency_loss_train", &semantic_consistency_loss_train_cpu);
-  m.impl("_consistency_loss_backward_signed", &consistency_loss_backward_signed_cpu);
+STABLE_TORCH_LIBRARY_IMPL(desc_ops, CPU, m) {
+  m.impl("consistency_loss", TORCH_BOX(&consistency_loss_cpu));
+  m.impl("semantic_consistency_loss", TORCH_BOX(&semantic_consistency_loss_cpu));
+  m.impl("_consistency_loss_backward", TORCH_BOX(&consistency_loss_backward_cpu));
+  m.impl("_consistency_loss_train", TORCH_BOX(&consistency_loss_train_cpu));
+  m.impl("_semantic_consistency_loss_train", TORCH_BOX(&semantic_consistency_loss_train_cpu));
+  m.impl("_consistency_loss_backward_signed", TORCH_BOX(&consistency_loss_backward_signed_cpu));
 }
 
 }  // namespace cpu

@@ -4,8 +4,6 @@
 // pseudo-depth of each used slot, then one pass over the pixels for the L1 sum
 // (per-row partials, added in row order) and the integer sign sum per slot
 // that the gradient to the heights needs.
-#include <ATen/Parallel.h>
-#include <torch/library.h>
 
 #include <limits>
 #include <vector>
@@ -23,7 +21,7 @@ namespace {
 // unused, skipped): row_sum[y] += sum |d - z| of each run (in lanes added in a
 // fixed tree, simd.h), sgn[k] += sum sign(d - z) (exact: small integers in
 // float lanes).
-template <typename scalar_t, int B, typename acc_t = at::opmath_type<scalar_t>>
+template <typename scalar_t, int B, typename acc_t = opmath_t<scalar_t>>
 DESC_OPS_ALWAYS_INLINE void runs_l1_body(const scalar_t* __restrict__ d_b, int64_t W, const Run* runs, int64_t n_runs,
                                          const acc_t* z, acc_t* row_sum, int64_t* sgn) {
   constexpr int N = kLanes<acc_t, B>;
@@ -57,7 +55,7 @@ DESC_OPS_ISA_VARIANTS(runs_l1, runs_l1_body,
 
 // The gradient of one image, every run written once: s sign(d - z) on the
 // runs of used slots, 0 elsewhere (ids outside [0, K), unused slots).
-template <typename scalar_t, int B, typename acc_t = at::opmath_type<scalar_t>>
+template <typename scalar_t, int B, typename acc_t = opmath_t<scalar_t>>
 DESC_OPS_ALWAYS_INLINE void runs_grad_body(const scalar_t* __restrict__ d_b, int64_t W, int64_t K, const Run* runs,
                                            int64_t n_runs, const acc_t* z, acc_t s, scalar_t* __restrict__ g_b) {
   constexpr int N = kLanes<acc_t, B>;
@@ -85,45 +83,45 @@ DESC_OPS_ISA_VARIANTS(runs_grad, runs_grad_body,
                        acc_t s, scalar_t* g_b),
                       (d_b, W, K, runs, n_runs, z, s, g_b))
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> instance_prior_loss_cpu(
-    const at::Tensor& depth_in, const at::Tensor& ids_in, const at::Tensor& heights_in,
-    const at::Tensor& focal_in, int64_t min_pixels, std::optional<double> max_depth,
-    c10::string_view reduction_sv, bool validate) {
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> instance_prior_loss_cpu(
+    const Tensor& depth_in, const Tensor& ids_in, const Tensor& heights_in,
+    const Tensor& focal_in, int64_t min_pixels, std::optional<double> max_depth,
+    const std::string& reduction_sv, bool validate) {
   const std::string reduction(reduction_sv);
   const int64_t K = check_prior_args(depth_in, ids_in, heights_in, max_depth, reduction, validate);
   const int64_t B = depth_in.size(0), H = depth_in.size(2), W = depth_in.size(3);
-  const at::Tensor depth = depth_in.contiguous();
-  const at::Tensor ids = ids_in.contiguous();
-  const at::Tensor heights = heights_in.contiguous();
-  const at::Tensor focal = focal_per_image(focal_in, B, depth);
+  const Tensor depth = as_contiguous(depth_in);
+  const Tensor ids = as_contiguous(ids_in);
+  const Tensor heights = as_contiguous(heights_in);
+  const Tensor focal = focal_per_image(focal_in, B, depth);
   const auto acc_dtype = focal.scalar_type();
-  const auto long_opts = ids.options().dtype(at::kLong);
-  at::Tensor count = at::empty({B, K}, long_opts);
-  at::Tensor box = at::empty({B, K, 4}, long_opts);
-  at::Tensor z = at::empty({B, K}, depth.options().dtype(acc_dtype));
-  at::Tensor dz_dh = at::empty({B, K}, depth.options().dtype(acc_dtype));
-  at::Tensor sign_sum = at::zeros({B, K}, long_opts);
-  at::Tensor loss = at::empty({}, depth.options());
-  at::Tensor norm = at::empty({}, depth.options().dtype(acc_dtype));
+  const Device device = depth.device();
+  Tensor count = empty({B, K}, kLong, device);
+  Tensor box = empty({B, K, 4}, kLong, device);
+  Tensor z = empty({B, K}, acc_dtype, device);
+  Tensor dz_dh = empty({B, K}, acc_dtype, device);
+  Tensor sign_sum = zeros({B, K}, kLong, device);
+  Tensor loss = empty({}, depth.scalar_type(), device);
+  Tensor norm = empty({}, acc_dtype, device);
 
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, depth.scalar_type(), "instance_prior_loss", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    AT_DISPATCH_INDEX_TYPES(ids.scalar_type(), "instance_prior_loss_ids", [&] {
-      const index_t* ids_p = ids.data_ptr<index_t>();
-      const scalar_t* d_p = depth.data_ptr<scalar_t>();
-      const scalar_t* h_p = heights.data_ptr<scalar_t>();
-      const acc_t* f_p = focal.data_ptr<acc_t>();
-      int64_t* count_p = count.data_ptr<int64_t>();
-      int64_t* box_p = box.data_ptr<int64_t>();
-      acc_t* z_p = z.data_ptr<acc_t>();
-      acc_t* dz_p = dz_dh.data_ptr<acc_t>();
-      int64_t* sign_p = sign_sum.data_ptr<int64_t>();
+  DESC_DISPATCH_FLOATING(depth.scalar_type(), "instance_prior_loss", [&] {
+    using acc_t = opmath_t<scalar_t>;
+    DESC_DISPATCH_INDEX(ids.scalar_type(), "instance_prior_loss_ids", [&] {
+      const index_t* ids_p = ids.const_data_ptr<index_t>();
+      const scalar_t* d_p = depth.const_data_ptr<scalar_t>();
+      const scalar_t* h_p = heights.const_data_ptr<scalar_t>();
+      const acc_t* f_p = focal.const_data_ptr<acc_t>();
+      int64_t* count_p = count.mutable_data_ptr<int64_t>();
+      int64_t* box_p = box.mutable_data_ptr<int64_t>();
+      acc_t* z_p = z.mutable_data_ptr<acc_t>();
+      acc_t* dz_p = dz_dh.mutable_data_ptr<acc_t>();
+      int64_t* sign_p = sign_sum.mutable_data_ptr<int64_t>();
       const bool has_max = max_depth.has_value();
       const acc_t max_d = has_max ? static_cast<acc_t>(*max_depth) : acc_t(0);
       std::vector<acc_t> image_sum(B, acc_t(0));
       std::vector<int64_t> image_pixels(B, 0);
 
-      at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
+      torch::stable::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
         std::vector<Run> runs;
         for (int64_t b = begin; b < end; ++b) {
           const index_t* ids_b = ids_p + b * H * W;
@@ -161,40 +159,39 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> instance_
       if (reduction == "mean") {
         // N == 0: no used slot, the loss and its gradients are exactly 0.
         const acc_t n = pixels > 0 ? static_cast<acc_t>(pixels) : acc_t(1);
-        norm.fill_(n);
-        loss.fill_(pixels > 0 ? total / n : acc_t(0));
+        *norm.mutable_data_ptr<acc_t>() = n;
+        *loss.mutable_data_ptr<scalar_t>() = static_cast<scalar_t>(pixels > 0 ? total / n : acc_t(0));
       } else {
-        norm.fill_(acc_t(1));
-        loss.fill_(total);
+        *norm.mutable_data_ptr<acc_t>() = acc_t(1);
+        *loss.mutable_data_ptr<scalar_t>() = static_cast<scalar_t>(total);
       }
     });
   });
   return {loss, z, dz_dh, sign_sum, norm};
 }
 
-std::tuple<at::Tensor, at::Tensor> instance_prior_loss_backward_cpu(
-    const at::Tensor& grad, const at::Tensor& depth_in, const at::Tensor& ids_in,
-    const at::Tensor& z_in, const at::Tensor& dz_dh, const at::Tensor& sign_sum,
-    const at::Tensor& norm) {
+std::tuple<Tensor, Tensor> instance_prior_loss_backward_cpu(
+    const Tensor& grad, const Tensor& depth_in, const Tensor& ids_in,
+    const Tensor& z_in, const Tensor& dz_dh, const Tensor& sign_sum,
+    const Tensor& norm) {
   check_prior_backward_args(grad, depth_in, ids_in, z_in, dz_dh, sign_sum, norm);
-  const at::Tensor depth = depth_in.contiguous();
-  const at::Tensor ids = ids_in.contiguous();
-  const at::Tensor z = z_in.contiguous();
+  const Tensor depth = as_contiguous(depth_in);
+  const Tensor ids = as_contiguous(ids_in);
+  const Tensor z = as_contiguous(z_in);
   const int64_t K = z.size(1), HW = depth.size(2) * depth.size(3);
-  at::Tensor grad_heights = prior_heights_grad(grad, norm, dz_dh, sign_sum, depth.scalar_type());
-  const at::Tensor scale = grad.to(z.scalar_type()) / norm;
-  at::Tensor grad_depth = at::empty_like(depth);
+  Tensor grad_heights = prior_heights_grad(grad, norm, dz_dh, sign_sum, depth.scalar_type());
+  Tensor grad_depth = empty_as(depth);
   if (depth.numel() == 0) return {grad_depth, grad_heights};
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, depth.scalar_type(), "instance_prior_loss_backward", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    AT_DISPATCH_INDEX_TYPES(ids.scalar_type(), "instance_prior_loss_backward_ids", [&] {
-      const acc_t s = scale.item<acc_t>();
-      const index_t* ids_p = ids.data_ptr<index_t>();
-      const scalar_t* d_p = depth.data_ptr<scalar_t>();
-      const acc_t* z_p = z.data_ptr<acc_t>();
-      scalar_t* g_p = grad_depth.data_ptr<scalar_t>();
+  DESC_DISPATCH_FLOATING(depth.scalar_type(), "instance_prior_loss_backward", [&] {
+    using acc_t = opmath_t<scalar_t>;
+    DESC_DISPATCH_INDEX(ids.scalar_type(), "instance_prior_loss_backward_ids", [&] {
+      const acc_t s = static_cast<acc_t>(item(grad)) / static_cast<acc_t>(item(norm));
+      const index_t* ids_p = ids.const_data_ptr<index_t>();
+      const scalar_t* d_p = depth.const_data_ptr<scalar_t>();
+      const acc_t* z_p = z.const_data_ptr<acc_t>();
+      scalar_t* g_p = grad_depth.mutable_data_ptr<scalar_t>();
       const int64_t B = depth.size(0), H = depth.size(2), W = depth.size(3);
-      at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
+      torch::stable::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
         std::vector<Run> runs;
         for (int64_t b = begin; b < end; ++b) {
           collect_runs(ids_p + b * HW, H, W, K, runs, /*all_runs=*/true);
@@ -209,9 +206,9 @@ std::tuple<at::Tensor, at::Tensor> instance_prior_loss_backward_cpu(
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(desc_ops, CPU, m) {
-  m.impl("instance_prior_loss", &instance_prior_loss_cpu);
-  m.impl("_instance_prior_loss_backward", &instance_prior_loss_backward_cpu);
+STABLE_TORCH_LIBRARY_IMPL(desc_ops, CPU, m) {
+  m.impl("instance_prior_loss", TORCH_BOX(&instance_prior_loss_cpu));
+  m.impl("_instance_prior_loss_backward", TORCH_BOX(&instance_prior_loss_backward_cpu));
 }
 
 }  // namespace cpu

@@ -3,8 +3,6 @@
 //
 // One walk over the runs of an image gathers the valid depths of each slot;
 // the median is a radix select inside each slot: O(H W) per image.
-#include <ATen/Parallel.h>
-#include <torch/library.h>
 
 #include <string.h>
 
@@ -93,8 +91,8 @@ struct DepthScratch {
 template <typename scalar_t, typename index_t>
 void stats_image(const index_t* ids, const scalar_t* depth, int64_t H, int64_t W, int64_t K, int64_t* count,
                  int64_t* box, int64_t* valid_count, scalar_t* mean, scalar_t* median,
-                 DepthScratch<at::opmath_type<scalar_t>>& s) {
-  using acc_t = at::opmath_type<scalar_t>;
+                 DepthScratch<opmath_t<scalar_t>>& s) {
+  using acc_t = opmath_t<scalar_t>;
   clear_boxes(K, count, box);
   if (depth == nullptr) {
     instance_boxes_image(ids, H, W, K, count, box);
@@ -157,43 +155,46 @@ void stats_image(const index_t* ids, const scalar_t* depth, int64_t H, int64_t W
   }
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> instance_stats_cpu(
-    const at::Tensor& ids_in, int64_t K, const std::optional<at::Tensor>& depth_opt,
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> instance_stats_cpu(
+    const Tensor& ids_in, int64_t K, const std::optional<Tensor>& depth_opt,
     bool validate) {
   const bool has_depth = check_stats_args(ids_in, K, depth_opt, validate);
   const int64_t B = ids_in.size(0), H = ids_in.size(1), W = ids_in.size(2);
-  const at::Tensor ids = ids_in.contiguous();
-  const auto long_opts = ids.options().dtype(at::kLong);
-  at::Tensor count = at::empty({B, K}, long_opts);
-  at::Tensor box = at::empty({B, K, 4}, long_opts);
-  at::Tensor valid_count, mean, median;
-  at::Tensor depth;
+  const Tensor ids = as_contiguous(ids_in);
+  const Device device = ids.device();
+  Tensor count = empty({B, K}, kLong, device);
+  Tensor box = empty({B, K, 4}, kLong, device);
+  Tensor valid_count, mean, median;
+  Tensor depth;
   if (has_depth) {
-    depth = depth_opt->contiguous();
-    valid_count = at::empty({B, K}, long_opts);
-    mean = at::empty({B, K}, depth.options());
-    median = at::empty({B, K}, depth.options());
+    depth = as_contiguous(*depth_opt);
+    valid_count = empty({B, K}, kLong, device);
+    mean = empty({B, K}, depth.scalar_type(), device);
+    median = empty({B, K}, depth.scalar_type(), device);
   } else {
-    valid_count = at::empty({0}, long_opts);
-    mean = at::empty({0}, ids.options().dtype(at::kFloat));
-    median = at::empty({0}, ids.options().dtype(at::kFloat));
+    valid_count = empty({0}, kLong, device);
+    mean = empty({0}, kFloat, device);
+    median = empty({0}, kFloat, device);
   }
   if (B * K == 0) return {count, box, valid_count, mean, median};
 
-  AT_DISPATCH_INDEX_TYPES(ids.scalar_type(), "instance_stats", [&] {
-    const index_t* ids_p = ids.data_ptr<index_t>();
+  DESC_DISPATCH_INDEX(ids.scalar_type(), "instance_stats", [&] {
+    const index_t* ids_p = ids.const_data_ptr<index_t>();
     // Without depth the float kernel runs with no depth pointer.
-    const at::ScalarType dtype = has_depth ? depth.scalar_type() : at::kFloat;
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "instance_stats_depth", [&] {
-      const scalar_t* d_p = has_depth ? depth.data_ptr<scalar_t>() : nullptr;
-      at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
-        DepthScratch<at::opmath_type<scalar_t>> scratch;
+    const ScalarType dtype = has_depth ? depth.scalar_type() : kFloat;
+    DESC_DISPATCH_FLOATING(dtype, "instance_stats_depth", [&] {
+      const scalar_t* d_p = has_depth ? depth.const_data_ptr<scalar_t>() : nullptr;
+      int64_t* count_p = count.mutable_data_ptr<int64_t>();
+      int64_t* box_p = box.mutable_data_ptr<int64_t>();
+      int64_t* valid_p = has_depth ? valid_count.mutable_data_ptr<int64_t>() : nullptr;
+      scalar_t* mean_p = has_depth ? mean.mutable_data_ptr<scalar_t>() : nullptr;
+      scalar_t* median_p = has_depth ? median.mutable_data_ptr<scalar_t>() : nullptr;
+      torch::stable::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
+        DepthScratch<opmath_t<scalar_t>> scratch;
         for (int64_t b = begin; b < end; ++b) {
-          stats_image(ids_p + b * H * W, d_p != nullptr ? d_p + b * H * W : nullptr, H, W, K,
-                      count.data_ptr<int64_t>() + b * K, box.data_ptr<int64_t>() + b * K * 4,
-                      has_depth ? valid_count.data_ptr<int64_t>() + b * K : nullptr,
-                      has_depth ? mean.data_ptr<scalar_t>() + b * K : nullptr,
-                      has_depth ? median.data_ptr<scalar_t>() + b * K : nullptr, scratch);
+          stats_image(ids_p + b * H * W, has_depth ? d_p + b * H * W : nullptr, H, W, K, count_p + b * K,
+                      box_p + b * K * 4, has_depth ? valid_p + b * K : nullptr, has_depth ? mean_p + b * K : nullptr,
+                      has_depth ? median_p + b * K : nullptr, scratch);
         }
       });
     });
@@ -203,7 +204,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> instance_
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(desc_ops, CPU, m) { m.impl("instance_stats", &instance_stats_cpu); }
+STABLE_TORCH_LIBRARY_IMPL(desc_ops, CPU, m) { m.impl("instance_stats", TORCH_BOX(&instance_stats_cpu)); }
 
 }  // namespace cpu
 }  // namespace desc_ops

@@ -17,9 +17,7 @@
 // on the threads.
 #pragma once
 
-#include <c10/util/BFloat16.h>
-#include <c10/util/Half.h>
-#include <ATen/OpMathType.h>
+#include "../stable_api.h"
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -72,7 +70,7 @@ inline bool cpu_has_avx2() { return cpu_isa() >= Isa::kAvx2; }
 
 // The dtypes the wide builds are made for (the others run the baseline build).
 template <typename scalar_t>
-constexpr bool kWideBuilds = std::is_same_v<scalar_t, float> || std::is_same_v<scalar_t, c10::BFloat16>;
+constexpr bool kWideBuilds = std::is_same_v<scalar_t, float> || std::is_same_v<scalar_t, BFloat16>;
 
 // Defines `name`, a function template over scalar_t that runs
 // `body<scalar_t>` in the widest build the CPU has. `params` is the
@@ -80,11 +78,11 @@ constexpr bool kWideBuilds = std::is_same_v<scalar_t, float> || std::is_same_v<s
 // may appear in it), `args` the parenthesised argument names.
 #ifdef DESC_OPS_HAS_AVX2_DISPATCH
 #define DESC_OPS_ISA_VARIANTS(name, body, params, args)                              \
-  template <typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>           \
+  template <typename scalar_t, typename acc_t = opmath_t<scalar_t>>           \
   DESC_OPS_AVX2 void name##_avx2 params { body<scalar_t, 32> args; }                     \
-  template <typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>           \
+  template <typename scalar_t, typename acc_t = opmath_t<scalar_t>>           \
   DESC_OPS_AVX512 void name##_avx512 params { body<scalar_t, 64> args; }                 \
-  template <typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>           \
+  template <typename scalar_t, typename acc_t = opmath_t<scalar_t>>           \
   void name params {                                                                 \
     if constexpr (::desc_ops::cpu::kWideBuilds<scalar_t>) {                          \
       const ::desc_ops::cpu::Isa isa = ::desc_ops::cpu::cpu_isa();                   \
@@ -95,7 +93,7 @@ constexpr bool kWideBuilds = std::is_same_v<scalar_t, float> || std::is_same_v<s
   }
 #else
 #define DESC_OPS_ISA_VARIANTS(name, body, params, args)                    \
-  template <typename scalar_t, typename acc_t = at::opmath_type<scalar_t>> \
+  template <typename scalar_t, typename acc_t = opmath_t<scalar_t>> \
   void name params {                                                       \
     body<scalar_t, 16> args;                                               \
   }
@@ -148,7 +146,7 @@ DESC_OPS_ALWAYS_INLINE Vec<acc_t, B> vload(const scalar_t* p) {
   Vec<acc_t, B> v;
   if constexpr (std::is_same_v<scalar_t, acc_t>) {
     memcpy(&v, p, sizeof(v));
-  } else if constexpr (std::is_same_v<scalar_t, c10::BFloat16>) {
+  } else if constexpr (std::is_same_v<scalar_t, BFloat16>) {
     Vec<uint16_t, B / 2> h;
     memcpy(&h, p, sizeof(h));
     const Vec<uint16_t, B> u = bf16_widen(h, std::make_index_sequence<B / 2>());
@@ -160,14 +158,14 @@ DESC_OPS_ALWAYS_INLINE Vec<acc_t, B> vload(const scalar_t* p) {
 }
 
 // Stores N elements rounded to scalar_t, bit for bit as static_cast would
-// (bfloat16: round to nearest even, NaN as 0x7FC0, as c10::BFloat16).
+// (bfloat16: round to nearest even, NaN as 0x7FC0, as BFloat16).
 template <typename scalar_t, typename V>
 DESC_OPS_ALWAYS_INLINE void vstore(scalar_t* p, V v) {
   using acc_t = ElemOf<V>;
   constexpr int B = kBytesOf<V>;
   if constexpr (std::is_same_v<scalar_t, acc_t>) {
     memcpy(p, &v, sizeof(v));
-  } else if constexpr (std::is_same_v<scalar_t, c10::BFloat16>) {
+  } else if constexpr (std::is_same_v<scalar_t, BFloat16>) {
     using U = Vec<uint32_t, B>;
     U u;
     memcpy(&u, &v, sizeof(u));

@@ -2,8 +2,6 @@
 // time in branch-free loops (vectorised; AVX2 for float where available). The
 // backward recomputes the edge-aware weights from the image instead of saving
 // two maps of them: one extra read of the image against two saved maps.
-#include <ATen/Parallel.h>
-#include <torch/library.h>
 
 #include <vector>
 
@@ -60,7 +58,7 @@ DESC_OPS_ALWAYS_INLINE void weighted_abs_sum_impl(const scalar_t* __restrict__ d
 
 // Sum over x < n of |d(x) - d(x + offset)| w(x), in lanes (simd.h); with
 // `t`, also t(x) = w(x) sign(d(x) - d(x + offset)), what the gradient needs.
-template <typename scalar_t, int B, typename acc_t = at::opmath_type<scalar_t>>
+template <typename scalar_t, int B, typename acc_t = opmath_t<scalar_t>>
 DESC_OPS_ALWAYS_INLINE void weighted_abs_sum_body(const scalar_t* __restrict__ d, const scalar_t* __restrict__ img,
                                                   int64_t C, int64_t HW, int64_t offset, int64_t n, acc_t* out,
                                                   acc_t* __restrict__ t) {
@@ -125,7 +123,7 @@ DESC_OPS_ALWAYS_INLINE void row_terms_impl(const scalar_t* __restrict__ d, const
   *sy = ry;
 }
 
-template <typename scalar_t, int B, typename acc_t = at::opmath_type<scalar_t>>
+template <typename scalar_t, int B, typename acc_t = opmath_t<scalar_t>>
 DESC_OPS_ALWAYS_INLINE void row_terms_body(const scalar_t* d, const scalar_t* img, int64_t C, int64_t HW, int64_t W,
                                            int64_t rows_below, acc_t* sx, acc_t* sy, acc_t* tx, acc_t* td) {
   if (C == 3) return row_terms_impl<scalar_t, B, 3>(d, img, C, HW, W, rows_below, sx, sy, tx, td);
@@ -146,7 +144,7 @@ void signed_weights(const scalar_t* d, const scalar_t* img, int64_t C, int64_t H
 }
 
 // out = g u, rounded to scalar_t, for n elements of the saved unit gradient.
-template <typename scalar_t, int B, typename acc_t = at::opmath_type<scalar_t>>
+template <typename scalar_t, int B, typename acc_t = opmath_t<scalar_t>>
 DESC_OPS_ALWAYS_INLINE void scale_body(const acc_t* __restrict__ u, acc_t g, int64_t n, scalar_t* __restrict__ out) {
   constexpr int N = kLanes<acc_t, B>;
   int64_t i = 0;
@@ -159,7 +157,7 @@ DESC_OPS_ISA_VARIANTS(scale_unit_grad, scale_body, (const acc_t* u, acc_t g, int
 // One row of the gradient from the signed weighted differences to the right
 // (tx, W + 1 long with a 0 at both ends), below (td) and above (tu):
 // gx (tx[x+1] - tx[x]) + gy (td[x] - tu[x]).
-template <typename scalar_t, int B, typename acc_t = at::opmath_type<scalar_t>>
+template <typename scalar_t, int B, typename acc_t = opmath_t<scalar_t>>
 DESC_OPS_ALWAYS_INLINE void grad_row_body(const acc_t* __restrict__ tx, const acc_t* __restrict__ td,
                                           const acc_t* __restrict__ tu, acc_t gx, acc_t gy, int64_t W,
                                           scalar_t* __restrict__ out) {
@@ -181,19 +179,19 @@ DESC_OPS_ISA_VARIANTS(grad_row, grad_row_body,
                       (const acc_t* tx, const acc_t* td, const acc_t* tu, acc_t gx, acc_t gy, int64_t W, scalar_t* out),
                       (tx, td, tu, gx, gy, W, out))
 
-at::Tensor smoothness_loss_cpu(const at::Tensor& depth_in, const at::Tensor& image_in) {
+Tensor smoothness_loss_cpu(const Tensor& depth_in, const Tensor& image_in) {
   check_smoothness_args(depth_in, image_in);
-  const at::Tensor depth = depth_in.contiguous();
-  const at::Tensor image = image_in.contiguous();
+  const Tensor depth = as_contiguous(depth_in);
+  const Tensor image = as_contiguous(image_in);
   const int64_t B = depth.size(0), C = image.size(1), H = depth.size(2), W = depth.size(3);
-  at::Tensor loss = at::empty({}, depth.options());
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, depth.scalar_type(), "smoothness_loss", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const scalar_t* d_p = depth.data_ptr<scalar_t>();
-    const scalar_t* i_p = image.data_ptr<scalar_t>();
+  Tensor loss = empty({}, depth.scalar_type(), depth.device());
+  DESC_DISPATCH_FLOATING(depth.scalar_type(), "smoothness_loss", [&] {
+    using acc_t = opmath_t<scalar_t>;
+    const scalar_t* d_p = depth.const_data_ptr<scalar_t>();
+    const scalar_t* i_p = image.const_data_ptr<scalar_t>();
     // Row partials added in row order: the sum does not depend on the threads.
     std::vector<acc_t> partial_x(B * H, acc_t(0)), partial_y(B * H, acc_t(0));
-    at::parallel_for(0, B * H, std::max<int64_t>(1, 8192 / W), [&](int64_t begin, int64_t end) {
+    torch::stable::parallel_for(0, B * H, std::max<int64_t>(1, 8192 / W), [&](int64_t begin, int64_t end) {
       for (int64_t r = begin; r < end; ++r) {
         const int64_t b = r / H, y = r % H;
         const scalar_t* d = d_p + r * W;
@@ -208,27 +206,27 @@ at::Tensor smoothness_loss_cpu(const at::Tensor& depth_in, const at::Tensor& ima
       sy += partial_y[r];
     }
     const auto [ax, ay] = smoothness_term_scales<acc_t>(B, H, W);
-    loss.fill_(sx * ax + sy * ay);
+    *loss.mutable_data_ptr<scalar_t>() = static_cast<scalar_t>(sx * ax + sy * ay);
   });
   return loss;
 }
 
-at::Tensor smoothness_loss_backward_cpu(const at::Tensor& grad, const at::Tensor& depth_in,
-                                        const at::Tensor& image_in) {
+Tensor smoothness_loss_backward_cpu(const Tensor& grad, const Tensor& depth_in,
+                                        const Tensor& image_in) {
   check_smoothness_backward_args(grad, depth_in, image_in);
-  const at::Tensor depth = depth_in.contiguous();
-  const at::Tensor image = image_in.contiguous();
+  const Tensor depth = as_contiguous(depth_in);
+  const Tensor image = as_contiguous(image_in);
   const int64_t B = depth.size(0), C = image.size(1), H = depth.size(2), W = depth.size(3);
-  at::Tensor grad_depth = at::empty_like(depth);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, depth.scalar_type(), "smoothness_loss_backward", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const acc_t g = static_cast<acc_t>(grad.item<double>());
+  Tensor grad_depth = empty_as(depth);
+  DESC_DISPATCH_FLOATING(depth.scalar_type(), "smoothness_loss_backward", [&] {
+    using acc_t = opmath_t<scalar_t>;
+    const acc_t g = static_cast<acc_t>(item(grad));
     const auto [ax, ay] = smoothness_term_scales<acc_t>(B, H, W);
     const acc_t gx = g * ax, gy = g * ay;
-    const scalar_t* d_p = depth.data_ptr<scalar_t>();
-    const scalar_t* i_p = image.data_ptr<scalar_t>();
-    scalar_t* g_p = grad_depth.data_ptr<scalar_t>();
-    at::parallel_for(0, B * H, std::max<int64_t>(1, 8192 / W), [&](int64_t begin, int64_t end) {
+    const scalar_t* d_p = depth.const_data_ptr<scalar_t>();
+    const scalar_t* i_p = image.const_data_ptr<scalar_t>();
+    scalar_t* g_p = grad_depth.mutable_data_ptr<scalar_t>();
+    torch::stable::parallel_for(0, B * H, std::max<int64_t>(1, 8192 / W), [&](int64_t begin, int64_t end) {
       // The terms to the row below are those from the row above for the
       // next row: computed once and carried, except at the chunk's first row.
       std::vector<acc_t> tx(W + 1, acc_t(0)), below(W), above(W);
@@ -261,21 +259,21 @@ at::Tensor smoothness_loss_backward_cpu(const at::Tensor& grad, const at::Tensor
 // anyway, so that the backward is one multiplication per pixel and never
 // recomputes a weight. For an upstream g the backward returns g u; the
 // recomputing backward returns (g ax) (...) + (g ay) (...), equal for g = 1.
-std::tuple<at::Tensor, at::Tensor> smoothness_loss_train_cpu(const at::Tensor& depth_in, const at::Tensor& image_in) {
+std::tuple<Tensor, Tensor> smoothness_loss_train_cpu(const Tensor& depth_in, const Tensor& image_in) {
   check_smoothness_args(depth_in, image_in);
-  const at::Tensor depth = depth_in.contiguous();
-  const at::Tensor image = image_in.contiguous();
+  const Tensor depth = as_contiguous(depth_in);
+  const Tensor image = as_contiguous(image_in);
   const int64_t B = depth.size(0), C = image.size(1), H = depth.size(2), W = depth.size(3);
-  at::Tensor loss = at::empty({}, depth.options());
-  at::Tensor unit = at::empty_like(depth, depth.options().dtype(opmath_dtype(depth.scalar_type())));
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, depth.scalar_type(), "smoothness_loss_train", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const scalar_t* d_p = depth.data_ptr<scalar_t>();
-    const scalar_t* i_p = image.data_ptr<scalar_t>();
-    acc_t* u_p = unit.data_ptr<acc_t>();
+  Tensor loss = empty({}, depth.scalar_type(), depth.device());
+  Tensor unit = empty_as(depth, opmath_dtype(depth.scalar_type()));
+  DESC_DISPATCH_FLOATING(depth.scalar_type(), "smoothness_loss_train", [&] {
+    using acc_t = opmath_t<scalar_t>;
+    const scalar_t* d_p = depth.const_data_ptr<scalar_t>();
+    const scalar_t* i_p = image.const_data_ptr<scalar_t>();
+    acc_t* u_p = unit.mutable_data_ptr<acc_t>();
     const auto [ax, ay] = smoothness_term_scales<acc_t>(B, H, W);
     std::vector<acc_t> partial_x(B * H, acc_t(0)), partial_y(B * H, acc_t(0));
-    at::parallel_for(0, B * H, std::max<int64_t>(1, 8192 / W), [&](int64_t begin, int64_t end) {
+    torch::stable::parallel_for(0, B * H, std::max<int64_t>(1, 8192 / W), [&](int64_t begin, int64_t end) {
       std::vector<acc_t> tx(W + 1, acc_t(0)), below(W), above(W);
       acc_t* td = below.data();
       acc_t* tu = above.data();
@@ -301,26 +299,26 @@ std::tuple<at::Tensor, at::Tensor> smoothness_loss_train_cpu(const at::Tensor& d
       sx += partial_x[r];
       sy += partial_y[r];
     }
-    loss.fill_(sx * ax + sy * ay);
+    *loss.mutable_data_ptr<scalar_t>() = static_cast<scalar_t>(sx * ax + sy * ay);
   });
   return {loss, unit};
 }
 
-at::Tensor smoothness_loss_backward_saved_cpu(const at::Tensor& grad, const at::Tensor& unit_in,
-                                              at::ScalarType dtype) {
+Tensor smoothness_loss_backward_saved_cpu(const Tensor& grad, const Tensor& unit_in,
+                                              ScalarType dtype) {
   check_depth(unit_in, "unit_grad");
   check_scalar_grad(grad, unit_in);
-  TORCH_CHECK_VALUE(at::isFloatingType(dtype) && unit_in.scalar_type() == opmath_dtype(dtype),
-                    "unit_grad must have the accumulation dtype of ", dtype, ", got ", describe(unit_in));
-  const at::Tensor unit = unit_in.contiguous();
-  at::Tensor grad_depth = at::empty_like(unit, unit.options().dtype(dtype));
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "smoothness_loss_backward_saved", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const acc_t g = static_cast<acc_t>(grad.item<double>());
-    const acc_t* u_p = unit.data_ptr<acc_t>();
-    scalar_t* g_p = grad_depth.data_ptr<scalar_t>();
+  DESC_CHECK(is_floating(dtype) && unit_in.scalar_type() == opmath_dtype(dtype),
+                    "unit_grad must have the accumulation dtype of ", dtype_name(dtype), ", got ", describe(unit_in));
+  const Tensor unit = as_contiguous(unit_in);
+  Tensor grad_depth = empty_as(unit, dtype);
+  DESC_DISPATCH_FLOATING(dtype, "smoothness_loss_backward_saved", [&] {
+    using acc_t = opmath_t<scalar_t>;
+    const acc_t g = static_cast<acc_t>(item(grad));
+    const acc_t* u_p = unit.const_data_ptr<acc_t>();
+    scalar_t* g_p = grad_depth.mutable_data_ptr<scalar_t>();
     const int64_t n = unit.numel(), block = 16384;
-    at::parallel_for(0, (n + block - 1) / block, 1, [&](int64_t begin, int64_t end) {
+    torch::stable::parallel_for(0, (n + block - 1) / block, 1, [&](int64_t begin, int64_t end) {
       const int64_t i = begin * block, m = std::min(end * block, n) - i;
       scale_unit_grad<scalar_t>(u_p + i, g, m, g_p + i);
     });
@@ -330,11 +328,11 @@ at::Tensor smoothness_loss_backward_saved_cpu(const at::Tensor& grad, const at::
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(desc_ops, CPU, m) {
-  m.impl("smoothness_loss", &smoothness_loss_cpu);
-  m.impl("_smoothness_loss_backward", &smoothness_loss_backward_cpu);
-  m.impl("_smoothness_loss_train", &smoothness_loss_train_cpu);
-  m.impl("_smoothness_loss_backward_saved", &smoothness_loss_backward_saved_cpu);
+STABLE_TORCH_LIBRARY_IMPL(desc_ops, CPU, m) {
+  m.impl("smoothness_loss", TORCH_BOX(&smoothness_loss_cpu));
+  m.impl("_smoothness_loss_backward", TORCH_BOX(&smoothness_loss_backward_cpu));
+  m.impl("_smoothness_loss_train", TORCH_BOX(&smoothness_loss_train_cpu));
+  m.impl("_smoothness_loss_backward_saved", TORCH_BOX(&smoothness_loss_backward_saved_cpu));
 }
 
 }  // namespace cpu

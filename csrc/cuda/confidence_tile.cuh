@@ -20,7 +20,7 @@ template <typename scalar_t, typename index_t>
 struct ConfidenceView {
   using scalar_type = scalar_t;
   using index_type = index_t;
-  using acc_t = at::opmath_type<scalar_t>;
+  using acc_t = opmath_t<scalar_t>;
   const scalar_t* logits;
   const index_t* labels;
   const scalar_t* image;
@@ -34,11 +34,11 @@ struct ConfidenceView {
 
   static ConfidenceView make(const ConfidenceArgs& a) {
     ConfidenceView v;
-    v.logits = a.logits.defined() ? a.logits.data_ptr<scalar_t>() : nullptr;
-    v.labels = a.labels.defined() ? a.labels.data_ptr<index_t>() : nullptr;
-    v.image = a.image.defined() ? a.image.data_ptr<scalar_t>() : nullptr;
-    v.edges = a.edges.defined() ? a.edges.data_ptr<scalar_t>() : nullptr;
-    v.ignored = a.ignore.data_ptr<int64_t>();
+    v.logits = a.logits.defined() ? a.logits.const_data_ptr<scalar_t>() : nullptr;
+    v.labels = a.labels.defined() ? a.labels.const_data_ptr<index_t>() : nullptr;
+    v.image = a.image.defined() ? a.image.const_data_ptr<scalar_t>() : nullptr;
+    v.edges = a.edges.defined() ? a.edges.const_data_ptr<scalar_t>() : nullptr;
+    v.ignored = a.ignore.const_data_ptr<int64_t>();
     v.num_ignored = a.ignore.numel();
     v.image_channels = a.image.defined() ? a.image.size(1) : 0;
     v.C = a.C;
@@ -60,7 +60,7 @@ inline int64_t tile_blocks(int64_t B, int64_t H, int64_t W) {
 
 inline dim3 tile_grid(int64_t B, int64_t H, int64_t W) {
   const int64_t blocks = tile_blocks(B, H, W);
-  TORCH_CHECK_VALUE(blocks <= INT_MAX, "the CUDA kernels take at most 2^31 - 1 tiles of ", kTileH, " x ", kTileW,
+  DESC_CHECK(blocks <= INT_MAX, "the CUDA kernels take at most 2^31 - 1 tiles of ", kTileH, " x ", kTileW,
                     " pixels, got B=", B, ", H=", H, ", W=", W);
   return dim3(static_cast<unsigned>(blocks));
 }
@@ -81,7 +81,7 @@ __device__ __forceinline__ TileOrigin tile_origin(int64_t H, int64_t W) {
 template <typename scalar_t, typename index_t, typename Sink>
 __global__ void __launch_bounds__(kThreads) confidence_tile_kernel(const ConfidenceView<scalar_t, index_t> v,
                                                                    Sink sink) {
-  using acc_t = at::opmath_type<scalar_t>;
+  using acc_t = opmath_t<scalar_t>;
   __shared__ acc_t lum[kTileH + 2][kTileW + 2];
   const int64_t H = v.H, W = v.W, HW = H * W;
   const auto [b, y0, x0] = tile_origin(H, W);
@@ -143,8 +143,8 @@ __global__ void __launch_bounds__(kThreads) confidence_tile_kernel(const Confide
 // Calls f(ConfidenceView<scalar_t, index_t>) for the dtypes of `a`.
 template <typename F>
 void dispatch_confidence_view(const ConfidenceArgs& a, const F& f) {
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.dtype, "confidence_map_cuda", [&] {
-    if (a.labels.defined() && a.labels.scalar_type() == at::kInt) {
+  DESC_DISPATCH_FLOATING(a.dtype, "confidence_map_cuda", [&] {
+    if (a.labels.defined() && a.labels.scalar_type() == kInt) {
       f(ConfidenceView<scalar_t, int32_t>::make(a));
     } else {
       f(ConfidenceView<scalar_t, int64_t>::make(a));

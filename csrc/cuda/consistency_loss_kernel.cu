@@ -6,8 +6,6 @@
 // (S, W) partial per 32 x 8 tile; a single-block pass adds the partials in
 // tile order. consistency_loss runs the same tiles with the weight as input.
 // The backward is one elementwise pass.
-#include <torch/library.h>
-
 #include "../consistency_loss_checks.h"
 #include "confidence_tile.cuh"
 
@@ -18,7 +16,7 @@ namespace {
 // Folds each pixel's confidence into the weighted L1 and reduces per block.
 template <typename scalar_t>
 struct WeightedL1Sink {
-  using acc_t = at::opmath_type<scalar_t>;
+  using acc_t = opmath_t<scalar_t>;
   const scalar_t* depth;
   const scalar_t* depth_sem;
   scalar_t* confidence;  // null when the confidence is an input
@@ -53,7 +51,7 @@ struct WeightedL1Sink {
 template <typename scalar_t>
 __global__ void __launch_bounds__(kThreads) weight_tile_kernel(const scalar_t* __restrict__ weight, int64_t H,
                                                                int64_t W, const WeightedL1Sink<scalar_t> sink) {
-  using acc_t = at::opmath_type<scalar_t>;
+  using acc_t = opmath_t<scalar_t>;
   const auto [b, y0, x0] = tile_origin(H, W);
   const int64_t y = y0 + threadIdx.y, x = x0 + threadIdx.x;
   const bool inside = y < H && x < W;
@@ -61,71 +59,71 @@ __global__ void __launch_bounds__(kThreads) weight_tile_kernel(const scalar_t* _
 }
 
 // (loss, norm) outputs of a reduction (loss is the map for "none").
-std::tuple<at::Tensor, at::Tensor> loss_outputs(const at::Tensor& depth, const std::string& reduction) {
-  const at::Tensor loss = reduction == "none" ? at::empty_like(depth) : at::empty({}, depth.options());
-  return {loss, at::empty({}, depth.options().dtype(opmath_dtype(depth.scalar_type())))};
+std::tuple<Tensor, Tensor> loss_outputs(const Tensor& depth, const std::string& reduction) {
+  const Tensor loss = reduction == "none" ? empty_as(depth) : empty({}, depth.scalar_type(), depth.device());
+  return {loss, empty({}, opmath_dtype(depth.scalar_type()), depth.device())};
 }
 
-std::tuple<at::Tensor, at::Tensor> consistency_loss_cuda(const at::Tensor& depth_in, const at::Tensor& depth_sem_in,
-                                                         const at::Tensor& weight_in, c10::string_view reduction_sv) {
+std::tuple<Tensor, Tensor> consistency_loss_cuda(const Tensor& depth_in, const Tensor& depth_sem_in,
+                                                         const Tensor& weight_in, const std::string& reduction_sv) {
   const std::string reduction(reduction_sv);
   check_consistency_args(depth_in, depth_sem_in, weight_in, reduction);
-  const c10::cuda::CUDAGuard guard(depth_in.device());
-  const at::Tensor depth = depth_in.contiguous(), depth_sem = depth_sem_in.contiguous(),
-                   weight = weight_in.contiguous();
-  at::Tensor loss, norm;
+  const DeviceGuard guard(depth_in.get_device_index());
+  const Tensor depth = as_contiguous(depth_in), depth_sem = as_contiguous(depth_sem_in),
+                   weight = as_contiguous(weight_in);
+  Tensor loss, norm;
   std::tie(loss, norm) = loss_outputs(depth, reduction);
   const int64_t B = depth.size(0), H = depth.size(2), W = depth.size(3);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, depth.scalar_type(), "consistency_loss_cuda", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const at::Tensor partials = at::zeros({tile_blocks(B, H, W), 2}, norm.options());
+  DESC_DISPATCH_FLOATING(depth.scalar_type(), "consistency_loss_cuda", [&] {
+    using acc_t = opmath_t<scalar_t>;
+    const Tensor partials = zeros({tile_blocks(B, H, W), 2}, norm.scalar_type(), norm.device());
     if (depth.numel() > 0) {
-      const WeightedL1Sink<scalar_t> sink{depth.data_ptr<scalar_t>(),
-                                          depth_sem.data_ptr<scalar_t>(),
+      const WeightedL1Sink<scalar_t> sink{depth.const_data_ptr<scalar_t>(),
+                                          depth_sem.const_data_ptr<scalar_t>(),
                                           nullptr,
-                                          reduction == "none" ? loss.data_ptr<scalar_t>() : nullptr,
-                                          partials.data_ptr<acc_t>(),
+                                          reduction == "none" ? loss.mutable_data_ptr<scalar_t>() : nullptr,
+                                          partials.mutable_data_ptr<acc_t>(),
                                           H,
                                           W};
       weight_tile_kernel<scalar_t><<<tile_grid(B, H, W), dim3(kTileW, kTileH), 0, stream()>>>(
-          weight.data_ptr<scalar_t>(), H, W, sink);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
+          weight.const_data_ptr<scalar_t>(), H, W, sink);
+      STD_CUDA_KERNEL_LAUNCH_CHECK();
     }
     launch_finish<scalar_t, acc_t>(partials, finish_for(reduction), loss, norm);
   });
   return {loss, norm};
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> semantic_consistency_loss_cuda(
-    const at::Tensor& depth_in, const at::Tensor& depth_sem_in, const at::Tensor& semantic,
-    const std::optional<at::Tensor>& image, const std::optional<at::Tensor>& edges, double edge_weight,
-    double boundary_weight, int64_t ignore_index, const std::optional<at::Tensor>& ignore_classes,
-    c10::string_view reduction_sv) {
+std::tuple<Tensor, Tensor, Tensor> semantic_consistency_loss_cuda(
+    const Tensor& depth_in, const Tensor& depth_sem_in, const Tensor& semantic,
+    const std::optional<Tensor>& image, const std::optional<Tensor>& edges, double edge_weight,
+    double boundary_weight, int64_t ignore_index, const std::optional<Tensor>& ignore_classes,
+    const std::string& reduction_sv) {
   const std::string reduction(reduction_sv);
   const ConfidenceArgs a = semantic_consistency_args(depth_in, depth_sem_in, semantic, image, edges, edge_weight,
                                                      boundary_weight, ignore_index, ignore_classes, reduction);
-  const c10::cuda::CUDAGuard guard(depth_in.device());
-  const at::Tensor depth = depth_in.contiguous(), depth_sem = depth_sem_in.contiguous();
-  at::Tensor confidence = at::empty_like(depth);
-  at::Tensor loss, norm;
+  const DeviceGuard guard(depth_in.get_device_index());
+  const Tensor depth = as_contiguous(depth_in), depth_sem = as_contiguous(depth_sem_in);
+  Tensor confidence = empty_as(depth);
+  Tensor loss, norm;
   std::tie(loss, norm) = loss_outputs(depth, reduction);
   dispatch_confidence_view(a, [&](const auto& view) {
     using View = std::decay_t<decltype(view)>;
     using scalar_t = typename View::scalar_type;
     using index_t = typename View::index_type;
-    using acc_t = at::opmath_type<scalar_t>;
-    const at::Tensor partials = at::zeros({tile_blocks(a.B, a.H, a.W), 2}, norm.options());
+    using acc_t = opmath_t<scalar_t>;
+    const Tensor partials = zeros({tile_blocks(a.B, a.H, a.W), 2}, norm.scalar_type(), norm.device());
     if (depth.numel() > 0) {
-      const WeightedL1Sink<scalar_t> sink{depth.data_ptr<scalar_t>(),
-                                          depth_sem.data_ptr<scalar_t>(),
-                                          confidence.data_ptr<scalar_t>(),
-                                          reduction == "none" ? loss.data_ptr<scalar_t>() : nullptr,
-                                          partials.data_ptr<acc_t>(),
+      const WeightedL1Sink<scalar_t> sink{depth.const_data_ptr<scalar_t>(),
+                                          depth_sem.const_data_ptr<scalar_t>(),
+                                          confidence.mutable_data_ptr<scalar_t>(),
+                                          reduction == "none" ? loss.mutable_data_ptr<scalar_t>() : nullptr,
+                                          partials.mutable_data_ptr<acc_t>(),
                                           a.H,
                                           a.W};
       confidence_tile_kernel<scalar_t, index_t, WeightedL1Sink<scalar_t>>
           <<<tile_grid(a.B, a.H, a.W), dim3(kTileW, kTileH), 0, stream()>>>(view, sink);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      STD_CUDA_KERNEL_LAUNCH_CHECK();
     }
     launch_finish<scalar_t, acc_t>(partials, finish_for(reduction), loss, norm);
   });
@@ -151,38 +149,38 @@ __global__ void weighted_l1_backward_kernel(const scalar_t* __restrict__ grad, b
   }
 }
 
-std::tuple<at::Tensor, at::Tensor> consistency_loss_backward_cuda(const at::Tensor& grad_in,
-                                                                  const at::Tensor& depth_in,
-                                                                  const at::Tensor& depth_sem_in,
-                                                                  const at::Tensor& weight_in, const at::Tensor& norm,
-                                                                  c10::string_view reduction_sv) {
+std::tuple<Tensor, Tensor> consistency_loss_backward_cuda(const Tensor& grad_in,
+                                                                  const Tensor& depth_in,
+                                                                  const Tensor& depth_sem_in,
+                                                                  const Tensor& weight_in, const Tensor& norm,
+                                                                  const std::string& reduction_sv) {
   const std::string reduction(reduction_sv);
   check_consistency_backward_args(grad_in, depth_in, depth_sem_in, weight_in, norm, reduction);
-  const c10::cuda::CUDAGuard guard(depth_in.device());
-  const at::Tensor depth = depth_in.contiguous(), depth_sem = depth_sem_in.contiguous(),
-                   weight = weight_in.contiguous();
+  const DeviceGuard guard(depth_in.get_device_index());
+  const Tensor depth = as_contiguous(depth_in), depth_sem = as_contiguous(depth_sem_in),
+                   weight = as_contiguous(weight_in);
   // grad may be an expanded scalar; the map case needs it dense.
-  const at::Tensor grad = grad_in.to(depth.scalar_type()).contiguous();
-  at::Tensor grad_depth = at::empty_like(depth), grad_depth_sem = at::empty_like(depth);
+  const Tensor grad = as_contiguous(to_dtype(grad_in, depth.scalar_type()));
+  Tensor grad_depth = empty_as(depth), grad_depth_sem = empty_as(depth);
   const int64_t n = depth.numel();
   if (n == 0) return {grad_depth, grad_depth_sem};
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, depth.scalar_type(), "consistency_backward_cuda", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
+  DESC_DISPATCH_FLOATING(depth.scalar_type(), "consistency_backward_cuda", [&] {
+    using acc_t = opmath_t<scalar_t>;
     weighted_l1_backward_kernel<scalar_t, acc_t><<<grid_for(n), kThreads, 0, stream()>>>(
-        grad.data_ptr<scalar_t>(), reduction == "none", norm.data_ptr<acc_t>(), depth.data_ptr<scalar_t>(),
-        depth_sem.data_ptr<scalar_t>(), weight.data_ptr<scalar_t>(), grad_depth.data_ptr<scalar_t>(),
-        grad_depth_sem.data_ptr<scalar_t>(), n);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+        grad.const_data_ptr<scalar_t>(), reduction == "none", norm.const_data_ptr<acc_t>(), depth.const_data_ptr<scalar_t>(),
+        depth_sem.const_data_ptr<scalar_t>(), weight.const_data_ptr<scalar_t>(), grad_depth.mutable_data_ptr<scalar_t>(),
+        grad_depth_sem.mutable_data_ptr<scalar_t>(), n);
+    STD_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return {grad_depth, grad_depth_sem};
 }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(desc_ops, CUDA, m) {
-  m.impl("consistency_loss", &consistency_loss_cuda);
-  m.impl("semantic_consistency_loss", &semantic_consistency_loss_cuda);
-  m.impl("_consistency_loss_backward", &consistency_loss_backward_cuda);
+STABLE_TORCH_LIBRARY_IMPL(desc_ops, CUDA, m) {
+  m.impl("consistency_loss", TORCH_BOX(&consistency_loss_cuda));
+  m.impl("semantic_consistency_loss", TORCH_BOX(&semantic_consistency_loss_cuda));
+  m.impl("_consistency_loss_backward", TORCH_BOX(&consistency_loss_backward_cuda));
 }
 
 }  // namespace cuda

@@ -6,14 +6,14 @@
 // problem size, so the same inputs give the same bits on the same device.
 #pragma once
 
-#include <ATen/ATen.h>
-#include <ATen/Dispatch.h>
-#include <ATen/OpMathType.h>
-#include <ATen/cuda/CUDAContext.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
+#include <cuda_runtime.h>
+#include <torch/csrc/stable/accelerator.h>
+#include <torch/csrc/stable/macros.h>
 
 #include <algorithm>
+#include <string>
+
+#include "../stable_api.h"
 
 namespace desc_ops {
 namespace cuda {
@@ -27,7 +27,21 @@ inline int64_t grid_for(int64_t n, int threads = kThreads) {
   return std::max<int64_t>(1, std::min<int64_t>((n + threads - 1) / threads, 4096));
 }
 
-inline cudaStream_t stream() { return at::cuda::getCurrentCUDAStream(); }
+using DeviceGuard = torch::stable::accelerator::DeviceGuard;
+
+// The current stream of the current device (a DeviceGuard has made it the
+// inputs'): launches on it are ordered with torch's work and CUDA graphs.
+inline cudaStream_t stream() {
+  void* s = nullptr;
+  DESC_SHIM_CHECK(
+      aoti_torch_get_current_cuda_stream(torch::stable::accelerator::getCurrentDeviceIndex(), &s));
+  return static_cast<cudaStream_t>(s);
+}
+
+// Scratch memory of `bytes` bytes (at least 1) on the device of `like`.
+inline Tensor scratch_bytes(size_t bytes, const Tensor& like) {
+  return empty({static_cast<int64_t>(std::max<size_t>(bytes, 1))}, ScalarType::Byte, like.device());
+}
 
 // Sum over the block's threads (blockDim.x * blockDim.y == BLOCK) in a fixed
 // tree; every thread gets the result. `smem` holds BLOCK values.
@@ -98,12 +112,12 @@ __global__ void finish_kernel(const acc_t* __restrict__ partials, int64_t n, Fin
 }
 
 template <typename scalar_t, typename acc_t>
-void launch_finish(const at::Tensor& partials, Finish mode, const at::Tensor& loss, const at::Tensor& norm,
+void launch_finish(const Tensor& partials, Finish mode, const Tensor& loss, const Tensor& norm,
                    acc_t scale_a = acc_t(0), acc_t scale_b = acc_t(0)) {
   finish_kernel<scalar_t, acc_t><<<1, kThreads, 0, stream()>>>(
-      partials.data_ptr<acc_t>(), partials.size(0), mode, scale_a, scale_b,
-      mode == Finish::kNone ? nullptr : loss.data_ptr<scalar_t>(), norm.data_ptr<acc_t>());
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+      partials.const_data_ptr<acc_t>(), partials.size(0), mode, scale_a, scale_b,
+      mode == Finish::kNone ? nullptr : loss.mutable_data_ptr<scalar_t>(), norm.mutable_data_ptr<acc_t>());
+  STD_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 inline Finish finish_for(const std::string& reduction) {

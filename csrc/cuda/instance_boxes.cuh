@@ -28,7 +28,7 @@ inline int64_t chunk_blocks(int64_t B, int64_t HW) { return B * chunks_per_image
 
 inline dim3 chunk_grid(int64_t B, int64_t HW) {
   const int64_t blocks = chunk_blocks(B, HW);
-  TORCH_CHECK_VALUE(blocks <= INT_MAX, "the CUDA instance kernels take at most 2^31 - 1 chunks of ",
+  DESC_CHECK(blocks <= INT_MAX, "the CUDA instance kernels take at most 2^31 - 1 chunks of ",
                     kPixelsPerBlock, " pixels, got B=", B, " images of ", HW, " pixels");
   return dim3(static_cast<unsigned>(blocks));
 }
@@ -50,8 +50,8 @@ __global__ void __launch_bounds__(kThreads) instance_boxes_kernel(const index_t*
                                                                   const scalar_t* __restrict__ depth, int64_t H,
                                                                   int64_t W, int64_t K, ull* __restrict__ count,
                                                                   long long* __restrict__ box,
-                                                                  ull* __restrict__ valid_count) {
-  using acc_t = at::opmath_type<scalar_t>;
+                                                                                                         ull* __restrict__ valid_count) {
+  using acc_t = opmath_t<scalar_t>;
   extern __shared__ int smem[];
   int* s_count = smem;
   int* s_ymin = smem + K;
@@ -109,36 +109,52 @@ __global__ void __launch_bounds__(kThreads) instance_boxes_kernel(const index_t*
   }
 }
 
+// Before the walk: counts 0 and boxes that any pixel's min/max replaces
+// (after it, boxes_finish_kernel turns those of empty slots into -1).
+static __global__ void boxes_init_kernel(int64_t slots, ull* __restrict__ count, long long* __restrict__ box,
+                                         ull* __restrict__ valid_count) {
+  for (int64_t s = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x; s < slots;
+       s += static_cast<int64_t>(gridDim.x) * kThreads) {
+    count[s] = 0;
+    if (valid_count != nullptr) valid_count[s] = 0;
+    box[4 * s + 0] = box[4 * s + 2] = std::numeric_limits<long long>::max();
+    box[4 * s + 1] = box[4 * s + 3] = -1;
+  }
+}
+
+static __global__ void boxes_finish_kernel(int64_t slots, const ull* __restrict__ count, long long* __restrict__ box) {
+  for (int64_t s = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x; s < slots;
+       s += static_cast<int64_t>(gridDim.x) * kThreads) {
+    if (count[s] == 0) box[4 * s + 0] = box[4 * s + 2] = -1;
+  }
+}
+
 // count (B, K), box (B, K, 4) and, with depth, valid_count (B, K) of the
 // (contiguous) ids; empty slots get a box of -1.
 template <typename index_t, typename scalar_t>
-void instance_boxes_cuda(const at::Tensor& ids, const scalar_t* depth, int64_t K, const at::Tensor& count,
-                         const at::Tensor& box, const at::Tensor& valid_count) {
-  const int64_t B = ids.size(0), H = ids.size(1), W = ids.size(2);
-  count.zero_();
-  box.select(2, 0).fill_(std::numeric_limits<int64_t>::max());
-  box.select(2, 1).fill_(-1);
-  box.select(2, 2).fill_(std::numeric_limits<int64_t>::max());
-  box.select(2, 3).fill_(-1);
-  if (valid_count.defined()) valid_count.zero_();
-  if (B * K > 0 && H * W > 0) {
-    TORCH_CHECK_VALUE(H < INT_MAX && W < INT_MAX, "instance_ids must be smaller than 2^31 pixels a side on CUDA");
+void instance_boxes_cuda(const Tensor& ids, const scalar_t* depth, int64_t K, const Tensor& count,
+                         const Tensor& box, const Tensor& valid_count) {
+  const int64_t B = ids.size(0), H = ids.size(1), W = ids.size(2), slots = B * K;
+  if (slots == 0) return;
+  ull* valid_p = valid_count.defined() ? reinterpret_cast<ull*>(valid_count.mutable_data_ptr<int64_t>()) : nullptr;
+  auto* count_p = reinterpret_cast<ull*>(count.mutable_data_ptr<int64_t>());
+  auto* box_p = reinterpret_cast<long long*>(box.mutable_data_ptr<int64_t>());
+  boxes_init_kernel<<<grid_for(slots), kThreads, 0, stream()>>>(slots, count_p, box_p, valid_p);
+  STD_CUDA_KERNEL_LAUNCH_CHECK();
+  if (H * W > 0) {
+    DESC_CHECK(H < INT_MAX && W < INT_MAX, "instance_ids must be smaller than 2^31 pixels a side on CUDA");
     const dim3 grid = chunk_grid(B, H * W);
-    ull* valid_p = valid_count.defined() ? reinterpret_cast<ull*>(valid_count.data_ptr<int64_t>()) : nullptr;
-    auto* count_p = reinterpret_cast<ull*>(count.data_ptr<int64_t>());
-    auto* box_p = reinterpret_cast<long long*>(box.data_ptr<int64_t>());
     if (K <= kMaxSharedSlots) {
       instance_boxes_kernel<index_t, scalar_t, true><<<grid, kThreads, 6 * K * sizeof(int), stream()>>>(
-          ids.data_ptr<index_t>(), depth, H, W, K, count_p, box_p, valid_p);
+          ids.const_data_ptr<index_t>(), depth, H, W, K, count_p, box_p, valid_p);
     } else {
       instance_boxes_kernel<index_t, scalar_t, false>
-          <<<grid, kThreads, 0, stream()>>>(ids.data_ptr<index_t>(), depth, H, W, K, count_p, box_p, valid_p);
+          <<<grid, kThreads, 0, stream()>>>(ids.const_data_ptr<index_t>(), depth, H, W, K, count_p, box_p, valid_p);
     }
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    STD_CUDA_KERNEL_LAUNCH_CHECK();
   }
-  const at::Tensor empty = count == 0;
-  box.select(2, 0).masked_fill_(empty, -1);
-  box.select(2, 2).masked_fill_(empty, -1);
+  boxes_finish_kernel<<<grid_for(slots), kThreads, 0, stream()>>>(slots, count_p, box_p);
+  STD_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 }  // namespace cuda

@@ -7,8 +7,6 @@
 // integer sign sums per slot (privatised per block in shared memory); a
 // single-block pass adds the partials in order and counts N. Backward: one
 // elementwise pass, and B*K tensor ops for the heights.
-#include <torch/library.h>
-
 #include "../instance_prior_loss_checks.h"
 #include "instance_boxes.cuh"
 
@@ -122,79 +120,79 @@ __global__ void prior_backward_kernel(const scalar_t* __restrict__ grad, const a
   }
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> instance_prior_loss_cuda(
-    const at::Tensor& depth_in, const at::Tensor& ids_in, const at::Tensor& heights_in, const at::Tensor& focal_in,
-    int64_t min_pixels, std::optional<double> max_depth, c10::string_view reduction_sv, bool validate) {
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> instance_prior_loss_cuda(
+    const Tensor& depth_in, const Tensor& ids_in, const Tensor& heights_in, const Tensor& focal_in,
+    int64_t min_pixels, std::optional<double> max_depth, const std::string& reduction_sv, bool validate) {
   const std::string reduction(reduction_sv);
   const int64_t K = check_prior_args(depth_in, ids_in, heights_in, max_depth, reduction, validate);
-  const c10::cuda::CUDAGuard guard(depth_in.device());
+  const DeviceGuard guard(depth_in.get_device_index());
   const int64_t B = depth_in.size(0), HW = depth_in.size(2) * depth_in.size(3);
-  const at::Tensor depth = depth_in.contiguous(), ids = ids_in.contiguous(), heights = heights_in.contiguous();
-  const at::Tensor focal = focal_per_image(focal_in, B, depth);
-  const auto acc_opts = depth.options().dtype(focal.scalar_type());
-  const auto long_opts = ids.options().dtype(at::kLong);
-  at::Tensor count = at::empty({B, K}, long_opts), box = at::empty({B, K, 4}, long_opts);
-  at::Tensor z = at::empty({B, K}, acc_opts), dz_dh = at::empty({B, K}, acc_opts);
-  at::Tensor sign_sum = at::zeros({B, K}, long_opts);
-  at::Tensor loss = at::empty({}, depth.options()), norm = at::empty({}, acc_opts);
+  const Tensor depth = as_contiguous(depth_in), ids = as_contiguous(ids_in), heights = as_contiguous(heights_in);
+  const Tensor focal = focal_per_image(focal_in, B, depth);
+  const ScalarType acc_dtype = focal.scalar_type();
+  const Device device = depth.device();
+  Tensor count = empty({B, K}, kLong, device), box = empty({B, K, 4}, kLong, device);
+  Tensor z = empty({B, K}, acc_dtype, device), dz_dh = empty({B, K}, acc_dtype, device);
+  Tensor sign_sum = zeros({B, K}, kLong, device);
+  Tensor loss = empty({}, depth.scalar_type(), device), norm = empty({}, acc_dtype, device);
   const dim3 grid = chunk_grid(B, HW);
   const int64_t blocks = chunk_blocks(B, HW);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, depth.scalar_type(), "instance_prior_loss_cuda", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    AT_DISPATCH_INDEX_TYPES(ids.scalar_type(), "instance_prior_loss_cuda_ids", [&] {
-      instance_boxes_cuda<index_t, scalar_t>(ids, nullptr, K, count, box, at::Tensor());
+  DESC_DISPATCH_FLOATING(depth.scalar_type(), "instance_prior_loss_cuda", [&] {
+    using acc_t = opmath_t<scalar_t>;
+    DESC_DISPATCH_INDEX(ids.scalar_type(), "instance_prior_loss_cuda_ids", [&] {
+      instance_boxes_cuda<index_t, scalar_t>(ids, nullptr, K, count, box, Tensor());
       const int64_t slots = B * K;
       if (slots > 0) {
         pseudo_depth_kernel<scalar_t, acc_t><<<grid_for(slots), kThreads, 0, stream()>>>(
-            count.data_ptr<int64_t>(), box.data_ptr<int64_t>(), heights.data_ptr<scalar_t>(),
-            focal.data_ptr<acc_t>(), K, slots, min_pixels, max_depth.has_value(),
-            static_cast<acc_t>(max_depth.value_or(0.0)), z.data_ptr<acc_t>(), dz_dh.data_ptr<acc_t>());
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
+            count.mutable_data_ptr<int64_t>(), box.mutable_data_ptr<int64_t>(), heights.const_data_ptr<scalar_t>(),
+            focal.const_data_ptr<acc_t>(), K, slots, min_pixels, max_depth.has_value(),
+            static_cast<acc_t>(max_depth.value_or(0.0)), z.mutable_data_ptr<acc_t>(), dz_dh.mutable_data_ptr<acc_t>());
+        STD_CUDA_KERNEL_LAUNCH_CHECK();
       }
-      const at::Tensor partials = at::zeros({blocks, 2}, acc_opts);
+      const Tensor partials = zeros({blocks, 2}, acc_dtype, device);
       if (slots > 0 && HW > 0) {
-        auto* sign_p = reinterpret_cast<ull*>(sign_sum.data_ptr<int64_t>());
+        auto* sign_p = reinterpret_cast<ull*>(sign_sum.mutable_data_ptr<int64_t>());
         if (K <= kMaxSharedSlots) {
           prior_forward_kernel<scalar_t, index_t, acc_t, true><<<grid, kThreads, K * sizeof(int), stream()>>>(
-              depth.data_ptr<scalar_t>(), ids.data_ptr<index_t>(), z.data_ptr<acc_t>(), HW, K, sign_p,
-              partials.data_ptr<acc_t>());
+              depth.const_data_ptr<scalar_t>(), ids.const_data_ptr<index_t>(), z.mutable_data_ptr<acc_t>(), HW, K, sign_p,
+              partials.mutable_data_ptr<acc_t>());
         } else {
           prior_forward_kernel<scalar_t, index_t, acc_t, false><<<grid, kThreads, 0, stream()>>>(
-              depth.data_ptr<scalar_t>(), ids.data_ptr<index_t>(), z.data_ptr<acc_t>(), HW, K, sign_p,
-              partials.data_ptr<acc_t>());
+              depth.const_data_ptr<scalar_t>(), ids.const_data_ptr<index_t>(), z.mutable_data_ptr<acc_t>(), HW, K, sign_p,
+              partials.mutable_data_ptr<acc_t>());
         }
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
+        STD_CUDA_KERNEL_LAUNCH_CHECK();
       }
       prior_finish_kernel<scalar_t, acc_t><<<1, kThreads, 0, stream()>>>(
-          partials.data_ptr<acc_t>(), blocks, count.data_ptr<int64_t>(), z.data_ptr<acc_t>(), slots,
-          reduction == "mean", loss.data_ptr<scalar_t>(), norm.data_ptr<acc_t>());
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
+          partials.mutable_data_ptr<acc_t>(), blocks, count.mutable_data_ptr<int64_t>(), z.mutable_data_ptr<acc_t>(), slots,
+          reduction == "mean", loss.mutable_data_ptr<scalar_t>(), norm.mutable_data_ptr<acc_t>());
+      STD_CUDA_KERNEL_LAUNCH_CHECK();
     });
   });
   return {loss, z, dz_dh, sign_sum, norm};
 }
 
-std::tuple<at::Tensor, at::Tensor> instance_prior_loss_backward_cuda(const at::Tensor& grad_in,
-                                                                     const at::Tensor& depth_in,
-                                                                     const at::Tensor& ids_in, const at::Tensor& z_in,
-                                                                     const at::Tensor& dz_dh,
-                                                                     const at::Tensor& sign_sum,
-                                                                     const at::Tensor& norm) {
+std::tuple<Tensor, Tensor> instance_prior_loss_backward_cuda(const Tensor& grad_in,
+                                                                     const Tensor& depth_in,
+                                                                     const Tensor& ids_in, const Tensor& z_in,
+                                                                     const Tensor& dz_dh,
+                                                                     const Tensor& sign_sum,
+                                                                     const Tensor& norm) {
   check_prior_backward_args(grad_in, depth_in, ids_in, z_in, dz_dh, sign_sum, norm);
-  const c10::cuda::CUDAGuard guard(depth_in.device());
-  const at::Tensor depth = depth_in.contiguous(), ids = ids_in.contiguous(), z = z_in.contiguous();
-  const at::Tensor grad = grad_in.to(depth.scalar_type()).contiguous();
+  const DeviceGuard guard(depth_in.get_device_index());
+  const Tensor depth = as_contiguous(depth_in), ids = as_contiguous(ids_in), z = as_contiguous(z_in);
+  const Tensor grad = as_contiguous(to_dtype(grad_in, depth.scalar_type()));
   const int64_t K = z.size(1), HW = depth.size(2) * depth.size(3), n = depth.numel();
-  at::Tensor grad_heights = prior_heights_grad(grad, norm, dz_dh, sign_sum, depth.scalar_type());
-  at::Tensor grad_depth = at::empty_like(depth);
+  Tensor grad_heights = prior_heights_grad(grad, norm, dz_dh, sign_sum, depth.scalar_type());
+  Tensor grad_depth = empty_as(depth);
   if (n == 0) return {grad_depth, grad_heights};
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, depth.scalar_type(), "prior_backward_cuda", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    AT_DISPATCH_INDEX_TYPES(ids.scalar_type(), "prior_backward_cuda_ids", [&] {
+  DESC_DISPATCH_FLOATING(depth.scalar_type(), "prior_backward_cuda", [&] {
+    using acc_t = opmath_t<scalar_t>;
+    DESC_DISPATCH_INDEX(ids.scalar_type(), "prior_backward_cuda_ids", [&] {
       prior_backward_kernel<scalar_t, index_t, acc_t><<<grid_for(n), kThreads, 0, stream()>>>(
-          grad.data_ptr<scalar_t>(), norm.data_ptr<acc_t>(), depth.data_ptr<scalar_t>(), ids.data_ptr<index_t>(),
-          z.data_ptr<acc_t>(), HW, K, n, grad_depth.data_ptr<scalar_t>());
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
+          grad.const_data_ptr<scalar_t>(), norm.const_data_ptr<acc_t>(), depth.const_data_ptr<scalar_t>(), ids.const_data_ptr<index_t>(),
+          z.const_data_ptr<acc_t>(), HW, K, n, grad_depth.mutable_data_ptr<scalar_t>());
+      STD_CUDA_KERNEL_LAUNCH_CHECK();
     });
   });
   return {grad_depth, grad_heights};
@@ -202,9 +200,9 @@ std::tuple<at::Tensor, at::Tensor> instance_prior_loss_backward_cuda(const at::T
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(desc_ops, CUDA, m) {
-  m.impl("instance_prior_loss", &instance_prior_loss_cuda);
-  m.impl("_instance_prior_loss_backward", &instance_prior_loss_backward_cuda);
+STABLE_TORCH_LIBRARY_IMPL(desc_ops, CUDA, m) {
+  m.impl("instance_prior_loss", TORCH_BOX(&instance_prior_loss_cuda));
+  m.impl("_instance_prior_loss_backward", TORCH_BOX(&instance_prior_loss_backward_cuda));
 }
 
 }  // namespace cuda

@@ -6,8 +6,6 @@
 // two stable radix sorts (by depth, then by slot), so that the median of slot
 // s is one read at start_s + (n_s - 1) / 2, and the mean a segmented sum of
 // the group (a fixed tree per segment, no float atomics).
-#include <torch/library.h>
-
 #include <cub/cub.cuh>
 
 #include "../instance_checks.h"
@@ -42,91 +40,87 @@ __global__ void mean_median_kernel(const acc_t* __restrict__ grouped, const int6
   }
 }
 
-at::Tensor cub_temp(size_t bytes, const at::Tensor& like) {
-  return at::empty({static_cast<int64_t>(std::max<size_t>(bytes, 1))}, like.options().dtype(at::kByte));
-}
-
 template <typename index_t, typename scalar_t>
-void depth_stats_cuda(const at::Tensor& ids, const at::Tensor& depth, int64_t K, const at::Tensor& valid_count,
-                      const at::Tensor& mean, const at::Tensor& median) {
-  using acc_t = at::opmath_type<scalar_t>;
+void depth_stats_cuda(const Tensor& ids, const Tensor& depth, int64_t K, const Tensor& valid_count,
+                      const Tensor& mean, const Tensor& median) {
+  using acc_t = opmath_t<scalar_t>;
   const int64_t n = ids.numel(), slots = valid_count.numel();
-  TORCH_CHECK_VALUE(n < INT_MAX && slots < INT_MAX, "instance_stats on CUDA takes fewer than 2^31 pixels and slots");
-  const at::Tensor d = depth.to(std::is_same_v<acc_t, double> ? at::kDouble : at::kFloat).reshape({-1});
-  const at::Tensor slot = at::empty({n}, ids.options().dtype(at::kLong));
+  DESC_CHECK(n < INT_MAX && slots < INT_MAX, "instance_stats on CUDA takes fewer than 2^31 pixels and slots");
+  const Tensor d = reshape(to(depth, opmath_dtype(depth.scalar_type())), {-1});
+  const Tensor slot = empty({n}, kLong, ids.device());
   if (n > 0) {
     valid_slot_kernel<index_t, acc_t><<<grid_for(n), kThreads, 0, stream()>>>(
-        ids.data_ptr<index_t>(), d.data_ptr<acc_t>(), ids.size(1) * ids.size(2), K, n, slot.data_ptr<int64_t>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+        ids.const_data_ptr<index_t>(), d.mutable_data_ptr<acc_t>(), ids.size(1) * ids.size(2), K, n, slot.mutable_data_ptr<int64_t>());
+    STD_CUDA_KERNEL_LAUNCH_CHECK();
   }
   // Sort by depth, then stably by slot: valid depths grouped by slot, ascending.
-  const at::Tensor d_sorted = at::empty_like(d), slot_by_depth = at::empty_like(slot);
-  const at::Tensor grouped = at::empty_like(d), slot_grouped = at::empty_like(slot);
+  const Tensor d_sorted = empty_as(d), slot_by_depth = empty_as(slot);
+  const Tensor grouped = empty_as(d), slot_grouped = empty_as(slot);
   int end_bit = 1;
   while ((int64_t(1) << end_bit) <= slots) ++end_bit;  // slot values lie in [0, slots]
   if (n > 0) {
     size_t bytes = 0;
-    cub::DeviceRadixSort::SortPairs(nullptr, bytes, d.data_ptr<acc_t>(), d_sorted.data_ptr<acc_t>(),
-                                    slot.data_ptr<int64_t>(), slot_by_depth.data_ptr<int64_t>(), static_cast<int>(n),
+    cub::DeviceRadixSort::SortPairs(nullptr, bytes, d.mutable_data_ptr<acc_t>(), d_sorted.mutable_data_ptr<acc_t>(),
+                                    slot.mutable_data_ptr<int64_t>(), slot_by_depth.mutable_data_ptr<int64_t>(), static_cast<int>(n),
                                     0, int(sizeof(acc_t) * 8), stream());
-    at::Tensor temp = cub_temp(bytes, ids);
-    C10_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(
-        temp.data_ptr(), bytes, d.data_ptr<acc_t>(), d_sorted.data_ptr<acc_t>(), slot.data_ptr<int64_t>(),
-        slot_by_depth.data_ptr<int64_t>(), static_cast<int>(n), 0, int(sizeof(acc_t) * 8), stream()));
+    Tensor temp = scratch_bytes(bytes, ids);
+    STD_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(
+        temp.mutable_data_ptr(), bytes, d.mutable_data_ptr<acc_t>(), d_sorted.mutable_data_ptr<acc_t>(), slot.mutable_data_ptr<int64_t>(),
+        slot_by_depth.mutable_data_ptr<int64_t>(), static_cast<int>(n), 0, int(sizeof(acc_t) * 8), stream()));
     bytes = 0;
-    cub::DeviceRadixSort::SortPairs(nullptr, bytes, slot_by_depth.data_ptr<int64_t>(),
-                                    slot_grouped.data_ptr<int64_t>(), d_sorted.data_ptr<acc_t>(),
-                                    grouped.data_ptr<acc_t>(), static_cast<int>(n), 0, end_bit, stream());
-    temp = cub_temp(bytes, ids);
-    C10_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(temp.data_ptr(), bytes, slot_by_depth.data_ptr<int64_t>(),
-                                                   slot_grouped.data_ptr<int64_t>(), d_sorted.data_ptr<acc_t>(),
-                                                   grouped.data_ptr<acc_t>(), static_cast<int>(n), 0, end_bit,
+    cub::DeviceRadixSort::SortPairs(nullptr, bytes, slot_by_depth.mutable_data_ptr<int64_t>(),
+                                    slot_grouped.mutable_data_ptr<int64_t>(), d_sorted.mutable_data_ptr<acc_t>(),
+                                    grouped.mutable_data_ptr<acc_t>(), static_cast<int>(n), 0, end_bit, stream());
+    temp = scratch_bytes(bytes, ids);
+    STD_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(temp.mutable_data_ptr(), bytes, slot_by_depth.mutable_data_ptr<int64_t>(),
+                                                   slot_grouped.mutable_data_ptr<int64_t>(), d_sorted.mutable_data_ptr<acc_t>(),
+                                                   grouped.mutable_data_ptr<acc_t>(), static_cast<int>(n), 0, end_bit,
                                                    stream()));
   }
-  const at::Tensor counts = valid_count.reshape({-1});
-  const at::Tensor start = counts.cumsum(0) - counts;
-  const at::Tensor stop = start + counts;
+  const Tensor counts = reshape(valid_count, {-1});
+  // stop = cumsum(counts), start = stop - counts.
+  const Tensor stop = call_aten<1>("aten::cumsum", "", counts, int64_t{0}, std::optional<ScalarType>())[0];
+  const Tensor start = torch::stable::subtract(stop, counts);
   // The means sum in double, as on the CPU: a million float32 depths summed
   // in float32 lose thousands of ulp.
-  const at::Tensor grouped_d = grouped.to(at::kDouble);
-  const at::Tensor sums = at::zeros({slots}, d.options().dtype(at::kDouble));
+  const Tensor grouped_d = to(grouped, kDouble);
+  const Tensor sums = zeros({slots}, kDouble, d.device());
   if (n > 0) {
     size_t bytes = 0;
-    cub::DeviceSegmentedReduce::Sum(nullptr, bytes, grouped_d.data_ptr<double>(), sums.data_ptr<double>(),
-                                    static_cast<int>(slots), start.data_ptr<int64_t>(), stop.data_ptr<int64_t>(),
+    cub::DeviceSegmentedReduce::Sum(nullptr, bytes, grouped_d.mutable_data_ptr<double>(), sums.mutable_data_ptr<double>(),
+                                    static_cast<int>(slots), start.mutable_data_ptr<int64_t>(), stop.mutable_data_ptr<int64_t>(),
                                     stream());
-    const at::Tensor temp = cub_temp(bytes, ids);
-    C10_CUDA_CHECK(cub::DeviceSegmentedReduce::Sum(temp.data_ptr(), bytes, grouped_d.data_ptr<double>(),
-                                                   sums.data_ptr<double>(), static_cast<int>(slots),
-                                                   start.data_ptr<int64_t>(), stop.data_ptr<int64_t>(), stream()));
+    const Tensor temp = scratch_bytes(bytes, ids);
+    STD_CUDA_CHECK(cub::DeviceSegmentedReduce::Sum(temp.mutable_data_ptr(), bytes, grouped_d.mutable_data_ptr<double>(),
+                                                   sums.mutable_data_ptr<double>(), static_cast<int>(slots),
+                                                   start.mutable_data_ptr<int64_t>(), stop.mutable_data_ptr<int64_t>(), stream()));
   }
   mean_median_kernel<scalar_t, acc_t><<<grid_for(slots), kThreads, 0, stream()>>>(
-      grouped.data_ptr<acc_t>(), start.data_ptr<int64_t>(), counts.data_ptr<int64_t>(), sums.data_ptr<double>(),
-      slots, mean.data_ptr<scalar_t>(), median.data_ptr<scalar_t>());
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+      grouped.mutable_data_ptr<acc_t>(), start.mutable_data_ptr<int64_t>(), counts.mutable_data_ptr<int64_t>(), sums.mutable_data_ptr<double>(),
+      slots, mean.mutable_data_ptr<scalar_t>(), median.mutable_data_ptr<scalar_t>());
+  STD_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> instance_stats_cuda(
-    const at::Tensor& ids_in, int64_t K, const std::optional<at::Tensor>& depth_opt, bool validate) {
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> instance_stats_cuda(
+    const Tensor& ids_in, int64_t K, const std::optional<Tensor>& depth_opt, bool validate) {
   const bool has_depth = check_stats_args(ids_in, K, depth_opt, validate);
-  const c10::cuda::CUDAGuard guard(ids_in.device());
+  const DeviceGuard guard(ids_in.get_device_index());
   const int64_t B = ids_in.size(0);
-  const at::Tensor ids = ids_in.contiguous();
-  const auto long_opts = ids.options().dtype(at::kLong);
-  at::Tensor count = at::empty({B, K}, long_opts), box = at::empty({B, K, 4}, long_opts);
+  const Tensor ids = as_contiguous(ids_in);
+  const Device device = ids.device();
+  Tensor count = empty({B, K}, kLong, device), box = empty({B, K, 4}, kLong, device);
   if (!has_depth) {
-    AT_DISPATCH_INDEX_TYPES(ids.scalar_type(), "instance_stats_cuda", [&] {
-      instance_boxes_cuda<index_t, float>(ids, nullptr, K, count, box, at::Tensor());
+    DESC_DISPATCH_INDEX(ids.scalar_type(), "instance_stats_cuda", [&] {
+      instance_boxes_cuda<index_t, float>(ids, nullptr, K, count, box, Tensor());
     });
-    const at::Tensor none = at::empty({0}, ids.options().dtype(at::kFloat));
-    return {count, box, at::empty({0}, long_opts), none, none.clone()};
+    return {count, box, empty({0}, kLong, device), empty({0}, kFloat, device), empty({0}, kFloat, device)};
   }
-  const at::Tensor depth = depth_opt->contiguous();
-  at::Tensor valid_count = at::empty({B, K}, long_opts);
-  at::Tensor mean = at::empty({B, K}, depth.options()), median = at::empty({B, K}, depth.options());
-  AT_DISPATCH_INDEX_TYPES(ids.scalar_type(), "instance_stats_cuda", [&] {
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, depth.scalar_type(), "instance_stats_cuda_depth", [&] {
-      instance_boxes_cuda<index_t, scalar_t>(ids, depth.data_ptr<scalar_t>(), K, count, box, valid_count);
+  const Tensor depth = as_contiguous(*depth_opt);
+  Tensor valid_count = empty({B, K}, kLong, device);
+  Tensor mean = empty({B, K}, depth.scalar_type(), device), median = empty({B, K}, depth.scalar_type(), device);
+  DESC_DISPATCH_INDEX(ids.scalar_type(), "instance_stats_cuda", [&] {
+    DESC_DISPATCH_FLOATING(depth.scalar_type(), "instance_stats_cuda_depth", [&] {
+      instance_boxes_cuda<index_t, scalar_t>(ids, depth.const_data_ptr<scalar_t>(), K, count, box, valid_count);
       if (B * K > 0) depth_stats_cuda<index_t, scalar_t>(ids, depth, K, valid_count, mean, median);
     });
   });
@@ -135,7 +129,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> instance_
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(desc_ops, CUDA, m) { m.impl("instance_stats", &instance_stats_cuda); }
+STABLE_TORCH_LIBRARY_IMPL(desc_ops, CUDA, m) { m.impl("instance_stats", TORCH_BOX(&instance_stats_cuda)); }
 
 }  // namespace cuda
 }  // namespace desc_ops

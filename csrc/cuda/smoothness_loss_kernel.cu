@@ -1,8 +1,6 @@
 // smoothness_loss and its backward on the GPU (docs/ops.md §5). Forward: one thread
 // per pixel adds its right and lower terms to per-block partials; backward:
 // one thread per pixel recomputes the (at most four) weights it touches.
-#include <torch/library.h>
-
 #include "../desc_math.h"
 #include "../smoothness_loss_checks.h"
 #include "cuda_utils.cuh"
@@ -83,51 +81,51 @@ __global__ void __launch_bounds__(kThreads) smoothness_backward_kernel(const sca
   }
 }
 
-at::Tensor smoothness_loss_cuda(const at::Tensor& depth_in, const at::Tensor& image_in) {
+Tensor smoothness_loss_cuda(const Tensor& depth_in, const Tensor& image_in) {
   check_smoothness_args(depth_in, image_in);
-  const c10::cuda::CUDAGuard guard(depth_in.device());
-  const at::Tensor depth = depth_in.contiguous(), image = image_in.contiguous();
+  const DeviceGuard guard(depth_in.get_device_index());
+  const Tensor depth = as_contiguous(depth_in), image = as_contiguous(image_in);
   const int64_t B = depth.size(0), C = image.size(1), H = depth.size(2), W = depth.size(3);
-  at::Tensor loss = at::empty({}, depth.options());
+  Tensor loss = empty({}, depth.scalar_type(), depth.device());
   const int64_t blocks = grid_for(depth.numel());
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, depth.scalar_type(), "smoothness_loss_cuda", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const auto acc_opts = depth.options().dtype(std::is_same_v<acc_t, double> ? at::kDouble : at::kFloat);
-    const at::Tensor partials = at::empty({blocks, 2}, acc_opts);
-    const at::Tensor norm = at::empty({}, acc_opts);
+  DESC_DISPATCH_FLOATING(depth.scalar_type(), "smoothness_loss_cuda", [&] {
+    using acc_t = opmath_t<scalar_t>;
+    const ScalarType acc_dtype = opmath_dtype(depth.scalar_type());
+    const Tensor partials = empty({blocks, 2}, acc_dtype, depth.device());
+    const Tensor norm = empty({}, acc_dtype, depth.device());
     smoothness_forward_kernel<scalar_t, acc_t><<<blocks, kThreads, 0, stream()>>>(
-        depth.data_ptr<scalar_t>(), image.data_ptr<scalar_t>(), B, C, H, W, partials.data_ptr<acc_t>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+        depth.const_data_ptr<scalar_t>(), image.const_data_ptr<scalar_t>(), B, C, H, W, partials.mutable_data_ptr<acc_t>());
+    STD_CUDA_KERNEL_LAUNCH_CHECK();
     const auto [ax, ay] = smoothness_term_scales<acc_t>(B, H, W);
     launch_finish<scalar_t, acc_t>(partials, Finish::kScaled, loss, norm, ax, ay);
   });
   return loss;
 }
 
-at::Tensor smoothness_loss_backward_cuda(const at::Tensor& grad_in, const at::Tensor& depth_in,
-                                         const at::Tensor& image_in) {
+Tensor smoothness_loss_backward_cuda(const Tensor& grad_in, const Tensor& depth_in,
+                                         const Tensor& image_in) {
   check_smoothness_backward_args(grad_in, depth_in, image_in);
-  const c10::cuda::CUDAGuard guard(depth_in.device());
-  const at::Tensor depth = depth_in.contiguous(), image = image_in.contiguous();
-  const at::Tensor grad = grad_in.to(depth.scalar_type()).contiguous();
+  const DeviceGuard guard(depth_in.get_device_index());
+  const Tensor depth = as_contiguous(depth_in), image = as_contiguous(image_in);
+  const Tensor grad = as_contiguous(to_dtype(grad_in, depth.scalar_type()));
   const int64_t B = depth.size(0), C = image.size(1), H = depth.size(2), W = depth.size(3);
-  at::Tensor grad_depth = at::empty_like(depth);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, depth.scalar_type(), "smoothness_backward_cuda", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
+  Tensor grad_depth = empty_as(depth);
+  DESC_DISPATCH_FLOATING(depth.scalar_type(), "smoothness_backward_cuda", [&] {
+    using acc_t = opmath_t<scalar_t>;
     const auto [ax, ay] = smoothness_term_scales<acc_t>(B, H, W);
     smoothness_backward_kernel<scalar_t, acc_t><<<grid_for(depth.numel()), kThreads, 0, stream()>>>(
-        grad.data_ptr<scalar_t>(), depth.data_ptr<scalar_t>(), image.data_ptr<scalar_t>(), B, C, H, W, ax, ay,
-        grad_depth.data_ptr<scalar_t>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+        grad.const_data_ptr<scalar_t>(), depth.const_data_ptr<scalar_t>(), image.const_data_ptr<scalar_t>(), B, C, H, W, ax, ay,
+        grad_depth.mutable_data_ptr<scalar_t>());
+    STD_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return grad_depth;
 }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(desc_ops, CUDA, m) {
-  m.impl("smoothness_loss", &smoothness_loss_cuda);
-  m.impl("_smoothness_loss_backward", &smoothness_loss_backward_cuda);
+STABLE_TORCH_LIBRARY_IMPL(desc_ops, CUDA, m) {
+  m.impl("smoothness_loss", TORCH_BOX(&smoothness_loss_cuda));
+  m.impl("_smoothness_loss_backward", TORCH_BOX(&smoothness_loss_backward_cuda));
 }
 
 }  // namespace cuda
