@@ -79,28 +79,25 @@ def relabel_instances(
     B = ids.shape[0]
     flat = ids.reshape(B, ids.shape[1] * ids.shape[2])
     member = (flat != background) & (flat >= 0)
-    span = int(flat.max().item()) + 1 if flat.numel() else 1
-    # One key per (image, id); unique sorts them by image, then id.
-    batch = torch.arange(B, device=ids.device)[:, None]
-    keys = torch.where(member, batch * span + flat, torch.full_like(flat, -1))
-    uniq, inverse = torch.unique(keys, return_inverse=True)
-    has_dummy = bool(uniq.numel() and uniq[0] < 0)
-    real = uniq[1:] if has_dummy else uniq
-    per_image = torch.bincount(real // span, minlength=B)
+    # The distinct (image, id) pairs of the instance pixels, sorted by image,
+    # then id: torch.unique over pairs (a key such as image * span + id would
+    # overflow int64 for ids near 2^63).
+    image_of = torch.arange(B, device=ids.device)[:, None].expand_as(flat)
+    pairs, inverse = torch.unique(torch.stack([image_of[member], flat[member]]), dim=1, return_inverse=True)
+    per_image = torch.bincount(pairs[0], minlength=B)
     first = torch.cumsum(per_image, 0) - per_image
     K = int(per_image.max().item()) if B else 0
     if num_instances is not None:
         if num_instances < K:
             raise ValueError(f"num_instances={num_instances} but an image of panoptic_ids has {K} instances")
         K = int(num_instances)
-    rank = inverse - int(has_dummy)
-    slots = torch.where(member, rank - first[batch.expand_as(flat)], torch.full_like(flat, -1))
+    slots = torch.full_like(flat, -1)
+    slots[member] = inverse - first[image_of[member]]
     instance_ids = slots.reshape(ids.shape)
     if squeeze:
         instance_ids = instance_ids[0]
     if not return_ids:
         return instance_ids, K
     original = torch.full((B, K), -1, dtype=torch.int64, device=ids.device)
-    img = real // span
-    original[img, torch.arange(real.numel(), device=ids.device) - first[img]] = real % span
+    original[pairs[0], torch.arange(pairs.shape[1], device=ids.device) - first[pairs[0]]] = pairs[1]
     return instance_ids, K, (original[0] if squeeze else original)

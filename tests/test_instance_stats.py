@@ -188,6 +188,17 @@ def test_relabel_instances_edges(device):
         desc_ops.relabel_instances(torch.zeros(2, 2, device=device))
 
 
+def test_relabel_instances_of_ids_near_the_int64_limit(device):
+    """Ids up to 2^63 - 1 keep their own slots and come back as they were (a key
+    such as image * (max id + 1) + id overflows there)."""
+    big = 2**63 - 1
+    pan = torch.tensor([[[5, big - 1]], [[2**62, big]]], device=device)
+    ids, K, original = desc_ops.relabel_instances(pan, return_ids=True)
+    assert K == 2
+    assert ids.tolist() == [[[0, 1]], [[0, 1]]]
+    assert original.tolist() == [[5, big - 1], [2**62, big]]
+
+
 def test_mean_of_a_large_instance_is_exact(device, impl):
     """A million-pixel instance: the mean is the float64 mean rounded once to
     float32 (a float32 running sum is off by thousands of ulp here)."""

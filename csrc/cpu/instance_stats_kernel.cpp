@@ -83,8 +83,9 @@ struct DepthScratch {
   std::vector<uint32_t> hist;
 };
 
-// count, box and, with depth, valid_count, mean and median of one image, in
-// one walk over its runs (instance_boxes.h). The sums of a slot are taken
+// count, box and, with depth (valid_count given), valid_count, mean and median
+// of one image, in one walk over its runs (instance_boxes.h). `depth` itself
+// may be null when the image has no pixels. The sums of a slot are taken
 // run by run in float64 (a run's partial, in four interleaved sums, then
 // added to the slot's); the median is the exact lower median of the slot's
 // valid depths.
@@ -94,7 +95,7 @@ void stats_image(const index_t* ids, const scalar_t* depth, int64_t H, int64_t W
                  DepthScratch<opmath_t<scalar_t>>& s) {
   using acc_t = opmath_t<scalar_t>;
   clear_boxes(K, count, box);
-  if (depth == nullptr) {
+  if (valid_count == nullptr) {
     instance_boxes_image(ids, H, W, K, count, box);
     return;
   }
