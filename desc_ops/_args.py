@@ -18,6 +18,7 @@ so both accept and refuse exactly the same inputs.
 from __future__ import annotations
 
 import numbers
+import warnings
 from typing import Optional, Sequence
 
 import torch
@@ -228,6 +229,13 @@ def check_ids(ids: Tensor, num_instances: int, validate) -> bool:
         if lo < -1 or hi >= num_instances:
             raise ValueError(f"instance_ids must be -1 (no instance) or a slot in [0, {num_instances}), "
                              f"found values in [{lo}, {hi}]")
+        if lo >= 0:
+            # Every pixel an instance: what a panoptic map with 0 = background
+            # looks like (its background becomes slot 0, a huge instance);
+            # real instance masks never cover a whole batch. The same read.
+            warnings.warn(f"instance_ids: no pixel of the batch is -1 (no instance), so every pixel belongs to "
+                          f"an instance; if 0 (or another id) means background, map it to -1 first, e.g. "
+                          f"relabel_instances(panoptic_ids, background=0)", stacklevel=4)
     return False
 
 

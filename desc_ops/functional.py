@@ -6,6 +6,7 @@ backend is selected (``DESC_OPS_BACKEND=reference`` or ``set_backend``).
 """
 from __future__ import annotations
 
+import functools
 from typing import Optional, Sequence, Union
 
 import torch
@@ -38,6 +39,28 @@ def _cpu_training(*tensors: Tensor) -> bool:
             and any(t.requires_grad for t in tensors))
 
 
+def _float32_under_autocast(loss):
+    """Under ``torch.autocast`` the loss runs on float32 copies of its floating
+    tensors, outside autocast, and returns float32, as torch's own losses do
+    there (docs/ops.md §0): a bfloat16 or float16 total would be rounded.
+    Outside autocast, the tensors' own dtype."""
+
+    @functools.wraps(loss)
+    def run(*args, **kwargs):
+        first = args[0] if args and isinstance(args[0], Tensor) else None
+        if first is None or first.device.type not in ("cpu", "cuda") or \
+                not torch.is_autocast_enabled(first.device.type):
+            return loss(*args, **kwargs)
+
+        def as_float32(x):
+            return x.float() if isinstance(x, Tensor) and x.is_floating_point() else x
+
+        with torch.autocast(first.device.type, enabled=False):
+            return loss(*(as_float32(a) for a in args), **{k: as_float32(v) for k, v in kwargs.items()})
+
+    return run
+
+
 def confidence_map(
     semantic: Tensor,
     *,
@@ -64,6 +87,7 @@ def confidence_map(
                                                 ignore_index, ignore_classes))
 
 
+@_float32_under_autocast
 def consistency_loss(depth: Tensor, depth_sem: Tensor, weight: Tensor, *, reduction: str = "mean") -> Tensor:
     """Weighted L1 between two depth maps (docs/ops.md §2).
 
@@ -79,6 +103,7 @@ def consistency_loss(depth: Tensor, depth_sem: Tensor, weight: Tensor, *, reduct
     return ops.consistency_loss(*args)[0]
 
 
+@_float32_under_autocast
 def semantic_consistency_loss(
     depth: Tensor,
     depth_sem: Tensor,
@@ -129,6 +154,7 @@ def instance_stats(instance_ids: Tensor, num_instances: int, depth: Optional[Ten
     return InstanceStats.from_box(count, box, valid_count, mean, median)
 
 
+@_float32_under_autocast
 def instance_prior_loss(
     depth: Tensor,
     instance_ids: Tensor,
@@ -155,6 +181,7 @@ def instance_prior_loss(
                                                 reduction, validate))[0]
 
 
+@_float32_under_autocast
 def smoothness_loss(depth: Tensor, image: Tensor) -> Tensor:
     """Edge-aware first-order smoothness (docs/ops.md §5):
     ``mean |dx| exp(-mean_c |dI_x|) + mean |dy| exp(-mean_c |dI_y|)``. Gradient to ``depth``."""

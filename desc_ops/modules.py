@@ -97,6 +97,39 @@ def _per_scale(weight: Weights, scales: int, name: str) -> List[float]:
     return weights + [0.0] * (scales - len(weights))
 
 
+def _scales(maps, name: str) -> List[Tensor]:
+    """The maps of a depth network's output scales, checked finest first."""
+    if isinstance(maps, Tensor):
+        return [maps]
+    if isinstance(maps, dict):
+        raise ValueError(f"DESCLoss: {name} must be a tensor or a sequence of tensors (finest scale first), got a "
+                         f"dict; pass its maps as a list, e.g. [outputs[k] for k in keys] with the finest first")
+    if not isinstance(maps, Sequence) or not maps or not all(isinstance(m, Tensor) for m in maps):
+        raise ValueError(f"DESCLoss: {name} must be a tensor or a non-empty sequence of tensors (finest scale "
+                         f"first), got {type(maps).__name__}")
+    maps = list(maps)
+    for i in range(1, len(maps)):
+        prev, cur = tuple(maps[i - 1].shape[-2:]), tuple(maps[i].shape[-2:])
+        if cur[0] > prev[0] or cur[1] > prev[1]:
+            raise ValueError(f"DESCLoss: the scales of {name} must run finest first, got {prev[0]}x{prev[1]} "
+                             f"(scale {i - 1}) before {cur[0]}x{cur[1]} (scale {i}): reverse the sequence")
+    return maps
+
+
+# How far outside [0, 1] an image may reach: rounding, and the overshoot of a
+# bicubic resize; a 0-255 or mean/std-normalised image is far beyond it.
+_IMAGE_SLACK = 0.02
+
+
+def _check_image(image: Tensor) -> None:
+    if not isinstance(image, Tensor) or not image.is_floating_point() or not image.numel():
+        return  # the loss that reads it names what is wrong
+    lo, hi = torch.stack(torch.aminmax(image.detach())).tolist()
+    if lo < -_IMAGE_SLACK or hi > 1 + _IMAGE_SLACK:
+        raise ValueError(f"DESCLoss: image must be RGB in [0, 1], got values in [{lo:.4g}, {hi:.4g}]: divide 8-bit "
+                         f"images by 255 and undo a mean/std normalisation (validate=False skips this check)")
+
+
 def _nearest(x: Tensor, size) -> Tensor:
     """`x` (…, H, W) at `size` (h, w), h and w dividing H and W, each pixel the
     full-resolution pixel nearest to its centre: labels stay labels."""
@@ -124,15 +157,22 @@ class DESCLoss(nn.Module):
       as there);
     * ``L_smooth``: the edge-aware ``smoothness_loss`` of the depth.
 
-    ``depth`` (and ``depth_sem``) is one map or a list of maps, finest first, each
-    scale dividing the finest. ``semantic``, ``edges``, ``image`` and
+    ``depth`` (and ``depth_sem``) is one map or a sequence of maps (list, tuple),
+    finest first, each scale dividing the finest; depths are in metres (a
+    disparity network converts first). A dict of outputs is refused: pass its
+    depth maps as a list, finest first. ``semantic``, ``edges``, ``image`` and
     ``instance_ids`` are at full resolution: at a coarser scale the confidence
     map reads the labels (or logits, or edges) of the full-resolution pixel
     nearest to each pixel's centre, and the image area-averaged to that scale.
 
     A weight is a number (every scale alike) or a sequence of per-scale weights,
     finest first (scales past its end get 0). A term or scale of weight 0 is
-    skipped, so each can be switched off. ``forward`` returns a ``DESCLossOutput``.
+    skipped, so each can be switched off; with every weight 0 the total is a
+    zero that backpropagates. ``image`` is RGB in ``[0, 1]``. With ``validate``
+    (the default) two mistakes that silently change the result are checked,
+    with one host read each: an image outside ``[0, 1]`` (``ValueError``), and
+    an instance map without a single ``-1`` (a warning: docs/ops.md §3).
+    ``forward`` returns a ``DESCLossOutput``.
     """
 
     def __init__(self, *, consistency_weight: Weights = 1.0, instance_weight: float = 1.0,
@@ -149,19 +189,24 @@ class DESCLoss(nn.Module):
                                                    ignore_index=ignore_index, ignore_classes=ignore_classes)
         self.instance_prior = InstancePriorLoss(min_pixels=min_pixels, max_depth=max_depth, validate=validate)
         self.smoothness = SmoothnessLoss()
+        self.validate = validate
 
     def forward(self, depth: Union[Tensor, Sequence[Tensor]], *,
                 depth_sem: Optional[Union[Tensor, Sequence[Tensor]]] = None, semantic: Optional[Tensor] = None,
                 image: Optional[Tensor] = None, edges: Optional[Tensor] = None,
                 instance_ids: Optional[Tensor] = None, heights: Optional[Tensor] = None,
                 focal: Optional[Union[float, Tensor]] = None) -> DESCLossOutput:
-        depths = [depth] if isinstance(depth, Tensor) else list(depth)
+        depths = _scales(depth, "depth")
         n = len(depths)
         consistency_weights = _per_scale(self.consistency_weight, n, "consistency_weight")
         smoothness_weights = _per_scale(self.smoothness_weight, n, "smoothness_weight")
         terms: Dict[str, Tensor] = {}
         weighted: Dict[str, Tensor] = {}
-        zero = depths[0].new_zeros(())
+        # 0 in the graph of depth (a sum over no element), so that a total with
+        # every term off still backpropagates (zero gradients).
+        zero = depths[0].reshape(-1)[:0].sum()
+        if self.validate and image is not None and not torch.compiler.is_compiling():  # a host read
+            _check_image(image)
 
         def add(name: str, scale: int, weight: float, value: Tensor) -> None:
             terms[name if scale == 0 else f"{name}@{scale}"] = value.detach()
@@ -179,7 +224,7 @@ class DESCLoss(nn.Module):
         if any(consistency_weights):
             if depth_sem is None:
                 raise ValueError("DESCLoss: depth_sem is needed for the consistency term")
-            depths_sem = [depth_sem] if isinstance(depth_sem, Tensor) else list(depth_sem)
+            depths_sem = _scales(depth_sem, "depth_sem")
             if len(depths_sem) != n:
                 raise ValueError(f"DESCLoss: depth has {n} scale(s) but depth_sem has {len(depths_sem)}")
             if self.confidence and semantic is None:

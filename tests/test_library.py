@@ -3,6 +3,7 @@ switch, and the DESCLoss module."""
 import os
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
@@ -613,6 +614,12 @@ def test_desc_loss_scales_with_edges_and_a_scale_left_out():
     ("no semantic", r"^DESCLoss: semantic is needed for the confidence-weighted consistency term$"),
     ("width does not divide", r"^DESCLoss: a depth scale of 4x5 does not divide the full resolution 8x12$"),
     ("too many weights", r"^DESCLoss: consistency_weight has 3 per-scale weights but depth has 2 scale\(s\)$"),
+    ("coarsest first", r"^DESCLoss: the scales of depth must run finest first, got 4x6 \(scale 0\) before 8x12 "
+                       r"\(scale 1\): reverse the sequence$"),
+    ("coarsest first in depth_sem", r"^DESCLoss: the scales of depth_sem must run finest first"),
+    ("a dict", r"^DESCLoss: depth must be a tensor or a sequence of tensors \(finest scale first\), got a dict; "
+               r"pass its maps as a list"),
+    ("an empty list", r"^DESCLoss: depth must be a tensor or a non-empty sequence of tensors"),
 ])
 def test_desc_loss_mistakes_are_named(case, message):
     d, s = [torch.rand(1, 1, 8, 12), torch.rand(1, 1, 4, 6)], [torch.rand(1, 1, 8, 12), torch.rand(1, 1, 4, 6)]
@@ -628,8 +635,92 @@ def test_desc_loss_mistakes_are_named(case, message):
         kwargs.pop("semantic")
     elif case == "width does not divide":
         d, kwargs["depth_sem"] = [d[0], torch.rand(1, 1, 4, 5)], [s[0], torch.rand(1, 1, 4, 5)]
+    elif case == "coarsest first":
+        d, kwargs["depth_sem"] = d[::-1], s[::-1]
+    elif case == "coarsest first in depth_sem":
+        kwargs["depth_sem"] = s[::-1]
+    elif case == "a dict":
+        d = {("disp", 0): d[0], ("disp", 1): d[1]}
+    elif case == "an empty list":
+        d = []
     with pytest.raises(ValueError, match=message):
         loss(d, **kwargs)
+
+
+def test_desc_loss_takes_any_sequence_of_scales():
+    d, s = (torch.rand(1, 1, 8, 12) + 1, torch.rand(1, 1, 4, 6) + 1), (torch.rand(1, 1, 8, 12), torch.rand(1, 1, 4, 6))
+    loss = desc_ops.DESCLoss(instance_weight=0, smoothness_weight=0, confidence=False)
+    from_tuples = loss(d, depth_sem=s).total
+    assert torch.equal(from_tuples, loss(list(d), depth_sem=list(s)).total)
+
+
+def test_desc_loss_with_every_weight_zero_backpropagates():
+    d = leaf(torch.rand(2, 1, 4, 6) + 1)
+    out = desc_ops.DESCLoss(consistency_weight=0, instance_weight=0, smoothness_weight=0)(d)
+    assert out.total.item() == 0 and out.terms == {}
+    out.total.backward()
+    assert torch.equal(d.grad, torch.zeros_like(d))
+
+
+@pytest.mark.parametrize("scale, fails", [(1.0, False), (1.015, False), (255.0, True), (-1.0, True)])
+def test_desc_loss_refuses_an_image_outside_0_1(scale, fails):
+    """An 8-bit or normalised image changes the edge weights silently; within
+    rounding and interpolation overshoot of [0, 1] it is taken. validate=False skips the check."""
+    d = torch.rand(1, 1, 4, 6) + 1
+    image = torch.rand(1, 3, 4, 6) * 0.5 + 0.5
+    image[0, 0, 0, 0] = 1.0
+    image = image * scale
+    loss = desc_ops.DESCLoss(consistency_weight=0, instance_weight=0)
+    if fails:
+        with pytest.raises(ValueError, match=r"^DESCLoss: image must be RGB in \[0, 1\], got values in \["):
+            loss(d, image=image)
+    else:
+        loss(d, image=image)
+    desc_ops.DESCLoss(consistency_weight=0, instance_weight=0, validate=False)(d, image=image)
+
+
+def test_an_instance_map_without_a_single_minus_1_is_warned(impl):
+    """A panoptic map with 0 = background makes its background an instance: every
+    pixel is then one. The check shares the id check's host read; validate=False skips it."""
+    d, heights = torch.rand(2, 1, 4, 6) + 1, torch.ones(2, 3)
+    background_zero = torch.zeros(2, 4, 6, dtype=torch.long)
+    background_zero[:, :2, :2] = 2
+    with pytest.warns(UserWarning, match=r"^instance_ids: no pixel of the batch is -1"):
+        desc_ops.instance_prior_loss(d, background_zero, heights, 10.0)
+    with pytest.warns(UserWarning, match="relabel_instances"):
+        desc_ops.instance_stats(background_zero, 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        desc_ops.instance_prior_loss(d, background_zero - 1, heights, 10.0)  # -1 where it was 0
+        desc_ops.instance_prior_loss(d, background_zero, heights, 10.0, validate=False)
+
+
+LOSSES_UNDER_AUTOCAST = {
+    "consistency_loss": lambda x, d: desc_ops.consistency_loss(d, x["depth_sem"], x["weight"]),
+    "semantic_consistency_loss": lambda x, d: desc_ops.semantic_consistency_loss(d, x["depth_sem"], x["logits"],
+                                                                                  image=x["image"]),
+    "instance_prior_loss": lambda x, d: desc_ops.instance_prior_loss(d, x["ids"], x["heights"], x["focal"]),
+    "smoothness_loss": lambda x, d: desc_ops.smoothness_loss(d, x["image"]),
+    "DESCLoss": lambda x, d: desc_ops.DESCLoss()(d, depth_sem=x["depth_sem"], semantic=x["logits"],
+                                                 image=x["image"], instance_ids=x["ids"], heights=x["heights"],
+                                                 focal=x["focal"]).total,
+}
+
+
+@pytest.mark.parametrize("loss", list(LOSSES_UNDER_AUTOCAST))
+def test_losses_return_float32_under_autocast(device, impl, loss):
+    """As torch's losses: under autocast the loss is computed on float32 copies
+    and returned in float32 (not rounded to bfloat16); the gradient keeps the dtype of its input."""
+    x = _batch(device, torch.bfloat16)
+    d = leaf(x["depth"])
+    with torch.autocast(device.type, dtype=torch.bfloat16):
+        got = LOSSES_UNDER_AUTOCAST[loss](x, d)
+    assert got.dtype == torch.float32
+    (grad,) = torch.autograd.grad(got, d)
+    assert grad.dtype == torch.bfloat16
+    x32 = {k: v.float() if v.is_floating_point() else v for k, v in x.items()}
+    want = LOSSES_UNDER_AUTOCAST[loss](x32, x32["depth"])
+    assert torch.equal(got.detach(), want)
 
 
 def test_desc_loss_weights_past_the_given_ones_are_zero():
