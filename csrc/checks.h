@@ -84,6 +84,15 @@ inline void check_scalar_grad(const Tensor& grad, const Tensor& like) {
   DESC_CHECK(grad.numel() == 1, "grad of a reduced loss must have one element, got ", describe(grad));
 }
 
+// The incoming gradient of a loss of `reduction`: a map like `depth` for
+// "none", else one element.
+inline void check_grad(const Tensor& grad, const Tensor& depth, const std::string& reduction) {
+  if (reduction != "none") return check_scalar_grad(grad, depth);
+  check_same_device(grad, "grad", depth, "depth");
+  check_floating(grad, "grad");
+  check_map(grad, "grad", depth.size(0), depth.size(2), depth.size(3));
+}
+
 // The normaliser a forward returned: one element of the accumulation dtype.
 inline void check_norm(const Tensor& norm, const Tensor& depth) {
   check_same_device(norm, "norm", depth, "depth");

@@ -2,13 +2,17 @@
 // CPU and CUDA kernels.
 #pragma once
 
+#include <string>
 #include <utility>
 
 #include "checks.h"
 
 namespace desc_ops {
 
-inline void check_smoothness_args(const Tensor& depth, const Tensor& image) {
+// reduction: "mean" (the loss) or "none" (the per-pixel map of its terms).
+inline void check_smoothness_args(const Tensor& depth, const Tensor& image, const std::string& reduction = "mean") {
+  DESC_CHECK(reduction == "mean" || reduction == "none", "reduction must be 'none' or 'mean', got '", reduction,
+             "'");
   check_depth(depth);
   check_same_device(image, "image", depth, "depth");
   check_same_dtype(image, "image", depth, "depth");
@@ -16,13 +20,13 @@ inline void check_smoothness_args(const Tensor& depth, const Tensor& image) {
                         image.size(2) == depth.size(2) && image.size(3) == depth.size(3),
                     "image must have shape [", depth.size(0), ", C, ", depth.size(2), ", ", depth.size(3),
                     "], got ", describe(image));
-  check_not_empty(depth, "mean");
+  check_not_empty(depth, reduction);
 }
 
-inline void check_smoothness_backward_args(const Tensor& grad, const Tensor& depth,
-                                           const Tensor& image) {
-  check_smoothness_args(depth, image);
-  check_scalar_grad(grad, depth);
+inline void check_smoothness_backward_args(const Tensor& grad, const Tensor& depth, const Tensor& image,
+                                           const std::string& reduction = "mean") {
+  check_smoothness_args(depth, image, reduction);
+  check_grad(grad, depth, reduction);
 }
 
 // 1 / number of terms of the x and y means; 0 for an empty term.

@@ -282,7 +282,7 @@ def prior(depth, instance_ids, heights, focal, min_pixels, max_depth, reduction,
             max_depth, reduction, check_ids(ids, heights.shape[1], validate))
 
 
-def smoothness(depth, image):
+def smoothness(depth, image, reduction="mean"):
     """Arguments of smoothness_loss (docs/ops.md §5)."""
     depth = _map(depth, "depth")
     image = _floating(_tensor(image, "image"), "image")
@@ -292,8 +292,9 @@ def smoothness(depth, image):
     if image.dim() != 4 or image.shape[0] != depth.shape[0] or image.shape[1] < 1 or image.shape[2:] != depth.shape[2:]:
         raise ValueError(
             f"image must have shape ({depth.shape[0]}, C, {depth.shape[2]}, {depth.shape[3]}), got {_shape(image)}")
-    _not_empty(depth, "depth", "mean")
-    return depth, image.detach().to(depth.dtype)
+    reduction = _reduction(reduction, ("mean", "none"))
+    _not_empty(depth, "depth", reduction)
+    return depth, image.detach().to(depth.dtype), reduction
 
 
 __all__ = ["confidence", "consistency", "semantic_consistency", "stats", "prior", "smoothness", "focal_tensor"]

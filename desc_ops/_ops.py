@@ -103,12 +103,12 @@ def _instance_prior_loss_backward_fake(grad, depth, instance_ids, z, dz_dh, sign
     return torch.empty_like(depth), z.new_empty(z.shape, dtype=depth.dtype)
 
 
-def _smoothness_loss_fake(depth, image):
+def _smoothness_loss_fake(depth, image, reduction="mean"):
     _one_device("depth", depth, image=image)
-    return _scalar(depth)
+    return torch.empty_like(depth) if reduction == "none" else _scalar(depth)
 
 
-def _smoothness_loss_backward_fake(grad, depth, image):
+def _smoothness_loss_backward_fake(grad, depth, image, reduction="mean"):
     _one_device("depth", depth, grad=grad, image=image)
     return torch.empty_like(depth)
 
@@ -231,13 +231,15 @@ def _prior_backward(ctx, grad, *_):
 
 
 def _smoothness_setup(ctx, inputs, output):
+    depth, image, *rest = inputs
+    ctx.reduction = rest[0] if rest else "mean"
     if ctx.needs_input_grad[0]:
-        ctx.save_for_backward(*inputs)
+        ctx.save_for_backward(depth, image)
 
 
 def _smoothness_backward(ctx, grad):
     depth, image = ctx.saved_tensors
-    return ops._smoothness_loss_backward(grad, depth, image), None
+    return ops._smoothness_loss_backward(grad, depth, image, ctx.reduction), None, None
 
 
 def register() -> None:

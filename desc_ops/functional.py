@@ -182,12 +182,14 @@ def instance_prior_loss(
 
 
 @_float32_under_autocast
-def smoothness_loss(depth: Tensor, image: Tensor) -> Tensor:
+def smoothness_loss(depth: Tensor, image: Tensor, *, reduction: str = "mean") -> Tensor:
     """Edge-aware first-order smoothness (docs/ops.md §5):
-    ``mean |dx| exp(-mean_c |dI_x|) + mean |dy| exp(-mean_c |dI_y|)``. Gradient to ``depth``."""
+    ``mean |dx| exp(-mean_c |dI_x|) + mean |dy| exp(-mean_c |dI_y|)``; ``"none"``:
+    the ``(B, 1, H, W)`` map of each pixel's terms ``|dx| wx + |dy| wy`` (to its
+    right and below). Gradient to ``depth``."""
     if _backend.use_reference():
-        return reference.smoothness_loss(depth, image)
-    args = _args.smoothness(depth, image)
-    if _cpu_training(args[0]):
-        return ops._smoothness_loss_train(*args)[0]
+        return reference.smoothness_loss(depth, image, reduction=reduction)
+    args = _args.smoothness(depth, image, reduction)
+    if args[2] == "mean" and _cpu_training(args[0]):
+        return ops._smoothness_loss_train(*args[:2])[0]
     return ops.smoothness_loss(*args)

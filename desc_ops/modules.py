@@ -67,8 +67,12 @@ class InstancePriorLoss(nn.Module):
 class SmoothnessLoss(nn.Module):
     """Edge-aware smoothness (docs/ops.md §5)."""
 
+    def __init__(self, reduction: str = "mean"):
+        super().__init__()
+        self.reduction = reduction
+
     def forward(self, depth: Tensor, image: Tensor) -> Tensor:
-        return F.smoothness_loss(depth, image)
+        return F.smoothness_loss(depth, image, reduction=self.reduction)
 
 
 class DESCLossOutput(NamedTuple):

@@ -240,9 +240,18 @@ def instance_prior_loss(depth, instance_ids, heights, focal, *, min_pixels=1, ma
 # --------------------------------------------------------------------------- §5
 
 
-def _smoothness_loss(depth, image) -> Tensor:
+def _smoothness_loss(depth, image, reduction="mean") -> Tensor:
     acc = _acc(depth.dtype)
     d, img = depth.to(acc), image.to(acc)
+    if reduction == "none":  # each pixel's terms to its right and below
+        out = torch.zeros_like(d) + d.reshape(-1)[:0].sum()  # 0, attached to depth when both terms are empty
+        if depth.shape[3] > 1:
+            wx = torch.exp(-(img[..., :, :-1] - img[..., :, 1:]).abs().mean(1, keepdim=True))
+            out = out + F.pad((d[..., :, :-1] - d[..., :, 1:]).abs() * wx, (0, 1))
+        if depth.shape[2] > 1:
+            wy = torch.exp(-(img[..., :-1, :] - img[..., 1:, :]).abs().mean(1, keepdim=True))
+            out = out + F.pad((d[..., :-1, :] - d[..., 1:, :]).abs() * wy, (0, 0, 0, 1))
+        return out.to(depth.dtype)
     total = d.reshape(-1)[:0].sum()  # 0, still attached to depth when both terms are empty
     if depth.shape[3] > 1:
         wx = torch.exp(-(img[..., :, :-1] - img[..., :, 1:]).abs().mean(1, keepdim=True))
@@ -253,6 +262,7 @@ def _smoothness_loss(depth, image) -> Tensor:
     return total.to(depth.dtype)
 
 
-def smoothness_loss(depth, image) -> Tensor:
-    """Edge-aware smoothness ``mean |dx| exp(-mean_c |dI_x|) + mean |dy| exp(-mean_c |dI_y|)`` (docs/ops.md §5)."""
-    return _smoothness_loss(*_args.smoothness(depth, image))
+def smoothness_loss(depth, image, *, reduction="mean") -> Tensor:
+    """Edge-aware smoothness ``mean |dx| exp(-mean_c |dI_x|) + mean |dy| exp(-mean_c |dI_y|)``, or with
+    ``"none"`` each pixel's terms ``|dx| wx + |dy| wy`` (docs/ops.md §5)."""
+    return _smoothness_loss(*_args.smoothness(depth, image, reduction))

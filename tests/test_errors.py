@@ -37,7 +37,7 @@ VALID = {
     "instance_stats": dict(instance_ids=_ids(), num_instances=K, depth=None, validate=True),
     "instance_prior_loss": dict(depth=_x(), instance_ids=_ids(), heights=torch.ones(B, K), focal=torch.ones(B),
                                 min_pixels=1, max_depth=None, reduction="mean", validate=True),
-    "smoothness_loss": dict(depth=_x(), image=torch.rand(B, 3, H, W)),
+    "smoothness_loss": dict(depth=_x(), image=torch.rand(B, 3, H, W), reduction="mean"),
 }
 
 

@@ -12,16 +12,20 @@ from helpers import DTYPES, assert_close, leaf, maybe_noncontiguous, rand_map
 @pytest.mark.parametrize("shape", [(2, 7, 9), (1, 1, 1), (3, 17, 33), (1, 1, 6), (2, 6, 1)])
 @pytest.mark.parametrize("channels", [1, 3, 4])
 @pytest.mark.parametrize("contiguous", [True, False])
-def test_matches_reference(device, dtype, shape, channels, contiguous):
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_matches_reference(device, dtype, shape, channels, contiguous, reduction):
     g = torch.Generator().manual_seed(sum(shape) * 10 + channels)
     B, H, W = shape
     depth = rand_map(B, H, W, dtype, device, contiguous=contiguous, generator=g)
     image = maybe_noncontiguous(torch.rand(B, channels, H, W, generator=g).to(device=device, dtype=dtype), contiguous)
+    # An upstream map (not all equal, so that each term must take its own pixel's) or -0.6.
+    upstream = (torch.rand(B, 1, H, W, generator=g) - 0.5).to(device=device, dtype=dtype) if reduction == "none" \
+        else torch.tensor(-0.6, dtype=dtype, device=device)
     results = []
     for fn in (desc_ops.smoothness_loss, reference.smoothness_loss):
         d = leaf(depth)
-        loss = fn(d, image)
-        (grad,) = torch.autograd.grad(loss, d, torch.tensor(-0.6, dtype=dtype, device=device))
+        loss = fn(d, image, reduction=reduction)
+        (grad,) = torch.autograd.grad(loss, d, upstream)
         results.append((loss, grad))
     for a, b in zip(*results):
         assert a.dtype == b.dtype == dtype
@@ -36,6 +40,9 @@ def test_values_by_hand(device, impl):
     expected = (2 * e + 0) / 2 + (1 + e) / 2
     assert desc_ops.smoothness_loss(depth, image).item() == pytest.approx(expected)
     assert desc_ops.smoothness_loss(depth[..., :1, :1], image[..., :1, :1]).item() == 0.0
+    # "none": each pixel's terms to its right and below, 0 past the last column and row.
+    want = torch.tensor([[[[2 * e + 1, e], [0.0, 0.0]]]], device=device)
+    assert_close(desc_ops.smoothness_loss(depth, image, reduction="none"), want)
 
 
 def test_equal_neighbours_give_no_gradient(device):
@@ -59,13 +66,14 @@ def test_equal_neighbours_give_no_gradient(device):
 
 
 @pytest.mark.parametrize("impl", ["extension", "reference"])
-def test_gradcheck(device, impl):
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_gradcheck(device, impl, reduction):
     desc_ops.set_backend(impl)
     g = torch.Generator().manual_seed(6)
     # Distinct depths far apart: no neighbour difference near the kink at 0.
     depth = torch.randperm(2 * 5 * 6, generator=g).to(device, torch.float64).view(2, 1, 5, 6)
     image = torch.rand(2, 3, 5, 6, generator=g, dtype=torch.float64).to(device)
-    assert torch.autograd.gradcheck(lambda d: desc_ops.smoothness_loss(d, image), (leaf(depth),))
+    assert torch.autograd.gradcheck(lambda d: desc_ops.smoothness_loss(d, image, reduction=reduction), (leaf(depth),))
 
 
 def test_nan_image_gives_nan(device, impl):

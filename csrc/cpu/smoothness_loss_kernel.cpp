@@ -3,6 +3,8 @@
 // backward recomputes the edge-aware weights from the image instead of saving
 // two maps of them: one extra read of the image against two saved maps.
 
+#include <algorithm>
+#include <string>
 #include <vector>
 
 #include "../desc_math.h"
@@ -179,10 +181,86 @@ DESC_OPS_ISA_VARIANTS(grad_row, grad_row_body,
                       (const acc_t* tx, const acc_t* td, const acc_t* tu, acc_t gx, acc_t gy, int64_t W, scalar_t* out),
                       (tx, td, tu, gx, gy, W, out))
 
-Tensor smoothness_loss_cpu(const Tensor& depth_in, const Tensor& image_in) {
-  check_smoothness_args(depth_in, image_in);
+// The signed weighted differences of row r (b, y): tx[x + 1] = wx sign(dx) for
+// x < W - 1 (tx[0] = tx[W] = 0) and td[x] = wy sign(dy) (0 on the last row).
+template <typename scalar_t, typename acc_t>
+void row_signed_terms(const scalar_t* d, const scalar_t* img, int64_t C, int64_t H, int64_t W, int64_t y, acc_t* tx,
+                      acc_t* td) {
+  acc_t unused_x, unused_y;
+  tx[0] = tx[W] = acc_t(0);
+  row_terms<scalar_t>(d, img, C, H * W, W, H - 1 - y, &unused_x, &unused_y, tx + 1, td);
+  if (y + 1 == H) std::fill(td, td + W, acc_t(0));
+}
+
+// reduction "none": the map of every pixel's terms, |dx| wx + |dy| wy (each
+// 0 past the last column or row), as (wx sign(dx)) dx + (wy sign(dy)) dy.
+Tensor smoothness_map_cpu(const Tensor& depth, const Tensor& image) {
+  const int64_t B = depth.size(0), C = image.size(1), H = depth.size(2), W = depth.size(3);
+  Tensor map = empty_as(depth);
+  if (depth.numel() == 0) return map;
+  DESC_DISPATCH_FLOATING(depth.scalar_type(), "smoothness_loss", [&] {
+    using acc_t = opmath_t<scalar_t>;
+    const scalar_t* d_p = depth.const_data_ptr<scalar_t>();
+    const scalar_t* i_p = image.const_data_ptr<scalar_t>();
+    scalar_t* m_p = map.mutable_data_ptr<scalar_t>();
+    torch::stable::parallel_for(0, B * H, std::max<int64_t>(1, 8192 / W), [&](int64_t begin, int64_t end) {
+      std::vector<acc_t> tx(W + 1), td(W);
+      for (int64_t r = begin; r < end; ++r) {
+        const int64_t b = r / H, y = r % H;
+        const scalar_t* d = d_p + r * W;
+        row_signed_terms<scalar_t>(d, i_p + b * C * H * W + y * W, C, H, W, y, tx.data(), td.data());
+        for (int64_t x = 0; x < W; ++x) {
+          const acc_t here = static_cast<acc_t>(d[x]);
+          const acc_t right = x + 1 < W ? here - static_cast<acc_t>(d[x + 1]) : acc_t(0);
+          const acc_t down = y + 1 < H ? here - static_cast<acc_t>(d[x + W]) : acc_t(0);
+          m_p[r * W + x] = static_cast<scalar_t>(tx[x + 1] * right + td[x] * down);
+        }
+      }
+    });
+  });
+  return map;
+}
+
+// Its backward for an upstream map g: g(p) (wx sign(dx))(p) - g(p - x)(...)(p - x)
+// + g(p) (wy sign(dy))(p) - g(p - y)(...)(p - y), terms past the borders dropped.
+Tensor smoothness_map_backward_cpu(const Tensor& grad_in, const Tensor& depth, const Tensor& image) {
+  const int64_t B = depth.size(0), C = image.size(1), H = depth.size(2), W = depth.size(3);
+  Tensor grad_depth = empty_as(depth);
+  if (depth.numel() == 0) return grad_depth;
+  const Tensor grad = as_contiguous(to_dtype(grad_in, depth.scalar_type()));
+  DESC_DISPATCH_FLOATING(depth.scalar_type(), "smoothness_loss_backward", [&] {
+    using acc_t = opmath_t<scalar_t>;
+    const scalar_t* d_p = depth.const_data_ptr<scalar_t>();
+    const scalar_t* i_p = image.const_data_ptr<scalar_t>();
+    const scalar_t* g_p = grad.const_data_ptr<scalar_t>();
+    scalar_t* out_p = grad_depth.mutable_data_ptr<scalar_t>();
+    torch::stable::parallel_for(0, B * H, std::max<int64_t>(1, 8192 / W), [&](int64_t begin, int64_t end) {
+      std::vector<acc_t> tx(W + 1), td(W), tu(W), unused(W + 1);
+      const int64_t HW = H * W;
+      for (int64_t r = begin; r < end; ++r) {
+        const int64_t b = r / H, y = r % H;
+        const scalar_t* d = d_p + r * W;
+        const scalar_t* img = i_p + b * C * HW + y * W;
+        row_signed_terms<scalar_t>(d, img, C, H, W, y, tx.data(), td.data());
+        if (y > 0) row_signed_terms<scalar_t>(d - W, img - W, C, H, W, y - 1, unused.data(), tu.data());
+        const scalar_t* g = g_p + r * W;
+        for (int64_t x = 0; x < W; ++x) {
+          acc_t v = static_cast<acc_t>(g[x]) * (tx[x + 1] + td[x]);
+          if (x > 0) v -= static_cast<acc_t>(g[x - 1]) * tx[x];
+          if (y > 0) v -= static_cast<acc_t>(g[x - W]) * tu[x];
+          out_p[r * W + x] = static_cast<scalar_t>(v);
+        }
+      }
+    });
+  });
+  return grad_depth;
+}
+
+Tensor smoothness_loss_cpu(const Tensor& depth_in, const Tensor& image_in, const std::string& reduction) {
+  check_smoothness_args(depth_in, image_in, reduction);
   const Tensor depth = as_contiguous(depth_in);
   const Tensor image = as_contiguous(image_in);
+  if (reduction == "none") return smoothness_map_cpu(depth, image);
   const int64_t B = depth.size(0), C = image.size(1), H = depth.size(2), W = depth.size(3);
   Tensor loss = empty({}, depth.scalar_type(), depth.device());
   DESC_DISPATCH_FLOATING(depth.scalar_type(), "smoothness_loss", [&] {
@@ -211,11 +289,12 @@ Tensor smoothness_loss_cpu(const Tensor& depth_in, const Tensor& image_in) {
   return loss;
 }
 
-Tensor smoothness_loss_backward_cpu(const Tensor& grad, const Tensor& depth_in,
-                                        const Tensor& image_in) {
-  check_smoothness_backward_args(grad, depth_in, image_in);
+Tensor smoothness_loss_backward_cpu(const Tensor& grad, const Tensor& depth_in, const Tensor& image_in,
+                                    const std::string& reduction) {
+  check_smoothness_backward_args(grad, depth_in, image_in, reduction);
   const Tensor depth = as_contiguous(depth_in);
   const Tensor image = as_contiguous(image_in);
+  if (reduction == "none") return smoothness_map_backward_cpu(grad, depth, image);
   const int64_t B = depth.size(0), C = image.size(1), H = depth.size(2), W = depth.size(3);
   Tensor grad_depth = empty_as(depth);
   DESC_DISPATCH_FLOATING(depth.scalar_type(), "smoothness_loss_backward", [&] {
