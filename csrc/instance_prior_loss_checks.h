@@ -13,7 +13,7 @@ namespace desc_ops {
 // Returns K, the number of slots.
 inline int64_t check_prior_args(const Tensor& depth, const Tensor& ids, const Tensor& heights,
                                 std::optional<double> max_depth, const std::string& reduction, bool validate) {
-  check_reduction(reduction, /*allow_none=*/false);
+  check_reduction(reduction, /*allow_none=*/true);
   check_depth(depth);
   check_not_empty(depth, reduction);
   DESC_CHECK(!max_depth.has_value() || *max_depth >= 0.0, "max_depth must be >= 0, got ",
@@ -33,9 +33,10 @@ inline int64_t check_prior_args(const Tensor& depth, const Tensor& ids, const Te
 // The backward reads what the forward returned: check it still fits depth.
 inline void check_prior_backward_args(const Tensor& grad, const Tensor& depth, const Tensor& ids,
                                       const Tensor& z, const Tensor& dz_dh, const Tensor& sign_sum,
-                                      const Tensor& norm) {
+                                      const Tensor& norm, const std::string& reduction) {
+  check_reduction(reduction, /*allow_none=*/true);
   check_depth(depth);
-  check_scalar_grad(grad, depth);
+  check_grad(grad, depth, reduction);
   check_index(ids, "instance_ids");
   check_same_device(ids, "instance_ids", depth, "depth");
   check_plane(ids, "instance_ids", depth.size(0), depth.size(2), depth.size(3));

@@ -44,7 +44,7 @@ STABLE_TORCH_LIBRARY(desc_ops, m) {
       "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");
   m.def(
       "_instance_prior_loss_backward(Tensor grad, Tensor depth, Tensor instance_ids, Tensor z, "
-      "Tensor dz_dh, Tensor sign_sum, Tensor norm) -> (Tensor, Tensor)");
+      "Tensor dz_dh, Tensor sign_sum, Tensor norm, str reduction=\"mean\") -> (Tensor, Tensor)");
   m.def("smoothness_loss(Tensor depth, Tensor image, str reduction=\"mean\") -> Tensor");
   m.def("_smoothness_loss_backward(Tensor grad, Tensor depth, Tensor image, str reduction=\"mean\") -> Tensor");
   m.def("_smoothness_loss_train(Tensor depth, Tensor image) -> (Tensor, Tensor)");

@@ -276,7 +276,7 @@ def prior(depth, instance_ids, heights, focal, min_pixels, max_depth, reduction,
         max_depth = _number(max_depth, "max_depth")
         if not max_depth >= 0:
             raise ValueError(f"max_depth must be >= 0, got {max_depth!r}")
-    reduction = _reduction(reduction, ("mean", "sum"))
+    reduction = _reduction(reduction)
     _not_empty(depth, "depth", reduction)
     return (depth, ids, heights.to(depth.dtype), focal_tensor(focal, B, depth), int(min_pixels),
             max_depth, reduction, check_ids(ids, heights.shape[1], validate))

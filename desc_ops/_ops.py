@@ -94,11 +94,12 @@ def _instance_prior_loss_fake(depth, instance_ids, heights, focal, min_pixels, m
     _one_device("depth", depth, instance_ids=instance_ids, heights=heights, focal=focal)
     acc = _acc(depth.dtype)
     B, K = heights.shape
-    return (_scalar(depth), depth.new_empty((B, K), dtype=acc), depth.new_empty((B, K), dtype=acc),
+    loss = torch.empty_like(depth) if reduction == "none" else _scalar(depth)
+    return (loss, depth.new_empty((B, K), dtype=acc), depth.new_empty((B, K), dtype=acc),
             depth.new_empty((B, K), dtype=torch.long), _scalar(depth, acc))
 
 
-def _instance_prior_loss_backward_fake(grad, depth, instance_ids, z, dz_dh, sign_sum, norm):
+def _instance_prior_loss_backward_fake(grad, depth, instance_ids, z, dz_dh, sign_sum, norm, reduction="mean"):
     _one_device("depth", depth, grad=grad, instance_ids=instance_ids, z=z, dz_dh=dz_dh, sign_sum=sign_sum, norm=norm)
     return torch.empty_like(depth), z.new_empty(z.shape, dtype=depth.dtype)
 
@@ -217,6 +218,7 @@ def _smoothness_train_backward(ctx, grad, _grad_unit):
 
 def _prior_setup(ctx, inputs, output):
     depth, instance_ids = inputs[:2]
+    ctx.reduction = inputs[6]
     _, z, dz_dh, sign_sum, norm = output
     ctx.mark_non_differentiable(z, dz_dh, sign_sum, norm)
     if ctx.needs_input_grad[0] or ctx.needs_input_grad[2]:
@@ -225,7 +227,7 @@ def _prior_setup(ctx, inputs, output):
 
 def _prior_backward(ctx, grad, *_):
     depth, instance_ids, z, dz_dh, sign_sum, norm = ctx.saved_tensors
-    gd, gh = ops._instance_prior_loss_backward(grad, depth, instance_ids, z, dz_dh, sign_sum, norm)
+    gd, gh = ops._instance_prior_loss_backward(grad, depth, instance_ids, z, dz_dh, sign_sum, norm, ctx.reduction)
     return (gd if ctx.needs_input_grad[0] else None, None,
             gh if ctx.needs_input_grad[2] else None) + (None,) * 5
 

@@ -172,7 +172,8 @@ def instance_prior_loss(
     its image a finite focal; its pseudo-depth is ``z = focal * heights[b, k] / pixel_height`` (clamped to
     ``[0, max_depth]`` if given). ``"sum"``: ``S = sum |depth(p) - z|`` over the
     pixels of used slots; ``"mean"``: ``S / N`` with ``N`` those pixels (0 if
-    none). Gradients to ``depth`` and ``heights``.
+    none); ``"none"``: the ``(B, 1, H, W)`` map of ``|depth(p) - z|``, 0 off those
+    pixels. Gradients to ``depth`` and ``heights``.
     """
     if _backend.use_reference():
         return reference.instance_prior_loss(depth, instance_ids, heights, focal, min_pixels=min_pixels,

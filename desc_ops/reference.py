@@ -222,6 +222,8 @@ def _instance_prior_loss(depth, ids, heights, focal, min_pixels, max_depth, redu
         on = (flat >= 0) & (flat < K) & used.gather(1, slot)
         z_pixel = z.gather(1, slot)
     diff = (depth.reshape(B, H * W).to(acc) - z_pixel).abs()
+    if reduction == "none":
+        return torch.where(on, diff, torch.zeros_like(diff)).reshape(B, 1, H, W).to(depth.dtype)
     total = torch.where(on, diff, torch.zeros_like(diff)).sum()
     if reduction == "mean":
         n = (st.count * used).sum()

@@ -84,7 +84,7 @@ BAD = [
     ("instance_prior_loss", dict(focal=torch.ones(B + 1)), "focal must be a scalar or have shape"),
     ("instance_prior_loss", dict(instance_ids=_ids(w=W - 1)), "instance_ids must have shape"),
     ("instance_prior_loss", dict(instance_ids=torch.zeros(B, H, W)), "instance_ids must be an int"),
-    ("instance_prior_loss", dict(reduction="none"), "reduction must be"),
+    ("instance_prior_loss", dict(reduction="max"), "reduction must be"),
     ("instance_prior_loss", dict(max_depth=-1.0), "max_depth must be >= 0"),
     ("instance_prior_loss", dict(instance_ids=_ids(K)), r"instance_ids must be -1 \(no instance\)"),
     ("instance_prior_loss", dict(depth=EMPTY, instance_ids=_ids(b=0), heights=torch.ones(0, K),

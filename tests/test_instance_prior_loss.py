@@ -42,12 +42,16 @@ def _options_that_act(option, ids, heights, focal):
 def _run(fn, depth, ids, heights, focal, **kw):
     depth, heights = leaf(depth), leaf(heights)
     loss = fn(depth, ids, heights, focal, **kw)
-    gd, gh = torch.autograd.grad(loss, (depth, heights), torch.tensor(1.7, dtype=loss.dtype, device=loss.device))
+    # An upstream map for "none" (different per pixel, so that each pixel's must
+    # reach its own gradient and its slot's height), else 1.7.
+    upstream = torch.linspace(-1, 2, loss.numel(), dtype=torch.float64).reshape(loss.shape).to(loss) \
+        if loss.dim() else torch.tensor(1.7, dtype=loss.dtype, device=loss.device)
+    gd, gh = torch.autograd.grad(loss, (depth, heights), upstream)
     return loss, gd, gh
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 # Without slots (K = 0) the options have nothing to act on: tried without them only.
 @pytest.mark.parametrize("shape_k,option", [(shape_k, option) for shape_k in [((2, 9, 13), 5), ((1, 1, 1), 1),
                                                                             ((3, 31, 47), 40)]
@@ -203,7 +207,7 @@ def test_scalar_and_batch_focal_agree(device):
 
 
 @pytest.mark.parametrize("impl", ["extension", "reference"])
-@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 def test_gradcheck(device, impl, reduction):
     desc_ops.set_backend(impl)
     g = torch.Generator().manual_seed(5)
@@ -214,9 +218,10 @@ def test_gradcheck(device, impl, reduction):
     far = torch.where(torch.rand(depth.shape, generator=g) > 0.5, 50.0, 0.02).to(depth)
     depth = leaf(far + 0.05 * torch.rand(depth.shape, generator=g, dtype=torch.float64).to(depth))
     heights = leaf(heights)
-    # The kernels are deterministic; the reference's gather backward adds with
-    # atomics on CUDA, so its repeated backward may differ in the last bits.
-    nondet_tol = 1e-12 if impl == "reference" and device.type == "cuda" else 0.0
+    # The kernels are deterministic but for the heights' gradient of "none" on
+    # CUDA; the reference's gather backward adds with atomics on CUDA: their
+    # repeated backward may differ in the last bits.
+    nondet_tol = 1e-12 if device.type == "cuda" and (impl == "reference" or reduction == "none") else 0.0
     assert torch.autograd.gradcheck(
         lambda d, h: desc_ops.instance_prior_loss(d, ids, h, focal, reduction=reduction), (depth, heights),
         nondet_tol=nondet_tol)

@@ -47,7 +47,8 @@ def _opcheck_cases(device, dtype):
                                       (d, s, x["labels"], None, None, 1.0, 0.5, -1, None, "none")],
         "instance_stats": [(x["ids"], 3, x["depth"], True), (x["ids"], 3, None, False)],
         "instance_prior_loss": [(d, x["ids"], h, x["focal"], 1, None, "mean", True),
-                                (d, x["ids"], h, x["focal"], 2, 40.0, "sum", True)],
+                                (d, x["ids"], h, x["focal"], 2, 40.0, "sum", True),
+                                (d, x["ids"], h, x["focal"], 1, 40.0, "none", True)],
         "smoothness_loss": [(d, x["image"]), (d, x["image"], "none")],
     }
 
