@@ -225,7 +225,9 @@ def check_ids(ids: Tensor, num_instances: int, validate) -> bool:
     if torch.compiler.is_compiling():
         return True
     if ids.numel():
-        lo, hi = torch.stack(torch.aminmax(ids)).tolist()
+        lo, hi = torch.aminmax(ids)
+        # One host read: on CUDA both numbers in one copy (a synchronisation each otherwise).
+        lo, hi = (lo.item(), hi.item()) if ids.device.type == "cpu" else torch.stack((lo, hi)).tolist()
         if lo < -1 or hi >= num_instances:
             raise ValueError(f"instance_ids must be -1 (no instance) or a slot in [0, {num_instances}), "
                              f"found values in [{lo}, {hi}]")
