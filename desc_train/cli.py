@@ -1,21 +1,45 @@
-"""The desc-train command line (also `python -m desc_train`)."""
+"""The desc-train command line (also `python -m desc_train`).
+
+Its contract: a user's mistake, the argument parser's included, ends the command
+with exit status 1 and one line on stderr, ``desc-train <cmd>: error: <message>``
+(``<cmd>`` is ``prepare vkitti`` and so on for the converters), never a traceback;
+``--help`` exits with 0."""
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 
-from .config import PRESETS
-from .errors import UserError
+from .config import MAX_SEED, MAX_SIDE, MAX_TARGET_TRAIN, PRESETS, device_name
+from .errors import WORKERS, Bounds, UserError, argument, shown
+
+
+class CommandLineError(UserError):
+    """A mistake the argument parser found; `prog` is the command it belongs to."""
+
+    def __init__(self, prog: str, message: str):
+        super().__init__(message)
+        self.prog = prog
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose mistakes end the command like any other (main prints one
+    line, status 1) instead of argparse's usage block and status 2."""
+
+    def error(self, message: str):
+        raise CommandLineError(self.prog, message)
 
 
 def _size(text: str):
     try:
         h, w = (int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"size must look like 96x320, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"size must look like 96x320, got {shown(text)}") from None
     if h < 8 or w < 8:
-        raise argparse.ArgumentTypeError(f"size must be at least 8x8, got {text!r}")
+        raise argparse.ArgumentTypeError(f"size must be at least 8x8, got {shown(text)}")
+    if h > MAX_SIDE or w > MAX_SIDE:
+        raise argparse.ArgumentTypeError(f"size must be at most {MAX_SIDE}x{MAX_SIDE}, got {shown(text)}")
     return h, w
 
 
@@ -23,21 +47,63 @@ def _ints(text: str):
     try:
         return [int(v) for v in text.split(",")]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {shown(text)}") from None
 
 
-def _positive(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return int(text)
+SEED = Bounds(0, MAX_SEED)
+_positive = argument(Bounds(1))
+_count = argument(Bounds(0))
+_workers = argument(WORKERS)
+_seed = argument(SEED)
+_target_count = argument(Bounds(0, MAX_TARGET_TRAIN, why=" (more would repeat target_test's scenes)"))
+
+
+def _seeds(text: str):
+    """Comma-separated seeds, each once (a seed twice would train its runs twice, into one folder)."""
+    seeds = _ints(text)
+    if not all(seed in SEED for seed in seeds):
+        raise argparse.ArgumentTypeError(f"expected seeds from 0 to {MAX_SEED}, got {shown(text)}")
+    if len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"expected each seed once, got {shown(text)}")
+    return seeds
 
 
 def _cap(text: str):
     try:
         lo, hi = (float(v) for v in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"cap must look like 0.001,80 (min,max metres), got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"cap must look like 0.001,80 (min,max metres), got {shown(text)}") from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and 0 <= lo < hi):
+        raise argparse.ArgumentTypeError(f"cap must be finite metres with 0 <= min < max, got {shown(text)}")
     return lo, hi
+
+
+def _device(text: str) -> str:
+    if not device_name(text):
+        raise argparse.ArgumentTypeError(f"expected cpu, cuda or cuda:N, got {shown(text)}")
+    return text
+
+
+def _path(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"expected a path, got {shown(text)}")
+    return text
+
+
+def usable_device(name: str, given: str) -> str:
+    """`name` if this machine has that device; else UserError naming it as the user
+    gave it (`given`: '--device ' or 'setting device=')."""
+    if name == "cpu":
+        return name
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    index = int(name.split(":")[1]) if ":" in name else 0
+    if index >= count:
+        have = f"{count} CUDA devices, cuda:0 to cuda:{count - 1}" if count else "no CUDA device"
+        raise UserError(f"{given}{name}: device {name!r} is not available here (this machine has {have}); "
+                        f"use cpu{' or one of those' if count else ''}")
+    return name
 
 
 def _override(cfg, item: str):
@@ -49,38 +115,41 @@ def _override(cfg, item: str):
     return dataclasses.replace(cfg, **{key: getattr(base, key)})
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="desc-train", description="DESC training on top of desc_ops")
-    sub = p.add_subparsers(dest="command", required=True)
+def build_parser() -> Parser:
+    p = Parser(prog="desc-train", description="DESC training on top of desc_ops",
+               epilog="A mistake exits with status 1 and one line: desc-train <cmd>: error: <message>.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
     g = sub.add_parser("generate", help="write the procedural two-domain street-scene benchmark")
-    g.add_argument("--out", required=True, help="root folder of the dataset")
-    g.add_argument("--source", type=int, default=2000, help="source_train frames")
-    g.add_argument("--target", type=int, default=2000, help="target_train frames")
-    g.add_argument("--test", type=int, default=200, help="target_test frames")
+    g.add_argument("--out", required=True, type=_path, help="root folder of the dataset")
+    g.add_argument("--source", type=_count, default=2000, help="source_train frames (0: none)")
+    g.add_argument("--target", type=_target_count, default=2000,
+                   help=f"target_train frames (0: none; at most {MAX_TARGET_TRAIN:,})")
+    g.add_argument("--test", type=_count, default=200, help="target_test frames (0: none)")
     g.add_argument("--size", type=_size, default=(96, 320), help="HxW, default 96x320")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--workers", type=int, default=None, help="processes (default: the CPU count)")
-    g.add_argument("--sheet", default=None, help="also write a contact sheet PNG here")
+    g.add_argument("--seed", type=_seed, default=0, help=f"0 to {MAX_SEED}")
+    g.add_argument("--workers", type=_workers, default=None, help="processes (default: the CPU count)")
+    g.add_argument("--sheet", type=_path, default=None, help="also write a contact sheet PNG here")
     g.add_argument("--logits", action="store_true", help="also write the simulated segmenter's logits (target)")
     g.set_defaults(run=_generate)
     s = sub.add_parser("sheet", help="contact sheet (RGB | depth | labels | instances) of dataset splits")
     s.add_argument("splits", nargs="+", help="split folders (with meta.json)")
-    s.add_argument("--out", required=True, help="PNG to write")
-    s.add_argument("--rows", type=int, default=4, help="frames per split")
+    s.add_argument("--out", required=True, type=_path, help="PNG to write")
+    s.add_argument("--rows", type=_positive, default=4, help="frames per split")
     s.set_defaults(run=_sheet)
     d = sub.add_parser("demo", help="generate the benchmark, train source-only and DESC (with ablations), "
                                     "evaluate on the target test split, write table and pictures")
     d.add_argument("--quick", action="store_true", help="a tiny run that shows the whole pipeline")
-    d.add_argument("--seeds", type=_ints, default=[0, 1, 2], help="comma-separated seeds (default 0,1,2)")
-    d.add_argument("--config", default=None, help="TOML file of settings (desc_train/config.py)")
-    d.add_argument("--workers", type=_positive, default=None,
+    d.add_argument("--seeds", type=_seeds, default=[0, 1, 2],
+                   help=f"comma-separated seeds, each 0 to {MAX_SEED} (default 0,1,2)")
+    d.add_argument("--config", default=None, type=_path, help="TOML file of settings (desc_train/config.py)")
+    d.add_argument("--workers", type=_workers, default=None,
                    help="stages trained at once, in processes (default: torch's thread count)")
     d.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one setting (repeatable)")
     d.set_defaults(run=_demo)
     t = sub.add_parser("train", help="train the DESC stages (source-only, semantic + height, joint) on prepared "
                                      "splits, then evaluate on the test split")
-    t.add_argument("--config", default=None, help="TOML file of settings (desc_train/config.py)")
+    t.add_argument("--config", default=None, type=_path, help="TOML file of settings (desc_train/config.py)")
     t.add_argument("--preset", default=None, choices=sorted(PRESETS),
                    help="start from these settings (paper: the official implementation's, for a GPU)")
     t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -91,21 +160,40 @@ def main(argv=None) -> int:
     e.add_argument("split", help="split folder with ground truth (gt/ at native size, or depth/)")
     e.add_argument("--median-scaling", action="store_true", help="scale each prediction by median(gt)/median(pred)")
     e.add_argument("--cap", type=_cap, action="append", default=None,
-                   help="min,max metres of evaluated ground truth (repeatable; default: the split's protocol, "
-                        "else 0.001,80 and 1,50)")
+                   help="min,max metres of evaluated ground truth, 0 <= min < max (repeatable; default: the "
+                        "split's protocol, else 0.001,80 and 1,50)")
     e.add_argument("--crop", default="auto", choices=["auto", "none", "garg", "cityscapes"],
                    help="auto: the split's protocol (garg for KITTI, cityscapes for Cityscapes)")
-    e.add_argument("--json", default=None, help="also write the result (protocol and metrics) here")
-    e.add_argument("--device", default="cpu")
+    e.add_argument("--json", type=_path, default=None, help="also write the result (protocol and metrics) here")
+    e.add_argument("--device", type=_device, default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     e.set_defaults(run=_evaluate)
     from .data.prepare import add_parser as add_prepare
 
     add_prepare(sub)
-    args = p.parse_args(argv)
+    return p
+
+
+def command_name(args) -> str:
+    """'desc-train generate', 'desc-train prepare vkitti': the command of parsed `args`."""
+    dataset = getattr(args, "dataset", None) if args.command == "prepare" else None
+    return " ".join(["desc-train", args.command] + ([dataset] if dataset else []))
+
+
+def main(argv=None) -> int:
+    """Runs the command of `argv` (default: sys.argv[1:]); its exit status (0, or 1
+    after a one-line message on stderr for a user's mistake)."""
+    prog = "desc-train"
     try:
+        args, extra = build_parser().parse_known_args(argv)
+        prog = command_name(args)
+        if extra:  # argparse finds these at the top, after the command's own parser is done
+            raise CommandLineError(prog, f"unrecognized arguments: {' '.join(extra)}")
         return args.run(args)
+    except CommandLineError as err:
+        print(f"{err.prog}: error: {err}", file=sys.stderr)
+        return 1
     except (UserError, OSError) as err:  # the user's mistake: one line, no traceback
-        print(f"desc-train {args.command}: error: {err}", file=sys.stderr)
+        print(f"{prog}: error: {err}", file=sys.stderr)
         return 1
 
 
@@ -121,11 +209,17 @@ def _demo(args) -> int:
         cfg = dataclasses.replace(cfg, data=cfg.data + "-quick", out=cfg.out + "-quick")
     for item in args.overrides:
         cfg = _override(cfg, item)
+    usable_device(cfg.device, "setting device=")
     run_demo(cfg, seeds=args.seeds, workers=args.workers)
     return 0
 
 
 def _evaluate(args) -> int:
+    caps = [f"{lo:g},{hi:g}" for lo, hi in args.cap or []]
+    twice = sorted({c for c in caps if caps.count(c) > 1})
+    if twice:
+        raise UserError(f"--cap {twice[0]} is given twice")
+    usable_device(args.device, "--device ")  # before the checkpoint: a missing GPU is no fault of the file
     from .evaluate import evaluate_split, results_table
     from .train import load_g_rgb
 
@@ -145,6 +239,7 @@ def _train(args) -> int:
     from .train import train_desc
 
     cfg = load_config(args.config, args.overrides, preset=args.preset)
+    usable_device(cfg.device, "setting device=")
     result = train_desc(cfg)
     if result is not None:
         from .evaluate import results_table
@@ -171,7 +266,10 @@ def _generate(args) -> int:
 def _sheet(args) -> int:
     from .data.sheet import contact_sheet
 
-    print(f"wrote {contact_sheet(args.splits, args.out, per_split=args.rows)}")
+    try:
+        print(f"wrote {contact_sheet(args.splits, args.out, per_split=args.rows)}")
+    except ValueError as err:  # splits that list no frames
+        raise UserError(str(err)) from None
     return 0
 
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+import os
+import re
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from .errors import UserError
+from .errors import Bounds, UserError, shown
 
 
 class ConfigError(UserError):
@@ -52,29 +55,152 @@ class Config:
     sync_bn: bool = False
     log_every: int = 20  # steps between log.jsonl records
     checkpoint_every: int = 100  # steps between checkpoints within a stage
+    reuse_stages: bool = False  # also take out='s checkpoints made under other settings or data (README, "Training")
 
 
-def _coerce(value: str, like):
-    if isinstance(like, bool):
-        if value.lower() in ("1", "true", "yes", "on"):
-            return True
-        if value.lower() in ("0", "false", "no", "off"):
-            return False
-        raise ValueError(f"expected a boolean, got {value!r}")
-    if isinstance(like, int):
-        return int(value)
-    if isinstance(like, float):
-        return float(value)
-    if isinstance(like, tuple):
-        parts = value.replace("x", ",").split(",")
-        return tuple(type(like[0])(p) for p in parts)
-    if isinstance(like, dict):
-        out = dict(like)
-        for item in value.split(","):
-            k, v = item.split(":")
-            out[k.strip()] = type(next(iter(like.values())))(v)
-        return out
+# ---------------------------------------------------------------- what each setting may be
+MAX_SIDE = 16384  # pixels of an image side: beyond, a size is a typo, not a frame
+# Trainer.frames seeds torch's (unsigned 64-bit) generator with (seed * 7919 + salt) * 1,000,003:
+# larger seeds overflow it.
+MAX_SEED = 2 ** 31 - 1
+# The generator's target_test scenes start 100,000 after target_train's (generate.DEFAULT_SPLITS):
+# more target_train frames would train on the test scenes.
+MAX_TARGET_TRAIN = 100_000
+BENCHMARK_SPLITS = ("source_train", "target_train", "target_test")
+
+POSITIVE = Bounds(1)
+WEIGHT = Bounds(0, integer=False)
+NUMBERS: Dict[str, Bounds] = {
+    "width": POSITIVE, "batch_size": POSITIVE, "iters_source": POSITIVE, "iters_sem": POSITIVE,
+    "iters_joint": POSITIVE, "log_every": POSITIVE, "checkpoint_every": POSITIVE,
+    "lr": Bounds(0, integer=False, open_lo=True),
+    "supervised_weight": WEIGHT, "consistency_weight": WEIGHT, "instance_weight": WEIGHT, "smoothness_weight": WEIGHT,
+    "consistency_scales": Bounds(1, 4, why=" (the U-Nets' output scales)"),
+    "max_instances": Bounds(1, 65535, why=" (instance maps are 16-bit)"),
+    "min_instance_rows": Bounds(0),
+    "seed": Bounds(0, MAX_SEED),
+}
+BETA = Bounds(0, 1, integer=False, open_hi=True)
+SIDE = Bounds(16, MAX_SIDE)
+FOLDERS = ("source_split", "target_split", "test_split")  # folder names under `data`
+PATHS = ("data", "out")
+BOOLEANS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+
+
+class _Refused(ValueError):
+    """A value a setting does not take; the message says what it takes and what it got."""
+
+
+def _number(name: str, value):
+    bounds = NUMBERS[name]
+    if value not in bounds:
+        raise _Refused(bounds.refusal(value))
+    return value if bounds.integer else float(value)
+
+
+def _boolean(value):
+    if not isinstance(value, bool):
+        raise _Refused(f"expected a boolean, got {shown(value)} (true, false, yes, no, on, off, 1 or 0)")
     return value
+
+
+def _size(value):
+    if not isinstance(value, (list, tuple)) or len(value) != 2 or \
+            not all(side in SIDE and side % 16 == 0 for side in value):
+        raise _Refused(f"expected HxW, multiples of 16 from 16 to {MAX_SIDE} (the networks' input), "
+                       f"got {shown(value)}")
+    return tuple(value)
+
+
+def _betas(value):
+    if not isinstance(value, (list, tuple)) or len(value) != 2 or not all(b in BETA for b in value):
+        raise _Refused(f"expected two numbers in [0, 1) (Adam's beta1, beta2), got {shown(value)}")
+    return tuple(float(b) for b in value)
+
+
+def _counts(value):
+    if not isinstance(value, dict) or not value:
+        raise _Refused(f"expected split:count pairs, e.g. source_train:400,target_test:100, got {shown(value)}")
+    for split, count in value.items():
+        if split not in BENCHMARK_SPLITS:
+            raise _Refused(f"expected splits among {', '.join(BENCHMARK_SPLITS)}, got {shown(split)}")
+        top = MAX_TARGET_TRAIN if split == "target_train" else None
+        bounds = Bounds(1, top, why=" (more would repeat target_test's scenes)" if top else "")
+        if count not in bounds:
+            raise _Refused(f"{split}: {bounds.refusal(count)}")
+    return dict(value)
+
+
+def is_folder_name(value) -> bool:
+    """Whether `value` names a folder right inside the one it is joined to: no
+    separator, '.' or '..' (nothing that could lead outside it, or to the folder itself)."""
+    return isinstance(value, str) and value.strip() != "" and value not in (".", "..") and "\0" not in value \
+        and not any(sep in value for sep in {"/", os.sep, os.altsep or "/"}) and not os.path.splitdrive(value)[0]
+
+
+FOLDER_NAME = "a plain folder name (without '/', and not '.' or '..')"
+
+
+def _folder(value):
+    if not is_folder_name(value):
+        raise _Refused(f"expected {FOLDER_NAME}, got {shown(value)}")
+    return value
+
+
+def _path(value):
+    if not isinstance(value, str) or not value.strip() or "\0" in value:
+        raise _Refused(f"expected a path, got {shown(value)}")
+    return value
+
+
+def device_name(value) -> bool:
+    """Whether `value` names a device desc_train runs on: cpu, cuda or cuda:N."""
+    return isinstance(value, str) and re.fullmatch(r"cpu|cuda(:[0-9]{1,4})?", value) is not None
+
+
+def _device(value):
+    if not device_name(value):
+        raise _Refused(f"expected cpu, cuda or cuda:N, got {shown(value)}")
+    return value
+
+
+RULES = {**{name: functools.partial(_number, name) for name in NUMBERS},
+         **{name: _folder for name in FOLDERS}, **{name: _path for name in PATHS},
+         **{name: _boolean for name in ("confidence", "target_bn_stats", "amp", "sync_bn", "reuse_stages")},
+         "size": _size, "betas": _betas, "counts": _counts, "device": _device}
+assert set(RULES) == {f.name for f in dataclasses.fields(Config)}, "every setting needs a rule"
+
+
+def check_setting(name: str, value):
+    """`value` as setting `name` holds it (tuples for lists, floats for numbers), or
+    ConfigError naming the setting, what it takes and the value."""
+    try:
+        return RULES[name](value)
+    except _Refused as err:
+        raise ConfigError(f"setting {name}: {err}") from None
+
+
+def _parse(text: str, name: str, current):
+    """A ``key=value`` override's text as the kind of value setting `name` holds
+    (counts: `current` with the named splits changed); text that is none of that
+    kind is returned as it is, for check_setting to refuse naming it."""
+    if name in NUMBERS:
+        value = NUMBERS[name].parse(text)
+        return text if value is None else value
+    if RULES[name] is _boolean:
+        return BOOLEANS.get(text.strip().lower(), text)
+    if name in ("size", "betas"):
+        parts = [(SIDE if name == "size" else BETA).parse(p) for p in text.lower().replace("x", ",").split(",")]
+        return text if None in parts else tuple(parts)
+    if name == "counts":
+        out = dict(current)
+        for item in text.split(","):
+            split, _, count = item.partition(":")
+            out[split.strip()] = POSITIVE.parse(count)
+            if out[split.strip()] is None:
+                return text
+        return out
+    return text
 
 
 # The official implementation's settings (192x640, Adam 1e-4 with betas (0.95, 0.999),
@@ -95,43 +221,44 @@ PRESETS: Dict[str, Dict] = {
 
 def load_config(path: Optional[str] = None, overrides: Sequence[str] = (), preset: Optional[str] = None) -> Config:
     """Defaults (or those of a preset of PRESETS), then the TOML file at `path`,
-    then `key=value` overrides."""
+    then `key=value` overrides; each value checked as it comes (check_setting), so
+    that a mistake is refused naming the setting, the value and what it takes."""
     if preset is not None and preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
     cfg = dataclasses.replace(Config(), **PRESETS[preset]) if preset else Config()
     names = {f.name for f in dataclasses.fields(Config)}
     if path:
-        try:
-            import tomllib
-        except ImportError:  # Python < 3.11
-            import tomli as tomllib
-        with open(path, "rb") as f:
-            try:
-                raw = tomllib.load(f)
-            except tomllib.TOMLDecodeError as err:
-                raise ConfigError(f"{path}: not valid TOML: {err}") from None
+        raw = _read_toml(path)
         unknown = set(raw) - names
         if unknown:
             raise ConfigError(f"{path}: unknown settings {sorted(unknown)}")
         for k, v in raw.items():
-            like = getattr(cfg, k)
-            setattr(cfg, k, tuple(v) if isinstance(like, tuple) else v)
+            try:
+                setattr(cfg, k, check_setting(k, v))
+            except ConfigError as err:
+                raise ConfigError(f"{path}: {err}") from None
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"override must be key=value, got {item!r}")
+            raise ConfigError(f"override must be key=value, got {shown(item)}")
         k, v = item.split("=", 1)
         if k not in names:
-            raise ConfigError(f"unknown setting {k!r}; known: {', '.join(sorted(names))}")
-        try:
-            setattr(cfg, k, _coerce(v, getattr(cfg, k)))
-        except ValueError as err:
-            raise ConfigError(f"setting {k}: {err}") from None
-    if not 1 <= cfg.consistency_scales <= 4:
-        raise ConfigError(f"consistency_scales must be 1 to 4 (the U-Nets' output scales), "
-                          f"got {cfg.consistency_scales}")
-    if cfg.size[0] % 16 or cfg.size[1] % 16:
-        raise ConfigError(f"size must be multiples of 16, got {cfg.size}")
+            raise ConfigError(f"unknown setting {shown(k)}; known: {', '.join(sorted(names))}")
+        setattr(cfg, k, check_setting(k, _parse(v, k, getattr(cfg, k))))
     return cfg
+
+
+def _read_toml(path: str) -> Dict:
+    try:
+        import tomllib
+    except ImportError:  # Python < 3.11
+        import tomli as tomllib
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:  # TOML is UTF-8 text
+        raise ConfigError(f"{path}: not valid TOML: {err}") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read the config file: {err.strerror or err}") from None
 
 
 def as_dict(cfg: Config) -> Dict:

@@ -13,7 +13,9 @@
 The target-domain terms of (a) and (c) are one ``DESCLoss`` built from the
 config (``target_objective``), the object desc_ops' tests check. Every stage
 checkpoints atomically and resumes where it stopped; a non-finite loss stops
-the run with the name of the term.
+the run with the name of the term. A checkpoint records what made it (its stage,
+the settings that shape it, the splits it read): one made otherwise is not
+resumed or reused unless ``reuse_stages`` says so.
 
 Under torchrun every stage trains the three networks in DistributedDataParallel
 (``distributed.py``): each rank reads its DistributedSampler shard of both
@@ -23,6 +25,7 @@ checkpoints, logs, TensorBoard, results and the progress bar.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -41,7 +44,7 @@ from desc_ops.reference import _sobel_magnitude
 from . import distributed
 from .config import Config, as_dict
 from .data import DepthDataset
-from .data.layout import DataError
+from .data.layout import DataError, atomic_write, meta_path
 from .errors import UserError
 from .models import MAX_DEPTH, SCALES, DepthUNet, HeightNet, instance_features, semantic_input
 
@@ -149,6 +152,55 @@ def frozen_running_stats(net: torch.nn.Module, enabled: bool = True):
             m.momentum = momentum
 
 
+# What shapes a stage, recorded in its checkpoint and compared on resume: the settings of every
+# stage (the networks, the batches, the optimiser) and those of each kind's losses. Logging and
+# checkpoint intervals, the device, the paths (the data is recorded by content) shape nothing.
+SHARED_SETTINGS = ("seed", "width", "batch_size", "lr", "betas", "supervised_weight", "sync_bn")
+KIND_SETTINGS = {
+    "source_only": ("smoothness_weight", "target_bn_stats"),
+    "semantic": ("max_instances", "min_instance_rows"),
+    "joint": ("consistency_weight", "consistency_scales", "instance_weight", "smoothness_weight", "confidence",
+              "target_bn_stats", "max_instances", "min_instance_rows"),
+}
+REUSE = "set reuse_stages=true to reuse it anyway, or move it away (or set another out=) to train the stage again"
+
+
+def split_fingerprint(ds: DepthDataset) -> Dict:
+    """What a stage read of a split: its folder (for the messages), its frame count
+    and the sha256 of its meta.json, which lists every frame and how it was made."""
+    with open(meta_path(ds.split_dir), "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    return dict(folder=os.path.abspath(ds.split_dir), frames=len(ds), meta_sha256=digest)
+
+
+def _shown(value) -> str:
+    return json.dumps(value)  # as a TOML file or --set writes it: true, 0.001, [0.95, 0.999]
+
+
+def _described(split: Dict) -> str:
+    digest = str(split.get("meta_sha256"))[:12]
+    return f"{split.get('folder')} ({split.get('frames')} frames, meta.json sha256 {digest})"
+
+
+def provenance_difference(made: Dict, now: Dict) -> Optional[str]:
+    """The first difference between what made a checkpoint and this run, as the
+    clause of a message; None when the two agree. The splits compare by content:
+    the same files in another folder are the same data."""
+    if made.get("kind") != now["kind"]:
+        return f"it was trained as a {made.get('kind')} stage, this run trains {now['kind']}"
+    old, new = made.get("settings", {}), now["settings"]
+    for key in sorted(set(old) | set(new)):
+        if key not in old:
+            return f"it records no {key}, this run has {key}={_shown(new[key])}"
+        if old[key] != new.get(key):
+            return f"it was made with {key}={_shown(old[key])}, this run has {key}={_shown(new.get(key))}"
+    for domain, split in now["data"].items():
+        then = made.get("data", {}).get(domain, {})
+        if (then.get("frames"), then.get("meta_sha256")) != (split["frames"], split["meta_sha256"]):
+            return f"it was made from the {domain} split {_described(then)}, this run reads {_described(split)}"
+    return None
+
+
 class Trainer:
     def __init__(self, cfg: Config, run_dir: str, log=print,
                  on_step: Optional[Callable[[str, int, float], None]] = None):
@@ -164,6 +216,8 @@ class Trainer:
         self.device = distributed.device(cfg.device)
         self.source = DepthDataset(os.path.join(cfg.data, cfg.source_split), seed=cfg.seed)
         self.target = DepthDataset(os.path.join(cfg.data, cfg.target_split), seed=cfg.seed + 1)
+        self.data = {"source": split_fingerprint(self.source), "target": split_fingerprint(self.target)}
+        self._made: Dict[str, Dict] = {}  # stage -> the provenance its checkpoints record (run_stage)
         self.classes = domain_classes(self.source, self.target)
         self.num_classes = len(self.classes)
         # Enough instance slots for the most crowded frame of either split.
@@ -270,19 +324,58 @@ class Trainer:
     def checkpoint_path(self, stage: str) -> str:
         return os.path.join(self.run_dir, f"{stage}.pt")
 
+    def provenance(self, stage: str, kind: Optional[str]) -> Dict:
+        """What makes stage `stage` of kind `kind` in this run: the record its
+        checkpoints keep (plain JSON values: a tuple reads back as a list)."""
+        names = SHARED_SETTINGS + KIND_SETTINGS.get(kind, ())
+        settings = {name: getattr(self.cfg, name) for name in names}
+        settings["amp"] = self.cfg.amp and self.device.type == "cuda"  # autocast runs on CUDA only
+        settings["processes"] = distributed.world_size()  # the global batch is batch_size times this
+        return json.loads(json.dumps(dict(stage=stage, kind=kind, settings=settings, data=self.data)))
+
     def save(self, stage: str, step: int, done: bool) -> None:
         """Rank 0 writes the checkpoint of `stage` at `step`; every rank waits for it."""
         if self.main:
             path = self.checkpoint_path(stage)
+            made = self._made.get(stage) or self.provenance(stage, None)
             state = dict(stage=stage, step=step, done=done, g_rgb=self.g_rgb.state_dict(),
                          g_sem=self.g_sem.state_dict(), g_h=self.g_h.state_dict(), opt=self.opt.state_dict(),
-                         rng=torch.get_rng_state(), config=as_dict(self.cfg))
-            torch.save(state, path + ".tmp")
-            os.replace(path + ".tmp", path)  # atomic: an interruption leaves the previous checkpoint
+                         rng=torch.get_rng_state(), config=as_dict(self.cfg), made=made)
+            # Atomic: a failed or killed write leaves the previous checkpoint (a full disk: one line).
+            atomic_write(path, lambda f: torch.save(state, f), binary=True, sync=True)
         distributed.barrier()  # the next stage, on any rank, starts from this file
 
+    def check_made(self, path: str, state: Dict, stage: str, kind: str, steps: int) -> None:
+        """Raises CheckpointError, one line naming `path` and the difference, unless
+        the checkpoint found for `stage` was made by a run like this one: the same
+        stage, settings and data, and no more steps than this run asks for (a
+        finished stage, exactly as many). With reuse_stages, a difference other
+        than the stage is logged, and the checkpoint taken as it is."""
+        made = state.get("made")
+        recorded = made.get("stage") if isinstance(made, dict) else state.get("stage")
+        if recorded != stage:
+            raise CheckpointError(f"{path}: a checkpoint of stage {_shown(recorded)}, not of {stage} (copied or "
+                                  f"renamed?): move it away to train {stage} here")
+        if not isinstance(made, dict):
+            difference = "it records nothing of what made it (written before desc_train recorded its settings and data)"
+        else:
+            difference = provenance_difference(made, self.provenance(stage, kind))
+        if difference is None:
+            step, iters = state.get("step", 0), dict((s, it) for s, _, it, _ in STAGES).get(stage, "steps")
+            if state.get("done") and step != steps:
+                difference = f"it finished with {iters}={step}, this run has {iters}={steps}"
+            elif step > steps:
+                difference = f"it stopped at step {step}, past this run's {iters}={steps}"
+        if difference is None:
+            return
+        if not self.cfg.reuse_stages:
+            raise CheckpointError(f"{path}: {difference}: {REUSE}")
+        self.log(f"{stage}: {path}: {difference}; reused as it is (reuse_stages=true)")
+
     def load(self, path: str, optimizer: bool = True) -> Dict:
-        state = read_checkpoint(path, self.device)
+        return self._apply(read_checkpoint(path, self.device), path, optimizer)
+
+    def _apply(self, state: Dict, path: str, optimizer: bool = True) -> Dict:
         for name in ("g_rgb", "g_sem", "g_h"):
             _load_weights(getattr(self, name), state, name, path)
         if optimizer:
@@ -310,9 +403,14 @@ class Trainer:
         the number of steps it trained (0 when the stage was done already)."""
         kind = kind or stage
         path = self.checkpoint_path(stage)
+        self._made[stage] = self.provenance(stage, kind)
+        if self.main and os.path.exists(path + ".tmp"):
+            os.remove(path + ".tmp")  # a write a kill cut short: never a checkpoint
         first, done = 0, False
         if os.path.exists(path):
-            state = self.load(path)
+            state = read_checkpoint(path, self.device)
+            self.check_made(path, state, stage, kind, steps)  # before anything of it is taken
+            self._apply(state, path)
             first, done = state["step"], bool(state.get("done"))
         elif start_from:
             self.load(start_from, optimizer=False)
@@ -402,9 +500,7 @@ def train_desc(cfg: Config, log=print) -> Optional[Dict[str, Dict]]:
 
 
 def _write_json(path: str, obj) -> None:
-    with open(path + ".tmp", "w") as f:
-        json.dump(obj, f, indent=1)
-    os.replace(path + ".tmp", path)
+    atomic_write(path, lambda f: json.dump(obj, f, indent=1))
 
 
 class CheckpointError(UserError):

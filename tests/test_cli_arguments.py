@@ -36,17 +36,22 @@ def test_each_command_gets_its_defaults(monkeypatch, argv):
 @pytest.mark.parametrize("argv, missing", [(("generate",), "--out"), (("sheet", "a"), "--out"),
                                            (("sheet", "--out", "s.png"), "splits"),
                                            (("evaluate", "c.pt"), "split")])
-def test_required_arguments(monkeypatch, capsys, argv, missing):
-    with pytest.raises(SystemExit) as exit_:
-        _parsed(monkeypatch, argv)
-    assert exit_.value.code == 2
-    assert f"the following arguments are required: {missing}" in capsys.readouterr().err
+def test_required_arguments(capsys, argv, missing):
+    assert cli.main(list(argv)) == 1
+    assert capsys.readouterr().err == f"desc-train {argv[0]}: error: the following arguments are required: {missing}\n"
 
 
 @pytest.mark.parametrize("argv", [("evaluate", "c.pt", "s", "--crop", "eigen"), ("train", "--preset", "fast")])
-def test_choices(monkeypatch, argv):
-    with pytest.raises(SystemExit):
-        _parsed(monkeypatch, argv)
+def test_choices(capsys, argv):
+    assert cli.main(list(argv)) == 1
+    assert capsys.readouterr().err.startswith(f"desc-train {argv[0]}: error: argument {argv[-2]}: invalid choice: ")
+
+
+def test_help_still_exits_with_0(capsys):
+    for argv in (["--help"], ["generate", "--help"], ["prepare", "kitti", "--help"]):
+        with pytest.raises(SystemExit) as exit_:
+            cli.main(argv)
+        assert exit_.value.code == 0 and capsys.readouterr().out.startswith("usage: desc-train")
 
 
 @pytest.mark.parametrize("crop", ["auto", "none", "garg", "cityscapes"])

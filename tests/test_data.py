@@ -550,3 +550,121 @@ def test_only_folders_with_a_meta_json_are_splits(tmp_path):
     write_meta(str(tmp_path / "target_test"), SplitMeta(domain="target", classes=["a"], instance_classes=[],
                                                         focal=1.0, image_size=[2, 2]))
     assert list(iter_splits(str(tmp_path))) == [str(tmp_path / "target_test")]
+
+
+def test_an_rgb_image_of_another_size_is_named_not_the_depth_after_it(tmp_path):
+    split = str(tmp_path)
+    meta = _one_frame(split)
+    cv2.imwrite(str(tmp_path / "rgb" / "f.png"), np.zeros((3, 5, 3), np.uint8))
+    with pytest.raises(DataError) as err:
+        read_sample(split, "f", meta)
+    assert str(err.value) == os.path.join(split, "rgb/f.png: RGB image is 5x3, expected 6x4")
+
+
+def _meta_json(path, **fields):
+    """A meta.json as another tool might write it (NaN included), bypassing write_meta's checks."""
+    import json
+
+    raw = dict(domain="target", classes=["road"], instance_classes=[], focal=10.0, image_size=[4, 6],
+               frames={"f": {"focal": 10.0, "K": [10.0, 10.0, 3.0, 2.0]}})
+    raw.update(fields)
+    with open(os.path.join(path, "meta.json"), "w") as f:
+        json.dump(raw, f)
+
+
+@pytest.mark.parametrize("fields, message", [
+    (dict(focal=float("nan")), "focal must be a finite number of pixels above 0, got nan"),
+    (dict(focal=0), "focal must be a finite number of pixels above 0, got 0"),
+    (dict(focal=-725.0), "focal must be a finite number of pixels above 0, got -725.0"),
+    (dict(focal=float("inf")), "focal must be a finite number of pixels above 0, got inf"),
+    (dict(focal=[725.0, 725.0]), "focal must be a finite number of pixels above 0, got [725.0, 725.0]"),
+    (dict(focal="725"), "focal must be a finite number of pixels above 0, got '725'"),
+    (dict(focal=True), "focal must be a finite number of pixels above 0, got True"),
+    (dict(image_size=[4]), "image_size must be [H, W], two positive integers, got [4]"),
+    (dict(image_size="4x6"), "image_size must be [H, W], two positive integers, got '4x6'"),
+    (dict(image_size=[4, 0]), "image_size must be [H, W], two positive integers, got [4, 0]"),
+    (dict(classes="road"), "classes must be a list of class names, got 'road'"),
+    (dict(instance_classes=[1.5]), "instance_classes must be a list of class ids, got [1.5]"),
+    (dict(depth_scale=0), "depth_scale must be a finite number above 0, got 0"),
+    (dict(has_labels="yes"), "has_labels must be true or false, got 'yes'"),
+    (dict(max_instances=-1), "max_instances must be a count or null, got -1"),
+    (dict(frames=["f"]), "frames must be an object of frame name -> object, got ['f']"),
+    (dict(frames={"f": {"focal": float("nan")}}), "frames.f.focal must be a finite number of pixels above 0, got nan"),
+    (dict(frames={"f": {"focal": 0.0}}), "frames.f.focal must be a finite number of pixels above 0, got 0.0"),
+    (dict(frames={"f": {"K": [10.0, 10.0, 3.0]}}),
+     "frames.f.K must be [fx, fy, cx, cy], four numbers, got [10.0, 10.0, 3.0]"),
+    (dict(frames={"f": {"K": [0.0, 10.0, 3.0, 2.0]}}), "frames.f.K focal lengths fx 0.0 and fy 10.0 must be above 0"),
+    (dict(frames={"f": {"K": [10.0, 10.0, float("nan"), 2.0]}}), "frames.f.K must be finite, got cx nan"),
+])
+def test_meta_json_fields_of_the_wrong_kind_are_named(tmp_path, fields, message):
+    """One line naming the meta.json and the field, not a traceback later (a list
+    where a number belongs) and not a split that trains on NaN focal lengths."""
+    _meta_json(str(tmp_path), **fields)
+    with pytest.raises(DataError) as err:
+        read_meta(str(tmp_path))
+    assert str(err.value) == f"{tmp_path / 'meta.json'}: {message}"
+
+
+def test_meta_json_is_written_strict_and_checked(tmp_path):
+    """write_meta refuses what read_meta would (a NaN focal: not even JSON), and
+    writes nothing then; a meta.json.tmp a killed write left is replaced."""
+    import json
+
+    from desc_train.data.layout import write_meta
+
+    split = str(tmp_path)
+    meta = _one_frame(split)
+    (tmp_path / "meta.json.tmp").write_text("{half of a meta.js")
+    write_meta(split, meta)
+    assert sorted(os.listdir(split)) == ["depth", "instance", "meta.json", "rgb", "semantic"]
+    for bad in (dict(focal=float("nan")), dict(frames={"f": {"focal": -1.0}})):
+        with pytest.raises(DataError, match=re_escape(os.path.join(split, "meta.json"))):
+            write_meta(split, dataclasses.replace(meta, **bad))
+        assert "NaN" not in (tmp_path / "meta.json").read_text() and not (tmp_path / "meta.json.tmp").exists()
+    assert json.loads((tmp_path / "meta.json").read_text())["focal"] == 1.0
+
+
+def test_a_full_disk_keeps_the_previous_file_and_leaves_no_tmp(tmp_path, monkeypatch):
+    import errno
+    import json
+
+    import desc_train.data.layout as layout
+
+    split = str(tmp_path)
+    meta = _one_frame(split)
+    layout.write_meta(split, meta)
+    before = (tmp_path / "meta.json").read_text()
+
+    def full_disk(obj, f, **kw):
+        f.write('{"domain": "tar')  # part of it reached the disk
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(json, "dump", full_disk)
+    with pytest.raises(OSError) as err:
+        layout.write_meta(split, dataclasses.replace(meta, focal=2.0))
+    assert str(err.value) == (f"{tmp_path / 'meta.json'}: could not be written (No space left on device); the "
+                              f"previous file, if any, is kept")
+    assert (tmp_path / "meta.json").read_text() == before and not (tmp_path / "meta.json.tmp").exists()
+    monkeypatch.undo()
+    layout.write_gt(split, "f", np.ones((2, 3), np.float32))
+    monkeypatch.setattr(np, "save", lambda f, a: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space left")))
+    with pytest.raises(OSError, match=re_escape(f"{layout.gt_path(split, 'f')}: could not be written (No space")):
+        layout.write_gt(split, "f", np.zeros((2, 3), np.float32))
+    monkeypatch.undo()
+    assert (layout.read_gt(split, "f") == 1).all() and os.listdir(tmp_path / "gt") == ["f.npy"]
+
+
+@pytest.mark.parametrize("protocol, message", [
+    (dict(caps=[[80, 1e-3]]), "eval.caps must be a list of [min, max] metres, 0 <= min < max, got [[80, 0.001]]"),
+    (dict(caps="0.001,80"), "eval.caps must be a list of [min, max] metres, 0 <= min < max, got '0.001,80'"),
+    (dict(crop="eigen"), "eval.crop must be null or one of garg, cityscapes, got 'eigen'"),
+])
+def test_an_evaluation_protocol_of_the_wrong_kind_is_named(tmp_path, protocol, message):
+    from desc_train.data.layout import EVAL_CROPS
+    from desc_train.evaluate import CROPS
+
+    assert set(EVAL_CROPS) == set(CROPS)
+    _meta_json(str(tmp_path), eval=protocol)
+    with pytest.raises(DataError) as err:
+        read_meta(str(tmp_path))
+    assert str(err.value) == f"{tmp_path / 'meta.json'}: {message}"

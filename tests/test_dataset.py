@@ -90,3 +90,18 @@ def test_item_values_image_scale_and_instance_classes(tmp_path):
     assert item["image"].dtype == torch.float32 and item["image"].sum().item() == pytest.approx(1.2)
     assert item["instance_class"].tolist() == [3, 7] + [-1] * 30
     assert item["instance_ids"][3, 2].item() == 0 and item["instance_ids"][6, 9].item() == 1
+
+
+def test_class_ids_outside_the_split_s_classes_are_refused_naming_the_file(tmp_path):
+    """A frame whose semantic map holds ids past the split's classes (8 here: 0-7)
+    stops with one line naming the file and the ids, not a traceback deep in a
+    loss; 255 (ignore) is no class and fine."""
+    semantic = np.zeros((H, W), np.uint8)
+    semantic[0, :3] = 255
+    assert (DepthDataset(make_split(str(tmp_path / "ok"), semantic=semantic))[0]["semantic"][0, :3] == -1).all()
+    semantic[1, 1], semantic[2, 2] = 8, 40
+    split = make_split(str(tmp_path / "bad"), semantic=semantic)
+    with pytest.raises(DataError) as err:
+        DepthDataset(split)[0]
+    assert str(err.value) == (f"{os.path.join(split, 'semantic', 'a.png')}: class ids 8, 40 outside the split's 8 "
+                              f"classes (0-7; 255 = ignore)")

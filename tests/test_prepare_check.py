@@ -43,10 +43,8 @@ def test_frames_sets_how_many_frames_the_depth_statistics_decode(root, capsys):
 
 
 def test_prepare_needs_a_dataset(capsys):
-    with pytest.raises(SystemExit) as exit_:
-        cli(["prepare"])
-    assert exit_.value.code == 2
-    assert "usage: desc-train prepare" in capsys.readouterr().err
+    assert cli(["prepare"]) == 1
+    assert capsys.readouterr().err == "desc-train prepare: error: the following arguments are required: dataset\n"
 
 
 def test_focal_outside_the_plausible_range(root, capsys):
@@ -238,3 +236,68 @@ def test_help_formatter_on_every_kind_of_default():
     assert "--stated STATED three (default) --needed" in text
     assert "--needed NEEDED given always --n" in text
     assert text.endswith("--n N a number (default: 5)")
+
+
+def _raw_meta(root, split, **fields):
+    """Edits a split's meta.json as another tool might (NaN included): write_meta would refuse."""
+    import json
+
+    path = os.path.join(root, split, "meta.json")
+    with open(path) as f:
+        raw = json.load(f)
+    raw.update(fields)
+    with open(path, "w") as f:
+        json.dump(raw, f)
+    return path
+
+
+@pytest.mark.parametrize("fields, named", [
+    (dict(focal=float("nan")), "focal must be a finite number of pixels above 0, got nan"),
+    (dict(focal=-70.0), "focal must be a finite number of pixels above 0, got -70.0"),
+    (dict(image_size=[32]), "image_size must be [H, W], two positive integers, got [32]"),
+])
+def test_meta_json_of_non_finite_or_misshapen_fields_fails(root, capsys, fields, named):
+    path = _raw_meta(root, "source_train", **fields)
+    err = failure(capsys, root)
+    assert f"{path}: {named}" in err
+    assert "target_test" not in err  # the sound split is not blamed
+
+
+def test_a_nan_frame_focal_fails(root, capsys):
+    meta = read_meta(os.path.join(root, "source_train"))
+    frames = {n: dict(f) for n, f in meta.frames.items()}
+    frames[meta.names[2]]["focal"] = float("nan")
+    path = _raw_meta(root, "source_train", frames=frames)
+    assert f"{path}: frames.{meta.names[2]}.focal must be a finite number of pixels above 0, got nan" in \
+        failure(capsys, root)
+
+
+def _label(root, split, name, values):
+    """Puts class ids `values` into the first pixels of a frame's semantic map."""
+    import cv2
+
+    path = os.path.join(root, split, "semantic", name + ".png")
+    semantic = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    semantic.reshape(-1)[:len(values)] = values
+    cv2.imwrite(path, semantic)
+    return path
+
+
+def test_class_ids_outside_the_classes_fail_in_any_frame(root, capsys):
+    """Every frame's map is decoded, not a sample: the last frame's stray id fails
+    the check even when --frames decodes one frame's depth; 255 (ignore) is no
+    stray id."""
+    split = os.path.join(root, "source_train")
+    names = read_meta(split).names
+    _label(root, "source_train", names[0], [255, 7])
+    assert cli(["prepare", "check", root, "--frames", "1"]) == 0
+    capsys.readouterr()
+    path = _label(root, "source_train", names[-1], [8, 9, 200, 8])
+    assert cli(["prepare", "check", root, "--frames", "1"]) == 1
+    err = capsys.readouterr().err
+    assert (f"{split}: 1 of 3 frames have class ids outside its classes: {path}: class ids 8, 9, 200 outside the "
+            f"split's 8 classes (0-7; 255 = ignore)") in err
+    _label(root, "source_train", names[0], [12])
+    problems = check_split(split)[1]
+    assert len(problems) == 1 and problems[0].startswith(f"{split}: 2 of 3 frames have class ids outside")
+    assert f"{os.path.join(split, 'semantic', names[0])}.png: class ids 12 outside" in problems[0]

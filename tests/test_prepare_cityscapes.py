@@ -231,7 +231,7 @@ ERRORS = {  # case: (make_frame arguments, folder whose file is missing, prepare
     "train_extra labels": (dict(), None, ["--subset", "train_extra", "--labels", "gt"],
                            [os.path.join("gtFine", "train_extra"), "coarse labels only", "without --labels gt",
                             "desc-train prepare panoptic"]),
-    "no frames asked": (dict(), None, ["--limit", "0"], ["--limit 0: expected a positive number of frames"]),
+    "no frames asked": (dict(), None, ["--limit", "0"], ["argument --limit: expected a positive integer, got '0'"]),
 }
 
 
@@ -303,9 +303,9 @@ def test_missing_subset_folder_names_the_archive(tmp_path, capsys):
 
 @pytest.mark.parametrize("argument", [["--subset", "val,bogus"], ["--crop-bottom", "1"], ["--gt", "lidar"],
                                       ["--labels", "coarse"]])
-def test_bad_arguments_are_refused(tmp_path, argument):
-    with pytest.raises(SystemExit):
-        prepare(tmp_path, tmp_path / "out", *argument)
+def test_bad_arguments_are_refused(tmp_path, capsys, argument):
+    assert prepare(tmp_path, tmp_path / "out", *argument) == 1
+    assert capsys.readouterr().err.startswith(f"desc-train prepare cityscapes: error: argument {argument[0]}: ")
 
 
 def test_a_missing_root_is_named(tmp_path, capsys):
@@ -411,3 +411,25 @@ def test_arguments_defaults_and_required(capsys):
     with pytest.raises(SystemExit):
         parser.parse_args(base)
     assert "the following arguments are required: --subset" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("changes", [dict(fx=float("nan")), dict(fy=float("inf")), dict(baseline=float("nan"))])
+def test_camera_json_of_non_finite_focal_or_baseline_is_refused(tmp_path, changes):
+    """json reads NaN and Infinity, which meta.json must not hold: refused as a
+    focal or baseline of 0 is, naming the camera json."""
+    path = str(tmp_path / "c_camera.json")
+    cam = {"intrinsic": dict(fx=400.0, fy=410.0, u0=0.0, v0=60.0), "extrinsic": dict(baseline=0.2)}
+    for key, value in changes.items():
+        cam["extrinsic" if key == "baseline" else "intrinsic"][key] = value
+    with open(path, "w") as f:
+        json.dump(cam, f)
+    with pytest.raises(cityscapes.DataError, match=r"c_camera\.json: focal lengths \[.*\] and baseline .* must be "
+                                                   r"positive: extract camera_trainvaltest\.zip again$"):
+        cityscapes.read_camera(path, "camera_trainvaltest")
+    cam["intrinsic"].update(fx=400.0, fy=410.0, u0=float("nan"))
+    cam["extrinsic"]["baseline"] = 0.2
+    with open(path, "w") as f:
+        json.dump(cam, f)
+    with pytest.raises(cityscapes.DataError, match=r"c_camera\.json: principal point u0, v0 \[nan, 60\.0\] must be "
+                                                   r"finite and not negative"):
+        cityscapes.read_camera(path, "camera_trainvaltest")

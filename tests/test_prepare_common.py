@@ -92,3 +92,60 @@ def test_anisotropy_note_when_x_and_y_scale_more_than_1_percent_apart():
     assert anisotropy_note((100, 200), (100, 196)) == (
         "note: 200x100 -> 196x100 scales x by 0.9800 and y by 1.0000; fx and fy are scaled apart, and the focal "
         "of the height prior is fy")
+
+
+@pytest.mark.parametrize("K, problem", [
+    ([float("nan"), 5.0, 3.0, 2.0], "must be finite, got fx nan"),
+    ([5.0, 0.0, 3.0, 2.0], "focal lengths fx 5.0 and fy 0.0 must be above 0"),
+    ([-5.0, 5.0, 3.0, 2.0], "focal lengths fx -5.0 and fy 5.0 must be above 0"),
+    ([5.0, 5.0, -3.0, 2.0], "principal point cx -3.0 and cy 2.0 must not be negative"),
+    ([5.0, 5.0, 3.0], "must be [fx, fy, cx, cy], four numbers, got [5.0, 5.0, 3.0]"),
+])
+def test_intrinsics_that_are_not_finite_and_positive_fail_the_frame_before_it_is_written(tmp_path, K, problem):
+    frame = Frame(name="f", src="rgb/f.png", rgb=np.zeros((4, 6, 3), np.uint8), K=K)
+    name, record, error = _write_frame((str(tmp_path), "f", None, lambda job: frame, None, 256.0))
+    assert (name, record, error) == ("f", None, f"rgb/f.png: intrinsics {problem}")
+    assert os.listdir(tmp_path) == []  # nothing of the frame written
+
+
+def test_a_record_a_killed_run_left_half_written_is_rewritten(tmp_path):
+    """A .tmp of a frame record (a write a kill cut short) is no record: the
+    frame is converted again and the .tmp replaced; the finished split holds no .tmp."""
+    split, lines = str(tmp_path / "s"), []
+    with pytest.raises(DataError):
+        _write(split, [("a", "a"), ("b", "bad")], {}, lines)
+    records = os.path.join(split, ".prepare")
+    with open(os.path.join(records, "b.json.tmp"), "w") as f:
+        f.write('{"record": {"foc')
+    _write(split, [("a", "a"), ("b", "b")], {}, lines)
+    assert f"{split}: resuming, 1 of 2 frames written already" in lines
+    assert sorted(read_meta(split).frames) == ["a", "b"] and not os.path.exists(records)
+    leftovers = [f for _, _, files in os.walk(split) for f in files if f.endswith(".tmp")]
+    assert leftovers == []
+
+
+def test_a_full_disk_during_a_frame_record_fails_in_one_line_and_resumes(tmp_path, monkeypatch):
+    import errno
+    import json
+
+    import desc_train.data.prepare.common as common
+
+    split, lines = str(tmp_path / "s"), []
+    real = json.dump
+
+    def dump(obj, f, **kw):
+        if "record" in obj and obj["record"]["src"] == "rgb/b.png":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(obj, f, **kw)
+
+    monkeypatch.setattr(common.json, "dump", dump)
+    with pytest.raises(OSError) as err:
+        _write(split, [("a", "a"), ("b", "b")], {}, lines)
+    record = os.path.join(split, ".prepare", "b.json")
+    assert str(err.value) == f"{record}: could not be written (No space left on device); the previous file, if any, " \
+                             f"is kept"
+    assert not os.path.exists(record + ".tmp") and not os.path.exists(os.path.join(split, "meta.json"))
+    monkeypatch.undo()
+    _write(split, [("a", "a"), ("b", "b")], {}, lines)  # room again: the rerun resumes
+    assert f"{split}: resuming, 1 of 2 frames written already" in lines
+    assert sorted(read_meta(split).frames) == ["a", "b"]

@@ -375,9 +375,10 @@ def test_list_formats_give_the_same_split(tree, tmp_path, capsys):
 @pytest.mark.parametrize("extra", [["--list-format", "csv"], ["--side", "both"], ["--ext", "gif"], ["--gt", "lidar"],
                                    ["--gt-depth", "z"]])
 def test_options_take_their_choices_only(tree, tmp_path, capsys, extra):
-    with pytest.raises(SystemExit) as exit_:
-        prepare(tree, tmp_path / "out", monodepth2_list(tmp_path / "test.txt"), *extra)
-    assert exit_.value.code == 2 and "invalid choice" in capsys.readouterr().err
+    assert prepare(tree, tmp_path / "out", monodepth2_list(tmp_path / "test.txt"), *extra) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"desc-train prepare kitti: error: argument {extra[0]}: invalid choice: ") and \
+        len(err.splitlines()) == 1
 
 
 def test_published_list_is_recognised_by_its_hash(tree, tmp_path, monkeypatch):
@@ -493,10 +494,9 @@ def test_root_out_split_and_list_are_required(tmp_path, capsys, missing):
     given = {"--root": str(tmp_path / "raw"), "--out": str(tmp_path / "out"), "--split": "target_test",
              "--list": str(tmp_path / "test.txt")}
     argv = ["prepare", "kitti"] + [a for k, v in given.items() if k != missing for a in (k, v)]
-    with pytest.raises(SystemExit) as exit_:
-        cli_main(argv)
-    assert exit_.value.code == 2
-    assert f"the following arguments are required: {missing}" in capsys.readouterr().err
+    assert cli_main(argv) == 1
+    assert capsys.readouterr().err == \
+        f"desc-train prepare kitti: error: the following arguments are required: {missing}\n"
 
 
 def test_missing_calibration_names_the_archive(tree, tmp_path, capsys):
@@ -719,3 +719,19 @@ def test_npz_ground_truth_is_for_left_frames_and_is_checked_against_the_last_sca
         os.remove(os.path.join(tree, f[0], f[1], "velodyne_points", "data", f"{f[2]:010d}.bin"))
     assert prepare(tree, tmp_path / "out3", lst, "--gt-npz", str(npz)) == 0
     assert f"note: no velodyne scan beside the frames; {npz} was checked by size only" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("fx, problem", [
+    ("0.000000e+00", "focal lengths fx 0.0 and fy 721.5377 must be above 0"),
+    ("-7.215377e+02", "focal lengths fx -721.5377 and fy 721.5377 must be above 0"),
+])
+def test_a_focal_that_is_not_finite_and_positive_names_the_calibration_file(tree, tmp_path, capsys, fx, problem):
+    """A P_rect_02 of fx 0 or below stops the conversion naming the date's
+    calibration file, before any frame is written (and without a warning of a
+    division by 0; the calibration reader refuses NaN itself)."""
+    path = tree / REAL_DATE / "calib_cam_to_cam.txt"
+    path.write_text(path.read_text().replace("P_rect_02: 7.215377e+02", f"P_rect_02: {fx}"))
+    assert prepare(tree, tmp_path / "out", monodepth2_list(tmp_path / "test.txt")) == 1
+    err = capsys.readouterr().err
+    assert err == f"desc-train prepare kitti: error: {path}: P_rect_02: intrinsics {problem}\n"
+    assert not os.path.exists(tmp_path / "out" / "target_test")

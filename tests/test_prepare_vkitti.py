@@ -473,7 +473,7 @@ ERRORS = {  # case -> (tree, mutation, extra arguments, fragments of the message
     "missing scenegt for labels": (dict(version=1, labels=True), _remove("vkitti_1.3.1_scenegt"), ["--labels", "gt"],
                                    ["has vkitti_1.3.1_rgb/ but no vkitti_1.3.1_scenegt/: download "
                                     "vkitti_1.3.1_scenegt.tar and extract it beside the RGB\n"]),
-    "max depth 0": (V1, None, ["--max-depth", "0"], ["--max-depth must be positive, got 0.0"]),
+    "max depth 0": (V1, None, ["--max-depth", "0"], ["argument --max-depth: expected a finite number > 0, got '0'"]),
     "missing 1.3.1 depth archive": (V1, _remove("vkitti_1.3.1_depthgt"), [],
                                     ["no vkitti_1.3.1_depthgt/", "download vkitti_1.3.1_depthgt.tar"]),
     "missing 2.0.3 depth archive": (V2, _remove("vkitti_2.0.3_depth"), [],
@@ -534,7 +534,7 @@ def test_errors_name_the_file_and_the_fix(tmp_path, capsys, case):
     if mutate:
         mutate(root)
     err = failure(capsys, root, tmp_path / "out", *OUT_SIZE, "--allow-size", *(a.format(root=root) for a in extra))
-    assert "desc-train prepare: error:" in err
+    assert "desc-train prepare vkitti: error:" in err
     for fragment in fragments:
         assert fragment in err, (fragment, err)
 
@@ -780,9 +780,25 @@ def test_version_may_be_named_and_worlds_listed(tmp_path):
     assert meta.dataset["version"] == "1.3.1" and {n.split("_")[0] for n in meta.names} == {"0002"}
     np.testing.assert_allclose(meta.frames["0002_clone_00000"]["K"][:2], [700 * 160 / 1242, 700 * 48 / 375], rtol=1e-6)
     for wrong in (["--sky", "black"], ["--camera", "2"], ["--labels", "all"]):
-        with pytest.raises(SystemExit):
-            prepare(v1, tmp_path / "d", *wrong)
+        assert prepare(v1, tmp_path / "d", *wrong) == 1
     v2 = make_v2(tmp_path / "v2", cameras=(0,))
     _, meta = converted(v2, tmp_path / "c", *OUT_SIZE, "--allow-size", "--version", "2.0.3", "--camera", "0",
                         "--labels", "none")
     assert meta.dataset["version"] == "2.0.3"
+
+
+@pytest.mark.parametrize("row, problem", [
+    ("0 0 nan 700.0 600.0 180.0", "must be finite, got fx nan"),
+    ("0 0 700.0 0 600.0 180.0", "focal lengths fx 700.0 and fy 0.0 must be above 0"),
+    ("0 0 -700.0 700.0 600.0 180.0", "focal lengths fx -700.0 and fy 700.0 must be above 0"),
+    ("0 0 700.0 700.0 inf 180.0", "must be finite, got cx inf"),
+])
+def test_intrinsics_that_are_not_finite_and_positive_name_intrinsic_txt(tmp_path, capsys, row, problem):
+    """A focal of 0, below 0 or NaN in intrinsic.txt stops the conversion naming the
+    file and the row, and no meta.json is written (NaN is not even JSON)."""
+    src = make_v2(tmp_path / "src", cameras=(0,), frames=1)
+    path = os.path.join(src, "vkitti_2.0.3_textgt", "Scene01", "clone", "intrinsic.txt")
+    write_text(path, ["frame cameraID K[0,0] K[1,1] K[0,2] K[1,2]", row])
+    err = failure(capsys, src, tmp_path / "out", *OUT_SIZE, "--allow-size")
+    assert err == f"desc-train prepare vkitti: error: {path}: frame 0 camera 0: intrinsics {problem}\n"
+    assert not os.path.exists(tmp_path / "out" / "source_train" / "meta.json")

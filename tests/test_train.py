@@ -408,12 +408,9 @@ def foreign(tmp_path_factory):
     return str(path)
 
 
-def test_cli_without_a_command_shows_usage_and_help_describes_it(capsys):
-    with pytest.raises(SystemExit) as exit_:
-        cli_main([])
-    assert exit_.value.code == 2
-    err = capsys.readouterr().err
-    assert err.startswith("usage: desc-train ") and "the following arguments are required: command" in err
+def test_cli_without_a_command_says_so_in_one_line_and_help_describes_it(capsys):
+    assert cli_main([]) == 1
+    assert capsys.readouterr().err == "desc-train: error: the following arguments are required: command\n"
     with pytest.raises(SystemExit) as exit_:
         cli_main(["--help"])
     assert exit_.value.code == 0 and "DESC training on top of desc_ops" in capsys.readouterr().out
@@ -758,3 +755,232 @@ def test_stage_logs_and_fresh_optimizer(quick, tmp_path):
     assert len(chained.opt.state) == 0
     saved = torch.load(first.checkpoint_path("source_only"), weights_only=True)["g_rgb"]
     assert all(torch.equal(v, saved[k]) for k, v in chained.g_rgb.state_dict().items())
+
+
+# ------------------------------------------------------------ what made a checkpoint
+quiet = lambda *_: None  # noqa: E731
+REUSE = "set reuse_stages=true to reuse it anyway, or move it away (or set another out=) to train the stage again"
+
+
+@pytest.fixture(scope="module")
+def finished(quick, tmp_path_factory):
+    """A run folder whose source_only stage finished 2 steps under `quick`."""
+    run = str(tmp_path_factory.mktemp("finished"))
+    Trainer(quick, run, log=quiet).run_stage("source_only", 2)
+    return run
+
+
+def _copy(run, tmp_path):
+    import shutil
+
+    copy = str(tmp_path / "run")
+    shutil.copytree(run, copy)
+    return copy, os.path.join(copy, "source_only.pt")
+
+
+@pytest.mark.parametrize("change, difference", [
+    (dict(seed=1), "it was made with seed=0, this run has seed=1"),
+    (dict(lr=2e-3), "it was made with lr=0.001, this run has lr=0.002"),
+    (dict(betas=(0.9, 0.999)), "it was made with betas=[0.95, 0.999], this run has betas=[0.9, 0.999]"),
+    (dict(batch_size=2), "it was made with batch_size=4, this run has batch_size=2"),
+    (dict(width=6), "it was made with width=4, this run has width=6"),
+    (dict(supervised_weight=2.0), "it was made with supervised_weight=1.25, this run has supervised_weight=2.0"),
+    (dict(smoothness_weight=0.5), "it was made with smoothness_weight=0.01, this run has smoothness_weight=0.5"),
+    (dict(target_bn_stats=True), "it was made with target_bn_stats=false, this run has target_bn_stats=true"),
+    (dict(), "it finished with iters_source=2, this run has iters_source=3"),
+])
+def test_a_finished_stage_made_otherwise_is_refused_naming_the_difference(quick, finished, tmp_path, change,
+                                                                         difference):
+    """A finished stage is not reused under another seed, learning rate, size,
+    loss weight or step count: one line naming the checkpoint, the setting, its
+    recorded and its current value, and how to reuse it on purpose."""
+    run, path = _copy(finished, tmp_path)
+    before = open(path, "rb").read()
+    with pytest.raises(CheckpointError) as err:
+        Trainer(dataclasses.replace(quick, **change), run, log=quiet).run_stage("source_only", 2 if change else 3)
+    assert str(err.value) == f"{path}: {difference}: {REUSE}"
+    assert open(path, "rb").read() == before  # refused, not overwritten
+
+
+def test_settings_that_do_not_shape_a_stage_and_moved_data_reuse_it(quick, finished, tmp_path):
+    """Logging, checkpoint intervals, another kind's loss weights and the same
+    splits in another folder make the same stage: it is done already."""
+    import shutil
+
+    run, _ = _copy(finished, tmp_path)
+    moved = str(tmp_path / "moved")
+    shutil.copytree(quick.data, moved)
+    cfg = dataclasses.replace(quick, log_every=1, checkpoint_every=1, consistency_weight=3.0, instance_weight=0.0,
+                              confidence=False, data=moved, out=str(tmp_path / "elsewhere"))
+    assert Trainer(cfg, run, log=quiet).run_stage("source_only", 2) == 0
+
+
+def test_a_stage_made_from_other_data_is_refused(quick, finished, tmp_path):
+    import shutil
+
+    from desc_train.data.layout import read_meta, write_meta
+
+    run, path = _copy(finished, tmp_path)
+    other = str(tmp_path / "other")
+    shutil.copytree(quick.data, other)
+    split = os.path.join(other, quick.source_split)
+    meta = read_meta(split)
+    write_meta(split, dataclasses.replace(meta, frames={n: meta.frames[n] for n in meta.names[:-1]}))
+    with pytest.raises(CheckpointError) as err:
+        Trainer(dataclasses.replace(quick, data=other), run, log=quiet).run_stage("source_only", 2)
+    text = str(err.value)
+    assert text.startswith(f"{path}: it was made from the source split "
+                           f"{os.path.abspath(os.path.join(quick.data, quick.source_split))} (24 frames, meta.json "
+                           f"sha256 ")
+    assert f", this run reads {split} (23 frames, meta.json sha256 " in text and text.endswith(REUSE)
+    assert "\n" not in text
+
+
+def test_a_checkpoint_of_another_stage_is_refused_even_when_reusing(quick, tmp_path):
+    """joint.pt copied to source_only.pt is no finished source-only stage."""
+    import shutil
+
+    Trainer(quick, str(tmp_path / "a"), log=quiet).run_stage("joint", 1)
+    os.makedirs(tmp_path / "b")
+    path = str(tmp_path / "b" / "source_only.pt")
+    shutil.copy(tmp_path / "a" / "joint.pt", path)
+    for reuse in (False, True):
+        trainer = Trainer(dataclasses.replace(quick, reuse_stages=reuse), str(tmp_path / "b"), log=quiet)
+        with pytest.raises(CheckpointError) as err:
+            trainer.run_stage("source_only", 1)
+        assert str(err.value) == (f"{path}: a checkpoint of stage \"joint\", not of source_only (copied or "
+                                  f"renamed?): move it away to train source_only here")
+
+
+def test_reuse_stages_takes_a_stage_as_it_is_and_says_so(quick, finished, tmp_path):
+    run, path = _copy(finished, tmp_path)
+    lines = []
+    cfg = dataclasses.replace(quick, seed=1, lr=5e-4, reuse_stages=True)
+    assert Trainer(cfg, run, log=lines.append).run_stage("source_only", 2) == 0
+    assert lines == [f"source_only: {path}: it was made with lr=0.001, this run has lr=0.0005; reused as it is "
+                     f"(reuse_stages=true)", f"source_only: done already ({path})"]
+
+
+def test_a_checkpoint_without_a_record_is_refused_saying_how_to_reuse_it(quick, finished, tmp_path):
+    """A checkpoint from before checkpoints recorded what made them is not trusted
+    silently; reuse_stages=true takes it."""
+    run, path = _copy(finished, tmp_path)
+    state = torch.load(path, weights_only=True)
+    del state["made"]
+    torch.save(state, path)
+    with pytest.raises(CheckpointError) as err:
+        Trainer(quick, run, log=quiet).run_stage("source_only", 2)
+    assert str(err.value) == (f"{path}: it records nothing of what made it (written before desc_train recorded its "
+                              f"settings and data): {REUSE}")
+    assert Trainer(dataclasses.replace(quick, reuse_stages=True), run, log=quiet).run_stage("source_only", 2) == 0
+
+
+def test_an_interrupted_stage_resumes_under_its_own_settings_only(quick, finished, tmp_path):
+    run, path = _copy(finished, tmp_path)
+    state = torch.load(path, weights_only=True)
+    state.update(done=False, step=1)
+    torch.save(state, path)
+    with pytest.raises(CheckpointError, match=re.escape(f"{path}: it was made with lr=0.001, this run has lr=0.01")):
+        Trainer(dataclasses.replace(quick, lr=1e-2), run, log=quiet).run_stage("source_only", 2)
+    with pytest.raises(CheckpointError, match=re.escape(f"{path}: it stopped at step 1, past this run's "
+                                                        f"iters_source=0")):
+        Trainer(quick, run, log=quiet).run_stage("source_only", 0)
+    assert Trainer(quick, run, log=quiet).run_stage("source_only", 3) == 2  # more steps: it goes on
+    assert torch.load(path, weights_only=True)["made"]["settings"]["lr"] == quick.lr
+
+
+def test_a_full_disk_during_a_checkpoint_write_keeps_the_previous_one(quick, finished, tmp_path, monkeypatch,
+                                                                     capsys):
+    """torch.save failing part-way (a full disk) leaves the previous checkpoint
+    and no .tmp, and the command line says so in one line naming the file,
+    without torch's C++ lines."""
+    import errno
+
+    run, path = _copy(finished, tmp_path)
+    before = open(path, "rb").read()
+    trainer = Trainer(quick, run, log=quiet)
+
+    def full_disk(obj, f, *args, **kw):
+        f.write(b"PK\x03\x04 the first blocks of a checkpoint")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def torch_writer(obj, f, *args, **kw):  # what torch raises writing to a path on a full disk
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598\n"
+                           "frame #0: c10::ThrowEnforceNotMet(char const*, int, char const*)")
+
+    for failure, reason in ((full_disk, "No space left on device"),
+                            (torch_writer, "[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")):
+        monkeypatch.setattr(torch, "save", failure)
+        with pytest.raises(OSError) as err:
+            trainer.save("source_only", 5, done=True)
+        assert str(err.value) == f"{path}: could not be written ({reason}); the previous file, if any, is kept"
+        assert open(path, "rb").read() == before and sorted(os.listdir(run)) == ["log.jsonl", "source_only.pt"]
+    monkeypatch.setattr(torch, "save", full_disk)
+    out = str(tmp_path / "cli")
+    assert cli_main(["train", "--set", f"data={quick.data}", "--set", f"out={out}", "--set", "width=4",
+                     "--set", "iters_source=1", "--set", "test_split=none"]) == 1
+    err = capsys.readouterr().err  # (after the stage's progress bar)
+    assert err.splitlines()[-1] == (f"desc-train train: error: {os.path.join(out, 'source_only.pt')}: could not be "
+                                    f"written (No space left on device); the previous file, if any, is kept")
+    assert "Traceback" not in err and "enforce" not in err
+    assert not os.path.exists(os.path.join(out, "source_only.pt.tmp"))
+
+
+KILLED = """
+import os, signal, sys
+import torch
+from desc_train.config import load_config
+from desc_train.train import Trainer, train_desc
+
+torch.set_num_threads(int(sys.argv[1]))
+stage, step, moment = sys.argv[2], int(sys.argv[3]), sys.argv[4]
+if moment == "step":  # SIGKILL as the step begins
+    gradients = Trainer.gradients
+    def gradients_then_kill(self, kind, s):
+        if kind == stage and s == step:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return gradients(self, kind, s)
+    Trainer.gradients = gradients_then_kill
+else:  # SIGKILL half way through writing the checkpoint of the step
+    save = torch.save
+    def save_then_kill(obj, f, *args, **kw):
+        if obj.get("stage") == stage and obj.get("step") == step:
+            f.write(b"PK half a checkpoint")
+            f.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return save(obj, f, *args, **kw)
+    torch.save = save_then_kill
+train_desc(load_config(None, sys.argv[5:]), log=lambda *_: None)
+"""
+
+
+def test_train_killed_at_a_step_and_in_a_checkpoint_write_resumes_bitwise(quick, tmp_path):
+    """`train` SIGKILLed as a joint step begins, then again half way through
+    writing a checkpoint, and run to the end: every stage's weights, BatchNorm
+    statistics and Adam state are those of an uninterrupted run, and the .tmp
+    the second kill left is gone."""
+    from desc_train.train import train_desc
+
+    settings = [f"data={quick.data}", "width=4", "batch_size=4", "iters_source=2", "iters_sem=2", "iters_joint=4",
+                "checkpoint_every=2", "log_every=1", "test_split=none"]
+    straight = load_config(None, [*settings, f"out={tmp_path / 'straight'}"])
+    train_desc(straight, log=quiet)
+    cut = [*settings, f"out={tmp_path / 'cut'}"]
+    for stage, step, moment in (("joint", 3, "step"), ("joint", 4, "write")):
+        run = subprocess.run([sys.executable, "-c", KILLED, str(torch.get_num_threads()), stage, str(step), moment,
+                              *cut], capture_output=True, text=True)
+        assert run.returncode == -9, run.stderr
+        assert torch.load(tmp_path / "cut" / "joint.pt", weights_only=True)["step"] == 2
+    assert (tmp_path / "cut" / "joint.pt.tmp").exists()  # what the kill in the write left
+    train_desc(load_config(None, cut), log=quiet)
+    assert not [f for f in os.listdir(tmp_path / "cut") if f.endswith(".tmp")]
+    for stage in ("source_only", "semantic", "joint"):
+        a = torch.load(tmp_path / "straight" / f"{stage}.pt", weights_only=True)
+        b = torch.load(tmp_path / "cut" / f"{stage}.pt", weights_only=True)
+        assert a["done"] and b["done"] and a["step"] == b["step"]
+        for net in ("g_rgb", "g_sem", "g_h"):
+            for k in a[net]:
+                assert torch.equal(a[net][k], b[net][k]), (stage, net, k)
+        for i, s in a["opt"]["state"].items():
+            for k, v in s.items():
+                assert torch.equal(v, b["opt"]["state"][i][k]), (stage, i, k)

@@ -20,14 +20,17 @@ as ignore and no instance), "max_depth" (metres the depth was clamped to), "max_
 arguments, list hash), "label_source", "eval" (the evaluation protocol of a test split:
 ground-truth kind, crop, caps), and per frame "K" [fx, fy, cx, cy] at the stored size
 ("focal" is fy: h = f H / Z counts rows), "orig_size" [H0, W0] and "src" (the source
-file, relative to the dataset root).
+file, relative to the dataset root). read_meta and write_meta refuse a field of another
+kind (a list where a number belongs, a focal length that is not finite and above 0), naming
+it; the frames' maps must have image_size, and their class ids be classes of the split.
 """
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import IO, Any, Callable, Dict, List, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -80,19 +83,138 @@ def read_meta(split_dir: str) -> SplitMeta:
         raise DataError(f"{path}: missing (every split needs a meta.json)") from None
     except (OSError, json.JSONDecodeError) as err:
         raise DataError(f"{path}: unreadable: {err}") from None
+    if not isinstance(raw, dict):
+        raise DataError(f"{path}: must hold a JSON object of fields, got {type(raw).__name__}")
     missing = [k for k in ("domain", "classes", "instance_classes", "focal", "image_size") if k not in raw]
     if missing:
         raise DataError(f"{path}: lacks {', '.join(missing)}")
     known = {k: raw[k] for k in SplitMeta.__dataclass_fields__ if k in raw}
+    check_fields(known, path)
     return SplitMeta(**known)
 
 
+# ---------------------------------------------------------------- what meta.json fields must hold
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _positive(v) -> bool:
+    return _number(v) and v > 0
+
+
+def _count(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _cap(c) -> bool:
+    return isinstance(c, (list, tuple)) and len(c) == 2 and all(_number(v) for v in c) and 0 <= c[0] < c[1]
+
+
+EVAL_CROPS = ("garg", "cityscapes")  # the crops desc_train.evaluate knows (CROPS)
+
+# field -> (test of its value, what it must be)
+_FIELDS: Dict[str, Any] = {
+    "domain": (lambda v: isinstance(v, str), "a string"),
+    "classes": (lambda v: isinstance(v, (list, tuple)) and all(isinstance(c, str) for c in v),
+                "a list of class names"),
+    "instance_classes": (lambda v: isinstance(v, (list, tuple)) and all(_count(c) for c in v), "a list of class ids"),
+    "focal": (_positive, "a finite number of pixels above 0"),
+    "image_size": (lambda v: isinstance(v, (list, tuple)) and len(v) == 2 and all(_count(x) and x > 0 for x in v),
+                   "[H, W], two positive integers"),
+    "depth_scale": (_positive, "a finite number above 0"),
+    "baseline": (lambda v: v is None or _number(v), "a finite number of metres or null"),
+    "frames": (lambda v: isinstance(v, dict) and all(isinstance(f, dict) for f in v.values()),
+               "an object of frame name -> object"),
+    "has_depth": (lambda v: isinstance(v, bool), "true or false"),
+    "has_labels": (lambda v: isinstance(v, bool), "true or false"),
+    "max_depth": (lambda v: v is None or _positive(v), "a finite number of metres above 0 or null"),
+    "max_instances": (lambda v: v is None or _count(v), "a count or null"),
+    "dataset": (lambda v: v is None or isinstance(v, dict), "an object or null"),
+    "label_source": (lambda v: v is None or isinstance(v, dict), "an object or null"),
+    "eval": (lambda v: v is None or isinstance(v, dict), "an object or null"),
+}
+
+
+def intrinsics_problem(K) -> Optional[str]:
+    """What is wrong with [fx, fy, cx, cy] in pixels (None: nothing): focal
+    lengths must be finite and above 0, the principal point finite and not
+    negative (an image's corner at most)."""
+    if not isinstance(K, (list, tuple)) or len(K) != 4 or \
+            not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in K):
+        return f"must be [fx, fy, cx, cy], four numbers, got {_shown(K)}"
+    infinite = [f"{name} {v!r}" for name, v in zip(("fx", "fy", "cx", "cy"), K) if not math.isfinite(v)]
+    if infinite:
+        return f"must be finite, got {', '.join(infinite)}"
+    if not (K[0] > 0 and K[1] > 0):
+        return f"focal lengths fx {K[0]!r} and fy {K[1]!r} must be above 0"
+    if not (K[2] >= 0 and K[3] >= 0):
+        return f"principal point cx {K[2]!r} and cy {K[3]!r} must not be negative"
+    return None
+
+
+def _shown(value) -> str:
+    """A value as a message shows it (its repr), cut short."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def check_fields(fields: Dict[str, Any], path: str) -> None:
+    """Raises DataError naming `path` and the first field of a meta.json that is
+    not of its kind (a list where a number belongs, a focal of 0, NaN or -1):
+    such a split would otherwise fail far from its cause, or train on garbage."""
+    for key, value in fields.items():
+        test, what = _FIELDS[key]
+        if not test(value):
+            raise DataError(f"{path}: {key} must be {what}, got {_shown(value)}")
+    protocol = fields.get("eval") or {}
+    caps = protocol.get("caps")
+    if caps is not None and not (isinstance(caps, list) and all(_cap(c) for c in caps)):
+        raise DataError(f"{path}: eval.caps must be a list of [min, max] metres, 0 <= min < max, got {_shown(caps)}")
+    if protocol.get("crop") not in (None, *EVAL_CROPS):
+        raise DataError(f"{path}: eval.crop must be null or one of {', '.join(EVAL_CROPS)}, got "
+                        f"{_shown(protocol.get('crop'))}")
+    for name, frame in (fields.get("frames") or {}).items():
+        if "focal" in frame and not _positive(frame["focal"]):
+            raise DataError(f"{path}: frames.{name}.focal must be a finite number of pixels above 0, got "
+                            f"{_shown(frame['focal'])}")
+        problem = intrinsics_problem(frame["K"]) if "K" in frame else None
+        if problem:
+            raise DataError(f"{path}: frames.{name}.K {problem}")
+
+
 def write_meta(split_dir: str, meta: SplitMeta) -> None:
+    """meta.json, checked as read_meta checks it (nothing is written that it would
+    refuse), strict JSON (no NaN), atomically."""
+    fields = asdict(meta)
+    check_fields(fields, meta_path(split_dir))
     os.makedirs(split_dir, exist_ok=True)
-    tmp = meta_path(split_dir) + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(asdict(meta), f, indent=1)
-    os.replace(tmp, meta_path(split_dir))
+    atomic_write(meta_path(split_dir), lambda f: json.dump(fields, f, indent=1, allow_nan=False))
+
+
+def atomic_write(path: str, write: Callable[[IO], None], binary: bool = False, sync: bool = False) -> None:
+    """Writes `path` through `write(file)` into PATH.tmp and a rename: a reader
+    finds the previous file or the new one, never half of one. A failed write (a
+    full disk) removes the .tmp, keeps the previous file and raises one OSError
+    naming `path`; a .tmp a killed run left is overwritten by the next write of
+    the same file. `sync`: on disk before the rename (a checkpoint hours of
+    training made)."""
+    tmp = path + ".tmp"
+    try:
+        with open(tmp, "wb" if binary else "w") as f:
+            write(f)
+            if sync:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as err:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        if isinstance(err, (OSError, RuntimeError)):  # RuntimeError: torch's writer on a full disk
+            reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err).splitlines()[0]
+            raise OSError(f"{path}: could not be written ({reason}); the previous file, if any, is kept") from err
+        raise
 
 
 def _write_png(path: str, array: np.ndarray) -> None:
@@ -129,9 +251,7 @@ def write_gt(split_dir: str, name: str, gt: np.ndarray) -> None:
     """A frame's evaluation ground truth, float32 metres at its native size (0 = none)."""
     os.makedirs(os.path.join(split_dir, "gt"), exist_ok=True)
     gt = np.where(np.isfinite(gt) & (gt > 0), gt, 0).astype(np.float32)
-    tmp = gt_path(split_dir, name) + ".tmp.npy"
-    np.save(tmp, gt)
-    os.replace(tmp, gt_path(split_dir, name))
+    atomic_write(gt_path(split_dir, name), lambda f: np.save(f, gt), binary=True)
 
 
 def read_gt(split_dir: str, name: str) -> Optional[np.ndarray]:
@@ -179,43 +299,88 @@ def _read_png(path: str, flags: int, size: Optional[Sequence[int]], what: str) -
     return array
 
 
-def read_sample(split_dir: str, name: str, meta: SplitMeta) -> Dict[str, np.ndarray]:
-    """The arrays of one frame: rgb (H, W, 3) uint8, depth (H, W) float32 metres
-    (0 = none, and everywhere in a split without depth), semantic (H, W) int64 (-1 =
-    ignore, everywhere in a split without labels), instance (H, W) int64 (0 = none)."""
-    bgr = _read_png(os.path.join(split_dir, "rgb", name + ".png"), cv2.IMREAD_COLOR, None, "RGB image")
-    size = bgr.shape[:2]
+def frame_path(split_dir: str, folder: str, name: str, ext: str = ".png") -> str:
+    return os.path.join(split_dir, folder, name + ext)
+
+
+def read_rgb(split_dir: str, name: str, meta: SplitMeta) -> np.ndarray:
+    """(H, W, 3) uint8 RGB, of the split's image_size: an image of another size is
+    its own fault, not that of the maps read after it."""
+    path = frame_path(split_dir, "rgb", name)
+    bgr = _read_png(path, cv2.IMREAD_COLOR, meta.image_size, "RGB image")
     if bgr.ndim != 3 or bgr.shape[2] != 3:
-        raise DataError(f"{os.path.join(split_dir, 'rgb', name + '.png')}: not a 3-channel image")
-    npy = os.path.join(split_dir, "depth", name + ".npy")
+        raise DataError(f"{path}: not a 3-channel image")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def read_depth(split_dir: str, name: str, meta: SplitMeta) -> np.ndarray:
+    """(H, W) float32 metres, 0 = none (everywhere in a split without depth)."""
+    size = tuple(meta.image_size)
+    npy = frame_path(split_dir, "depth", name, ".npy")
     if not meta.has_depth:
-        depth = np.zeros(size, np.float32)
-    elif os.path.exists(npy):
+        return np.zeros(size, np.float32)
+    if os.path.exists(npy):
         try:
             depth = np.load(npy).astype(np.float32)
         except (OSError, ValueError) as err:
             raise DataError(f"{npy}: unreadable depth: {err}") from None
         if depth.shape != size:
             raise DataError(f"{npy}: depth is {depth.shape}, expected {size}")
-        depth = np.where(np.isfinite(depth) & (depth > 0), depth, 0).astype(np.float32)
-    else:
-        raw = _read_png(os.path.join(split_dir, "depth", name + ".png"), cv2.IMREAD_UNCHANGED, size, "depth")
-        if raw.dtype != np.uint16 or raw.ndim != 2:
-            raise DataError(f"{os.path.join(split_dir, 'depth', name + '.png')}: depth must be a 16-bit "
-                            f"single-channel PNG, got {raw.dtype} with shape {raw.shape}")
-        depth = raw.astype(np.float32) / meta.depth_scale
-    if not meta.has_labels:
-        return dict(rgb=cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), depth=depth, semantic=np.full(size, -1, np.int64),
-                    instance=np.zeros(size, np.int64))
-    semantic = _read_png(os.path.join(split_dir, "semantic", name + ".png"), cv2.IMREAD_UNCHANGED, size,
-                         "semantic labels")
+        return np.where(np.isfinite(depth) & (depth > 0), depth, 0).astype(np.float32)
+    png = frame_path(split_dir, "depth", name)
+    raw = _read_png(png, cv2.IMREAD_UNCHANGED, size, "depth")
+    if raw.dtype != np.uint16 or raw.ndim != 2:
+        raise DataError(f"{png}: depth must be a 16-bit single-channel PNG, got {raw.dtype} with shape {raw.shape}")
+    return raw.astype(np.float32) / meta.depth_scale
+
+
+def read_semantic(split_dir: str, name: str, meta: SplitMeta) -> np.ndarray:
+    """(H, W) int64 class ids as stored, -1 = ignore (255); not checked against the classes."""
+    path = frame_path(split_dir, "semantic", name)
+    semantic = _read_png(path, cv2.IMREAD_UNCHANGED, meta.image_size, "semantic labels")
     if semantic.ndim != 2:
-        raise DataError(f"{os.path.join(split_dir, 'semantic', name + '.png')}: labels must be single-channel")
+        raise DataError(f"{path}: labels must be single-channel")
     semantic = semantic.astype(np.int64)
     semantic[semantic == 255] = -1
-    instance = _read_png(os.path.join(split_dir, "instance", name + ".png"), cv2.IMREAD_UNCHANGED, size,
-                         "instance ids")
+    return semantic
+
+
+def foreign_ids(semantic: np.ndarray, num_classes: int) -> List[int]:
+    """The ids of a semantic map (-1 = ignore) that are no class of a split of
+    `num_classes`: [] after a min and a max in the usual case."""
+    if semantic.size == 0 or (semantic.min() >= -1 and semantic.max() < num_classes):
+        return []
+    values = np.unique(semantic)
+    return [int(v) for v in values[(values < -1) | (values >= num_classes)]]
+
+
+def ids_message(ids: Sequence[int], num_classes: int) -> str:
+    shown = ", ".join(str(255 if v == -1 else v) for v in ids[:8]) + (", ..." if len(ids) > 8 else "")
+    return f"class ids {shown} outside the split's {num_classes} classes (0-{num_classes - 1}; 255 = ignore)"
+
+
+def read_sample(split_dir: str, name: str, meta: SplitMeta) -> Dict[str, np.ndarray]:
+    """The arrays of one frame: rgb (H, W, 3) uint8, depth (H, W) float32 metres
+    (0 = none, and everywhere in a split without depth), semantic (H, W) int64 (-1 =
+    ignore, everywhere in a split without labels), instance (H, W) int64 (0 = none).
+    Every map must have the split's image_size, and every class id be a class of it."""
+    rgb = read_rgb(split_dir, name, meta)
+    depth = read_depth(split_dir, name, meta)
+    size = tuple(meta.image_size)
+    if not meta.has_labels:
+        return dict(rgb=rgb, depth=depth, semantic=np.full(size, -1, np.int64), instance=np.zeros(size, np.int64))
+    semantic = read_semantic(split_dir, name, meta)
+    # Checked here, cheaply: an id past the classes would fail deep in a loss, or not at all.
+    bad = foreign_ids(semantic, len(meta.classes))
+    if bad:
+        raise DataError(f"{frame_path(split_dir, 'semantic', name)}: {ids_message(bad, len(meta.classes))}")
+    return dict(rgb=rgb, depth=depth, semantic=semantic, instance=read_instance(split_dir, name, meta))
+
+
+def read_instance(split_dir: str, name: str, meta: SplitMeta) -> np.ndarray:
+    """(H, W) int64 instance ids, 0 = none."""
+    path = frame_path(split_dir, "instance", name)
+    instance = _read_png(path, cv2.IMREAD_UNCHANGED, meta.image_size, "instance ids")
     if instance.ndim != 2:
-        raise DataError(f"{os.path.join(split_dir, 'instance', name + '.png')}: instance ids must be single-channel")
-    return dict(rgb=cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), depth=depth, semantic=semantic,
-                instance=instance.astype(np.int64))
+        raise DataError(f"{path}: instance ids must be single-channel")
+    return instance.astype(np.int64)

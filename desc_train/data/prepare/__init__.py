@@ -30,7 +30,7 @@ class _Defaults(argparse.HelpFormatter):
 
 def add_parser(sub) -> None:
     p = sub.add_parser("prepare", help="convert a real dataset into desc_train's layout")
-    datasets = p.add_subparsers(dest="dataset", required=True)
+    datasets = p.add_subparsers(dest="dataset", required=True, parser_class=type(p))  # the command line's
     for command, (module, text) in COMMANDS.items():
         mod = importlib.import_module(f"{__name__}.{module}")
         q = datasets.add_parser(command, help=text, description=(mod.__doc__ or text).split("\n\n")[0],

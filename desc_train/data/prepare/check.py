@@ -2,12 +2,16 @@
 depth scale, instance counts and evaluation ground truth, before hours of
 training find a problem in a DataLoader worker.
 
-Fails (exit 1) on: a missing file; a focal length outside 0.1-10 image widths; splits
-labelling different classes; instance classes that are not classes; source depth
-whose median exceeds 200 m or whose maximum is under 1 m (a wrong scale); a test
-split (one with an evaluation protocol in meta.json) without ground truth for
-every frame. Reports the rest (frames, sizes, focal range, depth statistics, the
-share of depth at max_depth, instances per frame, splits still without labels).
+Fails (exit 1) on: a meta.json field of the wrong kind (a focal of 0, NaN or
+negative, a list where a number belongs); a missing file; a focal length outside
+0.1-10 image widths; splits labelling different classes; instance classes that are
+not classes; class ids in a semantic map that are no class of its split (every
+frame's map is decoded: one bad frame is enough to stop a training run); source
+depth whose median exceeds 200 m or whose maximum is under 1 m (a wrong scale); a
+test split (one with an evaluation protocol in meta.json) without ground truth for
+every frame. Reports the rest (frames, sizes, focal range, depth statistics of
+--frames sampled frames, the share of depth at max_depth, instances per frame,
+splits still without labels).
 """
 from __future__ import annotations
 
@@ -16,17 +20,21 @@ from typing import List, Tuple
 
 import numpy as np
 
-from ..layout import DataError, SplitMeta, gt_path, read_gt, read_meta, read_sample
+from ..layout import (DataError, SplitMeta, foreign_ids, frame_path, gt_path, ids_message, read_depth, read_gt,
+                      read_instance, read_meta, read_rgb, read_semantic)
+from .common import parse_positive
 
 # Focal length in image widths: outside, the intrinsics were not read right (normalised,
 # in millimetres, or of another size). KITTI's is 0.58 widths, Cityscapes' 1.1.
 FOCAL_RANGE = (0.1, 10.0)
 SAMPLED = 64  # frames whose depth is decoded for the statistics
+SHOWN = 5  # frames named of those with foreign class ids
 
 
 def add_arguments(p) -> None:
     p.add_argument("root", help="root of a prepared dataset (folders with meta.json)")
-    p.add_argument("--frames", type=int, default=SAMPLED, help="frames per split decoded for depth statistics")
+    p.add_argument("--frames", type=parse_positive, default=SAMPLED,
+                   help="frames per split decoded for depth statistics (at least 1)")
 
 
 def splits_of(root: str) -> List[str]:
@@ -49,6 +57,38 @@ def _missing_files(split: str, meta: SplitMeta) -> List[str]:
         if meta.eval and not os.path.exists(gt_path(split, name)):
             missing.append(gt_path(split, name))
     return missing
+
+
+def _foreign_class_ids(split: str, meta: SplitMeta) -> List[str]:
+    """The problem, if any, of frames whose semantic map holds ids that are no class
+    of the split (255 = ignore is one): every frame is decoded, since the
+    trainer stops at the first such frame it draws, however rare."""
+    bad = {}
+    for name in meta.names:
+        try:
+            ids = foreign_ids(read_semantic(split, name, meta), len(meta.classes))
+        except DataError as err:  # unreadable, or of another size: named as it is
+            return [str(err)]
+        if ids:
+            bad[name] = ids
+    if not bad:
+        return []
+    first = "; ".join(f"{frame_path(split, 'semantic', n)}: {ids_message(ids, len(meta.classes))}"
+                      for n, ids in list(bad.items())[:SHOWN])
+    more = f"; and {len(bad) - SHOWN} more frames" if len(bad) > SHOWN else ""
+    return [f"{split}: {len(bad)} of {len(meta.names)} frames have class ids outside its classes: {first}{more}"]
+
+
+def _sampled_depth(split: str, sample: List[str], meta: SplitMeta) -> np.ndarray:
+    """The depth of the sampled frames, their RGB and instance maps decoded too
+    (a map unreadable or of another size than image_size stops here, named)."""
+    depths = []
+    for name in sample:
+        read_rgb(split, name, meta)
+        if meta.has_labels:
+            read_instance(split, name, meta)
+        depths.append(read_depth(split, name, meta).ravel())
+    return np.concatenate(depths)
 
 
 def check_split(split: str, frames: int = SAMPLED) -> Tuple[List[str], List[str]]:
@@ -79,7 +119,7 @@ def check_split(split: str, frames: int = SAMPLED) -> Tuple[List[str], List[str]
         lines.append(f"  at most {meta.max_instances} instances in a frame (the trainer takes at least as many slots)")
     sample = [names[i] for i in np.linspace(0, len(names) - 1, min(frames, len(names))).astype(int)] if names else []
     if meta.has_depth and sample and not missing:
-        depth = np.concatenate([read_sample(split, n, meta)["depth"].ravel() for n in sample])
+        depth = _sampled_depth(split, sample, meta)
         valid = depth[depth > 0]
         if valid.size == 0:
             problems.append(f"{split}: no depth in {len(sample)} sampled frames")
@@ -92,6 +132,8 @@ def check_split(split: str, frames: int = SAMPLED) -> Tuple[List[str], List[str]
             if med > 200 or top < 1:
                 problems.append(f"{split}: depth median {med:.1f} m, max {top:.2f} m: not metres (wrong depth_scale "
                                 f"or converted depth?)")
+    if meta.has_labels and names and not missing:
+        problems += _foreign_class_ids(split, meta)
     if meta.eval:
         lines.append(f"  evaluation: ground truth {meta.eval.get('gt_kind')}, crop {meta.eval.get('crop')}, "
                      f"caps {meta.eval.get('caps')}")

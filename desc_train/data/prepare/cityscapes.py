@@ -215,8 +215,12 @@ def read_camera(path: str, download: str) -> Tuple[List[float], float]:
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise DataError(f"{path}: expected a camera json with intrinsic fx, fy, u0, v0 and extrinsic baseline "
                         f"({type(err).__name__}: {err}): extract {download}.zip again") from None
-    if min(K[:2]) <= 0 or baseline <= 0:
+    # "not above 0" also refuses NaN, which json reads and meta.json must not hold.
+    if not all(v > 0 and np.isfinite(v) for v in (*K[:2], baseline)):
         raise DataError(f"{path}: focal lengths {K[:2]} and baseline {baseline} must be positive: "
+                        f"extract {download}.zip again")
+    if not all(v >= 0 and np.isfinite(v) for v in K[2:]):
+        raise DataError(f"{path}: principal point u0, v0 {K[2:]} must be finite and not negative: "
                         f"extract {download}.zip again")
     return K, baseline
 

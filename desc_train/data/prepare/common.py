@@ -24,7 +24,10 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from ..layout import DEPTH_SCALE, DataError, SplitMeta, meta_path, write_gt, write_meta, write_sample
+from ...config import FOLDER_NAME, MAX_SIDE, is_folder_name
+from ...errors import WORKERS, Bounds, argument, shown
+from ..layout import (DEPTH_SCALE, DataError, SplitMeta, atomic_write, intrinsics_problem, meta_path, write_gt,
+                      write_meta, write_sample)
 
 RECORDS = ".prepare"  # per-frame records of a split being written; gone once meta.json is
 MAX_SHOWN = 20  # errors printed of a failed run
@@ -65,21 +68,37 @@ def parse_size(text: str):
     try:
         h, w = (int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"size must look like 192x640 or be 'native', got {text!r}") from None
-    if h < 16 or w < 16 or h % 16 or w % 16:
-        raise argparse.ArgumentTypeError(f"size must be multiples of 16 (the networks' input), got {text!r}")
+        raise argparse.ArgumentTypeError(f"size must look like 192x640 or be 'native', got {shown(text)}") from None
+    if h < 16 or w < 16 or h % 16 or w % 16 or h > MAX_SIDE or w > MAX_SIDE:
+        raise argparse.ArgumentTypeError(f"size must be multiples of 16 (the networks' input) from 16 to {MAX_SIDE}, "
+                                         f"got {shown(text)}")
     return h, w
+
+
+parse_workers = argument(WORKERS)
+parse_positive = argument(Bounds(1))  # --limit, frame counts
+parse_length = argument(Bounds(0, integer=False, open_lo=True))  # metres, pixels
+
+
+def parse_split(text: str) -> str:
+    """A split's folder name, right under --out: a path could write outside it."""
+    if not is_folder_name(text):
+        raise argparse.ArgumentTypeError(f"expected {FOLDER_NAME}, got {shown(text)}")
+    return text
 
 
 def add_common_arguments(p: argparse.ArgumentParser, size: str = "192x640", root: bool = True) -> None:
     if root:
         p.add_argument("--root", required=True, help="the dataset as downloaded and extracted")
     p.add_argument("--out", required=True, help="root of the prepared dataset (desc_train's layout)")
-    p.add_argument("--split", required=True, help="split folder to write under --out, e.g. source_train")
+    p.add_argument("--split", required=True, type=parse_split,
+                   help="split folder to write under --out, e.g. source_train (a folder name, not a path)")
     p.add_argument("--size", type=parse_size, default=size,
                    help="HxW of the stored frames, multiples of 16, or 'native'")
-    p.add_argument("--workers", type=int, default=None, help="processes (default: the CPU count, at most 8)")
-    p.add_argument("--limit", type=int, default=None, help="convert the first N frames only (a trial run)")
+    p.add_argument("--workers", type=parse_workers, default=None,
+                   help="processes (default: the CPU count, at most 8)")
+    p.add_argument("--limit", type=parse_positive, default=None,
+                   help="convert the first N frames only, N >= 1 (a trial run)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a finished split, or restart an interrupted one instead of resuming it")
 
@@ -89,6 +108,21 @@ def sha256_lines(lines: Iterable[str]) -> str:
 
 
 # ---------------------------------------------------------------- geometry
+def check_intrinsics(K: Sequence[float], where: str) -> List[float]:
+    """[fx, fy, cx, cy] as floats; DataError naming `where` (the calibration file
+    and the entry the values came from) unless the focal lengths are finite and
+    above 0 and the principal point finite and not negative: meta.json takes no
+    NaN, and a focal of 0 or below makes every metric height wrong."""
+    try:
+        values = [float(v) for v in K]
+    except (TypeError, ValueError):
+        values = None
+    problem = intrinsics_problem(values if values is not None else K)
+    if problem:
+        raise DataError(f"{where}: intrinsics {problem}")
+    return values
+
+
 def scale_intrinsics(K: Sequence[float], orig: Tuple[int, int], size: Tuple[int, int]) -> List[float]:
     """[fx, fy, cx, cy] at (H0, W0) -> at (H, W): x by W/W0, y by H/H0."""
     (H0, W0), (H, W) = orig, size
@@ -132,13 +166,16 @@ def _write_frame(args) -> Tuple[str, Optional[Dict], Optional[str]]:
         a = getattr(fr, key)
         if a is not None and a.shape[:2] != orig:
             return name, None, f"{fr.src}: {key} is {a.shape[1]}x{a.shape[0]} but the image is {orig[1]}x{orig[0]}"
+    try:  # the reader checked its calibration file; this stops what slipped through
+        K = check_intrinsics(scale_intrinsics(check_intrinsics(fr.K, fr.src), orig, size), fr.src)
+    except DataError as err:
+        return name, None, str(err)
     depth = resize_nearest(fr.depth.astype(np.float32), size) if fr.depth is not None else None
     write_sample(split_dir, name, resize_rgb(fr.rgb, size), depth,
                  resize_nearest(fr.semantic, size) if fr.semantic is not None else None,
                  resize_nearest(fr.instance, size) if fr.instance is not None else None, depth_scale=depth_scale)
     if fr.gt is not None:
         write_gt(split_dir, name, fr.gt)
-    K = scale_intrinsics(fr.K, orig, size)
     record = dict(focal=K[1], K=[round(v, 6) for v in K], orig_size=list(orig), src=fr.src, **fr.extra)
     stats: Dict[str, Any] = dict(size=list(size))
     if depth is not None:
@@ -147,10 +184,9 @@ def _write_frame(args) -> Tuple[str, Optional[Dict], Optional[str]]:
         stats["gt"] = _depth_stats(fr.gt)
     if fr.instance is not None:
         stats["instances"] = int(len(np.unique(fr.instance[fr.instance > 0])))
-    tmp = _record_path(split_dir, name) + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(dict(record=record, stats=stats), f)
-    os.replace(tmp, _record_path(split_dir, name))  # last: a frame with a record is complete
+    # Last: a frame with a record is complete (a .tmp a killed run left is rewritten with the frame).
+    atomic_write(_record_path(split_dir, name), lambda f: json.dump(dict(record=record, stats=stats), f,
+                                                                     allow_nan=False))
     return name, record, None
 
 
@@ -184,9 +220,7 @@ def keep_records(records: str, args: Dict, restart: bool, discard: str) -> None:
         if restart or not same:
             shutil.rmtree(discard)
     os.makedirs(records, exist_ok=True)
-    with open(saved + ".tmp", "w") as f:
-        json.dump(args, f)
-    os.replace(saved + ".tmp", saved)
+    atomic_write(saved, lambda f: json.dump(args, f))
 
 
 def write_split(split_dir: str, frames: Sequence[Tuple[str, Any]], read: Callable[[Any], Frame], *,

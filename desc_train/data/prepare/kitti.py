@@ -35,6 +35,8 @@ import numpy as np
 from ...errors import UserError
 from .. import coco
 from ..layout import DataError
+from .common import check_intrinsics
+from .kitti_calib import CAM_TO_CAM
 from .common import Frame, add_common_arguments, anisotropy_note, sha256_lines, write_split
 from .kitti_calib import (DEPTH_KINDS, Camera, load_camera, load_velo_to_cam, missing_scan, project_depth,
                           read_velodyne, velo_to_image)
@@ -186,8 +188,17 @@ def image_sources(root: str, entries: Sequence[Entry], ext: str) -> List[str]:
 
 
 def load_cameras(root: str, entries: Sequence[Entry]) -> Dict[Tuple[str, int], Camera]:
-    """The calibrated camera of every (date, camera) the entries use."""
-    return {(d, c): load_camera(root, d, c) for d, c in sorted({(e.date, e.cam) for e in entries})}
+    """The calibrated camera of every (date, camera) the entries use; DataError
+    naming the calibration file of a focal that is not finite and above 0, or of
+    a baseline that is not finite."""
+    with np.errstate(divide="ignore", invalid="ignore"):  # a focal of 0: refused below, no warning first
+        cameras = {(d, c): load_camera(root, d, c) for d, c in sorted({(e.date, e.cam) for e in entries})}
+    for (date, cam), camera in cameras.items():
+        path = os.path.join(root, date, CAM_TO_CAM)
+        check_intrinsics(camera.K, f"{path}: P_rect_0{cam}")
+        if not np.isfinite(camera.baseline):
+            raise DataError(f"{path}: P_rect_02 and P_rect_03 give a baseline of {camera.baseline} m")
+    return cameras
 
 
 def read_rgb(path: str, camera: Camera) -> np.ndarray:

@@ -44,8 +44,8 @@ import numpy as np
 from tqdm import tqdm
 
 from .. import coco
-from ..layout import DataError, SplitMeta, meta_path, read_meta, write_meta, write_sample
-from .common import keep_records, listed, resize_nearest
+from ..layout import DataError, SplitMeta, atomic_write, meta_path, read_meta, write_meta, write_sample
+from .common import keep_records, listed, parse_split, parse_workers, resize_nearest
 
 RECORDS = ".panoptic"  # per-frame records of a labelling run; gone once meta.json says has_labels
 VOID = 0  # the segment id of unlabelled pixels in both formats
@@ -248,10 +248,8 @@ def label_frame(job: Job) -> Tuple[str, Optional[str]]:
     instance, visible = keep_largest(resize_nearest(instance, size), most)
     counts.update(instances=min(visible, most), vanished=made - visible, beyond_max=max(0, visible - most))
     write_sample(job.split_dir, job.name, None, semantic=resize_nearest(semantic, size), instance=instance)
-    tmp = _record_path(job.split_dir, job.name) + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(counts, f)
-    os.replace(tmp, _record_path(job.split_dir, job.name))  # last: a frame with a record is complete
+    # Last: a frame with a record is complete (a .tmp a killed run left is rewritten with the frame).
+    atomic_write(_record_path(job.split_dir, job.name), lambda f: json.dump(counts, f))
     return job.name, None
 
 
@@ -399,7 +397,10 @@ def instance_classes(text: str) -> Tuple[int, ...]:
 
 
 def _fraction(text: str) -> float:
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0  # refused below, naming the text
     if not 0 <= value <= 1:
         raise argparse.ArgumentTypeError(f"a score threshold lies in [0, 1], got {text}")
     return value
@@ -416,7 +417,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="coco: the panoptic JSON (PNGs in the folder named as its stem) or a folder holding both; "
                         "detectron2: the folder of NAME.npz files")
     p.add_argument("--out", required=True, help="root of the prepared dataset (desc_train's layout)")
-    p.add_argument("--split", required=True, help="the prepared split to label, e.g. target_train")
+    p.add_argument("--split", required=True, type=parse_split,
+                   help="the prepared split to label, e.g. target_train (a folder name under --out)")
     p.add_argument("--format", required=True, choices=["coco", "detectron2"], help="how the predictions are stored")
     p.add_argument("--score-thresh", type=_fraction, default=0.8,
                    help="thing segments scoring less are no instances (DESC: 0.8); segments without score are kept")
@@ -428,7 +430,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--match", choices=["name", "src"], default="name",
                    help="name: prediction file stem = frame name; src: prediction path = the frame's source path "
                         "(or a trailing part of it) without extension")
-    p.add_argument("--workers", type=int, default=None, help="processes; when not given, the CPU count, at most 8")
+    p.add_argument("--workers", type=parse_workers, default=None,
+                   help="processes; when not given, the CPU count, at most 8")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the labels of a labelled split, or restart an interrupted run instead of resuming it")
 

@@ -45,8 +45,10 @@ import numpy as np
 
 from .. import coco
 from ..layout import DataError
-from .common import (Frame, add_common_arguments, anisotropy_note, scale_intrinsics, raise_all, sha256_lines,
-                     write_split)
+from .common import check_intrinsics
+from ...errors import Bounds, argument
+from .common import (Frame, add_common_arguments, anisotropy_note, parse_length, scale_intrinsics, raise_all,
+                     sha256_lines, write_split)
 
 NATIVE = (375, 1242)  # (H, W) of every Virtual KITTI frame; the intrinsics refer to it
 V1_K = (725.0, 725.0, 620.5, 187.0)
@@ -107,15 +109,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="worlds to convert, e.g. 0001 0002 or Scene01,Scene02 (None: all)")
     p.add_argument("--variations", nargs="+", default=None,
                    help="variations to convert, e.g. clone fog (None: all)")
-    p.add_argument("--camera", type=int, choices=[0, 1], default=0,
+    p.add_argument("--camera", type=argument(Bounds(0, 1)), default=0, metavar="{0,1}",
                    help="2.0.3 camera (0 left, 1 right); 1.3.1 has camera 0 only")
-    p.add_argument("--max-depth", type=float, default=80.0, help="metres every depth is clamped to")
+    p.add_argument("--max-depth", type=parse_length, default=80.0, help="metres every depth is clamped to")
     p.add_argument("--sky", choices=["clamp", "ignore"], default="clamp",
                    help="sky (the far plane): --max-depth metres (DESC), or no depth")
     p.add_argument("--labels", choices=["none", "gt"], default="none",
                    help="none: labels come later from 'prepare panoptic' (DESC); gt: the dataset's own "
                         "classes and vehicle instances")
-    p.add_argument("--focal", type=float, default=None,
+    p.add_argument("--focal", type=parse_length, default=None,
                    help="constant fx = fy at 1242x375 instead of 725 (1.3.1) or intrinsic.txt (2.0.3)")
     p.add_argument("--allow-size", action="store_true",
                    help="accept frames other than 1242x375 (the intrinsics are scaled with the size)")
@@ -416,11 +418,15 @@ def _is_number(text: str) -> bool:
 
 
 def read_intrinsics(path: str) -> Dict[Tuple[int, int], Tuple[float, ...]]:
-    """(frame, camera) -> (fx, fy, cx, cy) from a 2.0.3 intrinsic.txt."""
+    """(frame, camera) -> (fx, fy, cx, cy) from a 2.0.3 intrinsic.txt; DataError
+    naming the file and the row of a focal that is not finite and above 0."""
     try:
-        return {(int(r[0]), int(r[1])): tuple(float(v) for v in r[2:6]) for r in read_table(path, 6)[1]}
+        table = {(int(r[0]), int(r[1])): tuple(float(v) for v in r[2:6]) for r in read_table(path, 6)[1]}
     except ValueError:
         raise DataError(f"{path}: expected rows 'frame cameraID fx fy cx cy' of numbers") from None
+    for (frame, camera), K in table.items():
+        check_intrinsics(K, f"{path}: frame {frame} camera {camera}")
+    return table
 
 
 @dataclass
@@ -613,7 +619,8 @@ def frame_name(source: Source, group: Group, number: int) -> str:
 def group_intrinsics(source: Source, group: Group, focal: Optional[float]):
     """A function frame number -> (fx, fy, cx, cy) at NATIVE for the group."""
     if focal is not None:
-        return lambda n: (focal, focal, V1_K[2], V1_K[3])
+        K = tuple(check_intrinsics((focal, focal, V1_K[2], V1_K[3]), "--focal"))
+        return lambda n: K
     if source.version == "1.3.1":
         return lambda n: V1_K
     path, expected = source.text_file(group.world, group.variation, "intrinsic.txt")
