@@ -53,58 +53,51 @@ DESC_OPS_ISA_VARIANTS(runs_l1, runs_l1_body,
                        int64_t* sgn),
                       (d_b, W, runs, n_runs, z, row_sum, sgn))
 
-// The gradient of one image, every run written once: s sign(d - z) on the
-// runs of used slots, 0 elsewhere (ids outside [0, K), unused slots).
-template <typename scalar_t, int B, typename acc_t = opmath_t<scalar_t>>
-DESC_OPS_ALWAYS_INLINE void runs_grad_body(const scalar_t* __restrict__ d_b, int64_t W, int64_t K, const Run* runs,
-                                           int64_t n_runs, const acc_t* z, acc_t s, scalar_t* __restrict__ g_b) {
+// One image, every run written once: on the runs of used slots s sign(d - z)
+// (the gradient) or, with kAbs, |d - z| (reduction "none"'s map); 0 elsewhere
+// (ids outside [0, K), unused slots).
+template <bool kAbs, typename scalar_t, int B, typename acc_t>
+DESC_OPS_ALWAYS_INLINE void runs_write(const scalar_t* __restrict__ d_b, int64_t W, int64_t K, const Run* runs,
+                                       int64_t n_runs, const acc_t* z, acc_t s, scalar_t* __restrict__ out_b) {
   constexpr int N = kLanes<acc_t, B>;
   for (int64_t r = 0; r < n_runs; ++r) {
     const Run& run = runs[r];
     const acc_t zk = run.k >= 0 && run.k < K ? z[run.k] : std::numeric_limits<acc_t>::quiet_NaN();
     const scalar_t* d = d_b + run.y * W + run.x0;
-    scalar_t* g = g_b + run.y * W + run.x0;
+    scalar_t* out = out_b + run.y * W + run.x0;
     const int64_t n = run.x1 - run.x0;
     int64_t i = 0;
     if (zk != zk) {
       const Vec<acc_t, B> zero{};
-      for (; i + N <= n; i += N) vstore(g + i, zero);
-      if (i < n) vstore_part(g + i, zero, n - i);
+      for (; i + N <= n; i += N) vstore(out + i, zero);
+      if (i < n) vstore_part(out + i, zero, n - i);
       continue;
     }
-    for (; i + N <= n; i += N) vstore(g + i, Vec<acc_t, B>(s * math::sign(Vec<acc_t, B>(vload<acc_t, B>(d + i) - zk))));
+    for (; i + N <= n; i += N) {
+      const Vec<acc_t, B> diff = vload<acc_t, B>(d + i) - zk;
+      vstore(out + i, kAbs ? vabs(diff) : Vec<acc_t, B>(s * math::sign(diff)));
+    }
     if (i < n) {
-      vstore_part(g + i, Vec<acc_t, B>(s * math::sign(Vec<acc_t, B>(vload_part<acc_t, B>(d + i, n - i) - zk))), n - i);
+      const Vec<acc_t, B> diff = vload_part<acc_t, B>(d + i, n - i) - zk;
+      vstore_part(out + i, kAbs ? vabs(diff) : Vec<acc_t, B>(s * math::sign(diff)), n - i);
     }
   }
+}
+
+template <typename scalar_t, int B, typename acc_t = opmath_t<scalar_t>>
+DESC_OPS_ALWAYS_INLINE void runs_grad_body(const scalar_t* d_b, int64_t W, int64_t K, const Run* runs, int64_t n_runs,
+                                           const acc_t* z, acc_t s, scalar_t* g_b) {
+  runs_write<false, scalar_t, B>(d_b, W, K, runs, n_runs, z, s, g_b);
 }
 DESC_OPS_ISA_VARIANTS(runs_grad, runs_grad_body,
                       (const scalar_t* d_b, int64_t W, int64_t K, const Run* runs, int64_t n_runs, const acc_t* z,
                        acc_t s, scalar_t* g_b),
                       (d_b, W, K, runs, n_runs, z, s, g_b))
 
-// reduction "none": the map of one image, every run written once: |d - z| on
-// the runs of used slots, 0 elsewhere (ids outside [0, K), unused slots).
 template <typename scalar_t, int B, typename acc_t = opmath_t<scalar_t>>
-DESC_OPS_ALWAYS_INLINE void runs_map_body(const scalar_t* __restrict__ d_b, int64_t W, int64_t K, const Run* runs,
-                                          int64_t n_runs, const acc_t* z, scalar_t* __restrict__ m_b) {
-  constexpr int N = kLanes<acc_t, B>;
-  for (int64_t r = 0; r < n_runs; ++r) {
-    const Run& run = runs[r];
-    const acc_t zk = run.k >= 0 && run.k < K ? z[run.k] : std::numeric_limits<acc_t>::quiet_NaN();
-    const scalar_t* d = d_b + run.y * W + run.x0;
-    scalar_t* m = m_b + run.y * W + run.x0;
-    const int64_t n = run.x1 - run.x0;
-    int64_t i = 0;
-    if (zk != zk) {
-      const Vec<acc_t, B> zero{};
-      for (; i + N <= n; i += N) vstore(m + i, zero);
-      if (i < n) vstore_part(m + i, zero, n - i);
-      continue;
-    }
-    for (; i + N <= n; i += N) vstore(m + i, vabs(Vec<acc_t, B>(vload<acc_t, B>(d + i) - zk)));
-    if (i < n) vstore_part(m + i, vabs(Vec<acc_t, B>(vload_part<acc_t, B>(d + i, n - i) - zk)), n - i);
-  }
+DESC_OPS_ALWAYS_INLINE void runs_map_body(const scalar_t* d_b, int64_t W, int64_t K, const Run* runs, int64_t n_runs,
+                                          const acc_t* z, scalar_t* m_b) {
+  runs_write<true, scalar_t, B>(d_b, W, K, runs, n_runs, z, acc_t(0), m_b);
 }
 DESC_OPS_ISA_VARIANTS(runs_map, runs_map_body,
                       (const scalar_t* d_b, int64_t W, int64_t K, const Run* runs, int64_t n_runs, const acc_t* z,

@@ -20,6 +20,20 @@ __device__ __forceinline__ acc_t weight_between(const scalar_t* __restrict__ img
   return math::edge_aware_weight<acc_t>(s, C);
 }
 
+// The terms of pixel i (b, p = (y, x)) to its right and below, 0 past the
+// last column or row: |dx| wx and |dy| wy.
+template <typename scalar_t, typename acc_t>
+__device__ __forceinline__ void pixel_terms(const scalar_t* __restrict__ depth, const scalar_t* __restrict__ img,
+                                            int64_t C, int64_t H, int64_t W, int64_t i, int64_t p, acc_t& tx,
+                                            acc_t& ty) {
+  const int64_t HW = H * W, y = p / W, x = p % W;
+  const acc_t d = static_cast<acc_t>(depth[i]);
+  tx = x + 1 < W ? math::abs_(d - static_cast<acc_t>(depth[i + 1])) * weight_between<scalar_t, acc_t>(img, C, HW, p, 1)
+                 : acc_t(0);
+  ty = y + 1 < H ? math::abs_(d - static_cast<acc_t>(depth[i + W])) * weight_between<scalar_t, acc_t>(img, C, HW, p, W)
+                 : acc_t(0);
+}
+
 template <typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kThreads) smoothness_forward_kernel(const scalar_t* __restrict__ depth,
                                                                       const scalar_t* __restrict__ image, int64_t B,
@@ -29,15 +43,11 @@ __global__ void __launch_bounds__(kThreads) smoothness_forward_kernel(const scal
   acc_t sx = 0, sy = 0;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * kThreads) {
-    const int64_t b = i / HW, p = i % HW, y = p / W, x = p % W;
-    const scalar_t* img = image + b * C * HW;
-    const acc_t d = static_cast<acc_t>(depth[i]);
-    if (x + 1 < W) {
-      sx += math::abs_(d - static_cast<acc_t>(depth[i + 1])) * weight_between<scalar_t, acc_t>(img, C, HW, p, 1);
-    }
-    if (y + 1 < H) {
-      sy += math::abs_(d - static_cast<acc_t>(depth[i + W])) * weight_between<scalar_t, acc_t>(img, C, HW, p, W);
-    }
+    const int64_t b = i / HW, p = i % HW;
+    acc_t tx, ty;
+    pixel_terms<scalar_t, acc_t>(depth, image + b * C * HW, C, H, W, i, p, tx, ty);
+    sx += tx;
+    sy += ty;
   }
   block_sum2<kThreads>(sx, sy);
   if (threadIdx.x == 0) {
@@ -56,13 +66,10 @@ __global__ void __launch_bounds__(kThreads) smoothness_map_kernel(const scalar_t
   const int64_t HW = H * W, n = B * HW;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * kThreads) {
-    const int64_t b = i / HW, p = i % HW, y = p / W, x = p % W;
-    const scalar_t* img = image + b * C * HW;
-    const acc_t d = static_cast<acc_t>(depth[i]);
-    acc_t v = 0;
-    if (x + 1 < W) v += math::abs_(d - static_cast<acc_t>(depth[i + 1])) * weight_between<scalar_t, acc_t>(img, C, HW, p, 1);
-    if (y + 1 < H) v += math::abs_(d - static_cast<acc_t>(depth[i + W])) * weight_between<scalar_t, acc_t>(img, C, HW, p, W);
-    map[i] = static_cast<scalar_t>(v);
+    const int64_t b = i / HW, p = i % HW;
+    acc_t tx, ty;
+    pixel_terms<scalar_t, acc_t>(depth, image + b * C * HW, C, H, W, i, p, tx, ty);
+    map[i] = static_cast<scalar_t>(tx + ty);
   }
 }
 
