@@ -83,6 +83,11 @@ def _plane(t, name: str, B: int, H: int, W: int) -> Tensor:
     return t
 
 
+def _is_int64(value) -> bool:
+    """An int (not a bool) that the operators' int64 arguments can hold."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and -2**63 <= value < 2**63
+
+
 def _reduction(reduction, allowed: Sequence[str] = REDUCTIONS) -> str:
     if reduction not in allowed:
         raise ValueError(f"reduction must be one of {', '.join(map(repr, allowed))}, got {reduction!r}")
@@ -162,8 +167,8 @@ def confidence(semantic, image, edges, edge_weight, boundary_weight, ignore_inde
     image = image.detach() if image is not None else None
     edges = edges.detach() if edges is not None else None
     ignore_classes = _ignore_classes(ignore_classes, semantic.device)
-    if isinstance(ignore_index, bool) or not isinstance(ignore_index, numbers.Integral):
-        raise ValueError(f"ignore_index must be an int, got {ignore_index!r}")
+    if not _is_int64(ignore_index):
+        raise ValueError(f"ignore_index must be an int (64-bit), got {ignore_index!r}")
     return (semantic, image, edges, _number(edge_weight, "edge_weight"),
             _number(boundary_weight, "boundary_weight"), int(ignore_index), ignore_classes)
 
@@ -210,8 +215,8 @@ def focal_tensor(focal, B: int, like: Tensor) -> Tensor:
 
 
 def _num_instances(num_instances) -> int:
-    if isinstance(num_instances, bool) or not isinstance(num_instances, numbers.Integral) or num_instances < 0:
-        raise ValueError(f"num_instances must be an int >= 0, got {num_instances!r}")
+    if not _is_int64(num_instances) or num_instances < 0:
+        raise ValueError(f"num_instances must be an int >= 0 (64-bit), got {num_instances!r}")
     return int(num_instances)
 
 
@@ -272,8 +277,8 @@ def prior(depth, instance_ids, heights, focal, min_pixels, max_depth, reduction,
     _same_device(depth, "depth", heights, "heights")
     if heights.dim() != 2 or heights.shape[0] != B:
         raise ValueError(f"heights must have shape ({B}, K), got {_shape(heights)}")
-    if isinstance(min_pixels, bool) or not isinstance(min_pixels, numbers.Integral):
-        raise ValueError(f"min_pixels must be an int, got {min_pixels!r}")
+    if not _is_int64(min_pixels):
+        raise ValueError(f"min_pixels must be an int (64-bit), got {min_pixels!r}")
     if max_depth is not None:
         max_depth = _number(max_depth, "max_depth")
         if not max_depth >= 0:

@@ -200,7 +200,7 @@ def _confidence_call(case):
     ("image of another size", r"^image must have shape \(2, 3 or 1, 4, 5\), got shape \(2, 3, 4, 4\)"),
     ("edges not a tensor", r"^edges must be a torch.Tensor, got list$"),
     ("edges on another device", r"^edges is on meta but semantic is on cpu$"),
-    ("ignore_index a bool", r"^ignore_index must be an int, got True$"),
+    ("ignore_index a bool", r"^ignore_index must be an int \(64-bit\), got True$"),
 ])
 def test_confidence_argument_errors_name_the_argument(impl, case, message):
     with pytest.raises(ValueError, match=message):

@@ -172,6 +172,13 @@ def test_python_only_checks(impl):
         desc_ops.confidence_map(_ids(), ignore_classes=[1.5])
     with pytest.raises(ValueError, match="num_instances"):
         desc_ops.instance_stats(_ids(), True)
+    # Integers beyond 64 bits are named here, not refused by the operator's binding.
+    with pytest.raises(ValueError, match=r"^num_instances must be an int >= 0 \(64-bit\), got 1180591620717411303424$"):
+        desc_ops.instance_stats(_ids(), 2**70)
+    with pytest.raises(ValueError, match=r"^min_pixels must be an int \(64-bit\)"):
+        desc_ops.instance_prior_loss(_x(), _ids(), torch.ones(B, K), 10.0, min_pixels=-2**64)
+    with pytest.raises(ValueError, match=r"^ignore_index must be an int \(64-bit\)"):
+        desc_ops.confidence_map(_ids(), ignore_index=2**63)
     with pytest.raises(ValueError, match="^panoptic_ids must be a torch.Tensor, got list$"):
         desc_ops.relabel_instances([[1, 2]])
     for name in ("edge_weight", "boundary_weight"):
