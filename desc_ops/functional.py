@@ -47,6 +47,9 @@ def _float32_under_autocast(loss):
 
     @functools.wraps(loss)
     def run(*args, **kwargs):
+        # Checked without reading a device first: this runs on every call.
+        if not (torch.is_autocast_enabled("cpu") or torch.is_autocast_enabled("cuda")):
+            return loss(*args, **kwargs)
         first = args[0] if args and isinstance(args[0], Tensor) else None
         if first is None or first.device.type not in ("cpu", "cuda") or \
                 not torch.is_autocast_enabled(first.device.type):
