@@ -83,22 +83,19 @@ struct DepthScratch {
   std::vector<uint32_t> hist;
 };
 
-// count, box and, with depth (valid_count given), valid_count, mean and median
-// of one image, in one walk over its runs (instance_boxes.h). `depth` itself
-// may be null when the image has no pixels. The sums of a slot are taken
+// count, box, valid_count, mean and median of one image, in one walk over its
+// runs (instance_boxes.h); `depth` may be null when the image has no pixels.
+// Not inlined into the parallel loop: inlined there, GCC made the walk 4-5 %
+// slower (4x192x640, random ids). The sums of a slot are taken
 // run by run in float64 (a run's partial, in four interleaved sums, then
 // added to the slot's); the median is the exact lower median of the slot's
 // valid depths.
 template <typename scalar_t, typename index_t>
-void stats_image(const index_t* ids, const scalar_t* depth, int64_t H, int64_t W, int64_t K, int64_t* count,
-                 int64_t* box, int64_t* valid_count, scalar_t* mean, scalar_t* median,
-                 DepthScratch<opmath_t<scalar_t>>& s) {
+__attribute__((noinline)) void stats_image(const index_t* ids, const scalar_t* depth, int64_t H, int64_t W, int64_t K,
+                                           int64_t* count, int64_t* box, int64_t* valid_count, scalar_t* mean,
+                                           scalar_t* median, DepthScratch<opmath_t<scalar_t>>& s) {
   using acc_t = opmath_t<scalar_t>;
   clear_boxes(K, count, box);
-  if (valid_count == nullptr) {
-    instance_boxes_image(ids, H, W, K, count, box);
-    return;
-  }
   if (static_cast<int64_t>(s.values.size()) < K) s.values.resize(K);
   s.used.assign(K, 0);
   s.sum.assign(K, 0.0);
@@ -193,9 +190,12 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> instance_stats_cpu(
       torch::stable::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
         DepthScratch<opmath_t<scalar_t>> scratch;
         for (int64_t b = begin; b < end; ++b) {
-          stats_image(ids_p + b * H * W, has_depth ? d_p + b * H * W : nullptr, H, W, K, count_p + b * K,
-                      box_p + b * K * 4, has_depth ? valid_p + b * K : nullptr, has_depth ? mean_p + b * K : nullptr,
-                      has_depth ? median_p + b * K : nullptr, scratch);
+          if (!has_depth) {
+            instance_boxes_image(ids_p + b * H * W, H, W, K, count_p + b * K, box_p + b * K * 4);
+            continue;
+          }
+          stats_image(ids_p + b * H * W, d_p + b * H * W, H, W, K, count_p + b * K, box_p + b * K * 4,
+                      valid_p + b * K, mean_p + b * K, median_p + b * K, scratch);
         }
       });
     });
