@@ -21,12 +21,12 @@ inline std::string describe(const Tensor& t) {
 
 inline void check_floating(const Tensor& t, const char* name) {
   DESC_CHECK(is_floating(t.scalar_type()), name,
-                    " must be a floating tensor, got ", describe(t));
+             " must be a floating tensor, got ", describe(t));
 }
 
 inline void check_index(const Tensor& t, const char* name) {
   DESC_CHECK(t.scalar_type() == kInt || t.scalar_type() == kLong,
-                    name, " must be an int32 or int64 tensor, got ", describe(t));
+             name, " must be an int32 or int64 tensor, got ", describe(t));
 }
 
 inline void check_same_device(const Tensor& a, const char* a_name,
@@ -45,16 +45,16 @@ inline void check_same_dtype(const Tensor& a, const char* a_name,
 inline void check_depth(const Tensor& t, const char* name = "depth") {
   check_floating(t, name);
   DESC_CHECK(t.dim() == 4 && t.size(1) == 1, name, " must have shape [B, 1, H, W], got ",
-                    describe(t));
+             describe(t));
 }
 
 // A per-pixel map (B, 1, H, W) matching `like` (B, *, H, W) or (B, H, W).
 inline void check_map(const Tensor& t, const char* name, int64_t B,
                       int64_t H, int64_t W) {
   DESC_CHECK(t.dim() == 4 && t.size(0) == B && t.size(1) == 1 &&
-                        t.size(2) == H && t.size(3) == W,
-                    name, " must have shape [", B, ", 1, ", H, ", ", W,
-                    "], got ", describe(t));
+                 t.size(2) == H && t.size(3) == W,
+             name, " must have shape [", B, ", 1, ", H, ", ", W,
+             "], got ", describe(t));
 }
 
 // A map read pixel by pixel beside `depth`: its device, dtype and shape.
@@ -67,15 +67,15 @@ inline void check_map_like(const Tensor& t, const char* name, const Tensor& dept
 inline void check_plane(const Tensor& t, const char* name, int64_t B,
                         int64_t H, int64_t W) {
   DESC_CHECK(t.dim() == 3 && t.size(0) == B && t.size(1) == H &&
-                        t.size(2) == W,
-                    name, " must have shape [", B, ", ", H, ", ", W, "], got ",
-                    describe(t));
+                 t.size(2) == W,
+             name, " must have shape [", B, ", ", H, ", ", W, "], got ",
+             describe(t));
 }
 
 // A reduction over no pixels has no value (docs/ops.md §0).
 inline void check_not_empty(const Tensor& depth, const std::string& reduction) {
   DESC_CHECK(reduction == "none" || depth.numel() > 0, "depth is empty (", describe(depth),
-                    "): reduction '", reduction, "' needs pixels");
+             "): reduction '", reduction, "' needs pixels");
 }
 
 // The incoming gradient of a reduced loss: one element on the device of `like`.
@@ -98,14 +98,14 @@ inline void check_norm(const Tensor& norm, const Tensor& depth) {
   check_same_device(norm, "norm", depth, "depth");
   const auto acc = opmath_dtype(depth.scalar_type());
   DESC_CHECK(norm.numel() == 1 && norm.scalar_type() == acc, "norm must be one ", dtype_name(acc),
-                    " element (the forward's output), got ", describe(norm));
+             " element (the forward's output), got ", describe(norm));
 }
 
 inline void check_reduction(const std::string& reduction, bool allow_none) {
   DESC_CHECK(reduction == "mean" || reduction == "sum" ||
-                        (allow_none && reduction == "none"),
-                    "reduction must be ", allow_none ? "'none', " : "",
-                    "'mean' or 'sum', got '", reduction, "'");
+                 (allow_none && reduction == "none"),
+             "reduction must be ", allow_none ? "'none', " : "",
+             "'mean' or 'sum', got '", reduction, "'");
 }
 
 }  // namespace desc_ops

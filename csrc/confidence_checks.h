@@ -37,8 +37,8 @@ inline ConfidenceArgs make_confidence_args(
   a.ignore_index = ignore_index;
   if (is_floating(semantic.scalar_type())) {
     DESC_CHECK(semantic.dim() == 4 && semantic.size(1) >= 1,
-                      "semantic logits must have shape [B, C, H, W] with C >= 1, got ",
-                      describe(semantic));
+               "semantic logits must have shape [B, C, H, W] with C >= 1, got ",
+               describe(semantic));
     a.logits = as_contiguous(semantic);
     a.B = semantic.size(0);
     a.C = semantic.size(1);
@@ -48,8 +48,8 @@ inline ConfidenceArgs make_confidence_args(
   } else {
     check_index(semantic, "semantic labels");
     DESC_CHECK(semantic.dim() == 3,
-                      "semantic labels must have shape [B, H, W], got ",
-                      describe(semantic));
+               "semantic labels must have shape [B, H, W], got ",
+               describe(semantic));
     a.labels = as_contiguous(semantic);
     a.B = semantic.size(0);
     a.H = semantic.size(1);
@@ -58,15 +58,15 @@ inline ConfidenceArgs make_confidence_args(
   const bool has_image = image.has_value() && image->defined();
   const bool has_edges = edges.has_value() && edges->defined();
   DESC_CHECK(!(has_image && has_edges),
-                    "give image or edges to confidence_map, not both");
+             "give image or edges to confidence_map, not both");
   if (has_image) {
     check_floating(*image, "image");
     check_same_device(*image, "image", semantic, "semantic");
     DESC_CHECK(image->dim() == 4 && image->size(0) == a.B &&
-                          (image->size(1) == 1 || image->size(1) == 3) &&
-                          image->size(2) == a.H && image->size(3) == a.W,
-                      "image must have shape [", a.B, ", 3 or 1, ", a.H, ", ",
-                      a.W, "], got ", describe(*image));
+                   (image->size(1) == 1 || image->size(1) == 3) &&
+                   image->size(2) == a.H && image->size(3) == a.W,
+               "image must have shape [", a.B, ", 3 or 1, ", a.H, ", ",
+               a.W, "], got ", describe(*image));
     if (a.has_logits()) check_same_dtype(*image, "image", semantic, "semantic");
     a.image = as_contiguous(*image);
     if (!a.has_logits()) a.dtype = image->scalar_type();
@@ -81,9 +81,9 @@ inline ConfidenceArgs make_confidence_args(
   }
   if (ignore_classes.has_value() && ignore_classes->defined()) {
     DESC_CHECK(ignore_classes->dim() == 1 &&
-                          is_integral(ignore_classes->scalar_type()),
-                      "ignore_classes must be a 1-D integer tensor, got ",
-                      describe(*ignore_classes));
+                   is_integral(ignore_classes->scalar_type()),
+               "ignore_classes must be a 1-D integer tensor, got ",
+               describe(*ignore_classes));
     a.ignore = as_contiguous(to(to_dtype(*ignore_classes, kLong), semantic.device()));
   } else {
     a.ignore = empty({0}, kLong, semantic.device());

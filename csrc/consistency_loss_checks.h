@@ -34,10 +34,10 @@ inline ConfidenceArgs semantic_consistency_args(
   ConfidenceArgs a = make_confidence_args(semantic, image, edges, edge_weight, boundary_weight, ignore_index,
                                           ignore_classes);
   DESC_CHECK(a.B == depth.size(0) && a.H == depth.size(2) && a.W == depth.size(3),
-                    "semantic must cover the pixels of depth ", describe(depth), ", got ", describe(semantic));
+             "semantic must cover the pixels of depth ", describe(depth), ", got ", describe(semantic));
   if (a.logits.defined() || a.image.defined() || a.edges.defined()) {
     DESC_CHECK(a.dtype == depth.scalar_type(), "semantic, image and edges must have the dtype of depth (",
-                      depth.scalar_type(), "), got ", a.dtype);
+               depth.scalar_type(), "), got ", a.dtype);
   }
   check_not_empty(depth, reduction);
   a.dtype = depth.scalar_type();
@@ -52,13 +52,7 @@ inline void check_consistency_backward_args(const Tensor& grad, const Tensor& de
   check_depth_pair(depth, depth_sem);
   check_map_like(weight, "weight", depth);
   check_norm(norm, depth);
-  if (reduction == "none") {
-    check_same_device(grad, "grad", depth, "depth");
-    check_floating(grad, "grad");
-    check_map(grad, "grad", depth.size(0), depth.size(2), depth.size(3));
-  } else {
-    check_scalar_grad(grad, depth);
-  }
+  check_grad(grad, depth, reduction);
 }
 
 }  // namespace desc_ops

@@ -15,13 +15,13 @@ inline void check_instance_ids(const Tensor& instance_ids, int64_t num_instances
                                bool validate) {
   check_index(instance_ids, "instance_ids");
   DESC_CHECK(instance_ids.dim() == 3, "instance_ids must have shape [B, H, W], got ",
-                    describe(instance_ids));
+             describe(instance_ids));
   DESC_CHECK(num_instances >= 0, "num_instances must be >= 0, got ", num_instances);
   if (!validate || instance_ids.numel() == 0) return;
   const auto [lo_v, hi_v] = min_max(instance_ids);
   DESC_CHECK(lo_v >= -1 && hi_v < num_instances,
-                    "instance_ids must be -1 (no instance) or a slot in [0, ", num_instances,
-                    "), found values in [", lo_v, ", ", hi_v, "]");
+             "instance_ids must be -1 (no instance) or a slot in [0, ", num_instances,
+             "), found values in [", lo_v, ", ", hi_v, "]");
 }
 
 // The arguments of instance_stats; returns whether depth was given.
@@ -41,11 +41,11 @@ inline bool check_stats_args(const Tensor& instance_ids, int64_t num_instances,
 inline Tensor focal_per_image(const Tensor& focal, int64_t B, const Tensor& like) {
   const auto dtype = opmath_dtype(like.scalar_type());
   DESC_CHECK(focal.dim() == 0 || (focal.dim() == 1 && (focal.size(0) == B || focal.size(0) == 1)),
-                    "focal must be a scalar or have shape [", B, "], got ", describe(focal));
+             "focal must be a scalar or have shape [", B, "], got ", describe(focal));
   check_same_device(focal, "focal", like, "depth");
   // to() would take a bool as 0 or 1 and drop a complex number's imaginary part.
   DESC_CHECK(!is_complex(focal.scalar_type()) && focal.scalar_type() != kBool, "focal must be real, got ",
-                    describe(focal));
+             describe(focal));
   const Tensor f = to_dtype(focal, dtype);
   if (f.dim() == 1 && f.size(0) == B && f.is_contiguous()) return f;
   const Tensor flat = reshape(f, {-1});

@@ -17,13 +17,13 @@ inline int64_t check_prior_args(const Tensor& depth, const Tensor& ids, const Te
   check_depth(depth);
   check_not_empty(depth, reduction);
   DESC_CHECK(!max_depth.has_value() || *max_depth >= 0.0, "max_depth must be >= 0, got ",
-                    max_depth.value_or(0.0));
+             max_depth.value_or(0.0));
   const int64_t B = depth.size(0), H = depth.size(2), W = depth.size(3);
   check_same_device(ids, "instance_ids", depth, "depth");
   check_same_device(heights, "heights", depth, "depth");
   check_same_dtype(heights, "heights", depth, "depth");
   DESC_CHECK(heights.dim() == 2 && heights.size(0) == B, "heights must have shape [", B, ", K], got ",
-                    describe(heights));
+             describe(heights));
   const int64_t K = heights.size(1);
   check_plane(ids, "instance_ids", B, H, W);
   check_instance_ids(ids, K, validate);
@@ -44,12 +44,12 @@ inline void check_prior_backward_args(const Tensor& grad, const Tensor& depth, c
   const auto acc = norm.scalar_type();
   const int64_t B = depth.size(0);
   DESC_CHECK(z.dim() == 2 && z.size(0) == B && z.scalar_type() == acc, "z must have shape [", B,
-                    ", K] and dtype ", dtype_name(acc), ", got ", describe(z));
+             ", K] and dtype ", dtype_name(acc), ", got ", describe(z));
   const int64_t K = z.size(1);
   DESC_CHECK(dz_dh.sizes().equals(z.sizes()) && dz_dh.scalar_type() == acc, "dz_dh must have shape [", B, ", ",
-                    K, "] and dtype ", dtype_name(acc), ", got ", describe(dz_dh));
+             K, "] and dtype ", dtype_name(acc), ", got ", describe(dz_dh));
   DESC_CHECK(sign_sum.sizes().equals(z.sizes()) && sign_sum.scalar_type() == kLong,
-                    "sign_sum must have shape [", B, ", ", K, "] and dtype Long, got ", describe(sign_sum));
+             "sign_sum must have shape [", B, ", ", K, "] and dtype Long, got ", describe(sign_sum));
   check_same_device(z, "z", depth, "depth");
   check_same_device(dz_dh, "dz_dh", depth, "depth");
   check_same_device(sign_sum, "sign_sum", depth, "depth");

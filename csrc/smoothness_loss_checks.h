@@ -17,9 +17,9 @@ inline void check_smoothness_args(const Tensor& depth, const Tensor& image, cons
   check_same_device(image, "image", depth, "depth");
   check_same_dtype(image, "image", depth, "depth");
   DESC_CHECK(image.dim() == 4 && image.size(0) == depth.size(0) && image.size(1) >= 1 &&
-                        image.size(2) == depth.size(2) && image.size(3) == depth.size(3),
-                    "image must have shape [", depth.size(0), ", C, ", depth.size(2), ", ", depth.size(3),
-                    "], got ", describe(image));
+                 image.size(2) == depth.size(2) && image.size(3) == depth.size(3),
+             "image must have shape [", depth.size(0), ", C, ", depth.size(2), ", ", depth.size(3),
+             "], got ", describe(image));
   check_not_empty(depth, reduction);
 }
 

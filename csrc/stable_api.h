@@ -124,7 +124,6 @@ using Sizes = torch::headeronly::IntHeaderOnlyArrayRef;
 
 // torch::stable's own where it has the function: unqualified calls on a
 // Tensor find them by argument-dependent lookup anyway.
-using torch::stable::contiguous;
 using torch::stable::reshape;
 using torch::stable::to;
 

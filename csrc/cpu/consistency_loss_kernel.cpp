@@ -232,7 +232,7 @@ std::tuple<Tensor, Tensor, Tensor> semantic_consistency_loss_impl(
 
 std::tuple<Tensor, Tensor> consistency_loss_cpu(const Tensor& depth, const Tensor& depth_sem,
                                                         const Tensor& weight, const std::string& reduction) {
-  return consistency_loss_impl(depth, depth_sem, weight, std::string(reduction), nullptr);
+  return consistency_loss_impl(depth, depth_sem, weight, reduction, nullptr);
 }
 
 std::tuple<Tensor, Tensor, Tensor> consistency_loss_train_cpu(const Tensor& depth,
@@ -240,7 +240,7 @@ std::tuple<Tensor, Tensor, Tensor> consistency_loss_train_cpu(const Tensor& dept
                                                                           const Tensor& weight,
                                                                           const std::string& reduction) {
   Tensor signed_w;
-  auto [loss, norm] = consistency_loss_impl(depth, depth_sem, weight, std::string(reduction), &signed_w);
+  auto [loss, norm] = consistency_loss_impl(depth, depth_sem, weight, reduction, &signed_w);
   return {loss, norm, signed_w};
 }
 
@@ -250,7 +250,7 @@ std::tuple<Tensor, Tensor, Tensor> semantic_consistency_loss_cpu(
     double boundary_weight, int64_t ignore_index, const std::optional<Tensor>& ignore_classes,
     const std::string& reduction) {
   return semantic_consistency_loss_impl(depth, depth_sem, semantic, image, edges, edge_weight, boundary_weight,
-                                        ignore_index, ignore_classes, std::string(reduction), nullptr);
+                                        ignore_index, ignore_classes, reduction, nullptr);
 }
 
 std::tuple<Tensor, Tensor, Tensor, Tensor> semantic_consistency_loss_train_cpu(
@@ -261,7 +261,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> semantic_consistency_loss_train_cpu(
   Tensor signed_w;
   auto [loss, confidence, norm] =
       semantic_consistency_loss_impl(depth, depth_sem, semantic, image, edges, edge_weight, boundary_weight,
-                                     ignore_index, ignore_classes, std::string(reduction), &signed_w);
+                                     ignore_index, ignore_classes, reduction, &signed_w);
   return {loss, confidence, norm, signed_w};
 }
 
@@ -271,9 +271,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> semantic_consistency_loss_train_cpu(
 std::tuple<Tensor, Tensor> consistency_loss_backward_signed_cpu(const Tensor& grad_in,
                                                                         const Tensor& signed_w_in,
                                                                         const Tensor& norm,
-                                                                        const std::string& reduction_sv,
+                                                                        const std::string& reduction,
                                                                         const std::vector<bool>& output_mask) {
-  const std::string reduction(reduction_sv);
   check_reduction(reduction, /*allow_none=*/true);
   check_depth(signed_w_in, "signed_weight");
   check_norm(norm, signed_w_in);
@@ -311,8 +310,7 @@ std::tuple<Tensor, Tensor> consistency_loss_backward_signed_cpu(const Tensor& gr
 
 std::tuple<Tensor, Tensor> consistency_loss_backward_cpu(
     const Tensor& grad_in, const Tensor& depth_in, const Tensor& depth_sem_in,
-    const Tensor& weight_in, const Tensor& norm, const std::string& reduction_sv) {
-  const std::string reduction(reduction_sv);
+    const Tensor& weight_in, const Tensor& norm, const std::string& reduction) {
   check_consistency_backward_args(grad_in, depth_in, depth_sem_in, weight_in, norm, reduction);
   const bool none = reduction == "none";
   const Tensor depth = as_contiguous(depth_in);

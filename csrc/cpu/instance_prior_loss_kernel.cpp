@@ -127,8 +127,7 @@ void map_grad_image(const scalar_t* d_b, const scalar_t* g_b, const index_t* ids
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> instance_prior_loss_cpu(
     const Tensor& depth_in, const Tensor& ids_in, const Tensor& heights_in,
     const Tensor& focal_in, int64_t min_pixels, std::optional<double> max_depth,
-    const std::string& reduction_sv, bool validate) {
-  const std::string reduction(reduction_sv);
+    const std::string& reduction, bool validate) {
   const int64_t K = check_prior_args(depth_in, ids_in, heights_in, max_depth, reduction, validate);
   const int64_t B = depth_in.size(0), H = depth_in.size(2), W = depth_in.size(3);
   const Tensor depth = as_contiguous(depth_in);

@@ -235,14 +235,18 @@ Tensor smoothness_map_backward_cpu(const Tensor& grad_in, const Tensor& depth, c
     const scalar_t* g_p = grad.const_data_ptr<scalar_t>();
     scalar_t* out_p = grad_depth.mutable_data_ptr<scalar_t>();
     torch::stable::parallel_for(0, B * H, std::max<int64_t>(1, 8192 / W), [&](int64_t begin, int64_t end) {
-      std::vector<acc_t> tx(W + 1), td(W), tu(W), unused(W + 1);
+      // The terms to the row below are those from the row above for the
+      // next row: carried, except at the chunk's first row (as the mean's backward).
+      std::vector<acc_t> tx(W + 1), below(W), above(W);
+      acc_t* td = below.data();
+      acc_t* tu = above.data();
       const int64_t HW = H * W;
       for (int64_t r = begin; r < end; ++r) {
         const int64_t b = r / H, y = r % H;
         const scalar_t* d = d_p + r * W;
         const scalar_t* img = i_p + b * C * HW + y * W;
-        row_signed_terms<scalar_t>(d, img, C, H, W, y, tx.data(), td.data());
-        if (y > 0) row_signed_terms<scalar_t>(d - W, img - W, C, H, W, y - 1, unused.data(), tu.data());
+        if (y > 0 && r == begin) signed_weights<scalar_t>(d - W, img - W, C, HW, W, W, tu);
+        row_signed_terms<scalar_t>(d, img, C, H, W, y, tx.data(), td);
         const scalar_t* g = g_p + r * W;
         for (int64_t x = 0; x < W; ++x) {
           acc_t v = static_cast<acc_t>(g[x]) * (tx[x + 1] + td[x]);
@@ -250,6 +254,7 @@ Tensor smoothness_map_backward_cpu(const Tensor& grad_in, const Tensor& depth, c
           if (y > 0) v -= static_cast<acc_t>(g[x - W]) * tu[x];
           out_p[r * W + x] = static_cast<scalar_t>(v);
         }
+        std::swap(td, tu);
       }
     });
   });
@@ -388,7 +393,7 @@ Tensor smoothness_loss_backward_saved_cpu(const Tensor& grad, const Tensor& unit
   check_depth(unit_in, "unit_grad");
   check_scalar_grad(grad, unit_in);
   DESC_CHECK(is_floating(dtype) && unit_in.scalar_type() == opmath_dtype(dtype),
-                    "unit_grad must have the accumulation dtype of ", dtype_name(dtype), ", got ", describe(unit_in));
+             "unit_grad must have the accumulation dtype of ", dtype_name(dtype), ", got ", describe(unit_in));
   const Tensor unit = as_contiguous(unit_in);
   Tensor grad_depth = empty_as(unit, dtype);
   DESC_DISPATCH_FLOATING(dtype, "smoothness_loss_backward_saved", [&] {

@@ -61,7 +61,7 @@ inline int64_t tile_blocks(int64_t B, int64_t H, int64_t W) {
 inline dim3 tile_grid(int64_t B, int64_t H, int64_t W) {
   const int64_t blocks = tile_blocks(B, H, W);
   DESC_CHECK(blocks <= INT_MAX, "the CUDA kernels take at most 2^31 - 1 tiles of ", kTileH, " x ", kTileW,
-                    " pixels, got B=", B, ", H=", H, ", W=", W);
+             " pixels, got B=", B, ", H=", H, ", W=", W);
   return dim3(static_cast<unsigned>(blocks));
 }
 

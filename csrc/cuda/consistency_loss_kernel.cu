@@ -65,8 +65,7 @@ std::tuple<Tensor, Tensor> loss_outputs(const Tensor& depth, const std::string& 
 }
 
 std::tuple<Tensor, Tensor> consistency_loss_cuda(const Tensor& depth_in, const Tensor& depth_sem_in,
-                                                         const Tensor& weight_in, const std::string& reduction_sv) {
-  const std::string reduction(reduction_sv);
+                                                         const Tensor& weight_in, const std::string& reduction) {
   check_consistency_args(depth_in, depth_sem_in, weight_in, reduction);
   const DeviceGuard guard(depth_in.get_device_index());
   const Tensor depth = as_contiguous(depth_in), depth_sem = as_contiguous(depth_sem_in),
@@ -98,8 +97,7 @@ std::tuple<Tensor, Tensor, Tensor> semantic_consistency_loss_cuda(
     const Tensor& depth_in, const Tensor& depth_sem_in, const Tensor& semantic,
     const std::optional<Tensor>& image, const std::optional<Tensor>& edges, double edge_weight,
     double boundary_weight, int64_t ignore_index, const std::optional<Tensor>& ignore_classes,
-    const std::string& reduction_sv) {
-  const std::string reduction(reduction_sv);
+    const std::string& reduction) {
   const ConfidenceArgs a = semantic_consistency_args(depth_in, depth_sem_in, semantic, image, edges, edge_weight,
                                                      boundary_weight, ignore_index, ignore_classes, reduction);
   const DeviceGuard guard(depth_in.get_device_index());
@@ -153,8 +151,7 @@ std::tuple<Tensor, Tensor> consistency_loss_backward_cuda(const Tensor& grad_in,
                                                                   const Tensor& depth_in,
                                                                   const Tensor& depth_sem_in,
                                                                   const Tensor& weight_in, const Tensor& norm,
-                                                                  const std::string& reduction_sv) {
-  const std::string reduction(reduction_sv);
+                                                                  const std::string& reduction) {
   check_consistency_backward_args(grad_in, depth_in, depth_sem_in, weight_in, norm, reduction);
   const DeviceGuard guard(depth_in.get_device_index());
   const Tensor depth = as_contiguous(depth_in), depth_sem = as_contiguous(depth_sem_in),

@@ -29,7 +29,7 @@ inline int64_t chunk_blocks(int64_t B, int64_t HW) { return B * chunks_per_image
 inline dim3 chunk_grid(int64_t B, int64_t HW) {
   const int64_t blocks = chunk_blocks(B, HW);
   DESC_CHECK(blocks <= INT_MAX, "the CUDA instance kernels take at most 2^31 - 1 chunks of ",
-                    kPixelsPerBlock, " pixels, got B=", B, " images of ", HW, " pixels");
+             kPixelsPerBlock, " pixels, got B=", B, " images of ", HW, " pixels");
   return dim3(static_cast<unsigned>(blocks));
 }
 

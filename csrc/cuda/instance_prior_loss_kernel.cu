@@ -137,8 +137,7 @@ __global__ void prior_backward_kernel(const scalar_t* __restrict__ grad, const a
 
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> instance_prior_loss_cuda(
     const Tensor& depth_in, const Tensor& ids_in, const Tensor& heights_in, const Tensor& focal_in,
-    int64_t min_pixels, std::optional<double> max_depth, const std::string& reduction_sv, bool validate) {
-  const std::string reduction(reduction_sv);
+    int64_t min_pixels, std::optional<double> max_depth, const std::string& reduction, bool validate) {
   const int64_t K = check_prior_args(depth_in, ids_in, heights_in, max_depth, reduction, validate);
   const DeviceGuard guard(depth_in.get_device_index());
   const int64_t B = depth_in.size(0), HW = depth_in.size(2) * depth_in.size(3);
