@@ -53,9 +53,11 @@ from loop_reference import instance_prior_loss_loop, instance_stats_loop  # noqa
 torch._functorch.config.donated_buffer = False
 
 OPS = ["confidence_map", "consistency_loss", "semantic_consistency_loss", "instance_stats",
-       "instance_prior_loss", "smoothness_loss"]
-ELEMENTWISE_OPS = {"confidence_map", "consistency_loss", "semantic_consistency_loss", "smoothness_loss"}
-GRAD_OPS = {"consistency_loss", "semantic_consistency_loss", "instance_prior_loss", "smoothness_loss"}
+       "instance_prior_loss", "smoothness_loss", "stereo_photometric_loss"]
+ELEMENTWISE_OPS = {"confidence_map", "consistency_loss", "semantic_consistency_loss", "smoothness_loss",
+                   "stereo_photometric_loss"}
+GRAD_OPS = {"consistency_loss", "semantic_consistency_loss", "instance_prior_loss", "smoothness_loss",
+            "stereo_photometric_loss"}
 LOOP_OPS = {"instance_stats", "instance_prior_loss"}
 MODES = ["forward", "backward", "full"]
 PROVIDERS = ["desc_ops", "compiled", "reference", "loop"]
@@ -88,7 +90,7 @@ def sizes(quick: bool, device: str) -> List[Size]:
     base = [Size(8, 192, 640), Size(8, 192, 640, C=133), Size(8, 192, 640, K=5), Size(8, 192, 640, K=60)]
     if device == "cpu":
         # 8x384x1280: the size of the copy-bandwidth target of the elementwise losses.
-        return base[:1] + [Size(8, 384, 1280, only=("consistency_loss", "smoothness_loss"))] + sweep
+        return base[:1] + [Size(8, 384, 1280, only=("consistency_loss", "smoothness_loss", "stereo_photometric_loss"))] + sweep
     return base + [Size(16, 192, 640), Size(8, 384, 1280)] + sweep
 
 
@@ -113,13 +115,16 @@ def make_inputs(size: Size, dtype, device, seed=0) -> Dict[str, torch.Tensor]:
         weight=torch.rand(B, 1, H, W, generator=g),
         logits=torch.randn(B, C, H, W, generator=g) * 2,
         image=torch.rand(B, 3, H, W, generator=g),
+        image_other=torch.rand(B, 3, H, W, generator=g),
         ids=ids,
         heights=torch.rand(B, K, generator=g) + 1,
         focal=torch.full((B,), 720.0),
+        # KITTI's focal x baseline at this width: disparities of 0.5 to 40 pixels at 1 to 61 m.
+        focal_baseline=torch.full((B,), 0.54 * 720.0 * W / 1242),
     )
     out = {}
     for k, v in x.items():
-        if v.is_floating_point() and k not in ("focal",):
+        if v.is_floating_point() and k not in ("focal", "focal_baseline"):
             v = v.to(dtype)
         out[k] = v.to(device)
     return out
@@ -138,12 +143,14 @@ def bytes_moved(op: str, mode: str, x: Dict[str, torch.Tensor]) -> int:
         "instance_stats": ids + n * e,
         "instance_prior_loss": ids + n * e,
         "smoothness_loss": (1 + 3) * n * e,
+        "stereo_photometric_loss": (1 + 3 + 3) * n * e,  # depth, both images
     }[op]
     bwd = {
         "consistency_loss": 5 * n * e,  # depth, depth_sem, weight in; two gradients out
         "semantic_consistency_loss": 5 * n * e,
         "instance_prior_loss": ids + 2 * n * e,
         "smoothness_loss": (1 + 3 + 1) * n * e,
+        "stereo_photometric_loss": (1 + 3 + 3 + 1) * n * e,  # depth, both images in; the gradient out
     }.get(op, 0)
     return {"forward": fwd, "backward": bwd, "full": fwd + bwd}[mode]
 
@@ -170,6 +177,8 @@ def op_function(op: str, provider: str) -> Optional[Callable]:
         "instance_prior_loss": lambda x, d, s, h: lib.instance_prior_loss(d, x["ids"], h, x["focal"],
                                                                           validate=False),
         "smoothness_loss": lambda x, d, s, h: lib.smoothness_loss(d, x["image"]),
+        "stereo_photometric_loss": lambda x, d, s, h: lib.stereo_photometric_loss(d, x["image"], x["image_other"],
+                                                                                  x["focal_baseline"]),
     }
     fn = fns[op]
     if provider == "compiled":
@@ -347,7 +356,8 @@ def run_benchmarks(args) -> Dict:
                 x = make_inputs(size, dtype, device)
                 for op in ops:
                     if size.sweep and op not in ("semantic_consistency_loss", "instance_stats",
-                                                 "instance_prior_loss", "smoothness_loss"):
+                                                 "instance_prior_loss", "smoothness_loss",
+                                                 "stereo_photometric_loss"):
                         continue
                     if size.only and op not in size.only:
                         continue

@@ -34,6 +34,8 @@ DESC_HD float abs_(float x) { return ::fabsf(x); }
 DESC_HD double abs_(double x) { return ::fabs(x); }
 DESC_HD bool isfinite_(float x) { return isfinite(x); }
 DESC_HD bool isfinite_(double x) { return isfinite(x); }
+DESC_HD float floor_(float x) { return ::floorf(x); }
+DESC_HD double floor_(double x) { return ::floor(x); }
 
 // fast_exp's reduced form: exp(x) = 2^n exp(r) with r = x - n ln2 (ln2 in
 // two parts, Cody and Waite) and exp(r) = 1 + r + r^2 P(r), |r| <= ln2 / 2.
@@ -219,6 +221,109 @@ DESC_HD bool valid_depth(acc_t d) {
 template <typename acc_t, typename T>
 DESC_HDV T edge_aware_weight(T abs_diff_sum, int64_t channels) {
   return exp_nonpositive(abs_diff_sum * static_cast<acc_t>(-1.0 / static_cast<double>(channels)));
+}
+
+// ---------------------------------------------------------------------------
+// §7 stereo photometric loss
+// ---------------------------------------------------------------------------
+
+// The sampling position of pixel column x: u = x - fb / z with z = max(depth,
+// 0) + 1e-6 (the official code divides by depth + 1e-6; a negative depth is
+// taken as 0, a sample far outside the image). `du_ddepth` receives
+// fb / z^2 where depth >= 0 (torch.clamp's gradient), else 0. NaN propagates.
+template <typename acc_t>
+DESC_HD acc_t stereo_position(int64_t x, acc_t depth, acc_t focal_baseline, acc_t* du_ddepth) {
+  const bool clamped = depth < acc_t(0);
+  const acc_t z = (clamped ? acc_t(0) : depth) + acc_t(1e-6);
+  const acc_t disparity = focal_baseline / z;
+  *du_ddepth = clamped ? acc_t(0) : disparity / z;
+  return static_cast<acc_t>(x) - disparity;
+}
+
+// The two taps of a linear sample of a row of n pixels at position u, the
+// row extended by zeros on both sides: pixels x0 and x0 + 1 with weights
+// 1 - w1 and w1, x0 = floor(u) (at an integer u the slope is then the right
+// difference, as grid_sample's). u is first clamped to [-2, n + 1], where
+// both taps are zeros already: values and slopes are unchanged and the
+// index cannot overflow. A NaN u gives w1 = NaN (a NaN sample).
+template <typename acc_t>
+DESC_HD void linear_taps(acc_t u, int64_t n, int64_t* x0, acc_t* w1) {
+  const acc_t lo = acc_t(-2), hi = static_cast<acc_t>(n + 1);
+  const bool nan = !(u == u);
+  const acc_t v = nan ? acc_t(0) : (u < lo ? lo : (u > hi ? hi : u));
+  const acc_t f = floor_(v);
+  *x0 = static_cast<int64_t>(f);
+  *w1 = nan ? u : v - f;
+}
+
+// Pixel i of a row of n pixels, 0 outside it.
+template <typename acc_t, typename scalar_t>
+DESC_HD acc_t row_pixel(const scalar_t* row, int64_t n, int64_t i) {
+  return i >= 0 && i < n ? static_cast<acc_t>(row[i]) : acc_t(0);
+}
+
+// The sample (1 - w1) v0 + w1 v1 and its slope d/du = v1 - v0.
+template <typename acc_t, typename scalar_t>
+DESC_HD acc_t linear_sample(const scalar_t* row, int64_t n, int64_t x0, acc_t w1, acc_t* slope) {
+  const acc_t v0 = row_pixel<acc_t>(row, n, x0), v1 = row_pixel<acc_t>(row, n, x0 + 1);
+  *slope = v1 - v0;
+  return v0 + w1 * (v1 - v0);
+}
+
+// Reflection of a coordinate one step outside [0, n): -1 -> 1, n -> n - 2
+// (torch's "reflect" padding of width 1).
+DESC_HD int64_t reflect_index(int64_t i, int64_t n) {
+  return i < 0 ? -i : (i >= n ? 2 * (n - 1) - i : i);
+}
+
+// The window centres q whose 3x3 window holds pixel p, along one axis of n
+// pixels, each as often as the window holds p: q in {p-1, p, p+1} where q
+// has an SSIM value ([1, n-2] without padding, [0, n) with reflection) and,
+// with reflection, the border centre once more where its reflected tap is p
+// (p = 1: q = 0; p = n - 2: q = n - 1). Returns how many (at most 5).
+DESC_HD int ssim_centres(int64_t p, int64_t n, bool reflect, int64_t* q) {
+  const int64_t lo = reflect ? 0 : 1, hi = reflect ? n - 1 : n - 2;
+  int k = 0;
+  for (int64_t c = p - 1; c <= p + 1; ++c) {
+    if (c >= lo && c <= hi) q[k++] = c;
+  }
+  if (reflect && p == 1) q[k++] = 0;
+  if (reflect && p == n - 2) q[k++] = n - 1;
+  return k;
+}
+
+constexpr double kSsimC1 = 0.01 * 0.01;
+constexpr double kSsimC2 = 0.03 * 0.03;
+
+// The dissimilarity s = clamp((1 - SSIM) / 2, 0, 1) of one channel's 3x3
+// window from its nine-pixel sums of x, y, x^2, y^2 and xy (means: the sums
+// / 9, as avg_pool2d; variances E[x^2] - E[x]^2).
+//
+// With `k` (d loss / d s) it also gives the gradient: the window's pixel p
+// gets (a + 2 b y_p + c x_p) / 9 d loss / d y_p, with a = k dS/dE[y] (total,
+// through the variances), b = k dS/dvar(y), c = k dS/dcov(x, y); 0 where the
+// clamp acts (torch.clamp's gradient: the bounds themselves pass).
+template <typename acc_t>
+DESC_HD acc_t ssim_dissimilarity(acc_t sx, acc_t sy, acc_t sxx, acc_t syy, acc_t sxy, acc_t k = acc_t(0),
+                                 acc_t* a = nullptr, acc_t* b = nullptr, acc_t* c = nullptr) {
+  const acc_t mx = sx / acc_t(9), my = sy / acc_t(9);
+  const acc_t vx = sxx / acc_t(9) - mx * mx, vy = syy / acc_t(9) - my * my, cxy = sxy / acc_t(9) - mx * my;
+  const acc_t c1 = acc_t(kSsimC1), c2 = acc_t(kSsimC2);
+  const acc_t n1 = acc_t(2) * mx * my + c1, n2 = acc_t(2) * cxy + c2;
+  const acc_t d1 = mx * mx + my * my + c1, d2 = vx + vy + c2;
+  const acc_t ssim = (n1 * n2) / (d1 * d2);
+  const acc_t s = (acc_t(1) - ssim) / acc_t(2);
+  if (a != nullptr) {
+    const acc_t ks = (s >= acc_t(0) && s <= acc_t(1)) ? -k / acc_t(2) : acc_t(0);  // k ds/dSSIM
+    const acc_t d = d1 * d2;
+    const acc_t g_cov = acc_t(2) * n1 / d;                                   // dSSIM/dcov
+    const acc_t g_var = -ssim / d2;                                          // dSSIM/dvar(y)
+    const acc_t g_mean = acc_t(2) * mx * n2 / d - acc_t(2) * my * ssim / d1;  // at fixed variances
+    *a = ks * (g_mean - acc_t(2) * my * g_var - mx * g_cov);
+    *b = ks * g_var;
+    *c = ks * g_cov;
+  }
+  return s < acc_t(0) ? acc_t(0) : (s > acc_t(1) ? acc_t(1) : s);
 }
 
 }  // namespace math

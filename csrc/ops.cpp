@@ -49,6 +49,12 @@ STABLE_TORCH_LIBRARY(desc_ops, m) {
   m.def("_smoothness_loss_backward(Tensor grad, Tensor depth, Tensor image, str reduction=\"mean\") -> Tensor");
   m.def("_smoothness_loss_train(Tensor depth, Tensor image) -> (Tensor, Tensor)");
   m.def("_smoothness_loss_backward_saved(Tensor grad, Tensor unit_grad, ScalarType dtype) -> Tensor");
+  m.def(
+      "stereo_photometric_loss(Tensor depth, Tensor image, Tensor image_other, Tensor focal_baseline, "
+      "float alpha=0.85, str ssim=\"valid\", str reduction=\"mean\") -> Tensor");
+  m.def(
+      "_stereo_photometric_loss_backward(Tensor grad, Tensor depth, Tensor image, Tensor image_other, "
+      "Tensor focal_baseline, float alpha, str ssim, str reduction) -> Tensor");
 }
 
 }  // namespace desc_ops

@@ -15,6 +15,7 @@ from .functional import (
     instance_stats,
     semantic_consistency_loss,
     smoothness_loss,
+    stereo_photometric_loss,
 )
 from .instances import InstanceStats, instance_heights, relabel_instances
 from .modules import (
@@ -24,6 +25,7 @@ from .modules import (
     InstancePriorLoss,
     SemanticConsistencyLoss,
     SmoothnessLoss,
+    StereoPhotometricLoss,
 )
 
 __version__ = "0.1.0"
@@ -41,12 +43,14 @@ __all__ = [
     "instance_heights",
     "instance_prior_loss",
     "smoothness_loss",
+    "stereo_photometric_loss",
     "relabel_instances",
     "InstanceStats",
     "ConsistencyLoss",
     "SemanticConsistencyLoss",
     "InstancePriorLoss",
     "SmoothnessLoss",
+    "StereoPhotometricLoss",
     "DESCLoss",
     "DESCLossOutput",
 ]

@@ -201,17 +201,18 @@ def semantic_consistency(depth, depth_sem, semantic, image, edges, edge_weight, 
     return (depth, depth_sem) + conf + (reduction,)
 
 
-def focal_tensor(focal, B: int, like: Tensor) -> Tensor:
-    """focal as a (B,) tensor of the accumulation dtype of `like`."""
+def focal_tensor(focal, B: int, like: Tensor, name: str = "focal") -> Tensor:
+    """A per-image number (``focal``, or ``name``) as a (B,) tensor of the
+    accumulation dtype of `like`."""
     acc = _acc_dtype(like.dtype)
     if isinstance(focal, Tensor):
-        _same_device(like, "depth", focal, "focal")
+        _same_device(like, "depth", focal, name)
         if focal.is_complex() or focal.dtype == torch.bool:
-            raise ValueError(f"focal must be real, got {_shape(focal)}")
+            raise ValueError(f"{name} must be real, got {_shape(focal)}")
         if focal.dim() > 1 or (focal.dim() == 1 and focal.shape[0] not in (1, B)):
-            raise ValueError(f"focal must be a scalar or have shape ({B},), got {_shape(focal)}")
+            raise ValueError(f"{name} must be a scalar or have shape ({B},), got {_shape(focal)}")
         return focal.detach().to(acc).reshape(-1).expand(B)
-    return torch.full((B,), _number(focal, "focal"), dtype=acc, device=like.device)
+    return torch.full((B,), _number(focal, name), dtype=acc, device=like.device)
 
 
 def _num_instances(num_instances) -> int:
@@ -304,4 +305,37 @@ def smoothness(depth, image, reduction="mean"):
     return depth, image.detach().to(depth.dtype), reduction
 
 
-__all__ = ["confidence", "consistency", "semantic_consistency", "stats", "prior", "smoothness", "focal_tensor"]
+SSIM_MODES = ("valid", "reflect")
+
+
+def stereo(depth, image, image_other, focal_baseline, alpha=0.85, ssim="valid", reduction="mean"):
+    """Arguments of stereo_photometric_loss (docs/ops.md §7)."""
+    depth = _map(depth, "depth")
+    B, H, W = depth.shape[0], depth.shape[2], depth.shape[3]
+    images = []
+    for t, name in ((image, "image"), (image_other, "image_other")):
+        t = _floating(_tensor(t, name), name)
+        _same_device(depth, "depth", t, name)
+        if t.dim() != 4 or t.shape[0] != B or t.shape[1] < 1 or t.shape[2:] != depth.shape[2:]:
+            raise ValueError(f"{name} must have shape ({B}, C, {H}, {W}), got {_shape(t)}")
+        images.append(t.detach().to(depth.dtype))
+    if images[1].shape[1] != images[0].shape[1]:
+        raise ValueError(f"image_other must have shape {tuple(images[0].shape)} like image, "
+                         f"got {_shape(image_other)}")
+    alpha = _number(alpha, "alpha")
+    if not 0 <= alpha <= 1:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
+    if ssim not in SSIM_MODES:
+        raise ValueError(f"ssim must be one of {', '.join(map(repr, SSIM_MODES))}, got {ssim!r}")
+    least = 3 if ssim == "valid" else 2
+    if B and (H < least or W < least):
+        raise ValueError(f"ssim={ssim!r} needs H and W of at least {least} (its 3x3 windows), "
+                         f"got depth of {_shape(depth)}")
+    reduction = _reduction(reduction)
+    _not_empty(depth, "depth", reduction)
+    return (depth, images[0], images[1], focal_tensor(focal_baseline, B, depth, "focal_baseline"), alpha, ssim,
+            reduction)
+
+
+__all__ = ["confidence", "consistency", "semantic_consistency", "stats", "prior", "smoothness", "stereo",
+           "focal_tensor"]

@@ -79,6 +79,7 @@ OPERATORS = (
     "_consistency_loss_train", "_semantic_consistency_loss_train", "_consistency_loss_backward_signed",
     "instance_stats", "instance_prior_loss", "_instance_prior_loss_backward", "smoothness_loss",
     "_smoothness_loss_backward", "_smoothness_loss_train", "_smoothness_loss_backward_saved",
+    "stereo_photometric_loss", "_stereo_photometric_loss_backward",
 )
 
 

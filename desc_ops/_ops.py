@@ -124,6 +124,17 @@ def _smoothness_loss_backward_saved_fake(grad, unit_grad, dtype):
     return torch.empty_like(unit_grad, dtype=dtype)
 
 
+def _stereo_photometric_loss_fake(depth, image, image_other, focal_baseline, alpha=0.85, ssim="valid",
+                                  reduction="mean"):
+    _one_device("depth", depth, image=image, image_other=image_other, focal_baseline=focal_baseline)
+    return torch.empty_like(depth) if reduction == "none" else _scalar(depth)
+
+
+def _stereo_photometric_loss_backward_fake(grad, depth, image, image_other, focal_baseline, alpha, ssim, reduction):
+    _one_device("depth", depth, grad=grad, image=image, image_other=image_other, focal_baseline=focal_baseline)
+    return torch.empty_like(depth)
+
+
 # --------------------------------------------------------------------- autograd
 
 
@@ -244,6 +255,19 @@ def _smoothness_backward(ctx, grad):
     return ops._smoothness_loss_backward(grad, depth, image, ctx.reduction), None, None
 
 
+def _stereo_setup(ctx, inputs, output):
+    depth, image, image_other, focal_baseline, *rest = inputs
+    ctx.options = tuple(rest) + (0.85, "valid", "mean")[len(rest):]
+    if ctx.needs_input_grad[0]:
+        ctx.save_for_backward(depth, image, image_other, focal_baseline)
+
+
+def _stereo_backward(ctx, grad):
+    depth, image, image_other, focal_baseline = ctx.saved_tensors
+    grad_depth = ops._stereo_photometric_loss_backward(grad, depth, image, image_other, focal_baseline, *ctx.options)
+    return (grad_depth,) + (None,) * 6
+
+
 def register() -> None:
     # pragma: no mutate block
     # (runs once at import, before mutmut switches a mutant on, so its mutants
@@ -263,6 +287,8 @@ def register() -> None:
         "_consistency_loss_backward_signed": _consistency_loss_backward_signed_fake,
         "_smoothness_loss_train": _smoothness_loss_train_fake,
         "_smoothness_loss_backward_saved": _smoothness_loss_backward_saved_fake,
+        "stereo_photometric_loss": _stereo_photometric_loss_fake,
+        "_stereo_photometric_loss_backward": _stereo_photometric_loss_backward_fake,
     }
     for name, fake in fakes.items():
         torch.library.register_fake(f"desc_ops::{name}", fake)
@@ -273,6 +299,8 @@ def register() -> None:
     torch.library.register_autograd("desc_ops::instance_prior_loss", _prior_backward, setup_context=_prior_setup)
     torch.library.register_autograd("desc_ops::smoothness_loss", _smoothness_backward,
                                     setup_context=_smoothness_setup)
+    torch.library.register_autograd("desc_ops::stereo_photometric_loss", _stereo_backward,
+                                    setup_context=_stereo_setup)
     torch.library.register_autograd("desc_ops::_consistency_loss_train", _consistency_train_backward,
                                     setup_context=_consistency_train_setup)
     torch.library.register_autograd("desc_ops::_semantic_consistency_loss_train",

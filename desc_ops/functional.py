@@ -24,6 +24,7 @@ __all__ = [
     "instance_stats",
     "instance_prior_loss",
     "smoothness_loss",
+    "stereo_photometric_loss",
 ]
 
 Classes = Optional[Union[Tensor, Sequence[int], int]]
@@ -197,3 +198,23 @@ def smoothness_loss(depth: Tensor, image: Tensor, *, reduction: str = "mean") ->
     if args[2] == "mean" and _cpu_training(args[0]):
         return ops._smoothness_loss_train(*args[:2])[0]
     return ops.smoothness_loss(*args)
+
+
+@_float32_under_autocast
+def stereo_photometric_loss(depth: Tensor, image: Tensor, image_other: Tensor,
+                            focal_baseline: Union[float, Tensor], *, alpha: float = 0.85, ssim: str = "valid",
+                            reduction: str = "mean") -> Tensor:
+    """Photometric error of ``image`` against ``image_other`` warped by the
+    disparity of ``depth`` (docs/ops.md §7):
+    ``alpha * mean_{c,q} s_c(q) + (1 - alpha) * mean_{c,p} |image - warped|``, with
+    ``warped(y, x) = image_other(y, x - focal_baseline / z)`` (linear along the
+    row, zeros outside; ``z = max(depth, 0) + 1e-6``) and ``s = clamp((1 - SSIM)
+    / 2, 0, 1)`` over 3x3 windows (``ssim="valid"``: unpadded, ``"reflect"``:
+    reflection-padded). ``"sum"`` and ``"none"``: the map ``alpha mean_c s +
+    (1 - alpha) mean_c |.|`` summed or per pixel (``s`` = 0 on the unpadded
+    border). Gradient to ``depth``."""
+    if _backend.use_reference():
+        return reference.stereo_photometric_loss(depth, image, image_other, focal_baseline, alpha=alpha, ssim=ssim,
+                                                 reduction=reduction)
+    return ops.stereo_photometric_loss(*_args.stereo(depth, image, image_other, focal_baseline, alpha, ssim,
+                                                     reduction))

@@ -10,8 +10,8 @@ from torch import Tensor, nn
 
 from . import functional as F
 
-__all__ = ["ConsistencyLoss", "SemanticConsistencyLoss", "InstancePriorLoss", "SmoothnessLoss", "DESCLoss",
-           "DESCLossOutput"]
+__all__ = ["ConsistencyLoss", "SemanticConsistencyLoss", "InstancePriorLoss", "SmoothnessLoss",
+           "StereoPhotometricLoss", "DESCLoss", "DESCLossOutput"]
 
 
 class ConsistencyLoss(nn.Module):
@@ -73,6 +73,22 @@ class SmoothnessLoss(nn.Module):
 
     def forward(self, depth: Tensor, image: Tensor) -> Tensor:
         return F.smoothness_loss(depth, image, reduction=self.reduction)
+
+
+class StereoPhotometricLoss(nn.Module):
+    """``stereo_photometric_loss`` (docs/ops.md §7) with fixed ``alpha``, ``ssim``
+    and ``reduction``."""
+
+    def __init__(self, *, alpha: float = 0.85, ssim: str = "valid", reduction: str = "mean"):
+        super().__init__()
+        self.alpha = alpha
+        self.ssim = ssim
+        self.reduction = reduction
+
+    def forward(self, depth: Tensor, image: Tensor, image_other: Tensor,
+                focal_baseline: Union[float, Tensor]) -> Tensor:
+        return F.stereo_photometric_loss(depth, image, image_other, focal_baseline, alpha=self.alpha, ssim=self.ssim,
+                                         reduction=self.reduction)
 
 
 class DESCLossOutput(NamedTuple):

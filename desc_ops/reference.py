@@ -27,6 +27,7 @@ __all__ = [
     "instance_heights",
     "instance_prior_loss",
     "smoothness_loss",
+    "stereo_photometric_loss",
     "relabel_instances",
 ]
 
@@ -268,3 +269,58 @@ def smoothness_loss(depth, image, *, reduction="mean") -> Tensor:
     """Edge-aware smoothness ``mean |dx| exp(-mean_c |dI_x|) + mean |dy| exp(-mean_c |dI_y|)``, or with
     ``"none"`` each pixel's terms ``|dx| wx + |dy| wy`` (docs/ops.md §5)."""
     return _smoothness_loss(*_args.smoothness(depth, image, reduction))
+
+
+# --------------------------------------------------------------------------- §7
+
+
+def _stereo_warp(image_other: Tensor, depth: Tensor, focal_baseline: Tensor) -> Tensor:
+    """``image_other`` sampled at ``x - focal_baseline / (max(depth, 0) + 1e-6)``
+    along each row, linearly, the row extended by zeros; the gradient reaches
+    depth through the weights (``floor`` has none: at an integer position the
+    slope is the right difference, as ``grid_sample``'s)."""
+    B, C, H, W = image_other.shape
+    x = torch.arange(W, dtype=depth.dtype, device=depth.device).view(1, 1, 1, W)
+    u = x - focal_baseline.view(B, 1, 1, 1) / (depth.clamp(min=0) + 1e-6)
+    u = u.clamp(-2, W + 1)  # both taps already zeros there; keeps the index in range
+    x0 = torch.floor(u)
+    w1 = u - x0  # NaN for a NaN position: a NaN sample
+    index = (torch.nan_to_num(x0, nan=0.0).long() + 2).expand(B, C, H, W)
+    padded = F.pad(image_other, (2, 3))  # columns -2, -1 and W .. W+2 read as 0
+    v0, v1 = padded.gather(3, index), padded.gather(3, index + 1)
+    return v0 + w1 * (v1 - v0)
+
+
+def _ssim_dissimilarity(x: Tensor, y: Tensor, reflect: bool) -> Tensor:
+    """``clamp((1 - SSIM) / 2, 0, 1)`` per channel over 3x3 windows (average pools)."""
+    if reflect:
+        x, y = F.pad(x, (1, 1, 1, 1), mode="reflect"), F.pad(y, (1, 1, 1, 1), mode="reflect")
+    mu_x, mu_y = F.avg_pool2d(x, 3, 1), F.avg_pool2d(y, 3, 1)
+    var_x = F.avg_pool2d(x * x, 3, 1) - mu_x ** 2
+    var_y = F.avg_pool2d(y * y, 3, 1) - mu_y ** 2
+    cov = F.avg_pool2d(x * y, 3, 1) - mu_x * mu_y
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    ssim = (2 * mu_x * mu_y + c1) * (2 * cov + c2) / ((mu_x ** 2 + mu_y ** 2 + c1) * (var_x + var_y + c2))
+    return ((1 - ssim) / 2).clamp(0, 1)
+
+
+def _stereo_photometric_loss(depth, image, image_other, focal_baseline, alpha=0.85, ssim="valid",
+                             reduction="mean") -> Tensor:
+    acc = _acc(depth.dtype)
+    d, left, other = depth.to(acc), image.to(acc), image_other.to(acc)
+    warped = _stereo_warp(other, d, focal_baseline.to(acc))
+    s = _ssim_dissimilarity(left, warped, ssim == "reflect")
+    l1 = (left - warped).abs()
+    if reduction == "mean":
+        return (alpha * s.mean() + (1 - alpha) * l1.mean()).to(depth.dtype)
+    border = (depth.shape[2] - s.shape[2]) // 2
+    per_pixel = alpha * F.pad(s.mean(1, keepdim=True), (border,) * 4) + (1 - alpha) * l1.mean(1, keepdim=True)
+    return (per_pixel.sum() if reduction == "sum" else per_pixel).to(depth.dtype)
+
+
+def stereo_photometric_loss(depth, image, image_other, focal_baseline, *, alpha=0.85, ssim="valid",
+                            reduction="mean") -> Tensor:
+    """``alpha * mean clamp((1 - SSIM(image, warped)) / 2, 0, 1) + (1 - alpha) * mean |image - warped|``
+    with ``warped`` = ``image_other`` at ``x - focal_baseline / depth`` (docs/ops.md §7)."""
+    return _stereo_photometric_loss(*_args.stereo(depth, image, image_other, focal_baseline, alpha, ssim,
+                                                  reduction))

@@ -21,6 +21,8 @@ def _inputs(dtype, B=3, C=19, H=70, W=300, K=40, seed=0):
         logits=torch.randn(B, C, H, W, generator=g).to(dtype),
         labels=torch.randint(-1, C, (B, H, W), generator=g),
         image=torch.rand(B, 3, H, W, generator=g).to(dtype),
+        image_other=torch.rand(B, 3, H, W, generator=g).to(dtype),
+        focal_baseline=torch.rand(B, generator=g) * 120,
         ids=ids,
         heights=(torch.rand(B, K, generator=g) * 2 + 0.5).to(dtype),
         focal=torch.full((B,), 200.0),
@@ -39,8 +41,12 @@ def _run_all(x, device):
         "plain": desc_ops.consistency_loss(d, s, x["image"][:, :1], reduction="mean"),
         "prior": desc_ops.instance_prior_loss(d, x["ids"], h, x["focal"], max_depth=80.0),
         "smooth": desc_ops.smoothness_loss(d, x["image"]),
+        "stereo": desc_ops.stereo_photometric_loss(d, x["image"], x["image_other"], x["focal_baseline"]),
+        "stereo_map": desc_ops.stereo_photometric_loss(d, x["image"], x["image_other"], x["focal_baseline"],
+                                                       ssim="reflect", reduction="none"),
     }
-    total = out["fused"] + out["fused_labels"] * 1e-6 + out["plain"] + out["prior"] + out["smooth"]
+    total = (out["fused"] + out["fused_labels"] * 1e-6 + out["plain"] + out["prior"] + out["smooth"] + out["stereo"]
+             + (out["stereo_map"] * x["image"][:, 1:2]).mean())
     out["grad_depth"], out["grad_depth_sem"], out["grad_heights"] = torch.autograd.grad(total, (d, s, h))
     st = desc_ops.instance_stats(x["ids"], K, x["depth"])
     out.update({f"stats_{k}": v for k, v in st._asdict().items()})
@@ -81,7 +87,8 @@ def test_cuda_graphs_reduce_overhead():
     def step(d, h):
         return (desc_ops.semantic_consistency_loss(d, x["depth_sem"], x["logits"], image=x["image"])
                 + desc_ops.instance_prior_loss(d, x["ids"], h, x["focal"], validate=False)
-                + desc_ops.smoothness_loss(d, x["image"]))
+                + desc_ops.smoothness_loss(d, x["image"])
+                + desc_ops.stereo_photometric_loss(d, x["image"], x["image_other"], x["focal_baseline"]))
 
     compiled = torch.compile(step, fullgraph=True, mode="reduce-overhead")
     for _ in range(3):  # warm-up, record, replay

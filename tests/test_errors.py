@@ -38,6 +38,9 @@ VALID = {
     "instance_prior_loss": dict(depth=_x(), instance_ids=_ids(), heights=torch.ones(B, K), focal=torch.ones(B),
                                 min_pixels=1, max_depth=None, reduction="mean", validate=True),
     "smoothness_loss": dict(depth=_x(), image=torch.rand(B, 3, H, W), reduction="mean"),
+    "stereo_photometric_loss": dict(depth=_x(), image=torch.rand(B, 3, H, W), image_other=torch.rand(B, 3, H, W),
+                                    focal_baseline=torch.full((B,), 20.0), alpha=0.85, ssim="valid",
+                                    reduction="mean"),
 }
 
 
@@ -98,6 +101,22 @@ BAD = [
     ("smoothness_loss", dict(depth=torch.rand(B, 3, H, W)), "depth must have shape"),
     ("smoothness_loss", dict(depth=EMPTY, image=torch.rand(0, 3, H, W)), "depth is empty"),
     ("smoothness_loss", dict(image=META), "image is on meta but depth is on cpu"),
+    ("stereo_photometric_loss", dict(image=torch.rand(B, 3, H + 1, W)), "image must have shape"),
+    ("stereo_photometric_loss", dict(image_other=torch.rand(B, 3, H, W + 1)), "image_other must have shape"),
+    ("stereo_photometric_loss", dict(image_other=torch.rand(B, 2, H, W)), "image_other must have shape"),
+    ("stereo_photometric_loss", dict(depth=torch.rand(B, 3, H, W)), "depth must have shape"),
+    ("stereo_photometric_loss", dict(alpha=1.5), r"alpha must be in \[0, 1\]"),
+    ("stereo_photometric_loss", dict(alpha=-0.1), r"alpha must be in \[0, 1\]"),
+    ("stereo_photometric_loss", dict(ssim="same"), "ssim must be"),
+    ("stereo_photometric_loss", dict(reduction="max"), "reduction must be"),
+    ("stereo_photometric_loss", dict(depth=_x(h=2), image=torch.rand(B, 3, 2, W), image_other=torch.rand(B, 3, 2, W)),
+     "ssim='valid' needs H and W of at least 3"),
+    ("stereo_photometric_loss", dict(depth=_x(w=1), image=torch.rand(B, 3, H, 1), image_other=torch.rand(B, 3, H, 1),
+                                     ssim="reflect"), "ssim='reflect' needs H and W of at least 2"),
+    ("stereo_photometric_loss", dict(depth=EMPTY, image=torch.rand(0, 3, H, W), image_other=torch.rand(0, 3, H, W),
+                                     focal_baseline=torch.ones(0)), "depth is empty"),
+    ("stereo_photometric_loss", dict(image_other=META), "image_other is on meta but depth is on cpu"),
+    ("stereo_photometric_loss", dict(focal_baseline=META), "focal_baseline is on meta but depth is on cpu"),
 ]
 
 
@@ -213,6 +232,8 @@ def test_backward_operators_check_their_arguments(device):
     ops._consistency_loss_backward(g, d, s, w, n, "mean")
     ops._instance_prior_loss_backward(g, d, x["ids"], x["z"], x["dz_dh"], x["sign_sum"], x["prior_norm"])
     ops._smoothness_loss_backward(g, d, x["image"])
+    fb = torch.full((B,), 20.0, device=device)
+    ops._stereo_photometric_loss_backward(g, d, x["image"], x["image"], fb, 0.85, "valid", "mean")
     cases = [
         (lambda: ops._consistency_loss_backward(g, d, _x(h=3).to(device), w, n, "mean"), "depth_sem must have"),
         (lambda: ops._consistency_loss_backward(g, d, s, _x(w=3).to(device), n, "mean"), "weight must have"),
@@ -237,6 +258,14 @@ def test_backward_operators_check_their_arguments(device):
                                                    x["prior_norm"]), "instance_ids is on meta"),
         (lambda: ops._smoothness_loss_backward(g, d, x["image"][..., :2]), "image must have shape"),
         (lambda: ops._smoothness_loss_backward(torch.ones(2, device=device), d, x["image"]), "grad of a"),
+        (lambda: ops._stereo_photometric_loss_backward(torch.ones(2, device=device), d, x["image"], x["image"], fb,
+                                                       0.85, "valid", "mean"), "grad of a"),
+        (lambda: ops._stereo_photometric_loss_backward(_x(h=2).to(device), d, x["image"], x["image"], fb, 0.85,
+                                                       "valid", "none"), "grad must have shape"),
+        (lambda: ops._stereo_photometric_loss_backward(g, d, x["image"], x["image"][..., :2], fb, 0.85, "valid",
+                                                       "mean"), "image_other must have shape"),
+        (lambda: ops._stereo_photometric_loss_backward(g, d, x["image"], x["image"], fb.double(), 0.85, "valid",
+                                                       "mean"), "focal_baseline must be a"),
     ]
     for call, message in cases:
         # A meta tensor among the arguments sends the call to the fake kernel (ValueError).
@@ -276,6 +305,13 @@ def test_python_messages_in_full(impl):
          "focal must be real, got shape (2,) and dtype torch.bool"),
         (lambda: desc_ops.instance_prior_loss(_x(), _ids(), torch.ones(B, K), torch.ones(B, 1)),
          "focal must be a scalar or have shape (2,), got shape (2, 1) and dtype torch.float32"),
+        (lambda: desc_ops.stereo_photometric_loss(_x(), torch.rand(B, 3, H, W), torch.rand(B, 3, H, W), "fb"),
+         "focal_baseline must be a real number, got 'fb'"),
+        (lambda: desc_ops.stereo_photometric_loss(_x(), torch.rand(B, 3, H, W), torch.rand(B, 3, H, W),
+                                                  torch.ones(B + 1)),
+         "focal_baseline must be a scalar or have shape (2,), got shape (3,) and dtype torch.float32"),
+        (lambda: desc_ops.stereo_photometric_loss(_x(), torch.rand(B, 3, H, W), torch.rand(B, 1, H, W), 5.0),
+         "image_other must have shape (2, 3, 4, 5) like image, got shape (2, 1, 4, 5) and dtype torch.float32"),
     ]
     for call, message in cases:
         with pytest.raises(ValueError) as err:

@@ -26,6 +26,9 @@ def _batch(device, dtype=torch.float32, B=2, C=5, H=6, W=7, K=3, seed=0):
         logits=torch.randn(B, C, H, W, generator=g).to(device=device, dtype=dtype),
         labels=torch.randint(-1, C, (B, H, W), generator=g).to(device),
         image=torch.rand(B, 3, H, W, generator=g).to(device=device, dtype=dtype),
+        image_other=torch.rand(B, 3, H, W, generator=g).to(device=device, dtype=dtype),
+        focal_baseline=(torch.rand(B, generator=g, dtype=torch.float64) * 20 + 1).to(
+            device=device, dtype=torch.float64 if dtype == torch.float64 else torch.float32),
         edges=torch.rand(B, 1, H, W, generator=g).to(device=device, dtype=dtype),
         ids=ids,
         heights=(torch.rand(B, K, generator=g) + 1).to(device=device, dtype=dtype),
@@ -50,6 +53,9 @@ def _opcheck_cases(device, dtype):
                                 (d, x["ids"], h, x["focal"], 2, 40.0, "sum", True),
                                 (d, x["ids"], h, x["focal"], 1, 40.0, "none", True)],
         "smoothness_loss": [(d, x["image"]), (d, x["image"], "none")],
+        "stereo_photometric_loss": [(d, x["image"], x["image_other"], x["focal_baseline"]),
+                                    (d, x["image"], x["image_other"], x["focal_baseline"], 0.5, "reflect", "none"),
+                                    (d, x["image"], x["image_other"], x["focal_baseline"], 1.0, "valid", "sum")],
     }
 
 
@@ -68,7 +74,8 @@ def _takes(name, args) -> bool:
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("name", ["confidence_map", "consistency_loss", "semantic_consistency_loss",
-                                  "instance_stats", "instance_prior_loss", "smoothness_loss", *TRAINING_FORMS])
+                                  "instance_stats", "instance_prior_loss", "smoothness_loss",
+                                  "stereo_photometric_loss", *TRAINING_FORMS])
 def test_opcheck(device, dtype, name):
     if name in TRAINING_FORMS and device != "cpu":
         pytest.skip("the training forms are CPU operators")
@@ -150,7 +157,8 @@ def _forward(x, d, s, h):
              + desc_ops.semantic_consistency_loss(d, s, x["labels"], edges=x["edges"], reduction="sum")
              + desc_ops.consistency_loss(d, s, x["weight"], reduction="none").sum()
              + desc_ops.instance_prior_loss(d, x["ids"], h, x["focal"], max_depth=50.0)
-             + desc_ops.smoothness_loss(d, x["image"]))
+             + desc_ops.smoothness_loss(d, x["image"])
+             + desc_ops.stereo_photometric_loss(d, x["image"], x["image_other"], x["focal_baseline"], ssim="reflect"))
     st = desc_ops.instance_stats(x["ids"], x["heights"].shape[1], x["depth"])
     return conf, total, st.count, st.depth_median, st.depth_mean
 
@@ -205,7 +213,7 @@ def test_compile_fullgraph_modules(device):
 
 
 OPERATORS = ["confidence_map", "consistency_loss", "semantic_consistency_loss", "instance_stats",
-             "instance_prior_loss", "smoothness_loss"]
+             "instance_prior_loss", "smoothness_loss", "stereo_photometric_loss"]
 
 
 def test_extension_backend_calls_every_operator(monkeypatch):
@@ -414,6 +422,11 @@ def test_modules_pass_every_option_to_their_function():
             alone = module(**{name: value})(*args, **kwargs)
             assert not torch.equal(alone, module()(*args, **kwargs)), (module, name)
     assert torch.equal(desc_ops.SmoothnessLoss()(d, x["image"]), desc_ops.smoothness_loss(d, x["image"]))
+    stereo = (d, x["image"], x["image_other"], x["focal_baseline"])
+    for options in (dict(alpha=0.3), dict(ssim="reflect"), dict(reduction="none")):
+        got = desc_ops.StereoPhotometricLoss(**options)(*stereo)
+        assert torch.equal(got, desc_ops.stereo_photometric_loss(*stereo, **options))
+        assert not torch.equal(got, desc_ops.StereoPhotometricLoss()(*stereo)), options
 
 
 def _one_pixel_slot(ids):
@@ -562,8 +575,7 @@ def test_fake_kernels_name_an_argument_on_another_device():
                 getattr(ops, name)(*moved)
 
 
-@pytest.mark.parametrize("name", ["confidence_map", "consistency_loss", "semantic_consistency_loss", "instance_stats",
-                                  "instance_prior_loss", "smoothness_loss"])
+@pytest.mark.parametrize("name", OPERATORS)
 def test_reference_functions_take_the_public_signature(name):
     """desc_ops.reference.f is a drop-in for desc_ops.f: same parameters, same defaults."""
     import inspect
@@ -579,7 +591,8 @@ def test_reference_computes_half_precision_in_float32_and_rounds_once(dtype):
     So the reference on half inputs is bitwise its float32 result on the same
     values, rounded; arithmetic in the half type itself rounds at every step."""
     x = _batch("cpu", dtype, H=40, W=50, seed=5)
-    up = {k: v.float() if torch.is_floating_point(v) and k != "focal" else v for k, v in x.items()}
+    up = {k: v.float() if torch.is_floating_point(v) and k not in ("focal", "focal_baseline") else v
+          for k, v in x.items()}
     calls = {
         "confidence_map": lambda a: reference.confidence_map(a["logits"], image=a["image"], edge_weight=0.7),
         "consistency_loss": lambda a: reference.consistency_loss(a["depth"], a["depth_sem"], a["weight"]),
@@ -588,6 +601,8 @@ def test_reference_computes_half_precision_in_float32_and_rounds_once(dtype):
         "instance_prior_loss": lambda a: reference.instance_prior_loss(a["depth"], a["ids"], a["heights"],
                                                                        a["focal"]),
         "smoothness_loss": lambda a: reference.smoothness_loss(a["depth"], a["image"]),
+        "stereo_photometric_loss": lambda a: reference.stereo_photometric_loss(
+            a["depth"], a["image"], a["image_other"], a["focal_baseline"]),
     }
     for name, call in calls.items():
         half, single = call(x), call(up)
@@ -709,6 +724,8 @@ LOSSES_UNDER_AUTOCAST = {
                                                                                   image=x["image"]),
     "instance_prior_loss": lambda x, d: desc_ops.instance_prior_loss(d, x["ids"], x["heights"], x["focal"]),
     "smoothness_loss": lambda x, d: desc_ops.smoothness_loss(d, x["image"]),
+    "stereo_photometric_loss": lambda x, d: desc_ops.stereo_photometric_loss(d, x["image"], x["image_other"],
+                                                                             x["focal_baseline"]),
     "DESCLoss": lambda x, d: desc_ops.DESCLoss()(d, depth_sem=x["depth_sem"], semantic=x["logits"],
                                                  image=x["image"], instance_ids=x["ids"], heights=x["heights"],
                                                  focal=x["focal"]).total,

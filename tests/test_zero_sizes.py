@@ -25,6 +25,7 @@ def _inputs(device, B, C, H, W, K):
         logits=torch.randn(B, C, H, W, generator=g).to(device),
         labels=torch.randint(-1, max(C, 1), (B, H, W), generator=g).to(device),
         image=torch.rand(B, 3, H, W, generator=g).to(device),
+        image_other=torch.rand(B, 3, H, W, generator=g).to(device),
         ids=ids.to(device),
         heights=(torch.rand(B, K, generator=g) + 1).to(device).requires_grad_(),
         focal=torch.full((B,), 100.0, device=device),
@@ -47,6 +48,10 @@ CALLS = {
     "instance_prior_loss": lambda x: desc_ops.instance_prior_loss(x["depth"], x["ids"], x["heights"], x["focal"],
                                                                   max_depth=80.0),
     "smoothness_loss": lambda x: desc_ops.smoothness_loss(x["depth"], x["image"]),
+    "stereo_photometric_loss": lambda x: desc_ops.stereo_photometric_loss(x["depth"], x["image"], x["image_other"],
+                                                                          x["focal"] / 10),
+    "stereo_photometric_loss, none": lambda x: desc_ops.stereo_photometric_loss(
+        x["depth"], x["image"], x["image_other"], x["focal"] / 10, ssim="reflect", reduction="none"),
 }
 
 
