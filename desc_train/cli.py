@@ -130,6 +130,8 @@ def build_parser() -> Parser:
     g.add_argument("--workers", type=_workers, default=None, help="processes (default: the CPU count)")
     g.add_argument("--sheet", type=_path, default=None, help="also write a contact sheet PNG here")
     g.add_argument("--logits", action="store_true", help="also write the simulated segmenter's logits (target)")
+    g.add_argument("--stereo", action="store_true",
+                   help="also write the right view of every target_train frame (rgb_right/; 0.54 m baseline)")
     g.set_defaults(run=_generate)
     s = sub.add_parser("sheet", help="contact sheet (RGB | depth | labels | instances) of dataset splits")
     s.add_argument("splits", nargs="+", help="split folders (with meta.json)")
@@ -256,7 +258,7 @@ def _generate(args) -> int:
     t = time.time()
     counts = {"source_train": args.source, "target_train": args.target, "target_test": args.test}
     generate_benchmark(args.out, {k: v for k, v in counts.items() if v > 0}, seed=args.seed, size=args.size,
-                       workers=args.workers, logits=args.logits)
+                       workers=args.workers, logits=args.logits, stereo=args.stereo)
     print(f"generated in {time.time() - t:.1f} s under {args.out}")
     if args.sheet:
         print(f"wrote {contact_sheet(list(iter_splits(args.out)), args.sheet)}")

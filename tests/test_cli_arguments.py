@@ -7,7 +7,7 @@ from desc_train import cli
 RUNNERS = {"generate": "_generate", "sheet": "_sheet", "demo": "_demo", "train": "_train", "evaluate": "_evaluate"}
 DEFAULTS = {  # command line -> the parsed arguments the runner gets
     ("generate", "--out", "d"): dict(out="d", source=2000, target=2000, test=200, size=(96, 320), seed=0,
-                                     workers=None, sheet=None, logits=False),
+                                     workers=None, sheet=None, logits=False, stereo=False),
     ("sheet", "a", "b", "--out", "s.png"): dict(splits=["a", "b"], out="s.png", rows=4),
     ("demo",): dict(quick=False, seeds=[0, 1, 2], config=None, workers=None, overrides=[]),
     ("train",): dict(config=None, preset=None, overrides=[]),
@@ -65,8 +65,9 @@ def test_named_values_reach_the_runner(monkeypatch):
     assert (args.crop, args.cap, args.median_scaling, args.device, args.json) == \
         ("none", [(1.0, 50.0), (0.5, 80.0)], True, "cuda", "r.json")
     _, args = _parsed(monkeypatch, ("generate", "--out", "d", "--source", "3", "--target", "4", "--test", "5",
-                                    "--seed", "6", "--workers", "2", "--size", "32x64", "--sheet", "s.png", "--logits"))
-    assert (args.source, args.target, args.test, args.seed, args.workers, args.size, args.sheet, args.logits) == \
-        (3, 4, 5, 6, 2, (32, 64), "s.png", True)
+                                    "--seed", "6", "--workers", "2", "--size", "32x64", "--sheet", "s.png", "--logits",
+                                    "--stereo"))
+    assert (args.source, args.target, args.test, args.seed, args.workers, args.size, args.sheet, args.logits,
+            args.stereo) == (3, 4, 5, 6, 2, (32, 64), "s.png", True, True)
     _, args = _parsed(monkeypatch, ("train", "--preset", "paper", "--set", "lr=1", "--set", "width=8"))
     assert (args.preset, args.overrides) == ("paper", ["lr=1", "width=8"])

@@ -107,7 +107,8 @@ def test_disparity_ground_truth_crop_and_intrinsics(tmp_path, zipped):
     assert meta.dataset["args"]["crop_bottom"] == 0.25
     args = dict(meta.dataset["args"])
     assert os.path.samefile(args.pop("root"), tmp_path / "cs")
-    assert args == dict(subset=["val"], gt="disparity", labels="none", crop_bottom=0.25, size=[48, 128], limit=None)
+    assert args == dict(subset=["val"], gt="disparity", labels="none", crop_bottom=0.25, size=[48, 128], limit=None,
+                        stereo=False)
     assert meta.has_depth is False and meta.has_labels is False and meta.label_source is None
     assert meta.dataset["converter"] == "desc-train prepare cityscapes"
     assert os.path.samefile(meta.dataset["root"], tmp_path / "cs") and meta.instance_classes == []
@@ -141,7 +142,7 @@ def test_labels_map_to_coco_and_instances(tmp_path):
     meta = read_meta(split)
     assert meta.has_labels and meta.eval is None and read_gt(split, NAME) is None
     assert {k: v for k, v in meta.dataset["args"].items() if k != "root"} == dict(
-        subset=["val"], gt="none", labels="gt", crop_bottom=0.25, size=[96, 256], limit=None)
+        subset=["val"], gt="none", labels="gt", crop_bottom=0.25, size=[96, 256], limit=None, stereo=False)
     assert meta.classes == coco.CLASSES
     assert meta.instance_classes == sorted(coco.class_id(n) for n in
                                            ("person", "bicycle", "car", "motorcycle", "bus", "train", "truck"))

@@ -1,7 +1,13 @@
 """A torch Dataset over one split of the on-disk layout (layout.py), returning
 tensors ready for the desc_ops losses, with augmentations that keep the
 pinhole geometry honest: a horizontal flip and a crop keep the focal length,
-a resize by s scales it by s (so h = f H / Z still holds)."""
+a resize by s scales it by s (so h = f H / Z still holds).
+
+A stereo pair keeps its disparity d = focal_baseline / Z true the same way: the
+right view is resized, cropped and flipped with the left one; a resize scales
+focal_baseline by the width's factor, a crop keeps it, and a flip negates it
+(mirrored, the right camera sits at minus the baseline: labels and depth stay
+with the left image, and the mirrored right view is sampled at x + d)."""
 from __future__ import annotations
 
 import os
@@ -13,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .layout import DataError, read_logits, read_meta, read_sample
+from .layout import RIGHT, DataError, check_stereo, has_right_views, read_logits, read_meta, read_rgb, read_sample
 
 
 @dataclass
@@ -27,7 +33,8 @@ def resize_frame(s: Dict[str, np.ndarray], factor: float) -> Dict[str, np.ndarra
     H, W = s["depth"].shape
     size = (max(1, round(W * factor)), max(1, round(H * factor)))
     out = dict(s)
-    out["rgb"] = cv2.resize(s["rgb"], size, interpolation=cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR)
+    for key in _images(s):
+        out[key] = cv2.resize(s[key], size, interpolation=cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR)
     for key in ("depth", "semantic", "instance"):  # no blending of depths or ids across edges
         out[key] = cv2.resize(s[key], size, interpolation=cv2.INTER_NEAREST) if s[key].dtype != np.int64 else \
             cv2.resize(s[key].astype(np.int32), size, interpolation=cv2.INTER_NEAREST).astype(np.int64)
@@ -35,12 +42,14 @@ def resize_frame(s: Dict[str, np.ndarray], factor: float) -> Dict[str, np.ndarra
         out["logits"] = cv2.resize(s["logits"].transpose(1, 2, 0), size, interpolation=cv2.INTER_LINEAR)
         out["logits"] = out["logits"].reshape(size[1], size[0], -1).transpose(2, 0, 1)
     out["focal"] = s["focal"] * size[0] / W
+    if "focal_baseline" in s:  # a disparity is a width
+        out["focal_baseline"] = s["focal_baseline"] * size[0] / W
     return out
 
 
 def crop_frame(s: Dict[str, np.ndarray], top: int, left: int, h: int, w: int) -> Dict[str, np.ndarray]:
     out = dict(s)
-    for key in ("rgb", "depth", "semantic", "instance"):
+    for key in (*_images(s), "depth", "semantic", "instance"):
         out[key] = s[key][top:top + h, left:left + w]
     if s.get("logits") is not None:
         out["logits"] = s["logits"][:, top:top + h, left:left + w]
@@ -49,11 +58,17 @@ def crop_frame(s: Dict[str, np.ndarray], top: int, left: int, h: int, w: int) ->
 
 def flip_frame(s: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
     out = dict(s)
-    for key in ("rgb", "depth", "semantic", "instance"):
+    for key in (*_images(s), "depth", "semantic", "instance"):
         out[key] = np.ascontiguousarray(s[key][:, ::-1])
     if s.get("logits") is not None:
         out["logits"] = np.ascontiguousarray(s["logits"][:, :, ::-1])
+    if "focal_baseline" in s:  # the mirrored right camera sits at -baseline (module docstring)
+        out["focal_baseline"] = -s["focal_baseline"]
     return out
+
+
+def _images(s: Dict) -> Tuple[str, ...]:
+    return ("rgb", RIGHT) if RIGHT in s else ("rgb",)
 
 
 class DepthDataset(Dataset):
@@ -62,15 +77,28 @@ class DepthDataset(Dataset):
     ignore), ``instance_ids`` (H, W) int64 slots ``0..K-1`` (-1 = none, K =
     ``max_instances``), ``instance_class`` (K,) int64 (-1 for unused slots),
     ``focal`` () float32 pixels, ``name``, and ``logits`` (C, H, W) where the split
-    has segmenter logits."""
+    has segmenter logits.
+
+    Stereo (`stereo` None: when the split has right views, rgb_right/; True: the
+    split must have them; False: never) adds ``image_right`` (3, H, W) float in
+    [0, 1], the right view, and ``focal_baseline`` () float32, fx times the
+    baseline in pixels, so that the left image at (y, x) is the right view at
+    (y, x - focal_baseline / depth); kept true under the augmentations (module
+    docstring: a flip negates it)."""
 
     def __init__(self, split_dir: str, *, augment: Optional[Augment] = None, max_instances: int = 32,
-                 seed: int = 0):
+                 seed: int = 0, stereo: Optional[bool] = None):
         self.split_dir = split_dir
         self.meta = read_meta(split_dir)
         self.names = self.meta.names
         if not self.names:
             raise DataError(f"{os.path.join(split_dir, 'meta.json')}: lists no frames")
+        self.stereo = has_right_views(split_dir) if stereo is None else bool(stereo)
+        if self.stereo:
+            if not has_right_views(split_dir):
+                raise DataError(f"{split_dir}: has no right views ({RIGHT}/) for stereo: prepare it with --stereo "
+                                f"(desc-train prepare kitti or cityscapes, desc-train generate)")
+            check_stereo(split_dir, self.meta)
         self.augment = augment or Augment()
         self.max_instances = max_instances
         self.seed = seed
@@ -89,6 +117,9 @@ class DepthDataset(Dataset):
         s["focal"] = self.meta.frame_focal(name)
         s["name"] = name
         s["logits"] = read_logits(self.split_dir, name, s["depth"].shape)
+        if self.stereo:
+            s[RIGHT] = read_rgb(self.split_dir, name, self.meta, RIGHT)
+            s["focal_baseline"] = self.meta.frame_fx(name) * self.meta.frame_baseline(name)
         return s
 
     def _augment(self, s, index: int):
@@ -128,7 +159,7 @@ def to_tensors(s: Dict, max_instances: int, where: str = "instance map") -> Dict
     votes = votes.view(max_instances, num_classes)
     instance_class = torch.where(votes.sum(1) > 0, votes.argmax(1), torch.full((max_instances,), -1))
     out = dict(
-        image=torch.from_numpy(np.ascontiguousarray(s["rgb"])).permute(2, 0, 1).float() / 255.0,
+        image=_image(s["rgb"]),
         depth=torch.from_numpy(np.ascontiguousarray(s["depth"], dtype=np.float32))[None],
         semantic=semantic,
         instance_ids=ids,
@@ -138,4 +169,12 @@ def to_tensors(s: Dict, max_instances: int, where: str = "instance map") -> Dict
     )
     if s.get("logits") is not None:
         out["logits"] = torch.from_numpy(np.ascontiguousarray(s["logits"], dtype=np.float32))
+    if RIGHT in s:
+        out["image_right"] = _image(s[RIGHT])
+        out["focal_baseline"] = torch.tensor(float(s["focal_baseline"]), dtype=torch.float32)
     return out
+
+
+def _image(rgb: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) uint8 -> (3, H, W) float in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float() / 255.0

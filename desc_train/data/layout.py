@@ -2,6 +2,10 @@
 
     ROOT/SPLIT/meta.json           calibration and metadata (see SplitMeta)
     ROOT/SPLIT/rgb/NAME.png        8-bit RGB
+    ROOT/SPLIT/rgb_right/NAME.png  optional: the other view of a rectified stereo pair, 8-bit RGB of
+                                   the same size, from a camera "baseline" metres to the right
+                                   (same intrinsics: a point at depth Z lies f_x baseline / Z
+                                   pixels further left in it)
     ROOT/SPLIT/depth/NAME.png      16-bit, metres * depth_scale (default 256); 0 = no depth
                                    (or depth/NAME.npy, float32 metres, NaN or 0 = no depth)
     ROOT/SPLIT/semantic/NAME.png   8-bit class ids; 255 = ignore
@@ -11,8 +15,10 @@
                                    (0 = none), the evaluation ground truth of real test splits
 
 meta.json: {"domain", "depth_scale", "classes", "instance_classes", "focal" (pixels, the
-default of every frame), "baseline" (metres, or null), "image_size" [H, W],
-"frames": {NAME: {"focal": ...}}} (a frame's own focal overrides the default). Splits
+default of every frame), "baseline" (metres between the cameras of a stereo pair, the
+default of every frame, or null), "image_size" [H, W], "frames": {NAME: {"focal": ...,
+"baseline": ...}}} (a frame's own focal or baseline overrides the default; a split with
+rgb_right/ must give every frame a baseline, and every frame a right view). Splits
 that `desc-train prepare` converts from real datasets add: "has_depth" (false: no depth/
 folder, depth reads as 0), "has_labels" (false: no semantic/ and instance/ yet; they read
 as ignore and no instance), "max_depth" (metres the depth was clamped to), "max_instances"
@@ -21,7 +27,7 @@ arguments, list hash), "label_source", "eval" (the evaluation protocol of a test
 ground-truth kind, crop, caps), and per frame "K" [fx, fy, cx, cy] at the stored size
 ("focal" is fy: h = f H / Z counts rows), "orig_size" [H0, W0] and "src" (the source
 file, relative to the dataset root). read_meta and write_meta refuse a field of another
-kind (a list where a number belongs, a focal length that is not finite and above 0), naming
+kind (a list where a number belongs, a focal length or baseline that is not finite and above 0), naming
 it; the frames' maps must have image_size, and their class ids be classes of the split.
 """
 from __future__ import annotations
@@ -38,6 +44,7 @@ import numpy as np
 from ..errors import UserError
 
 DEPTH_SCALE = 256.0
+RIGHT = "rgb_right"  # the folder of the right views of a stereo split
 
 
 class DataError(UserError):
@@ -64,6 +71,15 @@ class SplitMeta:
 
     def frame_focal(self, name: str) -> float:
         return float(self.frames.get(name, {}).get("focal", self.focal))
+
+    def frame_fx(self, name: str) -> float:
+        """The horizontal focal length: K's fx where the frame has K, else the focal."""
+        K = self.frames.get(name, {}).get("K")
+        return float(K[0]) if K else self.frame_focal(name)
+
+    def frame_baseline(self, name: str) -> Optional[float]:
+        baseline = self.frames.get(name, {}).get("baseline", self.baseline)
+        return None if baseline is None else float(baseline)
 
     @property
     def names(self) -> List[str]:
@@ -122,7 +138,7 @@ _FIELDS: Dict[str, Any] = {
     "image_size": (lambda v: isinstance(v, (list, tuple)) and len(v) == 2 and all(_count(x) and x > 0 for x in v),
                    "[H, W], two positive integers"),
     "depth_scale": (_positive, "a finite number above 0"),
-    "baseline": (lambda v: v is None or _number(v), "a finite number of metres or null"),
+    "baseline": (lambda v: v is None or _positive(v), "a finite number of metres above 0 or null"),
     "frames": (lambda v: isinstance(v, dict) and all(isinstance(f, dict) for f in v.values()),
                "an object of frame name -> object"),
     "has_depth": (lambda v: isinstance(v, bool), "true or false"),
@@ -174,9 +190,10 @@ def check_fields(fields: Dict[str, Any], path: str) -> None:
         raise DataError(f"{path}: eval.crop must be null or one of {', '.join(EVAL_CROPS)}, got "
                         f"{_shown(protocol.get('crop'))}")
     for name, frame in (fields.get("frames") or {}).items():
-        if "focal" in frame and not _positive(frame["focal"]):
-            raise DataError(f"{path}: frames.{name}.focal must be a finite number of pixels above 0, got "
-                            f"{_shown(frame['focal'])}")
+        for key, unit in (("focal", "pixels"), ("baseline", "metres")):
+            if key in frame and not _positive(frame[key]):
+                raise DataError(f"{path}: frames.{name}.{key} must be a finite number of {unit} above 0, got "
+                                f"{_shown(frame[key])}")
         problem = intrinsics_problem(frame["K"]) if "K" in frame else None
         if problem:
             raise DataError(f"{path}: frames.{name}.K {problem}")
@@ -224,16 +241,18 @@ def _write_png(path: str, array: np.ndarray) -> None:
 
 def write_sample(split_dir: str, name: str, rgb: Optional[np.ndarray], depth: Optional[np.ndarray] = None,
                  semantic: Optional[np.ndarray] = None, instance: Optional[np.ndarray] = None,
-                 depth_scale: float = DEPTH_SCALE) -> None:
-    """rgb (H, W, 3) uint8; depth (H, W) metres (<= 0 or non-finite: none);
-    semantic (H, W) class ids (255 ignore); instance (H, W) ids (0 none). A map
-    given as None is not written."""
+                 depth_scale: float = DEPTH_SCALE, rgb_right: Optional[np.ndarray] = None) -> None:
+    """rgb and rgb_right (H, W, 3) uint8; depth (H, W) metres (<= 0 or non-finite:
+    none); semantic (H, W) class ids (255 ignore); instance (H, W) ids (0 none). A
+    map given as None is not written."""
     def put(folder: str, array: np.ndarray) -> None:
         os.makedirs(os.path.join(split_dir, folder), exist_ok=True)
         _write_png(os.path.join(split_dir, folder, name + ".png"), array)
 
     if rgb is not None:
         put("rgb", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if rgb_right is not None:
+        put(RIGHT, cv2.cvtColor(rgb_right, cv2.COLOR_RGB2BGR))
     if depth is not None:
         d = np.where(np.isfinite(depth) & (depth > 0), depth, 0.0) * depth_scale
         put("depth", np.clip(np.round(d), 0, 65535).astype(np.uint16))
@@ -303,14 +322,28 @@ def frame_path(split_dir: str, folder: str, name: str, ext: str = ".png") -> str
     return os.path.join(split_dir, folder, name + ext)
 
 
-def read_rgb(split_dir: str, name: str, meta: SplitMeta) -> np.ndarray:
+def read_rgb(split_dir: str, name: str, meta: SplitMeta, folder: str = "rgb") -> np.ndarray:
     """(H, W, 3) uint8 RGB, of the split's image_size: an image of another size is
-    its own fault, not that of the maps read after it."""
-    path = frame_path(split_dir, "rgb", name)
-    bgr = _read_png(path, cv2.IMREAD_COLOR, meta.image_size, "RGB image")
+    its own fault, not that of the maps read after it. `folder` RIGHT: the right view."""
+    path = frame_path(split_dir, folder, name)
+    bgr = _read_png(path, cv2.IMREAD_COLOR, meta.image_size, "right view" if folder == RIGHT else "RGB image")
     if bgr.ndim != 3 or bgr.shape[2] != 3:
         raise DataError(f"{path}: not a 3-channel image")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def has_right_views(split_dir: str) -> bool:
+    return os.path.isdir(os.path.join(split_dir, RIGHT))
+
+
+def check_stereo(split_dir: str, meta: SplitMeta) -> None:
+    """DataError naming the split's meta.json when a frame has no baseline (its
+    own nor the split's): a split with right views needs one for every frame."""
+    missing = [n for n in meta.names if meta.frame_baseline(n) is None]
+    if missing:
+        raise DataError(f"{meta_path(split_dir)}: {len(missing)} of {len(meta.names)} frames have no baseline "
+                        f"(first {missing[0]}), but the split has right views ({RIGHT}/): set the split's "
+                        f"\"baseline\" or each frame's, in metres")
 
 
 def read_depth(split_dir: str, name: str, meta: SplitMeta) -> np.ndarray:

@@ -9,7 +9,8 @@ not classes; class ids in a semantic map that are no class of its split (every
 frame's map is decoded: one bad frame is enough to stop a training run); source
 depth whose median exceeds 200 m or whose maximum is under 1 m (a wrong scale); a
 test split (one with an evaluation protocol in meta.json) without ground truth for
-every frame. Reports the rest (frames, sizes, focal range, depth statistics of
+every frame; a stereo split (one with rgb_right/) without a right view or a baseline
+for every frame, or with a right view of another size. Reports the rest (frames, sizes, focal range, depth statistics of
 --frames sampled frames, the share of depth at max_depth, instances per frame,
 splits still without labels).
 """
@@ -20,8 +21,8 @@ from typing import List, Tuple
 
 import numpy as np
 
-from ..layout import (DataError, SplitMeta, foreign_ids, frame_path, gt_path, ids_message, read_depth, read_gt,
-                      read_instance, read_meta, read_rgb, read_semantic)
+from ..layout import (RIGHT, DataError, SplitMeta, check_stereo, foreign_ids, frame_path, gt_path, has_right_views,
+                      ids_message, read_depth, read_gt, read_instance, read_meta, read_rgb, read_semantic)
 from .common import parse_positive
 
 # Focal length in image widths: outside, the intrinsics were not read right (normalised,
@@ -47,7 +48,8 @@ def splits_of(root: str) -> List[str]:
 
 
 def _missing_files(split: str, meta: SplitMeta) -> List[str]:
-    folders = ["rgb"] + ["depth"] * meta.has_depth + ["semantic", "instance"] * meta.has_labels
+    folders = ["rgb"] + [RIGHT] * has_right_views(split) + ["depth"] * meta.has_depth + \
+        ["semantic", "instance"] * meta.has_labels
     missing = []
     for name in meta.names:
         for folder in folders:
@@ -91,6 +93,30 @@ def _sampled_depth(split: str, sample: List[str], meta: SplitMeta) -> np.ndarray
     return np.concatenate(depths)
 
 
+def sample_of(names: List[str], frames: int) -> List[str]:
+    """`frames` names spread evenly over `names`."""
+    return [names[i] for i in np.linspace(0, len(names) - 1, min(frames, len(names))).astype(int)] if names else []
+
+
+def _stereo_problems(split: str, meta: SplitMeta, lines: List[str], sample: List[str]) -> List[str]:
+    """The problems of a split with right views: a frame without a baseline, a
+    sampled right view unreadable or of another size (a missing one is among the
+    missing files). Adds the baseline range to `lines`."""
+    try:
+        check_stereo(split, meta)
+    except DataError as err:
+        return [str(err)]
+    baselines = [meta.frame_baseline(n) for n in meta.names]
+    lines.append(f"  stereo: right views, baseline {min(baselines):.4f} to {max(baselines):.4f} m")
+    for name in sample:
+        if os.path.exists(frame_path(split, RIGHT, name)):
+            try:
+                read_rgb(split, name, meta, RIGHT)
+            except DataError as err:  # unreadable, or of another size: named as it is
+                return [str(err)]
+    return []
+
+
 def check_split(split: str, frames: int = SAMPLED) -> Tuple[List[str], List[str]]:
     """(report lines, problems) of one split."""
     meta = read_meta(split)
@@ -117,7 +143,9 @@ def check_split(split: str, frames: int = SAMPLED) -> Tuple[List[str], List[str]
         lines.append("  no semantic and instance maps yet: add them with desc-train prepare panoptic before training")
     if meta.max_instances is not None:
         lines.append(f"  at most {meta.max_instances} instances in a frame (the trainer takes at least as many slots)")
-    sample = [names[i] for i in np.linspace(0, len(names) - 1, min(frames, len(names))).astype(int)] if names else []
+    sample = sample_of(names, frames)
+    if has_right_views(split) and names:
+        problems += _stereo_problems(split, meta, lines, sample)
     if meta.has_depth and sample and not missing:
         depth = _sampled_depth(split, sample, meta)
         valid = depth[depth > 0]

@@ -17,6 +17,11 @@ size in gt/ as the evaluation ground truth. Labels: Cityscapes label ids map to
 the COCO panoptic classes of ``desc_train.data.coco`` (others are ignored); an
 instance id of 1000 or more is an object (its class id times 1000 plus its
 number) and is kept as is, a smaller one is a class area without instances.
+
+``--stereo`` also stores each frame's right view,
+``rightImg8bit/SUBSET/CITY/CITY_SEQ_FRAME_rightImg8bit.png`` (rectified with the
+left one), cropped and resized as the left image, in ``rgb_right/``; the frame's
+baseline (the camera json's, about 0.21 m) is recorded with every frame anyway.
 """
 from __future__ import annotations
 
@@ -39,7 +44,8 @@ CROP_BOTTOM = 0.25  # the ego vehicle's share of the frame, as depth evaluations
 # The stored ground truth has lost its bottom already; the evaluator applies the rest of the usual crop.
 EVAL = {"gt_kind": "disparity", "crop": "cityscapes", "caps": [[0.001, 80]]}
 SUFFIXES = dict(image="_leftImg8bit.png", camera="_camera.json", disparity="_disparity.png",
-                label_ids="_gtFine_labelIds.png", instance_ids="_gtFine_instanceIds.png")
+                label_ids="_gtFine_labelIds.png", instance_ids="_gtFine_instanceIds.png",
+                right="_rightImg8bit.png")
 CAMERA_FIX = "the intrinsics and baseline are per frame; do not assume 0.22 m / 2262 px"
 
 # Cityscapes label id -> (Cityscapes name, COCO panoptic class); every other id is ignored.
@@ -106,6 +112,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(not for test, whose labels are private)")
     p.add_argument("--crop-bottom", type=parse_crop, default=CROP_BOTTOM,
                    help="fraction of the height cut off at the bottom (the ego vehicle)")
+    p.add_argument("--stereo", action="store_true",
+                   help="also store each frame's right view (rightImg8bit), for the stereo term")
 
 
 # ---------------------------------------------------------------- the dataset's folders
@@ -156,6 +164,7 @@ class Job:
     disparity: Optional[str] = None
     label_ids: Optional[str] = None
     instance_ids: Optional[str] = None
+    right: Optional[str] = None
 
 
 def left_images(images: str, subset: str) -> List[Tuple[str, str]]:
@@ -173,14 +182,15 @@ def left_images(images: str, subset: str) -> List[Tuple[str, str]]:
 
 
 def list_frames(root: str, subsets: Sequence[str], crop_bottom: float, gt: bool,
-                labels: bool) -> List[Tuple[str, Job]]:
+                labels: bool, stereo: bool = False) -> List[Tuple[str, Job]]:
     """(name, job) of every left image of `subsets`, in subset, city and frame order."""
     frames = []
     for subset in subsets:
         folders = dict(image=kind_folder(root, "leftImg8bit", subset), camera=kind_folder(root, "camera", subset),
                        disparity=kind_folder(root, "disparity", subset) if gt else None,
                        label_ids=kind_folder(root, "gtFine", subset) if labels else None,
-                       instance_ids=kind_folder(root, "gtFine", subset) if labels else None)
+                       instance_ids=kind_folder(root, "gtFine", subset) if labels else None,
+                       right=kind_folder(root, "rightImg8bit", subset) if stereo else None)
         for city, stem in left_images(folders["image"], subset):
             files = {key: os.path.join(folder, subset, city, stem + SUFFIXES[key])
                      for key, folder in folders.items() if folder}
@@ -265,19 +275,31 @@ def instances_from_instance_ids(ids: np.ndarray) -> np.ndarray:
     return np.where(objects, ids, 0).astype(np.uint16)
 
 
+def read_image(path: str, kind: str, subset: str, shape: Optional[Tuple[int, int]] = None) -> np.ndarray:
+    """The RGB image of `kind` (leftImg8bit, rightImg8bit) at `path`, of `shape`
+    when given; DataError naming the file and its archive otherwise."""
+    what = f"{'right' if kind == 'rightImg8bit' else 'left'} image"
+    if not os.path.exists(path):
+        raise DataError(f"{path}: missing {what}: extract {archive(kind, subset)}.zip again")
+    bgr = cv2.imread(path, cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise DataError(f"{path}: not a readable PNG ({what}): extract {archive(kind, subset)}.zip again")
+    if shape is not None and bgr.shape[:2] != tuple(shape):
+        raise DataError(f"{path}: {what} is {bgr.shape[1]}x{bgr.shape[0]} but the left image is "
+                        f"{shape[1]}x{shape[0]}")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
 def read(job: Job) -> Frame:
     """One Cityscapes frame, its bottom cut off, at the remaining native size."""
     K, baseline = read_camera(job.camera, archive("camera", job.subset))
-    if not os.path.exists(job.image):
-        raise DataError(f"{job.image}: missing left image: extract {archive('leftImg8bit', job.subset)}.zip again")
-    bgr = cv2.imread(job.image, cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise DataError(f"{job.image}: not a readable PNG (left image): extract "
-                        f"{archive('leftImg8bit', job.subset)}.zip again")
-    shape = bgr.shape[:2]
+    rgb = read_image(job.image, "leftImg8bit", job.subset)
+    shape = rgb.shape[:2]
     rows = kept_rows(shape[0], job.crop_bottom)
-    frame = Frame(name=job.name, src=os.path.relpath(job.image, job.root),
-                  rgb=cv2.cvtColor(bgr[:rows], cv2.COLOR_BGR2RGB), K=K, extra=dict(baseline=baseline))
+    frame = Frame(name=job.name, src=os.path.relpath(job.image, job.root), rgb=rgb[:rows], K=K,
+                  extra=dict(baseline=baseline))
+    if job.right:  # the ego vehicle's rows go too: one crop for both views
+        frame.rgb_right = read_image(job.right, "rightImg8bit", job.subset, shape)[:rows]
     if job.disparity:
         p = read_png(job.disparity, "disparity (stored as d*256 + 1)", f"download "
                      f"{archive('disparity', job.subset)}.zip, or convert without --gt disparity", np.uint16, shape)
@@ -301,13 +323,14 @@ def main(args) -> int:
         refuse_private_labels(root, args.subset)
     if args.limit is not None and args.limit < 1:
         raise DataError(f"--limit {args.limit}: expected a positive number of frames")
-    frames = list_frames(root, args.subset, args.crop_bottom, gt, labels)[:args.limit]
+    frames = list_frames(root, args.subset, args.crop_bottom, gt, labels, args.stereo)[:args.limit]
     first = png_size(frames[0][1].image)
     note = anisotropy_note((kept_rows(first[0], args.crop_bottom), first[1]), args.size)
     if note:
         print(note)
     settings = dict(root=root, subset=list(args.subset), gt=args.gt, labels=args.labels,
-                    crop_bottom=args.crop_bottom, size=list(args.size) if args.size else "native")
+                    crop_bottom=args.crop_bottom, size=list(args.size) if args.size else "native",
+                    stereo=args.stereo)
     meta = dict(
         domain="target", classes=list(coco.CLASSES), instance_classes=instance_classes() if labels else [],
         has_depth=False, has_labels=labels,

@@ -3,7 +3,8 @@
 A converter lists its frames as ``(name, job)`` pairs and gives a top-level
 function ``read(job) -> Frame`` that loads one frame at the source's native size
 (it runs in worker processes, so ``job`` must pickle). ``write_split`` then resizes
-each frame to the split size, scales its intrinsics, writes it in the layout of
+each frame to the split size (a stereo frame's right view as its image), scales its
+intrinsics, writes it in the layout of
 ``desc_train.data.layout`` with a per-frame record, and writes ``meta.json`` last
 and atomically: an interrupted run leaves no ``meta.json`` (the split is not
 usable) and a rerun skips the frames whose record exists.
@@ -45,6 +46,7 @@ class Frame:
     semantic: Optional[np.ndarray] = None  # (H0, W0) layout class ids, 255 = ignore
     instance: Optional[np.ndarray] = None  # (H0, W0) instance ids, 0 = none
     gt: Optional[np.ndarray] = None  # native-size evaluation ground truth, metres, 0 = none
+    rgb_right: Optional[np.ndarray] = None  # (H0, W0, 3) the other view of a stereo pair (extra holds its baseline)
     extra: Dict[str, Any] = field(default_factory=dict)  # more of the frame's meta.json record
 
 
@@ -162,7 +164,7 @@ def _write_frame(args) -> Tuple[str, Optional[Dict], Optional[str]]:
         return name, None, str(err)
     orig = tuple(fr.rgb.shape[:2])
     size = tuple(size) if size is not None else orig
-    for key in ("depth", "semantic", "instance"):
+    for key in ("rgb_right", "depth", "semantic", "instance"):
         a = getattr(fr, key)
         if a is not None and a.shape[:2] != orig:
             return name, None, f"{fr.src}: {key} is {a.shape[1]}x{a.shape[0]} but the image is {orig[1]}x{orig[0]}"
@@ -173,7 +175,8 @@ def _write_frame(args) -> Tuple[str, Optional[Dict], Optional[str]]:
     depth = resize_nearest(fr.depth.astype(np.float32), size) if fr.depth is not None else None
     write_sample(split_dir, name, resize_rgb(fr.rgb, size), depth,
                  resize_nearest(fr.semantic, size) if fr.semantic is not None else None,
-                 resize_nearest(fr.instance, size) if fr.instance is not None else None, depth_scale=depth_scale)
+                 resize_nearest(fr.instance, size) if fr.instance is not None else None, depth_scale=depth_scale,
+                 rgb_right=resize_rgb(fr.rgb_right, size) if fr.rgb_right is not None else None)
     if fr.gt is not None:
         write_gt(split_dir, name, fr.gt)
     record = dict(focal=K[1], K=[round(v, 6) for v in K], orig_size=list(orig), src=fr.src, **fr.extra)

@@ -10,6 +10,11 @@ in one of three formats, told apart by their column count: monodepth2
 from each date's ``calib_cam_to_cam.txt`` (``P_rect_02``, ``S_rect_02``,
 ``P_rect_03``); the stored focal is fy at the stored size.
 
+``--stereo`` (left frames only) also stores each frame's right view, the image_03
+frame of the same instant, resized as its image_02 frame, in ``rgb_right/``, with
+the frame's baseline: camera 3's x position less camera 2's, each ``-P_rect[0, 3]
+/ P_rect[0, 0]`` (about 0.54 m; camera 3 sits to the right).
+
 Ground truth (``gt/NAME.npy``, metres at the image's native size, 0 = none):
 ``npz``, the Eigen export ``gt_depths.npz`` whose entry i belongs to list line i;
 ``velodyne``, the projection of the raw scans (``kitti_calib``), velodyne x by
@@ -26,7 +31,7 @@ import os
 import pickle
 import re
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import cv2
@@ -190,14 +195,15 @@ def image_sources(root: str, entries: Sequence[Entry], ext: str) -> List[str]:
 def load_cameras(root: str, entries: Sequence[Entry]) -> Dict[Tuple[str, int], Camera]:
     """The calibrated camera of every (date, camera) the entries use; DataError
     naming the calibration file of a focal that is not finite and above 0, or of
-    a baseline that is not finite."""
+    a baseline that is not finite and above 0 (camera 3 is the right one)."""
     with np.errstate(divide="ignore", invalid="ignore"):  # a focal of 0: refused below, no warning first
         cameras = {(d, c): load_camera(root, d, c) for d, c in sorted({(e.date, e.cam) for e in entries})}
     for (date, cam), camera in cameras.items():
         path = os.path.join(root, date, CAM_TO_CAM)
         check_intrinsics(camera.K, f"{path}: P_rect_0{cam}")
-        if not np.isfinite(camera.baseline):
-            raise DataError(f"{path}: P_rect_02 and P_rect_03 give a baseline of {camera.baseline} m")
+        if not (np.isfinite(camera.baseline) and camera.baseline > 0):
+            raise DataError(f"{path}: P_rect_02 and P_rect_03 give a baseline of {camera.baseline} m; camera 3 "
+                            f"(image_03) must sit to the right of camera 2, a finite distance away")
     return cameras
 
 
@@ -261,12 +267,18 @@ class Job:
     camera: Camera
     index: int
     gt: Optional[object] = None  # NpzGt, VelodyneGt or AnnotatedGt
+    right: Optional[Tuple[str, Camera]] = None  # --stereo: the right view (relative to root) and its camera
 
 
 def read_frame(job: Job) -> Frame:
     rgb = read_rgb(os.path.join(job.root, job.src), job.camera)
     gt = job.gt.load(job.camera) if job.gt is not None else None
-    return Frame(name=job.name, src=job.src, rgb=rgb, K=job.camera.K, gt=gt, extra=dict(list_index=job.index))
+    frame = Frame(name=job.name, src=job.src, rgb=rgb, K=job.camera.K, gt=gt, extra=dict(list_index=job.index))
+    if job.right is not None:
+        src, camera = job.right
+        frame.rgb_right = read_rgb(os.path.join(job.root, src), camera)
+        frame.extra["baseline"] = job.camera.baseline
+    return frame
 
 
 # ---------------------------------------------------------------- ground truth of the split
@@ -393,6 +405,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="depth of velodyne ground truth: velodyne x (Eigen, DESC, monodepth2) or camera z (GASDA)")
     p.add_argument("--annotated-root", default=None,
                    help="where data_depth_annotated.zip is extracted; unset: --root")
+    p.add_argument("--stereo", action="store_true",
+                   help="also store each left frame's right view (image_03) and the baseline, for the stereo term")
 
 
 def _provenance(args, fmt: str, lines: int, identity: Dict, cameras: Dict) -> Dict:
@@ -412,8 +426,29 @@ def _arguments(args) -> Dict:
     return out
 
 
+def stereo_sources(root: str, entries: Sequence[Entry], ext: str,
+                   cameras: Dict[Tuple[str, int], Camera]) -> List[Tuple[str, Camera]]:
+    """Per left entry, its right view (the image_03 frame, relative to `root`) and
+    camera 3; DataError when an image is missing, or a date's camera 3 has another
+    size or intrinsics than its camera 2 (the disparity f b / Z needs one camera
+    matrix)."""
+    right = [replace(e, side="r") for e in entries]
+    right_cameras = load_cameras(root, right)
+    for (date, _), camera in right_cameras.items():
+        left = cameras[date, 2]
+        if not np.allclose(camera.K, left.K, rtol=1e-6, atol=0) or camera.size != left.size:
+            shown = [f"fx, fy, cx, cy {', '.join(f'{v:g}' for v in c.K)} at {c.size[1]}x{c.size[0]}"
+                     for c in (camera, left)]
+            raise DataError(f"{os.path.join(root, date, CAM_TO_CAM)}: camera 3 (P_rect_03, S_rect_03: {shown[0]}) "
+                            f"differs from camera 2 ({shown[1]}): --stereo needs both rectified alike")
+    return [(src, right_cameras[e.date, e.cam]) for e, src in zip(right, image_sources(root, right, ext))]
+
+
 def main(args) -> int:
     gt, kind = ground_truth_mode(args)
+    if args.stereo and args.side != "l":
+        raise UserError(f"--stereo stores the right view (image_03) of each left frame (image_02): it takes --side l, "
+                        f"not --side {args.side}")
     fmt, entries, lines = read_list(args.list, args.list_format)
     identity = list_identity(entries)
     print(f"{args.list}: {lines} lines, {fmt} format, " + (f"recognised as {identity['list_name']}"
@@ -425,6 +460,7 @@ def main(args) -> int:
         raise DataError(f"{args.list}: no frame of side {args.side} to convert")
     cameras = load_cameras(args.root, entries)
     sources = image_sources(args.root, entries, args.ext)
+    rights = stereo_sources(args.root, entries, args.ext, cameras) if args.stereo else [None] * len(entries)
     if gt == "npz":
         gts: List = npz_gt(args.root, args.gt_npz, lines, entries, cameras, kind)
     elif gt == "velodyne":
@@ -437,8 +473,8 @@ def main(args) -> int:
         note = anisotropy_note(size, args.size)
         if note:
             print(note)
-    jobs = [(e.name, Job(e.name, args.root, src, cameras[e.date, e.cam], e.index, g))
-            for e, src, g in zip(entries, sources, gts)]
+    jobs = [(e.name, Job(e.name, args.root, src, cameras[e.date, e.cam], e.index, g, right))
+            for e, src, g, right in zip(entries, sources, gts, rights)]
     evaluation = None if kind is None else dict(gt_kind=kind, crop=GARG_CROP, caps=CAPS,
                                                 list=os.path.basename(args.list), list_sha256=identity["list_sha256"])
     meta = dict(domain="target", classes=list(coco.CLASSES), instance_classes=[],
