@@ -232,12 +232,12 @@ DESC_HDV T edge_aware_weight(T abs_diff_sum, int64_t channels) {
 // taken as 0, a sample far outside the image). `du_ddepth` receives
 // fb / z^2 where depth >= 0 (torch.clamp's gradient), else 0. NaN propagates.
 template <typename acc_t>
-DESC_HD acc_t stereo_position(int64_t x, acc_t depth, acc_t focal_baseline, acc_t* du_ddepth) {
+DESC_HDV acc_t stereo_position(acc_t x, acc_t depth, acc_t focal_baseline, acc_t* du_ddepth) {
   const bool clamped = depth < acc_t(0);
   const acc_t z = (clamped ? acc_t(0) : depth) + acc_t(1e-6);
   const acc_t disparity = focal_baseline / z;
   *du_ddepth = clamped ? acc_t(0) : disparity / z;
-  return static_cast<acc_t>(x) - disparity;
+  return x - disparity;
 }
 
 // The two taps of a linear sample of a row of n pixels at position u, the
@@ -246,13 +246,13 @@ DESC_HD acc_t stereo_position(int64_t x, acc_t depth, acc_t focal_baseline, acc_
 // difference, as grid_sample's). u is first clamped to [-2, n + 1], where
 // both taps are zeros already: values and slopes are unchanged and the
 // index cannot overflow. A NaN u gives w1 = NaN (a NaN sample).
-template <typename acc_t>
-DESC_HD void linear_taps(acc_t u, int64_t n, int64_t* x0, acc_t* w1) {
-  const acc_t lo = acc_t(-2), hi = static_cast<acc_t>(n + 1);
+template <typename acc_t, typename index_t>
+DESC_HDV void linear_taps(acc_t u, acc_t n, index_t* x0, acc_t* w1) {
+  const acc_t lo = acc_t(-2), hi = n + acc_t(1);
   const bool nan = !(u == u);
   const acc_t v = nan ? acc_t(0) : (u < lo ? lo : (u > hi ? hi : u));
   const acc_t f = floor_(v);
-  *x0 = static_cast<int64_t>(f);
+  *x0 = static_cast<index_t>(f);
   *w1 = nan ? u : v - f;
 }
 
@@ -304,7 +304,7 @@ constexpr double kSsimC2 = 0.03 * 0.03;
 // through the variances), b = k dS/dvar(y), c = k dS/dcov(x, y); 0 where the
 // clamp acts (torch.clamp's gradient: the bounds themselves pass).
 template <typename acc_t>
-DESC_HD acc_t ssim_dissimilarity(acc_t sx, acc_t sy, acc_t sxx, acc_t syy, acc_t sxy, acc_t k = acc_t(0),
+DESC_HDV acc_t ssim_dissimilarity(acc_t sx, acc_t sy, acc_t sxx, acc_t syy, acc_t sxy, acc_t k = acc_t(0),
                                  acc_t* a = nullptr, acc_t* b = nullptr, acc_t* c = nullptr) {
   const acc_t mx = sx / acc_t(9), my = sy / acc_t(9);
   const acc_t vx = sxx / acc_t(9) - mx * mx, vy = syy / acc_t(9) - my * my, cxy = sxy / acc_t(9) - mx * my;

@@ -8,7 +8,8 @@
 // written out. The backward keeps three rows of the windows' gradient
 // coefficients (math::ssim_dissimilarity) summed over the taps each pixel
 // belongs to, and gives each pixel its own depth's gradient: every depth
-// pixel owns its sample, so there is nothing to scatter.
+// pixel owns its sample, so there is nothing to scatter. The row loops are
+// built per ISA (simd.h): the sampling is a gather, the rest elementwise.
 
 #include <algorithm>
 #include <string>
@@ -16,12 +17,198 @@
 
 #include "../desc_math.h"
 #include "../stereo_photometric_loss_checks.h"
+#include "simd.h"
 
 namespace desc_ops {
 namespace cpu {
 namespace {
 
 constexpr int kMoments = 5;  // sums of x, y, x^2, y^2, xy over a window (x: image, y: warped)
+
+// ------------------------------------------------------------ row loops
+
+// The taps of every pixel of a depth row: index x0 + 2 into the other row
+// padded by two zeros on each side, weight w1, and du / d depth (if du).
+template <typename scalar_t, int B, typename acc_t = opmath_t<scalar_t>>
+DESC_OPS_ALWAYS_INLINE void row_taps_body(const scalar_t* __restrict__ d, acc_t fb, int64_t W,
+                                          int32_t* __restrict__ idx, acc_t* __restrict__ w1,
+                                          acc_t* __restrict__ du) {
+  const acc_t n = static_cast<acc_t>(W);
+  for (int64_t x = 0; x < W; ++x) {
+    acc_t du_dd;
+    const acc_t u = math::stereo_position<acc_t>(static_cast<acc_t>(x), static_cast<acc_t>(d[x]), fb, &du_dd);
+    int32_t x0;
+    math::linear_taps<acc_t>(u, n, &x0, &w1[x]);
+    idx[x] = x0 + 2;
+    if (du != nullptr) du[x] = du_dd;
+  }
+}
+DESC_OPS_ISA_VARIANTS(row_taps, row_taps_body,
+                      (const scalar_t* d, acc_t fb, int64_t W, int32_t* idx, acc_t* w1, acc_t* du),
+                      (d, fb, W, idx, w1, du))
+
+// One channel of a warped row and (if slope) its slopes: math::linear_sample
+// with the zeros outside the row as padding, so every tap is a plain load.
+template <typename scalar_t, int B, typename acc_t = opmath_t<scalar_t>>
+DESC_OPS_ALWAYS_INLINE void sample_row_body(const scalar_t* __restrict__ src, int64_t W,
+                                            const int32_t* __restrict__ idx, const acc_t* __restrict__ w1,
+                                            acc_t* __restrict__ pad, acc_t* __restrict__ y,
+                                            acc_t* __restrict__ slope) {
+  pad[0] = pad[1] = pad[W + 2] = pad[W + 3] = acc_t(0);
+  for (int64_t j = 0; j < W; ++j) pad[j + 2] = static_cast<acc_t>(src[j]);
+  for (int64_t x = 0; x < W; ++x) {
+    const acc_t v0 = pad[idx[x]], v1 = pad[idx[x] + 1];
+    y[x] = v0 + w1[x] * (v1 - v0);
+    if (slope != nullptr) slope[x] = v1 - v0;
+  }
+}
+DESC_OPS_ISA_VARIANTS(sample_row, sample_row_body,
+                      (const scalar_t* src, int64_t W, const int32_t* idx, const acc_t* w1, acc_t* pad, acc_t* y,
+                       acc_t* slope),
+                      (src, W, idx, w1, pad, y, slope))
+
+// The image row in acc (xi) and the horizontal 3-tap sums of the five
+// moments (m, five rows of W), columns reflected at the borders (without
+// padding the border columns are never read).
+template <typename scalar_t, int B, typename acc_t = opmath_t<scalar_t>>
+DESC_OPS_ALWAYS_INLINE void moments_row_body(const scalar_t* __restrict__ img, const acc_t* __restrict__ y,
+                                             int64_t W, acc_t* __restrict__ xi, acc_t* __restrict__ m) {
+  for (int64_t x = 0; x < W; ++x) xi[x] = static_cast<acc_t>(img[x]);
+  const auto taps = [](const acc_t* a, const acc_t* b, int64_t l, int64_t c, int64_t r, acc_t* out, int64_t W_,
+                       int64_t x) {
+    out[x] = a[l] + a[c] + a[r];
+    out[W_ + x] = b[l] + b[c] + b[r];
+    out[2 * W_ + x] = a[l] * a[l] + a[c] * a[c] + a[r] * a[r];
+    out[3 * W_ + x] = b[l] * b[l] + b[c] * b[c] + b[r] * b[r];
+    out[4 * W_ + x] = a[l] * b[l] + a[c] * b[c] + a[r] * b[r];
+  };
+  taps(xi, y, W > 1 ? 1 : 0, 0, W > 1 ? 1 : 0, m, W, 0);
+  for (int64_t x = 1; x + 1 < W; ++x) {
+    m[x] = xi[x - 1] + xi[x] + xi[x + 1];
+    m[W + x] = y[x - 1] + y[x] + y[x + 1];
+    m[2 * W + x] = xi[x - 1] * xi[x - 1] + xi[x] * xi[x] + xi[x + 1] * xi[x + 1];
+    m[3 * W + x] = y[x - 1] * y[x - 1] + y[x] * y[x] + y[x + 1] * y[x + 1];
+    m[4 * W + x] = xi[x - 1] * y[x - 1] + xi[x] * y[x] + xi[x + 1] * y[x + 1];
+  }
+  if (W > 1) taps(xi, y, W - 2, W - 1, W - 2, m, W, W - 1);
+}
+DESC_OPS_ISA_VARIANTS(moments_row, moments_row_body,
+                      (const scalar_t* img, const acc_t* y, int64_t W, acc_t* xi, acc_t* m), (img, y, W, xi, m))
+
+// Sum of n values in lanes (simd.h).
+template <int B, typename acc_t>
+DESC_OPS_ALWAYS_INLINE acc_t lane_sum(const acc_t* __restrict__ v, int64_t n) {
+  constexpr int N = kLanes<acc_t, B>;
+  Vec<acc_t, B> total{};
+  int64_t x = 0;
+  for (; x + N <= n; x += N) total += vload<acc_t, B>(v + x);
+  if (x < n) total += vload_part<acc_t, B>(v + x, n - x);
+  return lane_reduce(total);
+}
+
+// Sum over x of |xi - y| and, with `map`, map += scale |xi - y|.
+template <typename scalar_t, int B, typename acc_t = opmath_t<scalar_t>>
+DESC_OPS_ALWAYS_INLINE void l1_row_body(const acc_t* __restrict__ xi, const acc_t* __restrict__ y, int64_t W,
+                                        acc_t scale, acc_t* __restrict__ map, acc_t* __restrict__ e,
+                                        acc_t* sum) {
+  for (int64_t x = 0; x < W; ++x) e[x] = math::abs_(xi[x] - y[x]);
+  if (map != nullptr) {
+    for (int64_t x = 0; x < W; ++x) map[x] += scale * e[x];
+  }
+  *sum = lane_sum<B>(e, W);
+}
+DESC_OPS_ISA_VARIANTS(l1_row, l1_row_body,
+                      (const acc_t* xi, const acc_t* y, int64_t W, acc_t scale, acc_t* map, acc_t* e, acc_t* sum),
+                      (xi, y, W, scale, map, e, sum))
+
+// The windows centred on columns [lo, hi) of a row, from the moment rows
+// above (u), of (c) and below (d): s into `s`, its sum, and with `map`,
+// map += scale s. With `k` (d loss / d s per column), instead the gradient
+// coefficients a, b, c (math::ssim_dissimilarity) into abc (three rows of
+// W, 0 outside [lo, hi)).
+template <typename scalar_t, int B, typename acc_t = opmath_t<scalar_t>>
+DESC_OPS_ALWAYS_INLINE void windows_row_body(const acc_t* __restrict__ u, const acc_t* __restrict__ c,
+                                             const acc_t* __restrict__ d, int64_t W, int64_t lo, int64_t hi,
+                                             acc_t scale, acc_t* __restrict__ map, acc_t* __restrict__ s,
+                                             acc_t* sum, const acc_t* __restrict__ k, acc_t* __restrict__ abc) {
+  if (k == nullptr) {
+    for (int64_t x = lo; x < hi; ++x) {
+      s[x] = math::ssim_dissimilarity<acc_t>(u[x] + c[x] + d[x], u[W + x] + c[W + x] + d[W + x],
+                                             u[2 * W + x] + c[2 * W + x] + d[2 * W + x],
+                                             u[3 * W + x] + c[3 * W + x] + d[3 * W + x],
+                                             u[4 * W + x] + c[4 * W + x] + d[4 * W + x]);
+    }
+    if (map != nullptr) {
+      for (int64_t x = lo; x < hi; ++x) map[x] += scale * s[x];
+    }
+    *sum = lane_sum<B>(s + lo, hi - lo);
+    return;
+  }
+  for (int64_t x = 0; x < 3 * W; ++x) abc[x] = acc_t(0);
+  for (int64_t x = lo; x < hi; ++x) {
+    math::ssim_dissimilarity<acc_t>(u[x] + c[x] + d[x], u[W + x] + c[W + x] + d[W + x],
+                                    u[2 * W + x] + c[2 * W + x] + d[2 * W + x],
+                                    u[3 * W + x] + c[3 * W + x] + d[3 * W + x],
+                                    u[4 * W + x] + c[4 * W + x] + d[4 * W + x], k[x], &abc[x], &abc[W + x],
+                                    &abc[2 * W + x]);
+  }
+}
+DESC_OPS_ISA_VARIANTS(windows_row, windows_row_body,
+                      (const acc_t* u, const acc_t* c, const acc_t* d, int64_t W, int64_t lo, int64_t hi,
+                       acc_t scale, acc_t* map, acc_t* s, acc_t* sum, const acc_t* k, acc_t* abc),
+                      (u, c, d, W, lo, hi, scale, map, s, sum, k, abc))
+
+// Each column's sum of src over the window centres that hold it
+// (math::ssim_centres): x - 1, x, x + 1 away from the borders.
+template <typename scalar_t, int B, typename acc_t = opmath_t<scalar_t>>
+DESC_OPS_ALWAYS_INLINE void centre_sum_body(const acc_t* __restrict__ src, int64_t W, bool reflect,
+                                            acc_t* __restrict__ dst) {
+  const int64_t inner_end = std::max<int64_t>(2, W - 2);
+  for (int64_t x = 2; x < inner_end; ++x) dst[x] = src[x - 1] + src[x] + src[x + 1];
+  for (int64_t x = 0; x < W; x = (x == 1 ? inner_end : x + 1)) {
+    int64_t qs[5];
+    const int n = math::ssim_centres(x, W, reflect, qs);
+    acc_t v = 0;
+    for (int i = 0; i < n; ++i) v += src[qs[i]];
+    dst[x] = v;
+  }
+}
+DESC_OPS_ISA_VARIANTS(centre_sum, centre_sum_body, (const acc_t* src, int64_t W, bool reflect, acc_t* dst),
+                      (src, W, reflect, dst))
+
+// row += d loss / d warped * slope for one channel: the windows' part from
+// the coefficient sums abc (three rows of W), the L1 part l1 sign(y - x).
+template <typename scalar_t, int B, typename acc_t = opmath_t<scalar_t>>
+DESC_OPS_ALWAYS_INLINE void gradient_row_body(const acc_t* __restrict__ xi, const acc_t* __restrict__ y,
+                                              const acc_t* __restrict__ slope, const acc_t* __restrict__ abc,
+                                              const acc_t* __restrict__ l1, int64_t W, acc_t* __restrict__ row) {
+  for (int64_t x = 0; x < W; ++x) {
+    const acc_t d_warped =
+        (abc[x] + acc_t(2) * abc[W + x] * y[x] + abc[2 * W + x] * xi[x]) / acc_t(9) + l1[x] * math::sign(y[x] - xi[x]);
+    row[x] += d_warped * slope[x];
+  }
+}
+DESC_OPS_ISA_VARIANTS(gradient_row, gradient_row_body,
+                      (const acc_t* xi, const acc_t* y, const acc_t* slope, const acc_t* abc, const acc_t* l1,
+                       int64_t W, acc_t* row),
+                      (xi, y, slope, abc, l1, W, row))
+
+// out = row * du, rounded to scalar_t.
+template <typename scalar_t, int B, typename acc_t = opmath_t<scalar_t>>
+DESC_OPS_ALWAYS_INLINE void scaled_store_body(const acc_t* __restrict__ row, const acc_t* __restrict__ du, int64_t W,
+                                              scalar_t* __restrict__ out) {
+  constexpr int N = kLanes<acc_t, B>;
+  int64_t x = 0;
+  for (; x + N <= W; x += N) vstore(out + x, Vec<acc_t, B>(vload<acc_t, B>(row + x) * vload<acc_t, B>(du + x)));
+  if (x < W) {
+    vstore_part(out + x, Vec<acc_t, B>(vload_part<acc_t, B>(row + x, W - x) * vload_part<acc_t, B>(du + x, W - x)),
+                W - x);
+  }
+}
+DESC_OPS_ISA_VARIANTS(scaled_store, scaled_store_body, (const acc_t* row, const acc_t* du, int64_t W, scalar_t* out),
+                      (row, du, W, out))
+
+// ------------------------------------------------------------ bands
 
 template <typename scalar_t, typename acc_t>
 struct StereoImage {
@@ -35,120 +222,72 @@ struct StereoImage {
   const scalar_t* left_row(int64_t c, int64_t r) const { return left + (c * H + r) * W; }
 };
 
-// Three rows (slot r % 3) of what the windows read: the warped values, and
-// for the backward their slopes d warped / du and du / d depth.
+// A thread's rows: three (slot r % 3) of what the windows read, per channel
+// the image row, the warped row and its five moment rows, and for the
+// backward the slopes and du / d depth; and scratch rows.
 template <typename acc_t>
 struct RowRing {
   int64_t C, W;
-  std::vector<acc_t> warped, slope, du, moments;
-  std::vector<int64_t> x0;
-  std::vector<acc_t> w1;
+  bool backward;
+  std::vector<acc_t> xi, warped, slope, du, moments, w1, pad, scratch;
+  std::vector<int32_t> idx;
 
-  RowRing(int64_t C_, int64_t W_, bool backward)
-      : C(C_), W(W_), warped(3 * C_ * W_), slope(backward ? 3 * C_ * W_ : 0), du(backward ? 3 * W_ : 0),
-        moments(3 * kMoments * C_ * W_), x0(W_), w1(W_) {}
+  RowRing(int64_t C_, int64_t W_, bool backward_)
+      : C(C_), W(W_), backward(backward_), xi(3 * C_ * W_), warped(3 * C_ * W_),
+        slope(backward_ ? 3 * C_ * W_ : 0), du(backward_ ? 3 * W_ : 0), moments(3 * C_ * kMoments * W_), w1(W_),
+        pad(W_ + 4), scratch(W_), idx(W_) {}
+  acc_t* X(int64_t r, int64_t c) { return &xi[((r % 3) * C + c) * W]; }
   acc_t* Y(int64_t r, int64_t c) { return &warped[((r % 3) * C + c) * W]; }
   acc_t* S(int64_t r, int64_t c) { return &slope[((r % 3) * C + c) * W]; }
   acc_t* D(int64_t r) { return &du[(r % 3) * W]; }
-  acc_t* M(int64_t r, int m, int64_t c) { return &moments[(((r % 3) * kMoments + m) * C + c) * W]; }
-};
+  acc_t* M(int64_t r, int64_t c) { return &moments[((r % 3) * C + c) * kMoments * W]; }
 
-// Warps row r and adds up its horizontal window taps (columns reflected at
-// the borders; without padding the border columns are never read).
-template <typename scalar_t, typename acc_t>
-void warp_row(const StereoImage<scalar_t, acc_t>& im, RowRing<acc_t>& ring, int64_t r) {
-  const int64_t W = im.W;
-  const bool backward = !ring.du.empty();
-  const scalar_t* d = im.depth + r * W;
-  acc_t* du = backward ? ring.D(r) : nullptr;
-  for (int64_t x = 0; x < W; ++x) {
-    acc_t du_dd;
-    const acc_t u = math::stereo_position<acc_t>(x, static_cast<acc_t>(d[x]), im.fb, &du_dd);
-    math::linear_taps<acc_t>(u, W, &ring.x0[x], &ring.w1[x]);
-    if (backward) du[x] = du_dd;
-  }
-  for (int64_t c = 0; c < im.C; ++c) {
-    const scalar_t* src = im.other + (c * im.H + r) * W;
-    acc_t* y = ring.Y(r, c);
-    acc_t* s = backward ? ring.S(r, c) : nullptr;
-    for (int64_t x = 0; x < W; ++x) {
-      acc_t slope;
-      y[x] = math::linear_sample<acc_t>(src, W, ring.x0[x], ring.w1[x], &slope);
-      if (backward) s[x] = slope;
+  // Warps row r of `im` and adds up its window taps.
+  template <typename scalar_t>
+  void fill(const StereoImage<scalar_t, acc_t>& im, int64_t r) {
+    row_taps<scalar_t>(im.depth + r * W, im.fb, W, idx.data(), w1.data(), backward ? D(r) : nullptr);
+    for (int64_t c = 0; c < C; ++c) {
+      sample_row<scalar_t>(im.other + (c * im.H + r) * W, W, idx.data(), w1.data(), pad.data(), Y(r, c),
+                           backward ? S(r, c) : nullptr);
+      moments_row<scalar_t>(im.left_row(c, r), Y(r, c), W, X(r, c), M(r, c));
     }
-    const scalar_t* img = im.left_row(c, r);
-    acc_t* m[kMoments];
-    for (int k = 0; k < kMoments; ++k) m[k] = ring.M(r, k, c);
-    const auto taps = [&](int64_t x, int64_t l, int64_t rr) {
-      const acc_t a0 = static_cast<acc_t>(img[l]), a1 = static_cast<acc_t>(img[x]), a2 = static_cast<acc_t>(img[rr]);
-      const acc_t b0 = y[l], b1 = y[x], b2 = y[rr];
-      m[0][x] = a0 + a1 + a2;
-      m[1][x] = b0 + b1 + b2;
-      m[2][x] = a0 * a0 + a1 * a1 + a2 * a2;
-      m[3][x] = b0 * b0 + b1 * b1 + b2 * b2;
-      m[4][x] = a0 * b0 + a1 * b1 + a2 * b2;
-    };
-    taps(0, 1, W > 1 ? 1 : 0);
-    for (int64_t x = 1; x + 1 < W; ++x) taps(x, x - 1, x + 1);
-    if (W > 1) taps(W - 1, W - 2, W - 2);
   }
-}
+};
 
 // The SSIM centres of an axis: [1, n - 2] without padding, [0, n) with it.
 inline bool has_ssim(int64_t q, int64_t n, bool reflect) { return reflect ? (q >= 0 && q < n) : (q >= 1 && q + 1 < n); }
 
-// Calls f(x, s_c) for every SSIM centre x of row q, channel c, with the
-// window's moments (rows reflected at the borders).
-template <typename scalar_t, typename acc_t, typename F>
-void for_windows(const StereoImage<scalar_t, acc_t>& im, RowRing<acc_t>& ring, int64_t q, int64_t c, F&& f) {
-  const int64_t up = math::reflect_index(q - 1, im.H), down = math::reflect_index(q + 1, im.H);
-  const acc_t* m[3][kMoments];
-  for (int k = 0; k < kMoments; ++k) {
-    m[0][k] = ring.M(up, k, c);
-    m[1][k] = ring.M(q, k, c);
-    m[2][k] = ring.M(down, k, c);
-  }
-  const int64_t lo = im.reflect ? 0 : 1, hi = im.reflect ? im.W : im.W - 1;
-  for (int64_t x = lo; x < hi; ++x) {
-    acc_t s[kMoments];
-    for (int k = 0; k < kMoments; ++k) s[k] = m[0][k][x] + m[1][k][x] + m[2][k][x];
-    f(x, s);
-  }
-}
-
-// The forward over rows [ya, yb) of one image: row sums, and with `map` the
-// (H, W) map alpha/C sum_c s + (1 - alpha)/C sum_c |.| of the image.
+// The forward over rows [ya, yb) of one image: per row the sums of s and of
+// |image - warped|, and with `map` the (H, W) map of the image.
 template <typename scalar_t, typename acc_t>
 void forward_band(const StereoImage<scalar_t, acc_t>& im, int64_t ya, int64_t yb, acc_t* ssim_sum, acc_t* l1_sum,
                   scalar_t* map, acc_t ssim_scale, acc_t l1_scale) {
-  RowRing<acc_t> ring(im.C, im.W, /*backward=*/false);
-  std::vector<acc_t> row(map != nullptr ? im.W : 0);
+  const int64_t H = im.H, W = im.W;
+  RowRing<acc_t> ring(im.C, W, /*backward=*/false);
+  std::vector<acc_t> row(map != nullptr ? W : 0), s(W);
+  acc_t* map_row = map != nullptr ? row.data() : nullptr;
+  const int64_t lo = im.reflect ? 0 : 1, hi = im.reflect ? W : W - 1;
   int64_t next = std::max<int64_t>(0, ya - 1);
   for (int64_t y = ya; y < yb; ++y) {
-    for (; next <= std::min(y + 1, im.H - 1); ++next) warp_row(im, ring, next);
-    acc_t l1 = 0, ss = 0;
+    for (; next <= std::min(y + 1, H - 1); ++next) ring.fill(im, next);
     std::fill(row.begin(), row.end(), acc_t(0));
-    const bool windows = has_ssim(y, im.H, im.reflect);
+    const bool windows = has_ssim(y, H, im.reflect);
+    const int64_t up = math::reflect_index(y - 1, H), down = math::reflect_index(y + 1, H);
+    acc_t l1 = 0, ss = 0;
     for (int64_t c = 0; c < im.C; ++c) {
-      const scalar_t* img = im.left_row(c, y);
-      const acc_t* w = ring.Y(y, c);
-      for (int64_t x = 0; x < im.W; ++x) {
-        const acc_t e = math::abs_(static_cast<acc_t>(img[x]) - w[x]);
-        l1 += e;
-        if (map != nullptr) row[x] += l1_scale * e;
-      }
+      acc_t part;
+      l1_row<scalar_t>(ring.X(y, c), ring.Y(y, c), W, l1_scale, map_row, s.data(), &part);
+      l1 += part;
       if (windows) {
-        for_windows(im, ring, y, c, [&](int64_t x, const acc_t* s) {
-          const acc_t v = math::ssim_dissimilarity<acc_t>(s[0], s[1], s[2], s[3], s[4]);
-          ss += v;
-          if (map != nullptr) row[x] += ssim_scale * v;
-        });
+        windows_row<scalar_t>(ring.M(up, c), ring.M(y, c), ring.M(down, c), W, lo, hi, ssim_scale, map_row,
+                              s.data(), &part, static_cast<const acc_t*>(nullptr), static_cast<acc_t*>(nullptr));
+        ss += part;
       }
     }
     ssim_sum[y] = ss;
     l1_sum[y] = l1;
     if (map != nullptr) {
-      for (int64_t x = 0; x < im.W; ++x) map[y * im.W + x] = static_cast<scalar_t>(row[x]);
+      for (int64_t x = 0; x < W; ++x) map[y * W + x] = static_cast<scalar_t>(row[x]);
     }
   }
 }
@@ -158,8 +297,10 @@ template <typename scalar_t, typename acc_t>
 struct Upstream {
   acc_t scalar;
   const scalar_t* map;  // H x W of this image, or nullptr
-  acc_t at(int64_t y, int64_t x, int64_t W) const {
-    return map != nullptr ? static_cast<acc_t>(map[y * W + x]) : scalar;
+
+  // Row y of scale * upstream.
+  void row(int64_t y, int64_t W, acc_t scale, acc_t* out) const {
+    for (int64_t x = 0; x < W; ++x) out[x] = scale * (map != nullptr ? static_cast<acc_t>(map[y * W + x]) : scalar);
   }
 };
 
@@ -169,70 +310,37 @@ void backward_band(const StereoImage<scalar_t, acc_t>& im, int64_t ya, int64_t y
                    acc_t ssim_scale, acc_t l1_scale, scalar_t* grad) {
   const int64_t C = im.C, H = im.H, W = im.W;
   RowRing<acc_t> ring(C, W, /*backward=*/true);
-  // Per coefficient row (slot q % 3), coefficient (a, b, c) and channel: the
-  // sum over the window centres of each column (ssim_centres).
-  std::vector<acc_t> coef(3 * 3 * C * W), centre(3 * W);
-  const auto K = [&](int64_t q, int k, int64_t c) { return &coef[(((q % 3) * 3 + k) * C + c) * W]; };
-  std::vector<acc_t> row(W);
+  // Per coefficient row (slot q % 3) and channel: a, b, c summed over the
+  // window centres of each column (three rows of W).
+  std::vector<acc_t> coef(3 * C * 3 * W), abc(3 * W), sums(3 * W), k(W), l1(W), row(W);
+  const auto K = [&](int64_t q, int64_t c) { return &coef[((q % 3) * C + c) * 3 * W]; };
+  const int64_t lo = im.reflect ? 0 : 1, hi = im.reflect ? W : W - 1;
 
   const auto coefficients = [&](int64_t q) {
+    g.row(q, W, ssim_scale, k.data());
+    const int64_t up = math::reflect_index(q - 1, H), down = math::reflect_index(q + 1, H);
     for (int64_t c = 0; c < C; ++c) {
-      std::fill(centre.begin(), centre.end(), acc_t(0));
-      for_windows(im, ring, q, c, [&](int64_t x, const acc_t* s) {
-        const acc_t k = ssim_scale * g.at(q, x, W);
-        math::ssim_dissimilarity<acc_t>(s[0], s[1], s[2], s[3], s[4], k, &centre[x], &centre[W + x],
-                                        &centre[2 * W + x]);
-      });
-      for (int k = 0; k < 3; ++k) {
-        const acc_t* src = &centre[k * W];
-        acc_t* dst = K(q, k, c);
-        const auto tap_sum = [&](int64_t x) {
-          int64_t qs[5];
-          const int n = math::ssim_centres(x, W, im.reflect, qs);
-          acc_t v = 0;
-          for (int i = 0; i < n; ++i) v += src[qs[i]];
-          dst[x] = v;
-        };
-        // Away from the borders the centres are x - 1, x, x + 1 in both modes.
-        const int64_t inner_end = std::max<int64_t>(2, W - 2);
-        for (int64_t x = 0; x < std::min<int64_t>(2, W); ++x) tap_sum(x);
-        for (int64_t x = 2; x < inner_end; ++x) dst[x] = src[x - 1] + src[x] + src[x + 1];
-        for (int64_t x = inner_end; x < W; ++x) tap_sum(x);
-      }
+      windows_row<scalar_t>(ring.M(up, c), ring.M(q, c), ring.M(down, c), W, lo, hi, acc_t(0),
+                            static_cast<acc_t*>(nullptr), static_cast<acc_t*>(nullptr),
+                            static_cast<acc_t*>(nullptr), k.data(), abc.data());
+      for (int j = 0; j < 3; ++j) centre_sum<scalar_t>(abc.data() + j * W, W, im.reflect, K(q, c) + j * W);
     }
   };
 
-  const auto gradient_row = [&](int64_t p) {
+  const auto gradient_of_row = [&](int64_t p) {
     int64_t qs[5];
     const int n = math::ssim_centres(p, H, im.reflect, qs);
+    g.row(p, W, l1_scale, l1.data());
     std::fill(row.begin(), row.end(), acc_t(0));
     for (int64_t c = 0; c < C; ++c) {
-      const scalar_t* img = im.left_row(c, p);
-      const acc_t* y = ring.Y(p, c);
-      const acc_t* slope = ring.S(p, c);
-      const acc_t* ka[5];
-      const acc_t* kb[5];
-      const acc_t* kc[5];
+      std::fill(sums.begin(), sums.end(), acc_t(0));
       for (int i = 0; i < n; ++i) {
-        ka[i] = K(qs[i], 0, c);
-        kb[i] = K(qs[i], 1, c);
-        kc[i] = K(qs[i], 2, c);
+        const acc_t* src = K(qs[i], c);
+        for (int64_t x = 0; x < 3 * W; ++x) sums[x] += src[x];
       }
-      for (int64_t x = 0; x < W; ++x) {
-        acc_t a = 0, b = 0, cc = 0;
-        for (int i = 0; i < n; ++i) {
-          a += ka[i][x];
-          b += kb[i][x];
-          cc += kc[i][x];
-        }
-        const acc_t xi = static_cast<acc_t>(img[x]), yi = y[x];
-        const acc_t d_warped = (a + acc_t(2) * b * yi + cc * xi) / acc_t(9) +
-                               l1_scale * g.at(p, x, W) * math::sign(yi - xi);
-        row[x] += d_warped * slope[x];
-      }
+      gradient_row<scalar_t>(ring.X(p, c), ring.Y(p, c), ring.S(p, c), sums.data(), l1.data(), W, row.data());
     }
-    const acc_t* du = ring.D(p);
-    for (int64_t x = 0; x < W; ++x) grad[p * W + x] = static_cast<scalar_t>(row[x] * du[x]);
+    scaled_store<scalar_t>(row.data(), ring.D(p), W, grad + p * W);
   };
 
   // Row p needs the coefficients of rows p - 1 .. p + 1, and those the
@@ -240,10 +348,10 @@ void backward_band(const StereoImage<scalar_t, acc_t>& im, int64_t ya, int64_t y
   int64_t next = std::max<int64_t>(0, ya - 2);
   for (int64_t q = std::max<int64_t>(0, ya - 1); q <= std::min(yb, H); ++q) {
     if (q < H) {
-      for (; next <= std::min(q + 1, H - 1); ++next) warp_row(im, ring, next);
+      for (; next <= std::min(q + 1, H - 1); ++next) ring.fill(im, next);
       if (has_ssim(q, H, im.reflect)) coefficients(q);
     }
-    if (q - 1 >= ya && q - 1 < yb) gradient_row(q - 1);
+    if (q - 1 >= ya && q - 1 < yb) gradient_of_row(q - 1);
   }
 }
 

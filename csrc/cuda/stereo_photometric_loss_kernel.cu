@@ -45,8 +45,9 @@ __device__ __forceinline__ void cell_taps(const scalar_t* __restrict__ depth, ac
   for (int k = threadIdx.y * kTileW + threadIdx.x; k < Cl::N; k += kThreads) {
     const int64_t r = cell_coordinate(ty0 - halo + k / Cl::W, H), c = cell_coordinate(tx0 - halo + k % Cl::W, W);
     acc_t du_dd;
-    const acc_t u = math::stereo_position<acc_t>(c, static_cast<acc_t>(depth[r * W + c]), fb, &du_dd);
-    math::linear_taps<acc_t>(u, W, &x0s[k], &w1s[k]);
+    const acc_t u = math::stereo_position<acc_t>(static_cast<acc_t>(c), static_cast<acc_t>(depth[r * W + c]), fb,
+                                                 &du_dd);
+    math::linear_taps<acc_t>(u, static_cast<acc_t>(W), &x0s[k], &w1s[k]);
   }
 }
 
@@ -153,7 +154,10 @@ __global__ void __launch_bounds__(kThreads) stereo_backward_kernel(
   for (int64_t b = blockIdx.z; b < B; b += gridDim.z) {
     cell_taps<2>(depth + b * HW, fb[b], H, W, ty0, tx0, x0s, w1s);
     acc_t du_dd = 0;
-    if (inside) math::stereo_position<acc_t>(x, static_cast<acc_t>(depth[b * HW + y * W + x]), fb[b], &du_dd);
+    if (inside) {
+      math::stereo_position<acc_t>(static_cast<acc_t>(x), static_cast<acc_t>(depth[b * HW + y * W + x]), fb[b],
+                                   &du_dd);
+    }
     acc_t total = 0;
     for (int64_t c = 0; c < C; ++c) {
       __syncthreads();  // the taps are in; the previous channel's cells are read
