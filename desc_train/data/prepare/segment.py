@@ -45,7 +45,7 @@ def _device(text: str) -> str:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_label_arguments(p, score_help="queries whose class probability is not above this make no segment, stuff "
-                                      "or thing (Mask2Former's COCO setting, and DESC's threshold: 0.8)")
+                                      "or thing (Mask2Former's COCO setting, and DESC's score threshold)")
     p.add_argument("--model", default=DEFAULT_MODEL,
                    help="a Mask2Former COCO panoptic checkpoint: a hub name or a folder of save_pretrained's files")
     p.add_argument("--revision", default=None, help="branch, tag or commit of a hub model (default: its main)")
@@ -124,7 +124,12 @@ def load_model(name: str, revision: Optional[str]):
         raise UserError(f"--model {name}: {what}; pass a folder of save_pretrained's files (config.json and the "
                         f"weights) or a hub name such as {DEFAULT_MODEL}")
     try:
-        config = Config.from_pretrained(name, revision=revision)
+        verbosity = transformers.logging.get_verbosity()
+        transformers.logging.set_verbosity_error()  # its warning on another model type: refused below, in one line
+        try:
+            config = Config.from_pretrained(name, revision=revision)
+        finally:
+            transformers.logging.set_verbosity(verbosity)
         if config.model_type != "mask2former":
             raise UserError(f"--model {name}: a {config.model_type} checkpoint, not Mask2Former")
         check_classes(config.id2label, name)
