@@ -29,10 +29,10 @@ certainty/NAME.npz (``prepare segment --logits``) holds what the confidence map 
 segmenter's per-class scores, instead of the scores themselves (133 float16 maps are 33 MB a 192x640 frame): at
 each pixel the largest class probability ``q`` of the normalised scores, as ``prob`` (H, W) uint16 =
 round(65535 q), and the class that has it, as ``label`` (H, W) uint8. The confidence map of these is that of
-the full scores up to the rounding of q (|error| <= 0.5 / 65535 in its semantic term), ignore_classes included:
-``read_certainty_logits`` (dataset.py) rebuilds logits of the split's C classes whose softmax has maximum q at
-that class. What is lost is the rest of the distribution (the runner-up classes), which the confidence map does
-not read.
+the full scores up to the rounding of q (at most 0.5 / 65535 in q, 7.7e-6 in its semantic term), ignore_classes
+included: ``read_certainty_logits`` (dataset.py) rebuilds logits of the split's C classes whose softmax has its
+maximum q at that class. What is lost is the rest of the distribution (the runner-up classes), which the
+confidence map does not read.
 """
 from __future__ import annotations
 

@@ -136,8 +136,9 @@ def load_model(name: str, revision: Optional[str]):
         model = Model.from_pretrained(name, revision=revision, config=config)
     except OSError as err:  # unreadable files; not on the hub, or not in the cache when offline
         fix = ("it must hold save_pretrained's config.json and weights" if local else
-               f"download it where there is network (hf download {name}; it goes to the Hugging Face cache) or "
-               f"pass --model FOLDER holding its config.json and weights")
+               f"download it where there is network (hf download {name}"
+               f"{f' --revision {revision}' if revision else ''}; it goes to the Hugging Face cache) or pass "
+               f"--model FOLDER holding its config.json and weights")
         raise UserError(f"--model {name}: could not be loaded ({_first_line(err)}); {fix}") from None
     info = dict(model=os.path.abspath(name) if local else name, revision=revision,
                 commit=None if local else getattr(config, "_commit_hash", None),
