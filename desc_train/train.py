@@ -63,7 +63,7 @@ def domain_classes(source: DepthDataset, target: DepthDataset):
                             f"split with --size HxW (e.g. 192x640)")
         if not ds.meta.has_labels:
             raise DataError(f"{ds.split_dir}: no semantic and instance maps yet; add them with "
-                            f"desc-train prepare panoptic (or --labels gt where the dataset has labels)")
+                            f"desc-train prepare segment or prepare panoptic (or --labels gt where the dataset has labels)")
     if list(src.classes) != list(tgt.classes):
         raise DataError(f"{source.split_dir} and {target.split_dir} label different classes "
                         f"({len(src.classes)} vs {len(tgt.classes)}): prepare both with the same label source")

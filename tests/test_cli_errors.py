@@ -25,6 +25,7 @@ CITYSCAPES = ["prepare", "cityscapes", "--root", "{tmp}/cs", "--out", "{tmp}/out
               "--subset", "val"]
 PANOPTIC = ["prepare", "panoptic", "--predictions", "{tmp}/p.json", "--out", "{tmp}/out", "--split",
             "target_train", "--format", "coco"]
+SEGMENT = ["prepare", "segment", "--out", "{tmp}/out", "--split", "target_train"]
 CHECK = ["prepare", "check", "{tmp}/out"]
 TOML = {  # config files of the table, written under {tmp}
     "string_for_int.toml": 'batch_size = "4"\n',
@@ -155,6 +156,15 @@ MISTAKES = [  # argv, a fragment of the one line
     (PANOPTIC + ["--max-instances", "0"], "argument --max-instances: expected an integer in 1-65535"),
     (PANOPTIC + ["--workers", "0"], "argument --workers: expected an integer from 1 to 1024, got '0'"),
     (PANOPTIC[:-1] + ["json"], "argument --format: invalid choice: 'json'"),
+    # prepare segment
+    (["prepare", "segment", "--out", "{tmp}/out"], "the following arguments are required: --split"),
+    (SEGMENT + ["--batch", "0"], "argument --batch: expected a positive integer, got '0'"),
+    (SEGMENT + ["--dtype", "float16"], "argument --dtype: invalid choice: 'float16'"),
+    (SEGMENT + ["--device", "gpu"], "argument --device: expected cpu, cuda or cuda:N, got 'gpu'"),
+    (SEGMENT + ["--size", "100x300"], "argument --size: size must be multiples of 16"),
+    (SEGMENT + ["--score-thresh", "1.5"], "argument --score-thresh: a score threshold lies in [0, 1], got 1.5"),
+    (SEGMENT + ["--limit", "0"], "argument --limit: expected a positive integer, got '0'"),
+    (SEGMENT + ["--instance-classes", "road"], "argument --instance-classes: 'road' is not a thing class"),
     # prepare check
     (["prepare", "check"], "the following arguments are required: root"),
     (CHECK + ["--frames", "0"], "argument --frames: expected a positive integer, got '0'"),

@@ -137,7 +137,8 @@ def test_split_report_states_what_it_measured(root):
     edit(root, "target_test", eval=dict(gt_kind="velodyne", crop="garg", caps=[[0.001, 80]]), has_labels=False)
     lines, _ = check_split(test)
     assert lines[0].endswith(f"depth {'yes' if read_meta(test).has_depth else 'no'}, labels not yet")
-    assert "  no semantic and instance maps yet: add them with desc-train prepare panoptic before training" in lines
+    assert ("  no semantic and instance maps yet: add them with desc-train prepare segment (or prepare "
+            "panoptic) before training") in lines
     assert lines[-1] == "  evaluation: ground truth velodyne, crop garg, caps [[0.001, 80]]"
 
     edit(root, "source_train", frames={})
@@ -301,3 +302,18 @@ def test_class_ids_outside_the_classes_fail_in_any_frame(root, capsys):
     problems = check_split(split)[1]
     assert len(problems) == 1 and problems[0].startswith(f"{split}: 2 of 3 frames have class ids outside")
     assert f"{os.path.join(split, 'semantic', names[0])}.png: class ids 12 outside" in problems[0]
+
+
+def test_certainty_maps_the_label_source_promises_must_be_there_and_readable(root, capsys):
+    from desc_train.data.layout import certainty_path, write_certainty
+
+    split = os.path.join(root, "source_train")
+    meta = read_meta(split)
+    edit(root, "source_train", label_source=dict(kind="segment", certainty=True))
+    assert f"1 problems:\n  {split}: 3 files missing, first {certainty_path(split, meta.names[0])}" in \
+        failure(capsys, root)
+    for name in meta.names:
+        write_certainty(split, name, np.full(meta.image_size, 0.9), np.zeros(meta.image_size, np.uint8))
+    assert cli(["prepare", "check", root]) == 0
+    open(certainty_path(split, meta.names[-1]), "wb").write(b"not a zip")
+    assert f"{certainty_path(split, meta.names[-1])}: unreadable certainty" in failure(capsys, root)

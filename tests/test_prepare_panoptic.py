@@ -14,6 +14,7 @@ from desc_train import cli
 from desc_train.data import coco
 from desc_train.data.dataset import DepthDataset
 from desc_train.data.layout import SplitMeta, read_meta, read_sample, write_meta, write_sample
+from desc_train.data.prepare import labels as labelling
 from desc_train.data.prepare import panoptic
 
 H, W = 32, 64  # the split's size
@@ -103,7 +104,7 @@ def test_coco_ids_classes_instances_and_meta(root, capsys):
     assert meta.max_instances == 2 and meta.frames["f0"]["src"] == SRC["f0"]
     assert meta.label_source["kind"] == "panoptic" and meta.label_source["format"] == "coco"
     assert meta.label_source["score_thresh"] == 0.8
-    assert not os.path.exists(root / "data" / "target_train" / panoptic.RECORDS)
+    assert not os.path.exists(root / "data" / "target_train" / labelling.RECORDS)
     out = capsys.readouterr().out
     assert "labelled 2 frames" in out and "1 crowds, 0 of other classes" in out and "1 lost in resizing" in out
     item = DepthDataset(str(root / "data" / "target_train"), max_instances=4)[0]
@@ -159,9 +160,9 @@ def test_instance_classes_drop_other_things(root, classes, expected):
 
 
 def test_instance_classes_are_things():
-    assert panoptic.instance_classes("person, car") == (0, 2)
+    assert labelling.instance_classes("person, car") == (0, 2)
     with pytest.raises(argparse.ArgumentTypeError, match="not a thing class"):
-        panoptic.instance_classes("road")
+        labelling.instance_classes("road")
 
 
 # ---------------------------------------------------------------- Detectron2 outputs
@@ -337,16 +338,16 @@ def test_a_failed_run_restarts_on_overwrite_or_other_arguments(root, capsys, ext
 
 
 def test_threshold_and_count_arguments_take_their_bounds():
-    assert panoptic._fraction("0") == 0.0 and panoptic._fraction("1") == 1.0 and panoptic._fraction("0.5") == 0.5
+    assert labelling._fraction("0") == 0.0 and labelling._fraction("1") == 1.0 and labelling._fraction("0.5") == 0.5
     for text in ("-0.1", "1.01"):
         with pytest.raises(argparse.ArgumentTypeError, match=rf"a score threshold lies in \[0, 1\], got {text}"):
-            panoptic._fraction(text)
-    assert panoptic._count("1") == 1 and panoptic._count(str(panoptic.MAX_ID)) == panoptic.MAX_ID
-    for text in ("0", str(panoptic.MAX_ID + 1), "x", "-1"):
+            labelling._fraction(text)
+    assert labelling._count("1") == 1 and labelling._count(str(labelling.MAX_ID)) == labelling.MAX_ID
+    for text in ("0", str(labelling.MAX_ID + 1), "x", "-1"):
         with pytest.raises(argparse.ArgumentTypeError,
-                           match=rf"expected an integer in 1-{panoptic.MAX_ID} \(instance maps are 16-bit\), "
+                           match=rf"expected an integer in 1-{labelling.MAX_ID} \(instance maps are 16-bit\), "
                                  rf"got '{text}'"):
-            panoptic._count(text)
+            labelling._count(text)
 
 
 def test_detectron2_category_ids_take_their_contiguous_bounds():
@@ -399,7 +400,7 @@ def test_detectron2_npz_mistakes_name_the_file_and_the_expected_output(tmp_path)
 def test_label_maps_classes_instances_fates_and_counts():
     from desc_train.data.classes import BUILDING, CAR, PERSON, ROAD
 
-    S = panoptic.Segment
+    S = labelling.Segment
     segments = [S(7, ROAD, False, None, False), S(3, CAR, True, 0.9, False),
                 S(5, CAR, True, 0.5, False),  # a score equal to the threshold is kept
                 S(9, CAR, True, 0.4, False), S(11, PERSON, True, 0.99, True), S(12, BUILDING, True, 0.8, False)]
@@ -407,39 +408,39 @@ def test_label_maps_classes_instances_fates_and_counts():
                     [3, 3, 3, 3, 3, 3],
                     [5, 5, 5, 9, 9, 11],
                     [11, 11, 12, 12, 12, 12]])
-    settings = panoptic.Settings(size=(4, 6), score_thresh=0.5, instance_classes=(CAR, PERSON), max_instances=10)
-    semantic, instance, counts = panoptic.label_maps(seg, segments, settings, "p.png")
+    settings = labelling.Settings(size=(4, 6), score_thresh=0.5, instance_classes=(CAR, PERSON), max_instances=10)
+    semantic, instance, counts = labelling.label_maps(seg, segments, settings, "p.png")
     label = {0: coco.IGNORE, 7: ROAD, 3: CAR, 5: CAR, 9: CAR, 11: PERSON, 12: BUILDING}
     assert semantic.dtype == np.uint8 and semantic.shape == seg.shape
     np.testing.assert_array_equal(semantic, np.vectorize(label.get)(seg))
     # Instances by decreasing area: segment 3 (6 pixels), then 5 (3); the others are no instance.
     np.testing.assert_array_equal(instance, np.vectorize({3: 1, 5: 2}.get)(seg, 0))
     assert counts == {"crowd": 1, "other_class": 1, "low_score": 1, "segments": 6, "void": 2 / 24}
-    assert [panoptic.instance_fate(s, settings) for s in segments[1:]] == \
+    assert [labelling.instance_fate(s, settings) for s in segments[1:]] == \
         ["kept", "kept", "low_score", "crowd", "other_class"]
     # A file without scores keeps every thing segment of an instance class.
-    assert panoptic.instance_fate(S(1, CAR, True, None, False), settings) == "kept"
+    assert labelling.instance_fate(S(1, CAR, True, None, False), settings) == "kept"
 
 
 def test_label_maps_refuse_segments_missing_from_segments_info():
-    segments = [panoptic.Segment(7, 0, False, None, False)]
-    settings = panoptic.Settings(size=(1, 4), score_thresh=0.5, instance_classes=(5,), max_instances=10)
+    segments = [labelling.Segment(7, 0, False, None, False)]
+    settings = labelling.Settings(size=(1, 4), score_thresh=0.5, instance_classes=(5,), max_instances=10)
     with pytest.raises(panoptic.DataError, match=r"^p\.png: segment id 4 appears in the map but not in "):
-        panoptic.label_maps(np.array([[0, 7, 4, 7]]), segments, settings, "p.png")
+        labelling.label_maps(np.array([[0, 7, 4, 7]]), segments, settings, "p.png")
     with pytest.raises(panoptic.DataError, match=r"^p\.png: segment id 4 \(and 1 more\) appears"):
-        panoptic.label_maps(np.array([[4, 7, 8, 7]]), segments, settings, "p.png")
+        labelling.label_maps(np.array([[4, 7, 8, 7]]), segments, settings, "p.png")
     with pytest.raises(panoptic.DataError, match=r"^p\.png: segment id 4 \(and 2 more\) appears"):
-        panoptic.label_maps(np.array([[4, 7, 8, 9]]), segments, settings, "p.png")
+        labelling.label_maps(np.array([[4, 7, 8, 9]]), segments, settings, "p.png")
 
 
 def test_aspect_check_allows_two_percent():
-    panoptic.check_aspect("p.png", (100, 305), (100, 300))  # 1.7 % wider
-    panoptic.check_aspect("p.png", (100, 295), (100, 300))
-    panoptic.check_aspect("p.png", (200, 600), (100, 300))  # only the aspect matters
+    labelling.check_aspect("p.png", (100, 305), (100, 300))  # 1.7 % wider
+    labelling.check_aspect("p.png", (100, 295), (100, 300))
+    labelling.check_aspect("p.png", (200, 600), (100, 300))  # only the aspect matters
     with pytest.raises(panoptic.DataError, match=r"^p\.png: prediction is 100x307 \(aspect 3\.07\) but the split "
                                                  r"is 100x300 \(3\.00\): predictions must be made on the frames' "
                                                  r"whole source images"):
-        panoptic.check_aspect("p.png", (100, 307), (100, 300))
+        labelling.check_aspect("p.png", (100, 307), (100, 300))
 
 
 def _coco_json(folder, content, name="panoptic_val.json", pngs=True):
@@ -535,7 +536,7 @@ def test_coco_png_ids_are_r_plus_256_g_plus_65536_b(tmp_path):
 def test_a_segment_listed_twice_is_named(tmp_path):
     cv2.imwrite(str(tmp_path / "f.png"), np.zeros((2, 3, 3), np.uint8))
     info = [{"id": 3, "category_id": 1}, {"id": 5, "category_id": 1}, {"id": 5, "category_id": 2}]
-    settings = panoptic.Settings(size=(2, 3), score_thresh=0.5, instance_classes=(0,), max_instances=10)
+    settings = labelling.Settings(size=(2, 3), score_thresh=0.5, instance_classes=(0,), max_instances=10)
     job = panoptic.Job(split_dir="", name="f", format="coco", path=str(tmp_path / "f.png"), segments_info=info,
                        where="frame f", settings=settings)
     with pytest.raises(panoptic.DataError, match=r"^frame f: segment id 5 is listed twice in segments_info$"):
@@ -553,8 +554,8 @@ def test_labels_of_an_unrecorded_source_are_refused_too(tmp_path):
     write_meta(split, meta)
     with pytest.raises(panoptic.DataError, match=r"the split has labels already \(from an unrecorded source\); "
                                                  r"pass --overwrite to replace them$"):
-        panoptic.start_labels(split, meta, False, {})
-    panoptic.start_labels(split, meta, True, {})
+        labelling.start_labels(split, meta, False, {})
+    labelling.start_labels(split, meta, True, {})
     assert read_meta(split).has_labels is False  # unlabelled until the new maps are all written
 
 
@@ -562,8 +563,8 @@ def test_coco_segments_things_stuff_and_mistakes():
     last_thing, first_stuff = 90, 92  # COCO panoptic ids: things 1-90, stuff 92-200, with gaps
     thing = panoptic.coco_segment({"id": 7, "category_id": last_thing, "score": 0.5}, "frame f")
     stuff = panoptic.coco_segment({"id": 8, "category_id": first_stuff, "iscrowd": 1}, "frame f")
-    assert thing == panoptic.Segment(7, coco.NUM_THINGS - 1, True, 0.5, False)
-    assert stuff == panoptic.Segment(8, coco.NUM_THINGS, False, None, True)
+    assert thing == labelling.Segment(7, coco.NUM_THINGS - 1, True, 0.5, False)
+    assert stuff == labelling.Segment(8, coco.NUM_THINGS, False, None, True)
     with pytest.raises(panoptic.DataError, match=r"^frame f: category_id 91 is not a COCO panoptic id \(ids are "
                                                  r"1-200 with gaps: things 1-90, stuff 92-200\); only predictions"):
         panoptic.coco_segment({"id": 1, "category_id": 91}, "frame f")
@@ -575,12 +576,12 @@ def test_coco_segments_things_stuff_and_mistakes():
 
 
 def test_report_lines():
-    settings = panoptic.Settings(size=(48, 160), score_thresh=0.7, instance_classes=(0,), max_instances=2)
+    settings = labelling.Settings(size=(48, 160), score_thresh=0.7, instance_classes=(0,), max_instances=2)
     base = {"crowd": 0, "other_class": 0, "low_score": 0, "vanished": 0, "beyond_max": 0}
     counts = {"a": dict(base, segments=4, instances=2, void=0.25, crowd=1, beyond_max=3, vanished=1),
               "b": dict(base, segments=6, instances=0, void=0.05, low_score=2, other_class=1),
               "c": dict(base, segments=5, instances=2, void=0.0)}
-    assert panoptic.report("s", "coco", counts, 1, settings, 2.0) == [
+    assert labelling.report("s", "from coco predictions", counts, 1, settings, 2.0) == [
         "s: labelled 3 frames from coco predictions (2 written, 1 resumed) in 2.0 s",
         "  segments per frame: mean 5.0, max 6; void 10.0 % of pixels",
         "  instances per frame: mean 1.3, max 2; histogram 0: 1, 2: 2",
@@ -595,30 +596,30 @@ def test_a_frame_record_counts_instances_lost_in_resizing_and_beyond_the_maximum
     rgb = np.stack([seg % 256, seg // 256, seg // 65536], -1).astype(np.uint8)
     cv2.imwrite(str(tmp_path / "f.png"), rgb[..., ::-1])
     info = [{"id": i, "category_id": 3, "score": 0.9} for i in (11, 12, 13, 14)]  # COCO 3: car
-    settings = panoptic.Settings(size=(2, 4), score_thresh=0.5, instance_classes=(coco.class_id("car"),),
+    settings = labelling.Settings(size=(2, 4), score_thresh=0.5, instance_classes=(coco.class_id("car"),),
                                  max_instances=2)
-    os.makedirs(tmp_path / "s" / panoptic.RECORDS / "frames")
+    os.makedirs(tmp_path / "s" / labelling.RECORDS / "frames")
     job = panoptic.Job(split_dir=str(tmp_path / "s"), name="f", format="coco", path=str(tmp_path / "f.png"),
                        segments_info=info, where="f.png", settings=settings)
     assert panoptic.label_frame(job) == ("f", None)
-    with open(panoptic._record_path(str(tmp_path / "s"), "f")) as f:
+    with open(labelling.record_path(str(tmp_path / "s"), "f")) as f:
         record = json.load(f)
     assert (record["instances"], record["vanished"], record["beyond_max"]) == (2, 1, 1)
     assert panoptic.label_frame(job._replace(settings=settings._replace(max_instances=5))) == ("f", None)
-    with open(panoptic._record_path(str(tmp_path / "s"), "f")) as f:
+    with open(labelling.record_path(str(tmp_path / "s"), "f")) as f:
         record = json.load(f)
     assert (record["instances"], record["vanished"], record["beyond_max"]) == (3, 1, 0)
-    assert not os.path.exists(panoptic._record_path(str(tmp_path / "s"), "f") + ".tmp")
+    assert not os.path.exists(labelling.record_path(str(tmp_path / "s"), "f") + ".tmp")
 
 
 def test_instance_classes_argument():
-    assert panoptic.instance_classes("all") == tuple(range(coco.NUM_THINGS))
-    assert panoptic.instance_classes("car, person,2") == tuple(sorted({coco.class_id("car"), coco.class_id("person"),
+    assert labelling.instance_classes("all") == tuple(range(coco.NUM_THINGS))
+    assert labelling.instance_classes("car, person,2") == tuple(sorted({coco.class_id("car"), coco.class_id("person"),
                                                                         2}))
-    assert panoptic.instance_classes(str(coco.NUM_THINGS - 1)) == (coco.NUM_THINGS - 1,)
+    assert labelling.instance_classes(str(coco.NUM_THINGS - 1)) == (coco.NUM_THINGS - 1,)
     for bad in (str(coco.NUM_THINGS), "road", "carz"):  # a stuff id, a stuff name, no class
         with pytest.raises(argparse.ArgumentTypeError, match=rf"^'{bad}' is not a thing class: instances are things"):
-            panoptic.instance_classes(bad)
+            labelling.instance_classes(bad)
 
 
 def test_prediction_keys_ignore_the_extension_and_the_separator():

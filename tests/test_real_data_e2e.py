@@ -66,7 +66,7 @@ def test_vkitti_to_kitti_from_trees_to_table(tmp_path, capsys):
     assert cli(["prepare", "kitti", "--root", kitti, "--split", "target_test", "--list", lst,
                 "--gt-npz", str(tmp_path / "gt_depths.npz"), *prep]) == 0
     assert cli(["prepare", "check", root]) == 0
-    assert "no semantic and instance maps yet: add them with desc-train prepare panoptic" in capsys.readouterr().out
+    assert "no semantic and instance maps yet: add them with desc-train prepare segment (or prepare panoptic)" in capsys.readouterr().out
     for split in ("source_train", "target_train"):
         write_predictions(os.path.join(root, split), str(tmp_path / "preds" / split))
         assert cli(["prepare", "panoptic", "--predictions", str(tmp_path / "preds" / split), "--out", root,

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .layout import RIGHT, DataError, check_stereo, has_right_views, read_logits, read_meta, read_rgb, read_sample
+from .layout import (RIGHT, DataError, SplitMeta, check_stereo, has_right_views, read_certainty, read_logits,
+                     read_meta, read_rgb, read_sample)
 
 
 @dataclass
@@ -138,6 +139,31 @@ class DepthDataset(Dataset):
     def __getitem__(self, index: int) -> Dict[str, torch.Tensor]:
         s = self._augment(self.load(index), index)
         return to_tensors(s, self.max_instances, where=os.path.join(self.split_dir, "instance", s["name"] + ".png"))
+
+
+def certainty_logits(prob: torch.Tensor, label: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Logits (..., C, H, W) float32 of certainty maps `prob` and `label` (..., H, W) (layout.py, certainty/)
+    whose softmax has its maximum `prob` at class `label`: what ``desc_ops.confidence_map`` reads of a
+    segmenter's scores. The label's logit is 0, each other class's log((1 - q) / (q (C - 1))), with q clamped
+    to [1/C, 1]: below 1/C (rounding of q = 1/C) the pixel is uncertain either way, and at q = 1 the others
+    are floored at float32's smallest normal ratio, as an infinite logit would make the map NaN."""
+    tiny = torch.finfo(torch.float32).tiny
+    q = prob.float().clamp(1.0 / num_classes, 1.0)
+    other = torch.log((1 - q).clamp_min(tiny)) - torch.log(q * (num_classes - 1))
+    logits = other.unsqueeze(-3).repeat_interleave(num_classes, dim=-3)
+    logits.scatter_(-3, label.long().unsqueeze(-3), 0.0)
+    return logits
+
+
+def read_certainty_logits(split_dir: str, name: str, meta: SplitMeta) -> Optional[torch.Tensor]:
+    """The (C, H, W) float32 logits a frame's certainty maps stand for (``certainty_logits``), C the split's
+    classes: ``desc_ops.confidence_map(logits[None])`` is the confidence map of the segmenter's full scores.
+    None when the split has no certainty maps."""
+    stored = read_certainty(split_dir, name, meta)
+    if stored is None:
+        return None
+    prob, label = (torch.from_numpy(a) for a in stored)
+    return certainty_logits(prob, label, len(meta.classes))
 
 
 def to_tensors(s: Dict, max_instances: int, where: str = "instance map") -> Dict:

@@ -11,6 +11,7 @@
     ROOT/SPLIT/semantic/NAME.png   8-bit class ids; 255 = ignore
     ROOT/SPLIT/instance/NAME.png   16-bit instance ids, unique per image; 0 = no instance
     ROOT/SPLIT/logits/NAME.npy     optional: (C, H, W) float16 segmenter logits
+    ROOT/SPLIT/certainty/NAME.npz  optional: the segmenter's certainty, in 3 bytes a pixel (below)
     ROOT/SPLIT/gt/NAME.npy         optional: float32 metres at the source's native size
                                    (0 = none), the evaluation ground truth of real test splits
 
@@ -29,12 +30,23 @@ ground-truth kind, crop, caps), and per frame "K" [fx, fy, cx, cy] at the stored
 file, relative to the dataset root). read_meta and write_meta refuse a field of another
 kind (a list where a number belongs, a focal length or baseline that is not finite and above 0), naming
 it; the frames' maps must have image_size, and their class ids be classes of the split.
+
+certainty/NAME.npz (``prepare segment --logits``) holds what the confidence map (docs/ops.md §1) reads of a
+segmenter's per-class scores, instead of the scores themselves (133 float16 maps are 33 MB a 192x640 frame): at
+each pixel the largest class probability ``q`` of the normalised scores, as ``prob`` (H, W) uint16 =
+round(65535 q), and the class that has it, as ``label`` (H, W) uint8. The confidence map of these is that of
+the full scores up to the rounding of q (at most 0.5 / 65535 in q, 7.7e-6 in its semantic term), ignore_classes
+included: ``read_certainty_logits`` (dataset.py) rebuilds logits of the split's C classes whose softmax has its
+maximum q at that class. What is lost is the rest of the distribution (the runner-up classes), which the
+confidence map does not read.
 """
 from __future__ import annotations
 
 import json
 import math
 import os
+import zipfile
+import zlib
 from dataclasses import asdict, dataclass, field
 from typing import IO, Any, Callable, Dict, List, Optional, Sequence
 
@@ -45,6 +57,8 @@ from ..errors import UserError
 
 DEPTH_SCALE = 256.0
 RIGHT = "rgb_right"  # the folder of the right views of a stereo split
+CERTAINTY = "certainty"  # folder of the segmenter's certainty maps
+CERTAINTY_LEVELS = 65535  # q is stored as round(CERTAINTY_LEVELS * q), uint16
 
 
 class DataError(UserError):
@@ -305,6 +319,43 @@ def read_logits(split_dir: str, name: str, size) -> Optional[np.ndarray]:
     if logits.ndim != 3 or tuple(logits.shape[1:]) != tuple(size):
         raise DataError(f"{path}: logits of shape {logits.shape}, expected (C, {size[0]}, {size[1]})")
     return logits
+
+
+def certainty_path(split_dir: str, name: str) -> str:
+    return os.path.join(split_dir, CERTAINTY, name + ".npz")
+
+
+def write_certainty(split_dir: str, name: str, prob: np.ndarray, label: np.ndarray) -> None:
+    """A frame's certainty: `prob` (H, W) the largest class probability in [0, 1], `label` (H, W) its class."""
+    if label.size and not 0 <= int(label.min()) <= int(label.max()) <= 255:
+        raise ValueError(f"certainty labels must be class ids 0-255, got {int(label.min())}-{int(label.max())}")
+    stored = np.round(np.clip(prob, 0, 1) * CERTAINTY_LEVELS).astype(np.uint16)
+    os.makedirs(os.path.join(split_dir, CERTAINTY), exist_ok=True)
+    atomic_write(certainty_path(split_dir, name),
+                 lambda f: np.savez_compressed(f, prob=stored, label=label.astype(np.uint8)), binary=True)
+
+
+def read_certainty(split_dir: str, name: str, meta: SplitMeta):
+    """(prob float32 (H, W) in [0, 1], label int64 (H, W)) of a frame, or None when the split has no certainty
+    maps; DataError naming the file when it is unreadable, of another size than image_size, or its labels are no
+    classes of the split."""
+    path = certainty_path(split_dir, name)
+    if not os.path.exists(path):
+        return None
+    expected = f"expected prob (H, W) uint16 and label (H, W) uint8 of {meta.image_size[0]}x{meta.image_size[1]}"
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            prob, label = (npz[k] if k in npz.files else None for k in ("prob", "label"))
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+        raise DataError(f"{path}: unreadable certainty ({err}); {expected}") from None
+    if prob is None or label is None or prob.dtype != np.uint16 or label.dtype != np.uint8 or \
+            prob.shape != tuple(meta.image_size) or label.shape != prob.shape:
+        got = ", ".join(f"{k} {a.dtype} {a.shape}" for k, a in (("prob", prob), ("label", label)) if a is not None)
+        raise DataError(f"{path}: holds {got or 'neither prob nor label'}; {expected}")
+    bad = foreign_ids(label.astype(np.int64), len(meta.classes))
+    if bad:
+        raise DataError(f"{path}: label holds {ids_message(bad, len(meta.classes))}")
+    return prob.astype(np.float32) / CERTAINTY_LEVELS, label.astype(np.int64)
 
 
 def _read_png(path: str, flags: int, size: Optional[Sequence[int]], what: str) -> np.ndarray:

@@ -1,7 +1,8 @@
 """``desc-train prepare``: converters from the real datasets (Virtual KITTI, KITTI
-raw, Cityscapes, panoptic segmentations) into desc_train's layout, and ``check``
-of a prepared root. One module per dataset, each with ``add_arguments(parser)``
-and ``main(args)``; what they share is in ``common``."""
+raw, Cityscapes, panoptic segmentations, a segmenter run here) into desc_train's
+layout, and ``check`` of a prepared root. One module per command, each with
+``add_arguments(parser)`` and ``main(args)``; what the converters share is in
+``common``, what the two labellers (panoptic, segment) share in ``labels``."""
 from __future__ import annotations
 
 import argparse
@@ -12,6 +13,8 @@ COMMANDS = {  # sub-command -> (module, help)
     "kitti": ("kitti", "KITTI raw frames of a list (target train, or test with ground truth)"),
     "cityscapes": ("cityscapes", "Cityscapes frames (target, optionally with disparity ground truth)"),
     "panoptic": ("panoptic", "semantic and instance maps of a prepared split from panoptic predictions"),
+    "segment": ("segment", "semantic and instance maps of a prepared split from Mask2Former (transformers), "
+                           "without Detectron2"),
     "check": ("check", "check a prepared root: sizes, focal lengths, classes, depth scale, ground truth"),
 }
 

@@ -10,7 +10,8 @@ frame's map is decoded: one bad frame is enough to stop a training run); source
 depth whose median exceeds 200 m or whose maximum is under 1 m (a wrong scale); a
 test split (one with an evaluation protocol in meta.json) without ground truth for
 every frame; a stereo split (one with rgb_right/) without a right view or a baseline
-for every frame, or with a right view of another size. Reports the rest (frames, sizes, focal range, depth statistics of
+for every frame, or with a right view of another size; certainty maps that the label source
+promises missing, or (of the sampled frames) unreadable. Reports the rest (frames, sizes, focal range, depth statistics of
 --frames sampled frames, the share of depth at max_depth, instances per frame,
 splits still without labels).
 """
@@ -21,8 +22,9 @@ from typing import List, Tuple
 
 import numpy as np
 
-from ..layout import (RIGHT, DataError, SplitMeta, check_stereo, foreign_ids, frame_path, gt_path, has_right_views,
-                      ids_message, read_depth, read_gt, read_instance, read_meta, read_rgb, read_semantic)
+from ..layout import (RIGHT, DataError, SplitMeta, certainty_path, check_stereo, foreign_ids, frame_path, gt_path,
+                      has_right_views, ids_message, read_certainty, read_depth, read_gt, read_instance, read_meta,
+                      read_rgb, read_semantic)
 from .common import parse_positive
 
 # Focal length in image widths: outside, the intrinsics were not read right (normalised,
@@ -58,7 +60,14 @@ def _missing_files(split: str, meta: SplitMeta) -> List[str]:
                 missing.append(png)
         if meta.eval and not os.path.exists(gt_path(split, name)):
             missing.append(gt_path(split, name))
+        if _has_certainty(meta) and not os.path.exists(certainty_path(split, name)):
+            missing.append(certainty_path(split, name))
     return missing
+
+
+def _has_certainty(meta: SplitMeta) -> bool:
+    """Whether the split's labeller wrote certainty maps (prepare segment --logits)."""
+    return meta.has_labels and bool((meta.label_source or {}).get("certainty"))
 
 
 def _foreign_class_ids(split: str, meta: SplitMeta) -> List[str]:
@@ -140,7 +149,8 @@ def check_split(split: str, frames: int = SAMPLED) -> Tuple[List[str], List[str]
     if missing:
         problems.append(f"{split}: {len(missing)} files missing, first {missing[0]}")
     if not meta.has_labels:
-        lines.append("  no semantic and instance maps yet: add them with desc-train prepare panoptic before training")
+        lines.append("  no semantic and instance maps yet: add them with desc-train prepare segment (or prepare "
+                     "panoptic) before training")
     if meta.max_instances is not None:
         lines.append(f"  at most {meta.max_instances} instances in a frame (the trainer takes at least as many slots)")
     sample = sample_of(names, frames)
@@ -162,6 +172,9 @@ def check_split(split: str, frames: int = SAMPLED) -> Tuple[List[str], List[str]
                                 f"or converted depth?)")
     if meta.has_labels and names and not missing:
         problems += _foreign_class_ids(split, meta)
+        if _has_certainty(meta):
+            for name in sample:  # unreadable, of another size or with foreign classes: named
+                read_certainty(split, name, meta)
     if meta.eval:
         lines.append(f"  evaluation: ground truth {meta.eval.get('gt_kind')}, crop {meta.eval.get('crop')}, "
                      f"caps {meta.eval.get('caps')}")

@@ -14,62 +14,31 @@ category ids of the COCO dataset) and its folder of PNGs whose pixels encode seg
 tools/run_panoptic_fpn.py writes.
 
 Classes: Detectron2's contiguous thing id t (0-79) is class t, its contiguous stuff id s (1-53) is class 79 + s,
-so DESC's collision of the two id spaces (car and blanket both 2) disappears; void is 255. Instances: the
-thing segments scoring at least ``--score-thresh`` (segments without a score are kept), not crowds, of
-``--instance-classes``, numbered 1..N by decreasing area; past ``--max-instances`` the smallest are dropped and
-counted. Things that make no instance keep their class in the semantic map. Both maps are resized with nearest
-neighbour to the split's size (the aspect ratios must agree within 2 %). A deviation from DESC: the layout holds
-one non-overlapping instance map, so the parts of overlapping Mask R-CNN instances that the panoptic combination
-hides are lost, where DESC's height prior sees whole masks.
-
-meta.json is rewritten last and atomically (has_labels true, the classes, the instance classes, the most
-instances of a frame, the label source): a run cut short leaves the split unlabelled, and a rerun with the same
-arguments resumes it.
+so DESC's collision of the two id spaces (car and blanket both 2) disappears; void is 255. The maps, the
+instances, resuming and meta.json follow ``labels`` (shared with ``prepare segment``).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import posixpath
-import shutil
-import time
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import ExitStack
 from functools import partial
-from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, Iterable, Iterator, List, NamedTuple, Optional, Tuple
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from .. import coco
-from ..layout import DataError, SplitMeta, atomic_write, meta_path, read_meta, write_meta, write_sample
-from .common import keep_records, listed, parse_split, parse_workers, resize_nearest
+from ..layout import DataError, SplitMeta, meta_path
+from .common import listed, parse_workers
+from .labels import Segment, Settings, add_label_arguments, label_split, open_split, write_labels
 
-RECORDS = ".panoptic"  # per-frame records of a labelling run; gone once meta.json says has_labels
-VOID = 0  # the segment id of unlabelled pixels in both formats
-ASPECT_TOLERANCE = 0.02  # DESC's detector input 368x1232 and network input 192x640 differ by 0.3 %
-MAX_ID = 65535  # instance maps are 16-bit PNGs
 RUN_INFO = "run.json"  # written beside detectron2 predictions by tools/run_panoptic_fpn.py: the model and settings
 
 
 # ---------------------------------------------------------------- segments
-class Segment(NamedTuple):
-    id: int  # the segment id in the map
-    label: int  # layout class id
-    isthing: bool
-    score: Optional[float]  # None: a file without scores (ground-truth style), kept whatever the threshold
-    iscrowd: bool
-
-
-class Settings(NamedTuple):
-    size: Tuple[int, int]  # the split's (H, W)
-    score_thresh: float
-    instance_classes: Tuple[int, ...]
-    max_instances: int
-
-
 class Job(NamedTuple):
     split_dir: str
     name: str
@@ -178,78 +147,13 @@ def read_prediction(job: Job) -> Tuple[np.ndarray, List[Segment]]:
     return seg, segments
 
 
-# ---------------------------------------------------------------- conversion
-def check_aspect(where: str, shape: Sequence[int], size: Sequence[int]) -> None:
-    """Refuses a prediction whose aspect ratio differs from the split's by more than 2 %: it was made on other
-    frames, or on a crop."""
-    (h, w), (H, W) = shape[:2], size
-    if abs((w / h) / (W / H) - 1) > ASPECT_TOLERANCE:
-        raise DataError(f"{where}: prediction is {h}x{w} (aspect {w / h:.2f}) but the split is {H}x{W} "
-                        f"({W / H:.2f}): predictions must be made on the frames' whole source images")
-
-
-def instance_fate(s: Segment, settings: Settings) -> str:
-    """Why a thing segment is no instance ("crowd", "other_class", "low_score"), or "kept"."""
-    if s.iscrowd:
-        return "crowd"
-    if s.label not in settings.instance_classes:
-        return "other_class"
-    if s.score is not None and s.score < settings.score_thresh:
-        return "low_score"
-    return "kept"
-
-
-def label_maps(seg: np.ndarray, segments: List[Segment], settings: Settings,
-               where: str) -> Tuple[np.ndarray, np.ndarray, Dict[str, Any]]:
-    """(semantic uint8, instance int32, counts) at the prediction's size: each segment's class (void 255), and
-    every thing segment that makes an instance, numbered 1..N by decreasing area."""
-    ids, inverse, areas = np.unique(seg, return_inverse=True, return_counts=True)
-    inverse = inverse.reshape(seg.shape)
-    by_id = {s.id: s for s in segments}
-    unknown = [int(i) for i in ids if i != VOID and int(i) not in by_id]
-    if unknown:
-        more = f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""
-        raise DataError(f"{where}: segment id {unknown[0]}{more} appears in the map but not in segments_info: "
-                        f"the map and its segments_info belong to different frames or runs")
-    present = [by_id.get(int(i)) if i != VOID else None for i in ids]
-    semantic = np.array([coco.IGNORE if s is None else s.label for s in present], np.uint8)[inverse]
-    fates = {k: instance_fate(s, settings) for k, s in enumerate(present) if s is not None and s.isthing}
-    kept = sorted((k for k, f in fates.items() if f == "kept"), key=lambda k: (-areas[k], ids[k]))
-    lut = np.zeros(len(ids), np.int32)
-    lut[kept] = np.arange(1, len(kept) + 1)
-    counts = {f: sum(v == f for v in fates.values()) for f in ("crowd", "other_class", "low_score")}
-    counts.update(segments=sum(s is not None for s in present), void=float(areas[ids == VOID].sum() / seg.size))
-    return semantic, lut[inverse], counts
-
-
-def keep_largest(instance: np.ndarray, max_instances: int) -> Tuple[np.ndarray, int]:
-    """(uint16 map, instances visible): ids 1..N made 1..M again in their order after resizing lost some small
-    instances, then those past `max_instances` dropped."""
-    present = np.unique(instance[instance > 0])
-    lut = np.zeros(int(instance.max()) + 1, np.int32)
-    lut[present] = np.arange(1, len(present) + 1)
-    lut[lut > max_instances] = 0
-    return lut[instance].astype(np.uint16), len(present)
-
-
-def _record_path(split_dir: str, name: str) -> str:
-    return os.path.join(split_dir, RECORDS, "frames", name + ".json")
-
-
 def label_frame(job: Job) -> Tuple[str, Optional[str]]:
     """Converts and writes one frame's maps and its record; returns (name, error message)."""
     try:
         seg, segments = read_prediction(job)
-        check_aspect(job.where, seg.shape, job.settings.size)
-        semantic, instance, counts = label_maps(seg, segments, job.settings, job.where)
+        write_labels(job.split_dir, job.name, seg, segments, job.settings, job.where)
     except DataError as err:
         return job.name, str(err)
-    size, most, made = job.settings.size, job.settings.max_instances, int(instance.max())
-    instance, visible = keep_largest(resize_nearest(instance, size), most)
-    counts.update(instances=min(visible, most), vanished=made - visible, beyond_max=max(0, visible - most))
-    write_sample(job.split_dir, job.name, None, semantic=resize_nearest(semantic, size), instance=instance)
-    # Last: a frame with a record is complete (a .tmp a killed run left is rewritten with the frame).
-    atomic_write(_record_path(job.split_dir, job.name), lambda f: json.dump(counts, f))
     return job.name, None
 
 
@@ -380,112 +284,30 @@ def make_jobs(args, meta: SplitMeta, split_dir: str, settings: Settings) -> List
 
 
 # ---------------------------------------------------------------- the run
-def instance_classes(text: str) -> Tuple[int, ...]:
-    """``all`` (the 80 things), ``vehicles`` or a comma-separated list of thing names or class ids."""
-    if text == "all":
-        return tuple(range(coco.NUM_THINGS))
-    if text == "vehicles":
-        return tuple(sorted(coco.VEHICLES))
-    out = set()
-    for item in (t.strip() for t in text.split(",")):
-        cls = int(item) if item.isdigit() else coco.CLASSES.index(item) if item in coco.CLASSES else None
-        if cls is None or not 0 <= cls < coco.NUM_THINGS:
-            raise argparse.ArgumentTypeError(
-                f"{item!r} is not a thing class: instances are things, names such as car or person, or ids 0-79")
-        out.add(cls)
-    return tuple(sorted(out))
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0  # refused below, naming the text
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"a score threshold lies in [0, 1], got {text}")
-    return value
-
-
-def _count(text: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= MAX_ID:
-        raise argparse.ArgumentTypeError(f"expected an integer in 1-{MAX_ID} (instance maps are 16-bit), got {text!r}")
-    return int(text)
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
+def add_arguments(p) -> None:
     p.add_argument("--predictions", required=True,
                    help="coco: the panoptic JSON (PNGs in the folder named as its stem) or a folder holding both; "
                         "detectron2: the folder of NAME.npz files")
-    p.add_argument("--out", required=True, help="root of the prepared dataset (desc_train's layout)")
-    p.add_argument("--split", required=True, type=parse_split,
-                   help="the prepared split to label, e.g. target_train (a folder name under --out)")
     p.add_argument("--format", required=True, choices=["coco", "detectron2"], help="how the predictions are stored")
-    p.add_argument("--score-thresh", type=_fraction, default=0.8,
-                   help="thing segments scoring less are no instances (DESC: 0.8); segments without score are kept")
-    p.add_argument("--instance-classes", type=instance_classes, default="all",
-                   help="things that become instances: all (DESC), vehicles (for sources without people, such as "
-                        "Virtual KITTI), or a list of names or ids, e.g. car,person")
-    p.add_argument("--max-instances", type=_count, default=32,
-                   help="instances kept per frame, the largest first; the rest are dropped and counted")
+    add_label_arguments(p, score_help="thing segments scoring less are no instances (DESC: 0.8); segments without "
+                                      "score are kept")
     p.add_argument("--match", choices=["name", "src"], default="name",
                    help="name: prediction file stem = frame name; src: prediction path = the frame's source path "
                         "(or a trailing part of it) without extension")
     p.add_argument("--workers", type=parse_workers, default=None,
                    help="processes; when not given, the CPU count, at most 8")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace the labels of a labelled split, or restart an interrupted run instead of resuming it")
 
 
-def start_labels(split_dir: str, meta: SplitMeta, overwrite: bool, args: Dict[str, Any]) -> None:
-    """Prepares a split for labelling: refuses a labelled split unless `overwrite` (then marks it unlabelled
-    first, so that a run cut short never leaves half-replaced maps marked labelled), and restarts an interrupted
-    run under other arguments (or with `overwrite`) instead of resuming it."""
-    if meta.has_labels:
-        if not overwrite:
-            raise DataError(f"{meta_path(split_dir)}: the split has labels already (from "
-                            f"{(meta.label_source or {}).get('kind', 'an unrecorded source')}); pass --overwrite to "
-                            f"replace them")
-        meta.has_labels = False
-        write_meta(split_dir, meta)
-    records = os.path.join(split_dir, RECORDS)
-    keep_records(records, args, overwrite, discard=records)
-    os.makedirs(os.path.join(records, "frames"), exist_ok=True)
-
-
-def run_jobs(jobs: List[Job], workers: Optional[int], desc: str) -> List[str]:
-    """Runs the frames not done yet; returns the error messages of those that failed."""
-    errors: List[str] = []
+def run_jobs(jobs: List[Job], workers: Optional[int]) -> Iterator[Optional[str]]:
+    """Labels the frames of `jobs` in `workers` processes; yields each frame's error message, or None."""
     workers = max(1, workers or min(os.cpu_count() or 1, 8))
     with ExitStack() as stack:
         mapper = map
         if workers > 1 and len(jobs) > 1:
             pool = stack.enter_context(ProcessPoolExecutor(workers))
             mapper = partial(pool.map, chunksize=max(1, min(16, len(jobs) // (workers * 4))))
-        for _, err in tqdm(mapper(label_frame, jobs), total=len(jobs), desc=desc, unit="frame", leave=False):
-            errors += [err] if err else []
-    return errors
-
-
-def report(split_dir: str, fmt: str, counts: Dict[str, Dict], resumed: int, settings: Settings,
-           seconds: float) -> List[str]:
-    """The closing report: frames, segments and instances per frame, things that became no instance."""
-    def total(key: str) -> int:
-        return sum(c[key] for c in counts.values())
-
-    n = len(counts)
-    segs, inst = [c["segments"] for c in counts.values()], [c["instances"] for c in counts.values()]
-    hist = np.bincount(inst)
-    crowded = sum(c["beyond_max"] > 0 for c in counts.values())
-    return [f"{split_dir}: labelled {n} frames from {fmt} predictions ({n - resumed} written, {resumed} resumed) "
-            f"in {seconds:.1f} s",
-            f"  segments per frame: mean {np.mean(segs):.1f}, max {max(segs)}; void "
-            f"{100 * np.mean([c['void'] for c in counts.values()]):.1f} % of pixels",
-            f"  instances per frame: mean {np.mean(inst):.1f}, max {max(inst)}; histogram "
-            + ", ".join(f"{k}: {v}" for k, v in enumerate(hist) if v),
-            f"  things without an instance: {total('low_score')} below --score-thresh {settings.score_thresh:g}, "
-            f"{total('crowd')} crowds, {total('other_class')} of other classes, {total('beyond_max')} beyond "
-            f"--max-instances {settings.max_instances} (in {crowded} of {n} frames), {total('vanished')} lost in "
-            f"resizing to {settings.size[0]}x{settings.size[1]}"]
+        for _, err in mapper(label_frame, jobs):
+            yield err
 
 
 def _model_info(args) -> Optional[Dict]:
@@ -501,43 +323,14 @@ def _model_info(args) -> Optional[Dict]:
 
 
 def main(args) -> int:
-    t0 = time.time()
-    split_dir = os.path.join(args.out, args.split)
-    if not os.path.exists(meta_path(split_dir)):
-        raise DataError(f"{meta_path(split_dir)}: missing: prepare the split first (desc-train prepare vkitti, kitti "
-                        f"or cityscapes), then label it")
-    meta = read_meta(split_dir)
-    if not meta.frames:
-        raise DataError(f"{meta_path(split_dir)}: lists no frames")
-    H, W = meta.image_size
-    settings = Settings((int(H), int(W)), args.score_thresh, tuple(args.instance_classes), args.max_instances)
-    jobs = make_jobs(args, meta, split_dir, settings)
+    split_dir, meta, settings = open_split(args)
+    jobs = {j.name: j for j in make_jobs(args, meta, split_dir, settings)}  # before anything is written
     label_source = dict(kind="panoptic", format=args.format, predictions=os.path.abspath(args.predictions),
                         score_thresh=args.score_thresh, instance_classes=list(settings.instance_classes),
                         max_instances=args.max_instances, match=args.match)
     model = _model_info(args)
     if model is not None:
         label_source["model"] = model
-    start_labels(split_dir, meta, args.overwrite, label_source)
-    todo = [j for j in jobs if not os.path.exists(_record_path(split_dir, j.name))]
-    resumed = len(jobs) - len(todo)
-    if resumed:
-        print(f"{split_dir}: resuming, {resumed} of {len(jobs)} frames labelled already")
-    errors = run_jobs(todo, args.workers, os.path.basename(os.path.normpath(split_dir)))
-    if errors:
-        raise DataError(f"{len(errors)} of {len(jobs)} frames failed (the split stays unlabelled and the frames "
-                        f"labelled are kept: fix these and rerun to resume):" + listed(errors))
-    counts = {}
-    for name in meta.names:
-        with open(_record_path(split_dir, name)) as f:
-            counts[name] = json.load(f)
-    meta.has_labels = True
-    meta.classes = list(coco.CLASSES)
-    meta.instance_classes = list(settings.instance_classes)
-    meta.max_instances = max(c["instances"] for c in counts.values())
-    meta.label_source = label_source
-    write_meta(split_dir, meta)  # last, atomically: a split whose meta.json says has_labels is complete
-    shutil.rmtree(os.path.join(split_dir, RECORDS))
-    for line in report(split_dir, args.format, counts, resumed, settings, time.time() - t0):
-        print(line)
-    return 0
+    return label_split(split_dir, meta, settings, label_source, overwrite=args.overwrite,
+                       label=lambda names: run_jobs([jobs[n] for n in names], args.workers),
+                       source=f"from {args.format} predictions")
