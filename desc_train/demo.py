@@ -145,7 +145,7 @@ def run_job(cfg: Config, job: Job, log=None, on_step=None) -> Dict:
                       os.path.join(cfg.out, f"seed{job.seed}"), log=log or (lambda *_: None), on_step=on_step)
     start = trainer.checkpoint_path(job.after) if job.after else None
     trained = trainer.run_stage(job.stage, job.steps, start_from=start, kind=job.kind)
-    metrics = evaluate(trainer.g_rgb.eval(), os.path.join(cfg.data, "target_test")) if job.row else None
+    metrics = evaluate(trainer.depth_model(), os.path.join(cfg.data, "target_test")) if job.row else None
     return dict(job=job, trained=trained, seconds=time.time() - t0, metrics=metrics)
 
 

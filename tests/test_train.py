@@ -590,7 +590,7 @@ def test_target_priors_come_from_instances_at_least_min_instance_rows_tall():
     trainer = SimpleNamespace(K=4, cfg=SimpleNamespace(consistency_weight=0.0, instance_weight=1.0,
                                                        min_instance_rows=3),
                               _predict_heights=lambda b, st: torch.full((1, 4), 1.5), _rgb=lambda image: image,
-                              objectives={"joint": objective})
+                              _input=lambda image: image, prior_scale=None, objectives={"joint": objective})
     tgt = dict(instance_ids=ids, image=torch.zeros(1, 3, 8, 6), focal=torch.tensor([10.0]))
     heights = Trainer._target_terms(trainer, "joint", tgt)["heights"]
     assert heights[0, [0, 2]].tolist() == [1.5, 1.5]
