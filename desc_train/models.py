@@ -104,7 +104,7 @@ class PriorScale(nn.Module):
         bound = self.max_depth * self.s.detach() * pixel_height.to(heights.dtype) / focal.to(heights.dtype)[:, None]
         prior = ~torch.isnan(heights)
         # NaN kept out of the division: its gradient to s would be NaN * 0.
-        scaled = torch.minimum(heights.masked_fill(~prior, 0.0), bound) / self.s
+        scaled = heights.masked_fill(~prior, 0.0).clamp(max=bound) / self.s
         return torch.where(prior, scaled, heights)
 
 

@@ -192,19 +192,23 @@ def frozen_running_stats(net: torch.nn.Module, enabled: bool = True):
 # stage (the networks, the batches, the optimiser) and those of each kind's losses. Logging and
 # checkpoint intervals, the device, the paths (the data is recorded by content) shape nothing.
 SHARED_SETTINGS = ("seed", "width", "batch_size", "lr", "betas", "supervised_weight", "sync_bn")
-TRANSLATION_SETTINGS = ("translation", "translation_width", "translation_lr", "translation_betas",
-                        "identity_weight", "gan_weight", "pool_size")
 KIND_SETTINGS = {
-    "source_only": ("smoothness_weight", "smoothness_full_scale", "target_bn_stats", "image_range",
-                    *TRANSLATION_SETTINGS),
+    "source_only": ("smoothness_weight", "smoothness_full_scale", "target_bn_stats", "image_range", "translation"),
     "semantic": ("max_instances", "min_instance_rows", "height_weight"),
     "joint": ("consistency_weight", "consistency_scales", "instance_weight", "smoothness_weight",
               "smoothness_full_scale", "confidence", "target_bn_stats", "max_instances", "min_instance_rows",
-              "height_weight", "prior_scale", "image_range", "translation", "translation_width"),
+              "height_weight", "prior_scale", "image_range", "translation"),
+}
+# ... and with translation=true, those of the translator.
+TRANSLATION_SETTINGS = {
+    "source_only": ("translation_width", "translation_lr", "translation_betas", "identity_weight", "gan_weight",
+                    "pool_size"),
+    "joint": ("translation_width",),
 }
 # Settings that checkpoints record since they exist: one made before records none of them, and
 # was made at their defaults.
-RECORDED_LATER = ("smoothness_full_scale", "height_weight", "prior_scale", "image_range", *TRANSLATION_SETTINGS)
+RECORDED_LATER = ("smoothness_full_scale", "height_weight", "prior_scale", "image_range", "translation",
+                  *TRANSLATION_SETTINGS["source_only"])
 # The networks a stage kind trains: what a checkpoint after the first of several that a stage
 # starts from gives it (run_stage).
 TRAINED = {"source_only": ("g_rgb", "s2t", "d_s2t"), "semantic": ("g_sem", "g_h"),
@@ -238,7 +242,8 @@ def provenance_difference(made: Dict, now: Dict) -> Optional[str]:
     new = now["settings"]
     before = json.loads(json.dumps({k: getattr(Config, k) for k in RECORDED_LATER if k in new}))
     old = {**before, **made.get("settings", {})}
-    for key in sorted(set(old) | set(new)):
+    # In the run's order (translation before the translator's settings), then those it lacks.
+    for key in [*new, *sorted(set(old) - set(new))]:
         if key not in old:
             return f"it records no {key}, this run has {key}={_shown(new[key])}"
         if old[key] != new.get(key):
@@ -427,13 +432,14 @@ class Trainer:
             weighted["instance_prior"] = self.prior_scale.s * weighted["instance_prior"]  # the official s * L_inst
         return weighted
 
-    def discriminator_step(self) -> float:
-        """The discriminator's step after S2T's (the official backward_D_image):
-        least squares on the target batch (real) and on the translated source batch
-        of S2T's step drawn through the pool (fake), each through the discriminator
-        on its own. The pool holds the global batch's translations, the same on
-        every rank, and each rank takes its share of what it returns. Returns the
-        loss over the global batch."""
+    def discriminator_gradients(self) -> float:
+        """The discriminator's step after S2T's (the official backward_D_image) up
+        to its optimiser: least squares on the target batch (real) and on the
+        translated source batch of S2T's step drawn through the pool (fake), each
+        through the discriminator on its own (BatchNorm statistics of each). The
+        pool holds the global batch's translations, the same on every rank, and
+        each rank takes its share of what it returns. Returns the loss over the
+        global batch."""
         real, translated = self._discriminator_batch
         n = translated.shape[0]
         fake = self.pool.query(distributed.all_gather(translated))[distributed.rank() * n:][:n]
@@ -443,7 +449,6 @@ class Trainer:
         value = distributed.mean_over_ranks(loss.detach().float())
         self.opt_d.zero_grad(set_to_none=True)
         loss.backward()
-        self.opt_d.step()
         return value.item()
 
     # ------------------------------------------------------------ loop
@@ -458,6 +463,8 @@ class Trainer:
         """What makes stage `stage` of kind `kind` in this run: the record its
         checkpoints keep (plain JSON values: a tuple reads back as a list)."""
         names = SHARED_SETTINGS + KIND_SETTINGS.get(kind, ())
+        if self.cfg.translation:
+            names += TRANSLATION_SETTINGS.get(kind, ())
         settings = {name: getattr(self.cfg, name) for name in names}
         settings["amp"] = self.cfg.amp and self.device.type == "cuda"  # autocast runs on CUDA only
         settings["processes"] = distributed.world_size()  # the global batch is batch_size times this
@@ -596,10 +603,11 @@ class Trainer:
             loss = sum(terms.values())
             # Logged beside the terms, not part of the loss: the discriminator's loss, the learned scale.
             if self.trains_translation(kind):
-                terms["discriminator"] = self.discriminator_step()
+                terms["discriminator"] = self.discriminator_gradients()
                 if not math.isfinite(terms["discriminator"]):
                     raise FloatingPointError(f"{stage} step {step}: the discriminator's loss is "
                                              f"{terms['discriminator']}")
+                self.opt_d.step()
             if self.prior_scale is not None and kind == "joint":
                 terms["prior_scale"] = self.prior_scale.s.item()
             if bar:
