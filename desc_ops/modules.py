@@ -2,6 +2,7 @@
 objective of DESC that the trainer uses."""
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Dict, List, NamedTuple, Optional, Sequence, Union
 
@@ -136,18 +137,32 @@ def _scales(maps, name: str) -> List[Tensor]:
     return maps
 
 
-# How far outside [0, 1] an image may reach: rounding, and the overshoot of a
-# bicubic resize; a 0-255 or mean/std-normalised image is far beyond it.
+# How far outside its range an image may reach, as a fraction of the range's width:
+# rounding, and the overshoot of a bicubic resize; a 0-255 image, or one normalised
+# otherwise than the range says, is far beyond it.
 _IMAGE_SLACK = 0.02
 
 
-def _check_image(image: Tensor) -> None:
+def _image_range(image_range) -> tuple:
+    try:
+        lo, hi = (float(v) for v in image_range)
+    except (TypeError, ValueError):
+        raise ValueError(f"DESCLoss: image_range must be two numbers (lo, hi), got {image_range!r}") from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise ValueError(f"DESCLoss: image_range must be finite with lo < hi, got {image_range!r}")
+    return lo, hi
+
+
+def _check_image(image: Tensor, image_range) -> None:
     if not isinstance(image, Tensor) or not image.is_floating_point() or not image.numel():
         return  # the loss that reads it names what is wrong
     lo, hi = torch.stack(torch.aminmax(image.detach())).tolist()
-    if lo < -_IMAGE_SLACK or hi > 1 + _IMAGE_SLACK:
-        raise ValueError(f"DESCLoss: image must be RGB in [0, 1], got values in [{lo:.4g}, {hi:.4g}]: divide 8-bit "
-                         f"images by 255 and undo a mean/std normalisation (validate=False skips this check)")
+    low, high = image_range
+    slack = _IMAGE_SLACK * (high - low)
+    if lo < low - slack or hi > high + slack:
+        raise ValueError(f"DESCLoss: image must be RGB in [{low:g}, {high:g}], got values in [{lo:.4g}, {hi:.4g}]: "
+                         f"divide 8-bit images by 255, undo a mean/std normalisation or pass the image_range the "
+                         f"image is in (validate=False skips this check)")
 
 
 def _nearest(x: Tensor, size) -> Tensor:
@@ -188,9 +203,17 @@ class DESCLoss(nn.Module):
     A weight is a number (every scale alike) or a sequence of per-scale weights,
     finest first (scales past its end get 0). A term or scale of weight 0 is
     skipped, so each can be switched off; with every weight 0 the total is a
-    zero that backpropagates. ``image`` is RGB in ``[0, 1]``. With ``validate``
-    (the default) two mistakes that silently change the result are checked,
-    with one host read each: an image outside ``[0, 1]`` (``ValueError``), and
+    zero that backpropagates.
+
+    ``image`` is RGB in ``image_range``: ``(0, 1)`` by default, or e.g. ``(-1, 1)``
+    for networks trained on images normalised with mean and std 0.5 (the
+    official DESC code). The smoothness term reads the image as given, so its
+    edge weights ``exp(-mean_c |dI|)`` depend on the range (on ``(-1, 1)`` they
+    are ``exp(-2 mean_c |dI|)`` of the ``[0, 1]`` image, as the official
+    code's); the confidence map reads the image mapped to ``[0, 1]``, where its
+    edge weight is defined. With ``validate`` (the default) two mistakes that
+    silently change the result are checked, with one host read each: an image
+    outside ``image_range`` by more than 2% of its width (``ValueError``), and
     an instance map without a single ``-1`` (a warning: docs/ops.md §3).
     ``forward`` returns a ``DESCLossOutput``.
     """
@@ -199,7 +222,8 @@ class DESCLoss(nn.Module):
                  smoothness_weight: Weights = 0.01, confidence: bool = True, edge_weight: float = 1.0,
                  boundary_weight: float = 0.5, ignore_index: int = -1,
                  ignore_classes: Optional[Sequence[int]] = None, min_pixels: int = 1,
-                 max_depth: Optional[float] = None, validate: bool = True):
+                 max_depth: Optional[float] = None, image_range: Sequence[float] = (0.0, 1.0),
+                 validate: bool = True):
         super().__init__()
         self.consistency_weight = consistency_weight
         self.instance_weight = float(instance_weight)
@@ -209,6 +233,7 @@ class DESCLoss(nn.Module):
                                                    ignore_index=ignore_index, ignore_classes=ignore_classes)
         self.instance_prior = InstancePriorLoss(min_pixels=min_pixels, max_depth=max_depth, validate=validate)
         self.smoothness = SmoothnessLoss()
+        self.image_range = _image_range(image_range)
         self.validate = validate
 
     def forward(self, depth: Union[Tensor, Sequence[Tensor]], *,
@@ -226,7 +251,7 @@ class DESCLoss(nn.Module):
         # every term off still backpropagates (zero gradients).
         zero = depths[0].reshape(-1)[:0].sum()
         if self.validate and image is not None and not torch.compiler.is_compiling():  # a host read
-            _check_image(image)
+            _check_image(image, self.image_range)
 
         def add(name: str, scale: int, weight: float, value: Tensor) -> None:
             terms[name if scale == 0 else f"{name}@{scale}"] = value.detach()
@@ -240,6 +265,10 @@ class DESCLoss(nn.Module):
                 images[i] = image if image.shape[-2:] == size else \
                     torch.nn.functional.interpolate(image, size=size, mode="area")
             return images[i]
+
+        def unit_image_at(i: int) -> Tensor:  # the confidence map's edge weight is defined on [0, 1]
+            lo, hi = self.image_range
+            return image_at(i) if (lo, hi) == (0.0, 1.0) else (image_at(i) - lo) / (hi - lo)
 
         if any(consistency_weights):
             if depth_sem is None:
@@ -256,7 +285,7 @@ class DESCLoss(nn.Module):
                     size = d.shape[-2:]
                     term = self.consistency(d, s, _nearest(semantic, size),
                                             edges=None if edges is None else _nearest(edges, size),
-                                            image=image_at(i) if edges is None and image is not None else None)
+                                            image=unit_image_at(i) if edges is None and image is not None else None)
                 else:
                     term = F.consistency_loss(d, s, torch.ones_like(d))
                 add("consistency", i, w, term)

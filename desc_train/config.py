@@ -39,8 +39,26 @@ class Config:
     consistency_weight: float = 1.0  # per metre of |G_rgb - G_sem|, at each of consistency_scales scales
     consistency_scales: int = 4  # output scales the consistency loss pulls (1: the finest only, as the official code)
     instance_weight: float = 1.0  # per metre of |G_rgb - f H / h| on instance pixels
-    smoothness_weight: float = 0.01  # divided by 2^i at output scale i
+    smoothness_weight: float = 0.01  # at the smoothness_full_scale output scale, halved at each scale from it
+    smoothness_full_scale: str = "finest"  # finest, or coarsest (the official code: 0.01 at 1/8, 0.00125 at 1/1)
+    height_weight: float = 1.0  # per metre of |G_h - H| on source instances (the official lambda_S: 50)
     confidence: bool = True  # confidence-weighted consistency (False: the official plain mean)
+    # The instance prior's scale: fixed (pseudo-depth f H / h as it is) or learned (the official
+    # scalar s: pseudo-depth divided by s, the term multiplied by s; desc_train.models.PriorScale).
+    prior_scale: str = "fixed"
+    # RGB as the networks and the smoothness term see it: 0,1 (as read) or -1,1 (the official
+    # Normalize(0.5, 0.5)); edge_map (G_sem's edge channel) and the confidence map read [0, 1] either way.
+    image_range: Tuple[float, float] = (0.0, 1.0)
+    # Style translation (desc_train.translation, the official stage 1 after T2Net): stage a also trains
+    # S2T, the source -> target translator, against a discriminator, and G_rgb learns from translated
+    # source images; from then on S2T is frozen and still translates every source image for G_rgb.
+    translation: bool = False
+    translation_width: int = 8  # base width of S2T and of its discriminator (the official 64)
+    translation_lr: float = 5e-4  # Adam for S2T and its discriminator (the official lr_trans: 5e-5 over 207,600 steps)
+    translation_betas: Tuple[float, float] = (0.5, 0.9)
+    identity_weight: float = 100.0  # mean |S2T(target) - target| (the official lambda_IDT)
+    gan_weight: float = 1.0  # S2T's least-squares GAN term (the official lambda_GAN)
+    pool_size: int = 20  # past translations the discriminator draws from (0: none)
     # G_rgb's BatchNorm running statistics from target batches only, as the official code. Off by
     # default: in the demo it leaves the source-only row far worse and unstable, which would
     # flatter every DESC row (README, "Training").
@@ -75,11 +93,17 @@ NUMBERS: Dict[str, Bounds] = {
     "iters_joint": POSITIVE, "log_every": POSITIVE, "checkpoint_every": POSITIVE,
     "lr": Bounds(0, integer=False, open_lo=True),
     "supervised_weight": WEIGHT, "consistency_weight": WEIGHT, "instance_weight": WEIGHT, "smoothness_weight": WEIGHT,
+    "height_weight": WEIGHT, "identity_weight": WEIGHT, "gan_weight": WEIGHT, "translation_width": POSITIVE,
+    "translation_lr": Bounds(0, integer=False, open_lo=True), "pool_size": Bounds(0),
     "consistency_scales": Bounds(1, 4, why=" (the U-Nets' output scales)"),
     "max_instances": Bounds(1, 65535, why=" (instance maps are 16-bit)"),
     "min_instance_rows": Bounds(0),
     "seed": Bounds(0, MAX_SEED),
 }
+CHOICES: Dict[str, Tuple[str, ...]] = {"smoothness_full_scale": ("finest", "coarsest"),
+                                       "prior_scale": ("fixed", "learned")}
+# (lo, hi) of the images the networks see: as read, or normalised with mean 0.5 and std 0.5.
+IMAGE_RANGES = ((0.0, 1.0), (-1.0, 1.0))
 BETA = Bounds(0, 1, integer=False, open_hi=True)
 SIDE = Bounds(16, MAX_SIDE)
 FOLDERS = ("source_split", "target_split", "test_split")  # folder names under `data`
@@ -116,6 +140,21 @@ def _betas(value):
     if not isinstance(value, (list, tuple)) or len(value) != 2 or not all(b in BETA for b in value):
         raise _Refused(f"expected two numbers in [0, 1) (Adam's beta1, beta2), got {shown(value)}")
     return tuple(float(b) for b in value)
+
+
+def _choice(name: str, value):
+    if value not in CHOICES[name]:
+        raise _Refused(f"expected {' or '.join(CHOICES[name])}, got {shown(value)}")
+    return value
+
+
+def _image_range(value):
+    if isinstance(value, (list, tuple)) and len(value) == 2 and \
+            all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value) and \
+            tuple(float(v) for v in value) in IMAGE_RANGES:
+        return tuple(float(v) for v in value)
+    raise _Refused(f"expected 0,1 (RGB as read) or -1,1 (normalised with mean and std 0.5, as the official "
+                   f"code), got {shown(value)}")
 
 
 def _counts(value):
@@ -165,9 +204,12 @@ def _device(value):
 
 
 RULES = {**{name: functools.partial(_number, name) for name in NUMBERS},
+         **{name: functools.partial(_choice, name) for name in CHOICES},
          **{name: _folder for name in FOLDERS}, **{name: _path for name in PATHS},
-         **{name: _boolean for name in ("confidence", "target_bn_stats", "amp", "sync_bn", "reuse_stages")},
-         "size": _size, "betas": _betas, "counts": _counts, "device": _device}
+         **{name: _boolean for name in ("confidence", "target_bn_stats", "amp", "sync_bn", "reuse_stages",
+                                        "translation")},
+         "size": _size, "betas": _betas, "translation_betas": _betas, "image_range": _image_range,
+         "counts": _counts, "device": _device}
 assert set(RULES) == {f.name for f in dataclasses.fields(Config)}, "every setting needs a rule"
 
 
@@ -189,9 +231,14 @@ def _parse(text: str, name: str, current):
         return text if value is None else value
     if RULES[name] is _boolean:
         return BOOLEANS.get(text.strip().lower(), text)
-    if name in ("size", "betas"):
+    if name in ("size", "betas", "translation_betas"):
         parts = [(SIDE if name == "size" else BETA).parse(p) for p in text.lower().replace("x", ",").split(",")]
         return text if None in parts else tuple(parts)
+    if name == "image_range":
+        parts = [WEIGHT.parse(p) for p in text.split(",")]
+        return text if None in parts else tuple(parts)
+    if name in CHOICES:
+        return text.strip()
     if name == "counts":
         out = dict(current)
         for item in text.split(","):
@@ -203,19 +250,21 @@ def _parse(text: str, name: str, current):
     return text
 
 
-# The official implementation's settings (192x640, Adam 1e-4 with betas (0.95, 0.999),
-# 20 epochs of 20,760 source frames at batch 2 for stage a, 10 epochs at batch 4 for
-# stage b, 20,000 joint iterations at batch 2, consistency at the finest scale only, plain
-# mean consistency, BatchNorm statistics from the target). Its losses live in tanh space
-# (1 unit = 40 m): lambda 50 supervised, 1 consistency, 1 instance prior and 0.01
-# smoothness become these weights per metre. Width 88 gives DepthUNet 54.7 M parameters,
-# the official UNetGenerator's 54.6 M (a plainer network of the same capacity).
+# The official implementation's settings, each beside its file and line in alopezgit/DESC in
+# docs/paper-settings.md, with every deviation and its reason (tests/test_paper_settings.py
+# holds the two together). Its losses live in tanh space (1 unit = 40 m): lambda 50
+# supervised, 1 consistency, 1 instance prior and 0.01 smoothness become these weights per
+# metre. Width 88 gives DepthUNet 54.7 M parameters, the official UNetGenerator's 54.6 M.
 PRESETS: Dict[str, Dict] = {
     "paper": dict(size=(192, 640), width=88, batch_size=2, lr=1e-4, betas=(0.95, 0.999), iters_source=207_600,
                   iters_sem=51_900, iters_joint=20_000, supervised_weight=50.0 / 40.0,
                   consistency_weight=1.0 / 40.0, consistency_scales=1, instance_weight=1.0 / 40.0,
-                  smoothness_weight=0.01 / 40.0, confidence=False, target_bn_stats=True, device="cuda",
-                  data="data/vkitti2kitti", out="runs/paper", log_every=100, checkpoint_every=1000),
+                  smoothness_weight=0.01 / 40.0, smoothness_full_scale="coarsest", height_weight=50.0,
+                  confidence=False, prior_scale="learned", image_range=(-1.0, 1.0), target_bn_stats=True,
+                  min_instance_rows=1, translation=True, translation_width=64, translation_lr=5e-5,
+                  translation_betas=(0.5, 0.9), identity_weight=100.0, gan_weight=1.0, pool_size=20, seed=0,
+                  device="cuda", data="data/vkitti2kitti", out="runs/paper", log_every=100,
+                  checkpoint_every=1000),
 }
 
 

@@ -4,9 +4,11 @@ the table (JSON, Markdown) and pictures.
 
 Per seed the work is a small graph of stages: (a) source-only G_rgb; from it the
 source-only row (stage a trained on for as many steps as the joint stage) and
-(b) G_sem + G_h; from (b) the four joint rows. Independent stages run in
-parallel worker processes, one or more torch threads each: the networks of the
-demo are too small for torch's threads to keep the cores busy.
+(b) G_sem + G_h; from (b) the four joint rows. The translation row has a stage
+(a) of its own, which also trains the style translator S2T, and its joint stage
+starts from that and (b). Independent stages run in parallel worker processes,
+one or more torch threads each: the networks of the demo are too small for
+torch's threads to keep the cores busy.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import os
 import statistics
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
@@ -37,22 +39,32 @@ VARIANTS = {  # row name -> (stage name, the settings of its ablation)
     "instance prior only": ("joint_instance", {"consistency_weight": 0.0}),
     "no confidence map": ("joint_no_confidence", {"confidence": False}),
 }
-ROWS = ["source-only", *VARIANTS]
+# DESC with the official stage 1's style translation (desc_train.translation): its own stage a,
+# S2T trained with G_rgb, then frozen in its joint stage, which also takes stage b's G_sem and G_h.
+TRANSLATION_ROW = "DESC + translation"
+TRANSLATION = {"translation": True}
+ROWS = ["source-only", *VARIANTS, TRANSLATION_ROW]
 
 
 @dataclasses.dataclass(frozen=True)
 class Job:
     """One stage of one seed: trains `steps` of `kind` into `<out>/seed<seed>/<stage>.pt`
     with the config's `settings` replaced, starting from the checkpoint of stage
-    `after`, and evaluates it when it is a `row`."""
+    `after` (or of several: the first, then the networks each later one trained;
+    ``Trainer.start_from``), and evaluates it when it is a `row`."""
 
     seed: int
     stage: str
     kind: str
     steps: int
-    after: Optional[str] = None
+    after: Union[None, str, Tuple[str, ...]] = None
     settings: Dict[str, Any] = dataclasses.field(default_factory=dict)
     row: Optional[str] = None
+
+    @property
+    def starts(self) -> Tuple[str, ...]:
+        """The stages it starts from."""
+        return () if self.after is None else (self.after,) if isinstance(self.after, str) else self.after
 
 
 def plan(cfg: Config, seeds: Sequence[int]) -> List[Job]:
@@ -60,8 +72,11 @@ def plan(cfg: Config, seeds: Sequence[int]) -> List[Job]:
     the stages that unlock others first."""
     jobs = [Job(s, "source_only", "source_only", cfg.iters_source) for s in seeds]
     jobs += [Job(s, "semantic", "semantic", cfg.iters_sem, after="source_only") for s in seeds]
+    jobs += [Job(s, "source_only_translation", "source_only", cfg.iters_source, settings=TRANSLATION) for s in seeds]
     jobs += [Job(s, stage, "joint", cfg.iters_joint, "semantic", settings, row)
              for s in seeds for row, (stage, settings) in VARIANTS.items()]
+    jobs += [Job(s, "joint_translation", "joint", cfg.iters_joint, ("source_only_translation", "semantic"),
+                 TRANSLATION, TRANSLATION_ROW) for s in seeds]
     # The baseline gets as many G_rgb steps as the joint rows (stage a + stage c), so
     # that the rows differ by the DESC terms, not by training time.
     jobs += [Job(s, "source_only_long", "source_only", cfg.iters_joint, after="source_only", row="source-only")
@@ -71,8 +86,8 @@ def plan(cfg: Config, seeds: Sequence[int]) -> List[Job]:
 
 def quick_config(cfg: Config) -> Config:
     return dataclasses.replace(cfg, size=(32, 96), counts={"source_train": 24, "target_train": 24, "target_test": 8},
-                               width=4, batch_size=4, iters_source=6, iters_sem=6, iters_joint=6, log_every=2,
-                               checkpoint_every=3)
+                               width=4, translation_width=4, batch_size=4, iters_source=6, iters_sem=6, iters_joint=6,
+                               log_every=2, checkpoint_every=3)
 
 
 def ensure_data(cfg: Config, log=print) -> None:
@@ -143,9 +158,9 @@ def run_job(cfg: Config, job: Job, log=None, on_step=None) -> Dict:
         on_step = lambda stage, step, loss: queue.put((job.seed, stage, loss))  # noqa: E731
     trainer = Trainer(dataclasses.replace(cfg, seed=job.seed, **job.settings),
                       os.path.join(cfg.out, f"seed{job.seed}"), log=log or (lambda *_: None), on_step=on_step)
-    start = trainer.checkpoint_path(job.after) if job.after else None
+    start = [trainer.checkpoint_path(stage) for stage in job.starts] or None
     trained = trainer.run_stage(job.stage, job.steps, start_from=start, kind=job.kind)
-    metrics = evaluate(trainer.g_rgb.eval(), os.path.join(cfg.data, "target_test")) if job.row else None
+    metrics = evaluate(trainer.depth_model(), os.path.join(cfg.data, "target_test")) if job.row else None
     return dict(job=job, trained=trained, seconds=time.time() - t0, metrics=metrics)
 
 
@@ -170,7 +185,7 @@ def _run_all(cfg: Config, jobs: List[Job], workers: int, report: Callable[[Dict]
         bar.write(report(result))
 
     def ready():
-        return [j for j in pending if j.after is None or (j.seed, j.after) in done]
+        return [j for j in pending if all((j.seed, stage) in done for stage in j.starts)]
 
     if workers <= 1:
         while pending:

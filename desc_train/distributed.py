@@ -106,6 +106,17 @@ def all_reduce_sum(t: Tensor) -> Tensor:
     return _all_reduce(t, dist.ReduceOp.SUM) if is_distributed() else t
 
 
+def all_gather(t: Tensor) -> Tensor:
+    """Every rank's `t` (of one shape on all), concatenated along the first
+    dimension in rank order, without gradient; `t` itself in one process."""
+    if not is_distributed():
+        return t
+    mine = t.detach().to(_comm_device())
+    parts = [torch.empty_like(mine) for _ in range(world_size())]
+    dist.all_gather(parts, mine)
+    return torch.cat(parts).to(t.device)
+
+
 def mean_over_ranks(t: Tensor) -> Tensor:
     """The mean over ranks of `t` (no gradient): the global value of a loss of
     which each rank holds its share."""

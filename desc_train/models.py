@@ -1,9 +1,10 @@
 """The networks of DESC: U-Net depth networks with four output scales (G_rgb on
-images, G_sem on one-hot semantics plus an edge channel) and the instance height
-network G_h, batched over every instance slot of a batch."""
+images, G_sem on one-hot semantics plus an edge channel), the instance height
+network G_h, batched over every instance slot of a batch, and the learned scale
+of the instance prior."""
 from __future__ import annotations
 
-from typing import List
+from typing import List, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -82,3 +83,51 @@ def instance_features(stats, instance_class: Tensor, num_classes: int, H: int, W
                        stats.x_max.float() / W, ph / H, pw / W,
                        stats.count.float() / (ph * pw).clamp(min=1)], dim=-1)
     return torch.cat([cls, box], dim=-1) * used.unsqueeze(-1)
+
+
+class PriorScale(nn.Module):
+    """The official code's learned scale ``s`` of the instance prior (initial value
+    1): the pseudo-depth ``z = f H / h`` of each instance becomes
+    ``clamp(z, 0, max_depth * s) / s`` with the bound held constant (the official
+    code reads it with ``s.item()``), and the trainer multiplies the instance term
+    by ``s``. ``forward`` returns the heights ``H'`` whose pseudo-depth is that
+    target, ``min(H, max_depth * s * h / f) / s``, for ``instance_prior_loss``
+    without a clamp of its own. Heights are positive (G_h's softplus), so the
+    lower bound 0 never acts; NaN (no prior) stays NaN, and gives ``s`` no gradient."""
+
+    def __init__(self, max_depth: float = MAX_DEPTH):
+        super().__init__()
+        self.max_depth = max_depth
+        self.s = nn.Parameter(torch.ones(()))
+
+    def forward(self, heights: Tensor, pixel_height: Tensor, focal: Tensor) -> Tensor:
+        bound = self.max_depth * self.s.detach() * pixel_height.to(heights.dtype) / focal.to(heights.dtype)[:, None]
+        prior = ~torch.isnan(heights)
+        # NaN kept out of the division: its gradient to s would be NaN * 0.
+        scaled = heights.masked_fill(~prior, 0.0).clamp(max=bound) / self.s
+        return torch.where(prior, scaled, heights)
+
+
+def to_image_range(image: Tensor, image_range: Sequence[float]) -> Tensor:
+    """RGB in [0, 1] mapped onto ``image_range = (lo, hi)``: ``lo + (hi - lo) * image``;
+    (-1, 1) is the official ``Normalize(mean=0.5, std=0.5)``; (0, 1), the image itself."""
+    lo, hi = image_range
+    return image if (lo, hi) == (0.0, 1.0) else image * (hi - lo) + lo
+
+
+class ImageRangeInput(nn.Module):
+    """`net`, trained on images in `image_range`, taking RGB in [0, 1] as the
+    evaluation and the pictures give it."""
+
+    def __init__(self, net: nn.Module, image_range: Sequence[float]):
+        super().__init__()
+        self.net = net
+        self.image_range = tuple(float(v) for v in image_range)
+
+    def forward(self, image: Tensor):
+        return self.net(to_image_range(image, self.image_range))
+
+
+def rgb_input(net: nn.Module, image_range: Sequence[float]) -> nn.Module:
+    """`net` taking RGB in [0, 1]: itself when it was trained on [0, 1], else wrapped in ImageRangeInput."""
+    return net if tuple(image_range) == (0.0, 1.0) else ImageRangeInput(net, image_range)

@@ -10,6 +10,14 @@
     G_sem (at each output scale), the instance prior from G_h's heights,
     smoothness. A DESC term with weight 0 in the config is switched off.
 
+With ``translation`` (the official stage 1, ``desc_train.translation``), stage
+(a) also trains S2T, which gives source images the target's look, and its
+discriminator, and G_rgb learns from the translated source; in (c) S2T is
+frozen and still translates every source image before G_rgb. Images reach the
+networks and the smoothness term in ``image_range`` ([-1, 1] in the official
+code); with ``prior_scale=learned`` the instance prior has the official learned
+scale (``models.PriorScale``).
+
 The target-domain terms of (a) and (c) are one ``DESCLoss`` built from the
 config (``target_objective``), the object desc_ops' tests check. Every stage
 checkpoints atomically and resumes where it stopped; a non-finite loss stops
@@ -17,10 +25,11 @@ the run with the name of the term. A checkpoint records what made it (its stage,
 the settings that shape it, the splits it read): one made otherwise is not
 resumed or reused unless ``reuse_stages`` says so.
 
-Under torchrun every stage trains the three networks in DistributedDataParallel
-(``distributed.py``): each rank reads its DistributedSampler shard of both
-domains, every mean is over the global batch, and rank 0 alone writes
-checkpoints, logs, TensorBoard, results and the progress bar.
+Under torchrun every stage trains the networks (S2T, its discriminator and the
+prior scale included) in DistributedDataParallel (``distributed.py``): each rank
+reads its DistributedSampler shard of both domains, every mean is over the
+global batch (the pool of translations too: it holds the global batch's), and
+rank 0 alone writes checkpoints, logs, TensorBoard, results and the progress bar.
 """
 from __future__ import annotations
 
@@ -30,7 +39,7 @@ import json
 import math
 import os
 import time
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -46,7 +55,9 @@ from .config import Config, as_dict
 from .data import DepthDataset
 from .data.layout import DataError, atomic_write, meta_path
 from .errors import UserError
-from .models import MAX_DEPTH, SCALES, DepthUNet, HeightNet, instance_features, semantic_input
+from .models import (MAX_DEPTH, SCALES, DepthUNet, HeightNet, PriorScale, instance_features, rgb_input,
+                     semantic_input, to_image_range)
+from .translation import Discriminator, ImagePool, Translator, discriminator_loss, generator_loss, identity_loss
 
 
 def domain_classes(source: DepthDataset, target: DepthDataset):
@@ -121,18 +132,43 @@ def sampled_frames(n: int, batch_size: int, seed: int, step: int, rank: int = 0,
     return frames
 
 
+def smoothness_weights(cfg: Config) -> List[float]:
+    """The smoothness weight of each output scale, finest first:
+    ``smoothness_weight / 2**i`` at the ``i``-th scale counted from
+    ``smoothness_full_scale`` (the official code counts from the coarsest)."""
+    weights = [cfg.smoothness_weight / 2 ** i for i in range(SCALES)]
+    return weights if cfg.smoothness_full_scale == "finest" else weights[::-1]
+
+
 def target_objective(cfg: Config, kind: str) -> desc_ops.DESCLoss:
     """The target-domain terms of a stage kind: in ``joint``, DESC's, with the
     consistency at the ``consistency_scales`` finest output scales; in
-    ``source_only``, the smoothness alone; at every output scale ``i`` the
-    smoothness weight is ``smoothness_weight / 2**i``, as the official code."""
+    ``source_only``, the smoothness alone (``smoothness_weights``), on images in
+    ``image_range``. The instance prior's pseudo-depth is clamped at the
+    networks' MAX_DEPTH; with the learned prior scale, PriorScale clamps it (at
+    MAX_DEPTH times the scale) before the loss sees it."""
     joint = kind == "joint"
     return desc_ops.DESCLoss(
         consistency_weight=[cfg.consistency_weight] * cfg.consistency_scales if joint else 0.0,
         instance_weight=cfg.instance_weight if joint else 0.0,
-        smoothness_weight=[cfg.smoothness_weight / 2 ** i for i in range(SCALES)],
-        confidence=cfg.confidence, max_depth=MAX_DEPTH,
+        smoothness_weight=smoothness_weights(cfg),
+        confidence=cfg.confidence, max_depth=MAX_DEPTH if cfg.prior_scale == "fixed" else None,
+        image_range=cfg.image_range,
         validate=False)  # relabel_instances made the ids: valid, and no host read per step on CUDA
+
+
+@contextlib.contextmanager
+def no_parameter_gradients(net: torch.nn.Module):
+    """Inside the block, `net`'s parameters take no gradient (the gradient still flows
+    through it to its input): the discriminator during S2T's step, as the official code."""
+    params = [p for p in net.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
 
 
 @contextlib.contextmanager
@@ -157,11 +193,26 @@ def frozen_running_stats(net: torch.nn.Module, enabled: bool = True):
 # checkpoint intervals, the device, the paths (the data is recorded by content) shape nothing.
 SHARED_SETTINGS = ("seed", "width", "batch_size", "lr", "betas", "supervised_weight", "sync_bn")
 KIND_SETTINGS = {
-    "source_only": ("smoothness_weight", "target_bn_stats"),
-    "semantic": ("max_instances", "min_instance_rows"),
-    "joint": ("consistency_weight", "consistency_scales", "instance_weight", "smoothness_weight", "confidence",
-              "target_bn_stats", "max_instances", "min_instance_rows"),
+    "source_only": ("smoothness_weight", "smoothness_full_scale", "target_bn_stats", "image_range", "translation"),
+    "semantic": ("max_instances", "min_instance_rows", "height_weight"),
+    "joint": ("consistency_weight", "consistency_scales", "instance_weight", "smoothness_weight",
+              "smoothness_full_scale", "confidence", "target_bn_stats", "max_instances", "min_instance_rows",
+              "height_weight", "prior_scale", "image_range", "translation"),
 }
+# ... and with translation=true, those of the translator.
+TRANSLATION_SETTINGS = {
+    "source_only": ("translation_width", "translation_lr", "translation_betas", "identity_weight", "gan_weight",
+                    "pool_size"),
+    "joint": ("translation_width",),
+}
+# Settings that checkpoints record since they exist: one made before records none of them, and
+# was made at their defaults.
+RECORDED_LATER = ("smoothness_full_scale", "height_weight", "prior_scale", "image_range", "translation",
+                  *TRANSLATION_SETTINGS["source_only"])
+# The networks a stage kind trains: what a checkpoint after the first of several that a stage
+# starts from gives it (run_stage).
+TRAINED = {"source_only": ("g_rgb", "s2t", "d_s2t"), "semantic": ("g_sem", "g_h"),
+           "joint": ("g_rgb", "g_sem", "g_h", "prior_scale")}
 REUSE = "set reuse_stages=true to reuse it anyway, or move it away (or set another out=) to train the stage again"
 
 
@@ -188,8 +239,11 @@ def provenance_difference(made: Dict, now: Dict) -> Optional[str]:
     the same files in another folder are the same data."""
     if made.get("kind") != now["kind"]:
         return f"it was trained as a {made.get('kind')} stage, this run trains {now['kind']}"
-    old, new = made.get("settings", {}), now["settings"]
-    for key in sorted(set(old) | set(new)):
+    new = now["settings"]
+    before = json.loads(json.dumps({k: getattr(Config, k) for k in RECORDED_LATER if k in new}))
+    old = {**before, **made.get("settings", {})}
+    # In the run's order (translation before the translator's settings), then those it lacks.
+    for key in [*new, *sorted(set(old) - set(new))]:
         if key not in old:
             return f"it records no {key}, this run has {key}={_shown(new[key])}"
         if old[key] != new.get(key):
@@ -228,16 +282,38 @@ class Trainer:
         # official code: a converted split states the depth it clamped to.
         self.max_source_depth = min(MAX_DEPTH, self.source.meta.max_depth or float("inf"))
         torch.manual_seed(cfg.seed)
-        nets = [DepthUNet(3, cfg.width), DepthUNet(self.num_classes + 1, cfg.width), HeightNet(self.num_classes + 7)]
+        nets = {"g_rgb": DepthUNet(3, cfg.width), "g_sem": DepthUNet(self.num_classes + 1, cfg.width),
+                "g_h": HeightNet(self.num_classes + 7)}
+        # Made after those three, whose initial weights are then those of a run without them.
+        if cfg.translation:
+            nets.update(s2t=Translator(cfg.translation_width, cfg.image_range),
+                        d_s2t=Discriminator(cfg.translation_width))
+        if cfg.prior_scale == "learned":
+            nets.update(prior_scale=PriorScale(MAX_DEPTH))
         if cfg.sync_bn:
-            nets = [distributed.sync_batchnorm(net, self.device) for net in nets]
-        self.g_rgb, self.g_sem, self.g_h = (net.to(self.device) for net in nets)
-        params = list(self.g_rgb.parameters()) + list(self.g_sem.parameters()) + list(self.g_h.parameters())
-        self.opt = torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas)
+            nets = {name: distributed.sync_batchnorm(net, self.device) for name, net in nets.items()}
+        # Every network and learned scale by its name in the checkpoints.
+        self.networks: Dict[str, torch.nn.Module] = {name: net.to(self.device) for name, net in nets.items()}
+        self.g_rgb, self.g_sem, self.g_h = nets["g_rgb"], nets["g_sem"], nets["g_h"]
+        self.s2t, self.d_s2t, self.prior_scale = nets.get("s2t"), nets.get("d_s2t"), nets.get("prior_scale")
+        task = [p for name in ("g_rgb", "g_sem", "g_h", "prior_scale") if name in nets
+                for p in nets[name].parameters()]
+        groups = [dict(params=task)]
+        if self.s2t is not None:  # one optimiser for S2T and the task networks, as the official code
+            groups.append(dict(params=list(self.s2t.parameters()), lr=cfg.translation_lr,
+                               betas=cfg.translation_betas))
+        self.opt = torch.optim.Adam(groups, lr=cfg.lr, betas=cfg.betas)
+        self.opt_d = self.pool = None
+        if self.d_s2t is not None:
+            self.opt_d = torch.optim.Adam(self.d_s2t.parameters(), lr=cfg.translation_lr, betas=cfg.translation_betas)
+            self.pool = ImagePool(cfg.pool_size, seed=cfg.seed)
         # The forward passes go through these: under torchrun, DistributedDataParallel wrappers
         # (whose backward averages the gradients over the ranks); else the networks themselves.
         self._rgb, self._sem, self._h = (distributed.data_parallel(net, self.device)
                                          for net in (self.g_rgb, self.g_sem, self.g_h))
+        self._s2t, self._d, self._prior = (None if net is None else distributed.data_parallel(net, self.device)
+                                           for net in (self.s2t, self.d_s2t, self.prior_scale))
+        self._discriminator_batch: Optional[Tuple[Tensor, Tensor]] = None  # set by S2T's step (_translate)
         self.objectives = {kind: distributed.global_objective(target_objective(cfg, kind))
                            for kind in ("source_only", "joint")}
 
@@ -286,13 +362,42 @@ class Trainer:
     def _sem_input(self, b):
         return semantic_input(b["semantic"], self.num_classes, edge_map(b["image"]))
 
+    def _input(self, image: Tensor) -> Tensor:
+        """An RGB batch of [0, 1] as the networks and the smoothness term see it: in image_range."""
+        return to_image_range(image, self.cfg.image_range)
+
+    def trains_translation(self, kind: str) -> bool:
+        return self.s2t is not None and kind == "source_only"
+
+    def _translate(self, kind: str, src_image: Tensor, tgt_image: Tensor) -> Tuple[Tensor, Dict[str, Tensor]]:
+        """The source images G_rgb learns from, and S2T's weighted terms: without
+        translation, the images themselves; in stage a, S2T's translation of them
+        (source and target through S2T as one batch, as the official code), with
+        the identity term on the target and the GAN term, the discriminator
+        taking no gradient; later, S2T's translation, frozen (eval mode, no gradient)."""
+        if self.s2t is None:
+            return src_image, {}
+        if not self.trains_translation(kind):
+            with torch.no_grad():
+                return self.s2t(src_image), {}
+        n = src_image.shape[0]
+        both = self._s2t(torch.cat([src_image, tgt_image]))
+        translated = both[:n]
+        self._discriminator_batch = (tgt_image, translated.detach())
+        with no_parameter_gradients(self.d_s2t):
+            scores = self.d_s2t(translated)
+        return translated, {"identity": self.cfg.identity_weight * identity_loss(both[n:], tgt_image),
+                            "gan": self.cfg.gan_weight * generator_loss(scores)}
+
     def terms(self, stage: str, src, tgt) -> Dict[str, Tensor]:
         """The weighted loss terms of one step of a stage kind, by name: the loss is their sum."""
         cfg = self.cfg
         t: Dict[str, Tensor] = {}
+        translation: Dict[str, Tensor] = {}
         if stage in ("source_only", "joint"):
+            image, translation = self._translate(stage, self._input(src["image"]), self._input(tgt["image"]))
             with frozen_running_stats(self.g_rgb, cfg.target_bn_stats):
-                preds_s = self._rgb(src["image"])
+                preds_s = self._rgb(image)
             t["supervised_rgb"] = supervised_loss(preds_s, self._depth(src), cfg.supervised_weight)
         if stage in ("semantic", "joint"):
             t["supervised_sem"] = supervised_loss(self._sem(self._sem_input(src)), self._depth(src),
@@ -300,9 +405,10 @@ class Trainer:
             st, h, ok = self._source_height_labels(src)
             pred = self._predict_heights(src, st)
             # Over the labelled slots of every rank; with none, 0 and G_h still in the graph (DDP).
-            t["height"] = distributed.global_mean((pred - h)[ok].abs().sum(), ok.sum())
+            t["height"] = cfg.height_weight * distributed.global_mean((pred - h)[ok].abs().sum(), ok.sum())
         if stage in ("source_only", "joint"):
             t.update(self._target_terms(stage, tgt))
+        t.update(translation)
         return t
 
     def _target_terms(self, stage: str, tgt) -> Dict[str, Tensor]:
@@ -317,10 +423,39 @@ class Trainer:
             heights = self._predict_heights(tgt, st)
             # No prior from instances too short for G_h to have learnt their height.
             heights = heights.masked_fill(st.pixel_height < cfg.min_instance_rows, float("nan"))
+            if self.prior_scale is not None:
+                heights = self._prior(heights, st.pixel_height, tgt["focal"])
             inputs.update(instance_ids=tgt["instance_ids"], heights=heights, focal=tgt["focal"])
-        return self.objectives[stage](self._rgb(tgt["image"]), image=tgt["image"], **inputs).weighted
+        image = self._input(tgt["image"])
+        weighted = self.objectives[stage](self._rgb(image), image=image, **inputs).weighted
+        if self.prior_scale is not None and "instance_prior" in weighted:
+            weighted["instance_prior"] = self.prior_scale.s * weighted["instance_prior"]  # the official s * L_inst
+        return weighted
+
+    def discriminator_gradients(self) -> float:
+        """The discriminator's step after S2T's (the official backward_D_image) up
+        to its optimiser: least squares on the target batch (real) and on the
+        translated source batch of S2T's step drawn through the pool (fake), each
+        through the discriminator on its own (BatchNorm statistics of each). The
+        pool holds the global batch's translations, the same on every rank, and
+        each rank takes its share of what it returns. Returns the loss over the
+        global batch."""
+        real, translated = self._discriminator_batch
+        n = translated.shape[0]
+        fake = self.pool.query(distributed.all_gather(translated))[distributed.rank() * n:][:n]
+        amp = self.cfg.amp and self.device.type == "cuda"
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
+            loss = discriminator_loss(self._d(real), self._d(fake))
+        value = distributed.mean_over_ranks(loss.detach().float())
+        self.opt_d.zero_grad(set_to_none=True)
+        loss.backward()
+        return value.item()
 
     # ------------------------------------------------------------ loop
+    def depth_model(self) -> torch.nn.Module:
+        """G_rgb in eval mode, taking RGB in [0, 1] (evaluation, pictures) whatever its image range."""
+        return rgb_input(self.g_rgb.eval(), self.cfg.image_range)
+
     def checkpoint_path(self, stage: str) -> str:
         return os.path.join(self.run_dir, f"{stage}.pt")
 
@@ -328,6 +463,8 @@ class Trainer:
         """What makes stage `stage` of kind `kind` in this run: the record its
         checkpoints keep (plain JSON values: a tuple reads back as a list)."""
         names = SHARED_SETTINGS + KIND_SETTINGS.get(kind, ())
+        if self.cfg.translation:
+            names += TRANSLATION_SETTINGS.get(kind, ())
         settings = {name: getattr(self.cfg, name) for name in names}
         settings["amp"] = self.cfg.amp and self.device.type == "cuda"  # autocast runs on CUDA only
         settings["processes"] = distributed.world_size()  # the global batch is batch_size times this
@@ -338,9 +475,11 @@ class Trainer:
         if self.main:
             path = self.checkpoint_path(stage)
             made = self._made.get(stage) or self.provenance(stage, None)
-            state = dict(stage=stage, step=step, done=done, g_rgb=self.g_rgb.state_dict(),
-                         g_sem=self.g_sem.state_dict(), g_h=self.g_h.state_dict(), opt=self.opt.state_dict(),
-                         rng=torch.get_rng_state(), config=as_dict(self.cfg), made=made)
+            state = dict(stage=stage, step=step, done=done,
+                         **{name: net.state_dict() for name, net in self.networks.items()},
+                         opt=self.opt.state_dict(), rng=torch.get_rng_state(), config=as_dict(self.cfg), made=made)
+            if self.opt_d is not None:
+                state.update(opt_d=self.opt_d.state_dict(), pool=self.pool.state_dict())
             # Atomic: a failed or killed write leaves the previous checkpoint (a full disk: one line).
             atomic_write(path, lambda f: torch.save(state, f), binary=True, sync=True)
         distributed.barrier()  # the next stage, on any rank, starts from this file
@@ -375,13 +514,35 @@ class Trainer:
     def load(self, path: str, optimizer: bool = True) -> Dict:
         return self._apply(read_checkpoint(path, self.device), path, optimizer)
 
-    def _apply(self, state: Dict, path: str, optimizer: bool = True) -> Dict:
-        for name in ("g_rgb", "g_sem", "g_h"):
-            _load_weights(getattr(self, name), state, name, path)
+    def _apply(self, state: Dict, path: str, optimizer: bool = True, networks: Optional[Sequence[str]] = None) -> Dict:
+        """Takes the weights of `networks` (default: all of this run's) that `state`
+        holds and, with `optimizer`, the optimisers', the pool's and the RNG's state."""
+        for name in self.networks if networks is None else networks:
+            if name in self.networks and name in state:
+                _load_weights(self.networks[name], state, name, path)
         if optimizer:
             self.opt.load_state_dict(state["opt"])
+            if self.opt_d is not None:
+                self.opt_d.load_state_dict(state["opt_d"])
+                self.pool.load_state_dict(state["pool"])
             torch.set_rng_state(state["rng"].cpu())  # map_location moved it to the training device
         return state
+
+    def start_from(self, paths: Sequence[str]) -> None:
+        """The weights a stage starts from (not the optimisers' state): the first
+        checkpoint's, then from each later one those of the networks its stage
+        trained (TRAINED). A learned prior scale that none holds starts at 1, as
+        in the official joint stage; a translator that none holds is an error."""
+        found = set()
+        for i, path in enumerate(paths):
+            state = read_checkpoint(path, self.device)
+            made = state.get("made") if isinstance(state.get("made"), dict) else {}
+            names = list(self.networks) if i == 0 else TRAINED.get(made.get("kind"), list(self.networks))
+            self._apply(state, path, optimizer=False, networks=names)
+            found.update(name for name in names if name in state)
+        if self.s2t is not None and not {"s2t", "d_s2t"} <= found:
+            raise CheckpointError(f"{paths[-1]}: holds no translator (s2t) to start from: the stages before were "
+                                  f"trained with translation=false; train them with translation=true (another out=)")
 
     def gradients(self, kind: str, step: int) -> Dict[str, float]:
         """Step `step` of stage kind `kind` up to the optimizer: this rank's
@@ -396,11 +557,13 @@ class Trainer:
         sum(terms.values()).backward()
         return dict(zip(terms, values.tolist()))
 
-    def run_stage(self, stage: str, steps: int, start_from: Optional[str] = None, kind: Optional[str] = None) -> int:
+    def run_stage(self, stage: str, steps: int, start_from: Union[str, Sequence[str], None] = None,
+                  kind: Optional[str] = None) -> int:
         """Runs `steps` iterations of stage `kind` (source_only, semantic, joint;
         default: the name) under the name `stage`, resuming from its own
-        checkpoint, or else starting from the weights in `start_from`. Returns
-        the number of steps it trained (0 when the stage was done already)."""
+        checkpoint, or else starting from the weights in `start_from`, one
+        checkpoint or several (``start_from`` the method). Returns the number of
+        steps it trained (0 when the stage was done already)."""
         kind = kind or stage
         path = self.checkpoint_path(stage)
         self._made[stage] = self.provenance(stage, kind)
@@ -413,7 +576,7 @@ class Trainer:
             self._apply(state, path)
             first, done = state["step"], bool(state.get("done"))
         elif start_from:
-            self.load(start_from, optimizer=False)
+            self.start_from([start_from] if isinstance(start_from, str) else start_from)
         # Ranks that found different checkpoints (a run folder local to each node) would train
         # diverging replicas, or wait for each other forever.
         distributed.check_same(-1 if done else first, f"where {stage} starts ({path})")
@@ -424,6 +587,9 @@ class Trainer:
             self.log(f"{stage}: resuming at step {first}")
         for m in (self.g_rgb, self.g_sem, self.g_h):
             m.train()
+        for m in (self.s2t, self.d_s2t):  # frozen after stage a: eval mode keeps its BatchNorm statistics
+            if m is not None:
+                m.train(self.trains_translation(kind))
         bar = tqdm(total=steps, initial=first, desc=stage, leave=False) if self.main and not self.on_step else None
         log_path = os.path.join(self.run_dir, "log.jsonl")
         tb = tensorboard_writer(os.path.join(self.run_dir, "tensorboard")) if self.main else None
@@ -435,6 +601,15 @@ class Trainer:
                     raise FloatingPointError(f"{stage} step {step}: loss term '{name}' is {value}")
             self.opt.step()
             loss = sum(terms.values())
+            # Logged beside the terms, not part of the loss: the discriminator's loss, the learned scale.
+            if self.trains_translation(kind):
+                terms["discriminator"] = self.discriminator_gradients()
+                if not math.isfinite(terms["discriminator"]):
+                    raise FloatingPointError(f"{stage} step {step}: the discriminator's loss is "
+                                             f"{terms['discriminator']}")
+                self.opt_d.step()
+            if self.prior_scale is not None and kind == "joint":
+                terms["prior_scale"] = self.prior_scale.s.item()
             if bar:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.3f}")
@@ -492,7 +667,7 @@ def train_desc(cfg: Config, log=print) -> Optional[Dict[str, Dict]]:
     if not os.path.exists(os.path.join(test, "meta.json")):
         log(f"no test split at {test}: trained, not evaluated")
         return None
-    net = trainer.g_rgb.eval()
+    net = trainer.depth_model()
     results = {f"median_scaling_{'on' if on else 'off'}": evaluate_split(net, test, median_scaling=on)
                for on in (False, True)}
     _write_json(os.path.join(cfg.out, "results.json"), results)
@@ -528,9 +703,11 @@ def _load_weights(net: torch.nn.Module, state: Dict, name: str, path: str) -> No
         raise CheckpointError(f"{path}: its {name} weights do not fit the network (another width?)") from None
 
 
-def load_g_rgb(checkpoint: str, device="cpu") -> DepthUNet:
-    """G_rgb of a desc_train checkpoint, in eval mode, with the width it was trained at."""
+def load_g_rgb(checkpoint: str, device="cpu") -> torch.nn.Module:
+    """G_rgb of a desc_train checkpoint, in eval mode, with the width it was trained at,
+    taking RGB in [0, 1] whatever image range it was trained on (``models.rgb_input``)."""
     state = read_checkpoint(checkpoint, device)
-    net = DepthUNet(3, state.get("config", {}).get("width", Config.width))
+    config = state.get("config", {})
+    net = DepthUNet(3, config.get("width", Config.width))
     _load_weights(net, state, "g_rgb", checkpoint)
-    return net.to(device).eval()
+    return rgb_input(net.to(device).eval(), config.get("image_range", Config.image_range))

@@ -79,6 +79,14 @@ MISTAKES = [  # argv, a fragment of the one line
     (["train", "--set", "betas=0.9,1"], "setting betas: expected two numbers in [0, 1)"),
     (["train", "--set", "size=100x200"], "setting size: expected HxW, multiples of 16"),
     (["train", "--set", "size=-16x32"], "setting size: expected HxW, multiples of 16"),
+    (["train", "--set", "image_range=0,255"],
+     "setting image_range: expected 0,1 (RGB as read) or -1,1 (normalised with mean and std 0.5, as the official "
+     "code), got (0.0, 255.0)"),
+    (["train", "--set", "prior_scale=learnt"], "setting prior_scale: expected fixed or learned, got 'learnt'"),
+    (["train", "--set", "smoothness_full_scale=middle"],
+     "setting smoothness_full_scale: expected finest or coarsest, got 'middle'"),
+    (["train", "--set", "pool_size=-1"], "setting pool_size: expected a non-negative integer, got -1"),
+    (["train", "--set", "translation_betas=0.5"], "setting translation_betas: expected two numbers in [0, 1)"),
     (["train", "--set", "counts=source_train:0"], "setting counts: source_train: expected a positive integer, got 0"),
     (["train", "--set", "counts=target_train:100001"],
      "setting counts: target_train: expected an integer from 1 to 100000"),
@@ -266,7 +274,9 @@ def test_the_real_exit_status_is_1(tmp_path):
 # ---------------------------------------------------------------- the configuration alone
 @pytest.mark.parametrize("item", ["batch_size=4", "lr=1e-4", "betas=0.9,0.99", "size=192x640", "device=cpu",
                                   "device=cuda:1", "seed=2147483647", "instance_weight=0", "min_instance_rows=0",
-                                  "test_split=kitti_test", "counts=target_train:100000", "amp=yes"])
+                                  "test_split=kitti_test", "counts=target_train:100000", "amp=yes", "image_range=-1,1",
+                                  "prior_scale=learned", "smoothness_full_scale=coarsest", "pool_size=0",
+                                  "translation=true", "translation_betas=0.5,0.9"])
 def test_values_within_their_ranges_are_taken(item):
     load_config(None, [item])
 

@@ -161,6 +161,63 @@ def test_no_instances_on_any_rank_gives_zero(cases):
     assert values["consistency"] > 0
 
 
+# ------------------------------------------------------------ translation and the learned prior scale
+# (With image_range=-1,1 an untrained S2T's output is nearly a constant near 0, and G_rgb's BatchNorm
+# over such images turns float32 rounding into gradients 1 % apart: not what this test is about.)
+PAPER = ["translation=true", "translation_width=2", "prior_scale=learned"]
+
+
+def paper_steps(cfg, start):
+    """From the checkpoint `start`: stage a's first step with translation (S2T's and
+    G_rgb's terms and gradients, then the discriminator's) and the joint stage's
+    first (with the frozen S2T and the learned prior scale)."""
+    out = {}
+    for kind in ("source_only", "joint"):
+        trainer = Trainer(cfg, cfg.out, log=quiet)
+        trainer.load(start, optimizer=False)
+        trainer.s2t.train(kind == "source_only")
+        values = trainer.gradients(kind, 0)
+        if kind == "source_only":
+            values["discriminator"] = trainer.discriminator_gradients()
+        nets = ("g_rgb", "s2t", "d_s2t") if kind == "source_only" else ("g_rgb", "g_h", "prior_scale")
+        out[kind] = values, {f"{name}.{k}": p.grad.clone() for name in nets
+                             for k, p in trainer.networks[name].named_parameters()}
+    return out
+
+
+def _paper_steps(cfg, start, out):
+    torch.save(paper_steps(cfg, start), os.path.join(out, f"paper.rank{dist.get_rank()}.pt"))
+
+
+def test_translation_and_the_prior_scale_on_two_ranks_of_b_train_as_one_process_of_2b(data, tmp_path):
+    """S2T, its discriminator (one pool over the global batch) and the prior scale
+    in DistributedDataParallel: every term and every gradient of two ranks with
+    batch b, in stage a and in the joint stage, equal one process's with 2b."""
+    cfg = config(data, str(tmp_path / "run"), *PAPER)
+    trainer = Trainer(cfg, cfg.out, log=quiet)
+    trainer.save("start", 0, done=True)
+    start = trainer.checkpoint_path("start")
+    spawn(tmp_path, _paper_steps, cfg, start, str(tmp_path))
+    ranks = [torch.load(tmp_path / f"paper.rank{r}.pt", weights_only=False) for r in range(WORLD)]
+    one = paper_steps(config(data, cfg.out, *PAPER, f"batch_size={WORLD * cfg.batch_size}"), start)
+    for kind, (values, grads) in one.items():
+        assert all(v > 0 for v in values.values()), (kind, values)
+        assert {"identity", "gan", "discriminator"} <= values.keys() if kind == "source_only" else \
+            "instance_prior" in values
+        for r, rank in enumerate(ranks):
+            v, g = rank[kind]
+            assert v.keys() == values.keys() and g.keys() == grads.keys()
+            for name in values:
+                assert v[name] == pytest.approx(values[name], rel=1e-5, abs=1e-7), (kind, r, name)
+            for k in grads:
+                # Relative to the network's largest gradient: S2T's BatchNorm layers on batches of 2
+                # compound float32 rounding, and a bias before a BatchNorm has a gradient of 0 but for it.
+                net = k.split(".")[0]
+                scale = max(v.abs().max().item() for name, v in grads.items() if name.startswith(net + "."))
+                assert torch.allclose(g[k], grads[k], rtol=1e-3, atol=1e-4 * scale), (kind, r, k)
+    assert ranks[0]["joint"][1]["prior_scale.s"].abs() > 0
+
+
 # ------------------------------------------------------------ the sampler
 @pytest.mark.parametrize("n,b", [(8, 2), (10, 3), (6, 4)])
 def test_ranks_share_out_the_batch_of_one_process(n, b):

@@ -702,6 +702,28 @@ def test_desc_loss_refuses_an_image_outside_0_1(scale, fails):
     desc_ops.DESCLoss(consistency_weight=0, instance_weight=0, validate=False)(d, image=image)
 
 
+def test_desc_loss_image_range_reaches_the_smoothness_as_given_and_the_confidence_map_as_0_1():
+    """With image_range=(-1, 1) the smoothness term reads the image as given (edge
+    weights of the [-1, 1] image), the confidence map the [0, 1] image, and the
+    check takes [-1, 1] (with 2% of slack) and refuses the [0, 255] one."""
+    g = torch.Generator().manual_seed(3)
+    d, s = torch.rand(2, 1, 8, 12, generator=g) * 80, torch.rand(2, 1, 8, 12, generator=g) * 80
+    semantic, image = torch.randint(0, 4, (2, 8, 12), generator=g), torch.rand(2, 3, 8, 12, generator=g)
+    image[0, 0, 0, :2] = torch.tensor([0.0, 1.0])
+    symmetric = image * 2 - 1
+    out = desc_ops.DESCLoss(instance_weight=0, image_range=(-1, 1))(d, depth_sem=s, semantic=semantic,
+                                                                     image=symmetric * 1.015)
+    unit = desc_ops.DESCLoss(instance_weight=0)(d, depth_sem=s, semantic=semantic, image=image * 1.015 - 0.0075)
+    torch.testing.assert_close(out.terms["smoothness"], desc_ops.smoothness_loss(d, symmetric * 1.015))
+    assert not torch.allclose(out.terms["smoothness"], unit.terms["smoothness"], rtol=1e-3)
+    torch.testing.assert_close(out.terms["consistency"], unit.terms["consistency"], rtol=1e-5, atol=0)
+    with pytest.raises(ValueError, match=r"^DESCLoss: image must be RGB in \[-1, 1\], got values in \[0, 255\]"):
+        desc_ops.DESCLoss(instance_weight=0, image_range=(-1, 1))(d, depth_sem=s, semantic=semantic,
+                                                                   image=image * 255)
+    with pytest.raises(ValueError, match="image_range must be finite with lo < hi"):
+        desc_ops.DESCLoss(image_range=(1, -1))
+
+
 def test_an_instance_map_without_a_single_minus_1_is_warned(impl):
     """A panoptic map with 0 = background makes its background an instance: every
     pixel is then one. The check shares the id check's host read; validate=False skips it."""

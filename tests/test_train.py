@@ -41,13 +41,14 @@ def test_quick_demo_end_to_end(quick, capsys):
                      "--set", f"out={quick.out}"]) == 0
     record = json.load(open(os.path.join(quick.out, "results.json")))
     assert set(record["summary"]) == {"source-only", "DESC", "consistency only", "instance prior only",
-                                      "no confidence map"}
+                                      "no confidence map", "DESC + translation"}
     for row in record["summary"].values():
         assert all(v[0] == v[0] for v in row.values())  # no NaN
     assert os.path.exists(os.path.join(quick.out, "results.md"))
     assert os.path.exists(os.path.join(quick.out, "pictures_seed0.png"))
     logs = [json.loads(line) for line in open(os.path.join(quick.out, "seed0", "log.jsonl"))]
-    assert {r["stage"] for r in logs} >= {"source_only", "source_only_long", "semantic", "joint"}
+    assert {r["stage"] for r in logs} >= {"source_only", "source_only_long", "semantic", "joint",
+                                         "source_only_translation", "joint_translation"}
     assert any("consistency" in r and "instance_prior" in r for r in logs if r["stage"] == "joint")
     out = capsys.readouterr().out
     assert "| DESC |" in out
@@ -233,20 +234,23 @@ def test_plan_orders_every_stage_after_its_start(quick):
     jobs = plan(quick, [0, 5])
     seen = set()
     for job in jobs:
-        assert job.after is None or (job.seed, job.after) in seen, job
+        assert all((job.seed, after) in seen for after in job.starts), job
         seen.add((job.seed, job.stage))
-    assert len(seen) == len(jobs) == 14
+    assert len(seen) == len(jobs) == 18
     assert sorted(j.row for j in jobs if j.row and j.seed == 5) == sorted(ROWS)
 
 
 def test_plan_gives_each_stage_its_kind_steps_start_and_settings(quick):
-    from desc_train.demo import VARIANTS, plan
+    from desc_train.demo import TRANSLATION_ROW, VARIANTS, plan
 
     cfg = dataclasses.replace(quick, iters_source=3, iters_sem=5, iters_joint=7)
     expected = {
         "source_only": ("source_only", 3, None, {}, None),
         "semantic": ("semantic", 5, "source_only", {}, None),
         "source_only_long": ("source_only", 7, "source_only", {}, "source-only"),
+        "source_only_translation": ("source_only", 3, None, {"translation": True}, None),
+        "joint_translation": ("joint", 7, ("source_only_translation", "semantic"), {"translation": True},
+                              TRANSLATION_ROW),
     }
     for row, (stage, settings) in VARIANTS.items():
         expected[stage] = ("joint", 7, "semantic", settings, row)
@@ -590,7 +594,7 @@ def test_target_priors_come_from_instances_at_least_min_instance_rows_tall():
     trainer = SimpleNamespace(K=4, cfg=SimpleNamespace(consistency_weight=0.0, instance_weight=1.0,
                                                        min_instance_rows=3),
                               _predict_heights=lambda b, st: torch.full((1, 4), 1.5), _rgb=lambda image: image,
-                              objectives={"joint": objective})
+                              _input=lambda image: image, prior_scale=None, objectives={"joint": objective})
     tgt = dict(instance_ids=ids, image=torch.zeros(1, 3, 8, 6), focal=torch.tensor([10.0]))
     heights = Trainer._target_terms(trainer, "joint", tgt)["heights"]
     assert heights[0, [0, 2]].tolist() == [1.5, 1.5]
