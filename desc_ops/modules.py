@@ -153,14 +153,14 @@ def _image_range(image_range) -> tuple:
     return lo, hi
 
 
-def _check_image(image: Tensor, image_range) -> None:
+def _check_image(image: Tensor, image_range, name: str = "image") -> None:
     if not isinstance(image, Tensor) or not image.is_floating_point() or not image.numel():
         return  # the loss that reads it names what is wrong
     lo, hi = torch.stack(torch.aminmax(image.detach())).tolist()
     low, high = image_range
     slack = _IMAGE_SLACK * (high - low)
     if lo < low - slack or hi > high + slack:
-        raise ValueError(f"DESCLoss: image must be RGB in [{low:g}, {high:g}], got values in [{lo:.4g}, {hi:.4g}]: "
+        raise ValueError(f"DESCLoss: {name} must be RGB in [{low:g}, {high:g}], got values in [{lo:.4g}, {hi:.4g}]: "
                          f"divide 8-bit images by 255, undo a mean/std normalisation or pass the image_range the "
                          f"image is in (validate=False skips this check)")
 
@@ -181,6 +181,7 @@ class DESCLoss(nn.Module):
     """The target-domain objective of DESC:
 
     ``sum_i consistency_weight[i] * L_cons(i) + instance_weight * L_inst + sum_i smoothness_weight[i] * L_smooth(i)``
+    ``+ sum_i stereo_weight[i] * L_stereo(i)``
 
     over the output scales ``i`` of a depth network, or one scale:
 
@@ -190,7 +191,12 @@ class DESCLoss(nn.Module):
     * ``L_inst``: ``instance_prior_loss`` of the finest depth against the pinhole
       pseudo-depth of predicted instance heights (``min_pixels``, ``max_depth``
       as there);
-    * ``L_smooth``: the edge-aware ``smoothness_loss`` of the depth.
+    * ``L_smooth``: the edge-aware ``smoothness_loss`` of the depth;
+    * ``L_stereo``: ``stereo_photometric_loss`` (the official settings: alpha
+      0.85, unpadded SSIM) of ``image`` against ``image_other``, the other view
+      of a rectified stereo pair, warped by the depth of each scale, with
+      ``focal_baseline`` (at ``image``'s width) scaled to that scale's width, as
+      the official "DESC + stereo" (off by default: weight 0).
 
     ``depth`` (and ``depth_sem``) is one map or a sequence of maps (list, tuple),
     finest first, each scale dividing the finest; depths are in metres (a
@@ -198,7 +204,7 @@ class DESCLoss(nn.Module):
     depth maps as a list, finest first. ``semantic``, ``edges``, ``image`` and
     ``instance_ids`` are at full resolution: at a coarser scale the confidence
     map reads the labels (or logits, or edges) of the full-resolution pixel
-    nearest to each pixel's centre, and the image area-averaged to that scale.
+    nearest to each pixel's centre, and the images area-averaged to that scale.
 
     A weight is a number (every scale alike) or a sequence of per-scale weights,
     finest first (scales past its end get 0). A term or scale of weight 0 is
@@ -210,8 +216,8 @@ class DESCLoss(nn.Module):
     official DESC code). The smoothness term reads the image as given, so its
     edge weights ``exp(-mean_c |dI|)`` depend on the range (on ``(-1, 1)`` they
     are ``exp(-2 mean_c |dI|)`` of the ``[0, 1]`` image, as the official
-    code's); the confidence map reads the image mapped to ``[0, 1]``, where its
-    edge weight is defined. With ``validate`` (the default) two mistakes that
+    code's); the confidence map and the stereo term read the images mapped to
+    ``[0, 1]``, where the edge weight and the SSIM constants are defined. With ``validate`` (the default) two mistakes that
     silently change the result are checked, with one host read each: an image
     outside ``image_range`` by more than 2% of its width (``ValueError``), and
     an instance map without a single ``-1`` (a warning: docs/ops.md §3).
@@ -219,7 +225,8 @@ class DESCLoss(nn.Module):
     """
 
     def __init__(self, *, consistency_weight: Weights = 1.0, instance_weight: float = 1.0,
-                 smoothness_weight: Weights = 0.01, confidence: bool = True, edge_weight: float = 1.0,
+                 smoothness_weight: Weights = 0.01, stereo_weight: Weights = 0.0, confidence: bool = True,
+                 edge_weight: float = 1.0,
                  boundary_weight: float = 0.5, ignore_index: int = -1,
                  ignore_classes: Optional[Sequence[int]] = None, min_pixels: int = 1,
                  max_depth: Optional[float] = None, image_range: Sequence[float] = (0.0, 1.0),
@@ -228,11 +235,13 @@ class DESCLoss(nn.Module):
         self.consistency_weight = consistency_weight
         self.instance_weight = float(instance_weight)
         self.smoothness_weight = smoothness_weight
+        self.stereo_weight = stereo_weight
         self.confidence = confidence
         self.consistency = SemanticConsistencyLoss(edge_weight=edge_weight, boundary_weight=boundary_weight,
                                                    ignore_index=ignore_index, ignore_classes=ignore_classes)
         self.instance_prior = InstancePriorLoss(min_pixels=min_pixels, max_depth=max_depth, validate=validate)
         self.smoothness = SmoothnessLoss()
+        self.stereo = StereoPhotometricLoss()
         self.image_range = _image_range(image_range)
         self.validate = validate
 
@@ -240,11 +249,13 @@ class DESCLoss(nn.Module):
                 depth_sem: Optional[Union[Tensor, Sequence[Tensor]]] = None, semantic: Optional[Tensor] = None,
                 image: Optional[Tensor] = None, edges: Optional[Tensor] = None,
                 instance_ids: Optional[Tensor] = None, heights: Optional[Tensor] = None,
-                focal: Optional[Union[float, Tensor]] = None) -> DESCLossOutput:
+                focal: Optional[Union[float, Tensor]] = None, image_other: Optional[Tensor] = None,
+                focal_baseline: Optional[Union[float, Tensor]] = None) -> DESCLossOutput:
         depths = _scales(depth, "depth")
         n = len(depths)
         consistency_weights = _per_scale(self.consistency_weight, n, "consistency_weight")
         smoothness_weights = _per_scale(self.smoothness_weight, n, "smoothness_weight")
+        stereo_weights = _per_scale(self.stereo_weight, n, "stereo_weight")
         terms: Dict[str, Tensor] = {}
         weighted: Dict[str, Tensor] = {}
         # 0 in the graph of depth (a sum over no element), so that a total with
@@ -252,6 +263,8 @@ class DESCLoss(nn.Module):
         zero = depths[0].reshape(-1)[:0].sum()
         if self.validate and image is not None and not torch.compiler.is_compiling():  # a host read
             _check_image(image, self.image_range)
+            if image_other is not None and any(stereo_weights):
+                _check_image(image_other, self.image_range, "image_other")
 
         def add(name: str, scale: int, weight: float, value: Tensor) -> None:
             terms[name if scale == 0 else f"{name}@{scale}"] = value.detach()
@@ -259,16 +272,18 @@ class DESCLoss(nn.Module):
 
         images: Dict[int, Tensor] = {}
 
-        def image_at(i: int) -> Tensor:  # made once, for the confidence map and the smoothness alike
-            if i not in images:
+        def image_at(i: int, full: Optional[Tensor] = None) -> Tensor:  # made once, for every term that reads it
+            full = image if full is None else full
+            key = (i, id(full))
+            if key not in images:
                 size = depths[i].shape[-2:]
-                images[i] = image if image.shape[-2:] == size else \
-                    torch.nn.functional.interpolate(image, size=size, mode="area")
-            return images[i]
+                images[key] = full if full.shape[-2:] == size else \
+                    torch.nn.functional.interpolate(full, size=size, mode="area")
+            return images[key]
 
-        def unit_image_at(i: int) -> Tensor:  # the confidence map's edge weight is defined on [0, 1]
+        def unit_image_at(i: int, full: Optional[Tensor] = None) -> Tensor:  # [0, 1], where the terms define it
             lo, hi = self.image_range
-            return image_at(i) if (lo, hi) == (0.0, 1.0) else (image_at(i) - lo) / (hi - lo)
+            return image_at(i, full) if (lo, hi) == (0.0, 1.0) else (image_at(i, full) - lo) / (hi - lo)
 
         if any(consistency_weights):
             if depth_sem is None:
@@ -300,6 +315,13 @@ class DESCLoss(nn.Module):
             for i, (d, w) in enumerate(zip(depths, smoothness_weights)):
                 if w:
                     add("smoothness", i, w, self.smoothness(d, image_at(i)))
+        if any(stereo_weights):
+            if image is None or image_other is None or focal_baseline is None:
+                raise ValueError("DESCLoss: image, image_other and focal_baseline are needed for the stereo term")
+            for i, (d, w) in enumerate(zip(depths, stereo_weights)):
+                if w:
+                    fb = focal_baseline * (d.shape[-1] / image.shape[-1])  # pixels of this scale's width
+                    add("stereo", i, w, self.stereo(d, unit_image_at(i), unit_image_at(i, image_other), fb))
         total = zero
         for value in weighted.values():
             total = total + value

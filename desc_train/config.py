@@ -41,6 +41,10 @@ class Config:
     instance_weight: float = 1.0  # per metre of |G_rgb - f H / h| on instance pixels
     smoothness_weight: float = 0.01  # at the smoothness_full_scale output scale, halved at each scale from it
     smoothness_full_scale: str = "finest"  # finest, or coarsest (the official code: 0.01 at 1/8, 0.00125 at 1/1)
+    # DESC + stereo: the photometric error of the target's stereo pair (desc_ops.stereo_photometric_loss)
+    # at every output scale; 0 = off. The target split needs right views (generate --stereo, prepare
+    # kitti/cityscapes --stereo). Unitless, so the official lambda_St of 50 carries over as it is.
+    stereo_weight: float = 0.0
     height_weight: float = 1.0  # per metre of |G_h - H| on source instances (the official lambda_S: 50)
     confidence: bool = True  # confidence-weighted consistency (False: the official plain mean)
     # The instance prior's scale: fixed (pseudo-depth f H / h as it is) or learned (the official
@@ -93,6 +97,7 @@ NUMBERS: Dict[str, Bounds] = {
     "iters_joint": POSITIVE, "log_every": POSITIVE, "checkpoint_every": POSITIVE,
     "lr": Bounds(0, integer=False, open_lo=True),
     "supervised_weight": WEIGHT, "consistency_weight": WEIGHT, "instance_weight": WEIGHT, "smoothness_weight": WEIGHT,
+    "stereo_weight": WEIGHT,
     "height_weight": WEIGHT, "identity_weight": WEIGHT, "gan_weight": WEIGHT, "translation_width": POSITIVE,
     "translation_lr": Bounds(0, integer=False, open_lo=True), "pool_size": Bounds(0),
     "consistency_scales": Bounds(1, 4, why=" (the U-Nets' output scales)"),
@@ -266,6 +271,8 @@ PRESETS: Dict[str, Dict] = {
                   device="cuda", data="data/vkitti2kitti", out="runs/paper", log_every=100,
                   checkpoint_every=1000),
 }
+# DESC + stereo (the paper's second model): the paper's settings and the stereo term (docs/paper-settings.md).
+PRESETS["paper-stereo"] = dict(PRESETS["paper"], stereo_weight=50.0, out="runs/paper-stereo")
 
 
 def load_config(path: Optional[str] = None, overrides: Sequence[str] = (), preset: Optional[str] = None) -> Config:

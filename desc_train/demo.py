@@ -28,7 +28,8 @@ from tqdm import tqdm
 
 from .config import Config
 from .data import DepthDataset, generate_benchmark
-from .data.layout import DataError, read_meta
+from .data.generate import STEREO_SPLIT
+from .data.layout import DataError, has_right_views, read_meta
 from .data.sheet import colorize_depth
 from .evaluate import METRICS, depth_metrics, predict_split
 from .train import Trainer, load_g_rgb
@@ -38,6 +39,9 @@ VARIANTS = {  # row name -> (stage name, the settings of its ablation)
     "consistency only": ("joint_consistency", {"instance_weight": 0.0}),
     "instance prior only": ("joint_instance", {"consistency_weight": 0.0}),
     "no confidence map": ("joint_no_confidence", {"confidence": False}),
+    # DESC + stereo: also the photometric error of target_train's stereo pairs (the benchmark
+    # renders each target frame's right view too), at every output scale.
+    "DESC + stereo": ("joint_stereo", {"stereo_weight": 1.0}),
 }
 # DESC with the official stage 1's style translation (desc_train.translation): its own stage a,
 # S2T trained with G_rgb, then frozen in its joint stage, which also takes stage b's G_sem and G_h.
@@ -91,20 +95,25 @@ def quick_config(cfg: Config) -> Config:
 
 
 def ensure_data(cfg: Config, log=print) -> None:
-    """Generates the splits of `cfg.counts` that are missing under `cfg.data`; a split
-    that exists must match the configured frame size and count."""
+    """Generates the splits of `cfg.counts` that are missing under `cfg.data`, target_train
+    with its stereo pairs; a split that exists must match the configured frame size and
+    count. A target_train made before the pairs is made again (its left views come out
+    the same: the generator draws the right view after them)."""
     missing = {}
     for split, count in cfg.counts.items():
-        if not os.path.exists(os.path.join(cfg.data, split, "meta.json")):
+        split_dir = os.path.join(cfg.data, split)
+        if not os.path.exists(os.path.join(split_dir, "meta.json")):
             missing[split] = count
             continue
-        meta = read_meta(os.path.join(cfg.data, split))
+        meta = read_meta(split_dir)
         if tuple(meta.image_size) != tuple(cfg.size) or len(meta.frames) != count:
-            raise DataError(f"{os.path.join(cfg.data, split)} holds {len(meta.frames)} frames of "
+            raise DataError(f"{split_dir} holds {len(meta.frames)} frames of "
                              f"{meta.image_size[0]}x{meta.image_size[1]}, the config asks for {count} of "
                              f"{cfg.size[0]}x{cfg.size[1]}: delete the folder or set data= to another one")
+        if split == STEREO_SPLIT and not (has_right_views(split_dir) and meta.baseline):
+            missing[split] = count
     if missing:
-        generate_benchmark(cfg.data, missing, seed=1234, size=cfg.size, log=log)
+        generate_benchmark(cfg.data, missing, seed=1234, size=cfg.size, stereo=True, log=log)
 
 
 def evaluate(net: torch.nn.Module, split_dir: str) -> Dict[str, float]:

@@ -256,8 +256,9 @@ class _GlobalInstancePrior(nn.Module):
 def global_objective(objective: desc_ops.DESCLoss) -> desc_ops.DESCLoss:
     """`objective` with its confidence-weighted consistency and its instance
     prior taken over the global batch when there are several ranks (their
-    denominators differ from rank to rank); its other terms are means over as
-    many pixels on every rank, which DDP's averaging makes global. Unchanged
+    denominators differ from rank to rank); its other terms (smoothness,
+    stereo) are means over as many pixels on every rank, which DDP's averaging
+    makes global. Unchanged
     in one process."""
     if is_distributed():
         objective.consistency = _GlobalConsistency(objective.consistency)

@@ -152,6 +152,7 @@ def target_objective(cfg: Config, kind: str) -> desc_ops.DESCLoss:
         consistency_weight=[cfg.consistency_weight] * cfg.consistency_scales if joint else 0.0,
         instance_weight=cfg.instance_weight if joint else 0.0,
         smoothness_weight=smoothness_weights(cfg),
+        stereo_weight=cfg.stereo_weight if joint else 0.0,
         confidence=cfg.confidence, max_depth=MAX_DEPTH if cfg.prior_scale == "fixed" else None,
         image_range=cfg.image_range,
         validate=False)  # relabel_instances made the ids: valid, and no host read per step on CUDA
@@ -197,7 +198,7 @@ KIND_SETTINGS = {
     "semantic": ("max_instances", "min_instance_rows", "height_weight"),
     "joint": ("consistency_weight", "consistency_scales", "instance_weight", "smoothness_weight",
               "smoothness_full_scale", "confidence", "target_bn_stats", "max_instances", "min_instance_rows",
-              "height_weight", "prior_scale", "image_range", "translation"),
+              "height_weight", "prior_scale", "image_range", "translation", "stereo_weight"),
 }
 # ... and with translation=true, those of the translator.
 TRANSLATION_SETTINGS = {
@@ -208,7 +209,7 @@ TRANSLATION_SETTINGS = {
 # Settings that checkpoints record since they exist: one made before records none of them, and
 # was made at their defaults.
 RECORDED_LATER = ("smoothness_full_scale", "height_weight", "prior_scale", "image_range", "translation",
-                  *TRANSLATION_SETTINGS["source_only"])
+                  "stereo_weight", *TRANSLATION_SETTINGS["source_only"])
 # The networks a stage kind trains: what a checkpoint after the first of several that a stage
 # starts from gives it (run_stage).
 TRAINED = {"source_only": ("g_rgb", "s2t", "d_s2t"), "semantic": ("g_sem", "g_h"),
@@ -269,7 +270,9 @@ class Trainer:
         os.makedirs(run_dir, exist_ok=True)
         self.device = distributed.device(cfg.device)
         self.source = DepthDataset(os.path.join(cfg.data, cfg.source_split), seed=cfg.seed)
-        self.target = DepthDataset(os.path.join(cfg.data, cfg.target_split), seed=cfg.seed + 1)
+        # The right views are read only for the stereo term (and then must exist).
+        self.target = DepthDataset(os.path.join(cfg.data, cfg.target_split), seed=cfg.seed + 1,
+                                   stereo=bool(cfg.stereo_weight))
         self.data = {"source": split_fingerprint(self.source), "target": split_fingerprint(self.target)}
         self._made: Dict[str, Dict] = {}  # stage -> the provenance its checkpoints record (run_stage)
         self.classes = domain_classes(self.source, self.target)
@@ -426,6 +429,8 @@ class Trainer:
             if self.prior_scale is not None:
                 heights = self._prior(heights, st.pixel_height, tgt["focal"])
             inputs.update(instance_ids=tgt["instance_ids"], heights=heights, focal=tgt["focal"])
+        if stage == "joint" and cfg.stereo_weight:
+            inputs.update(image_other=self._input(tgt["image_right"]), focal_baseline=tgt["focal_baseline"])
         image = self._input(tgt["image"])
         weighted = self.objectives[stage](self._rgb(image), image=image, **inputs).weighted
         if self.prior_scale is not None and "instance_prior" in weighted:

@@ -45,6 +45,12 @@ def test_the_table_holds_the_paper_preset():
     assert {name for name, _ in rows} == set(PRESETS["paper"])
 
 
+def test_paper_stereo_is_paper_with_the_stereo_term():
+    stereo, paper = load_config(None, preset="paper-stereo"), load_config(None, preset="paper")
+    changed = {f.name for f in dataclasses.fields(Config) if getattr(stereo, f.name) != getattr(paper, f.name)}
+    assert changed == {"stereo_weight", "out"} and stereo.stereo_weight == 50.0
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("paper")

@@ -41,7 +41,7 @@ def test_quick_demo_end_to_end(quick, capsys):
                      "--set", f"out={quick.out}"]) == 0
     record = json.load(open(os.path.join(quick.out, "results.json")))
     assert set(record["summary"]) == {"source-only", "DESC", "consistency only", "instance prior only",
-                                      "no confidence map", "DESC + translation"}
+                                      "no confidence map", "DESC + stereo", "DESC + translation"}
     for row in record["summary"].values():
         assert all(v[0] == v[0] for v in row.values())  # no NaN
     assert os.path.exists(os.path.join(quick.out, "results.md"))
@@ -172,7 +172,7 @@ def test_config_file_and_overrides(tmp_path):
     (tmp_path / "broken.toml").write_text("lr = \n")
     with pytest.raises(ValueError, match=f"^{re.escape(str(tmp_path / 'broken.toml'))}: not valid TOML: "):
         load_config(str(tmp_path / "broken.toml"))
-    with pytest.raises(ValueError, match="^unknown preset 'papers'; known: paper$"):
+    with pytest.raises(ValueError, match="^unknown preset 'papers'; known: paper, paper-stereo$"):
         load_config(None, preset="papers")
 
 
@@ -236,7 +236,7 @@ def test_plan_orders_every_stage_after_its_start(quick):
     for job in jobs:
         assert all((job.seed, after) in seen for after in job.starts), job
         seen.add((job.seed, job.stage))
-    assert len(seen) == len(jobs) == 18
+    assert len(seen) == len(jobs) == 20
     assert sorted(j.row for j in jobs if j.row and j.seed == 5) == sorted(ROWS)
 
 
@@ -592,7 +592,7 @@ def test_target_priors_come_from_instances_at_least_min_instance_rows_tall():
     ids[0, 0:5, 4] = 2  # taller
     objective = lambda pred, image, **inputs: SimpleNamespace(weighted=inputs)  # noqa: E731
     trainer = SimpleNamespace(K=4, cfg=SimpleNamespace(consistency_weight=0.0, instance_weight=1.0,
-                                                       min_instance_rows=3),
+                                                       stereo_weight=0.0, min_instance_rows=3),
                               _predict_heights=lambda b, st: torch.full((1, 4), 1.5), _rgb=lambda image: image,
                               _input=lambda image: image, prior_scale=None, objectives={"joint": objective})
     tgt = dict(instance_ids=ids, image=torch.zeros(1, 3, 8, 6), focal=torch.tensor([10.0]))
