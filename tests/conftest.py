@@ -18,10 +18,24 @@ def pytest_make_parametrize_id(config, val, argname):
     return None
 
 
+# Markers of tests in a file that holds tests of several kinds and whose owners
+# have yet to put them on as decorators (tests/test_markers.py checks that each
+# test named here exists). Every other test carries its markers itself.
+MARKED_ELSEWHERE = {
+    ("test_train.py", "test_quick_demo_end_to_end"): "slow",
+    ("test_train.py", "test_worker_processes_match_the_inline_run"): "subprocess",
+}
+
+
 def pytest_collection_modifyitems(items):
-    """Under mutmut (README, "Mutation testing"), which stops at the first failing
-    test, a mutant's tests run fastest first, file by file (so a file's fixtures
-    are set up once): most mutants are then caught in seconds, not minutes."""
+    """Puts on the markers of MARKED_ELSEWHERE. Under mutmut (README, "Mutation
+    testing"), which stops at the first failing test, a mutant's tests run
+    fastest first, file by file (so a file's fixtures are set up once): most
+    mutants are then caught in seconds, not minutes."""
+    for item in items:
+        marker = MARKED_ELSEWHERE.get((item.path.name, getattr(item, "originalname", item.name)))
+        if marker:
+            item.add_marker(marker)
     if not os.environ.get("MUTANT_UNDER_TEST") or not os.path.exists("mutmut-stats.json"):
         return
     with open("mutmut-stats.json") as f:

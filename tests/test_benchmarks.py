@@ -4,7 +4,10 @@ import os
 import sys
 import types
 
+import pytest
 import torch
+
+pytestmark = pytest.mark.benchmark
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
 

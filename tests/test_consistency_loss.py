@@ -1,79 +1,25 @@
-"""consistency_loss and the fused semantic_consistency_loss (docs/ops.md §2): values
-and gradients against the reference, the fused form against its composition,
-and the W_tot == 0 rule."""
+"""consistency_loss and the fused semantic_consistency_loss (docs/ops.md §2): the
+gradients' rule, the fused form against its composition, the W_tot == 0 rule,
+values by hand. Against the reference, in other layouts and gradcheck: the
+families of tests/test_op_*.py."""
 import pytest
 import torch
 
 import desc_ops
 from desc_ops import reference
 
-from helpers import DTYPES, assert_close, leaf, maybe_noncontiguous, rand_map, seed
+from helpers import DTYPES, assert_close, leaf, rand_map
+from operators import cases, run
 
-SHAPES = [(2, 7, 9), (1, 1, 1), (3, 17, 33), (1, 1, 6), (2, 6, 1)]
 REDUCTIONS = ["mean", "sum", "none"]
 
 
-def _grad_output(loss, g):
-    if loss.dim() == 0:
-        return torch.tensor(2.5, dtype=loss.dtype, device=loss.device)
-    return (torch.rand(loss.shape, generator=g, dtype=torch.float64) * 2 - 1).to(loss)
-
-
-def _loss_and_grads(fn, depth, depth_sem, grad_seed, **kw):
-    depth, depth_sem = leaf(depth), leaf(depth_sem)
-    loss = fn(depth, depth_sem, **kw)
-    grad = _grad_output(loss, torch.Generator().manual_seed(grad_seed))
-    gd, gs = torch.autograd.grad(loss, (depth, depth_sem), grad)
-    return loss, gd, gs
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("reduction", REDUCTIONS)
-@pytest.mark.parametrize("shape", SHAPES)
-@pytest.mark.parametrize("contiguous", [True, False])
-def test_consistency_loss_matches_reference(device, dtype, reduction, shape, contiguous):
-    g = torch.Generator().manual_seed(seed(reduction, shape))
-    B, H, W = shape
-    depth = rand_map(B, H, W, dtype, device, contiguous=contiguous, generator=g)
-    depth_sem = rand_map(B, H, W, dtype, device, contiguous=contiguous, generator=g)
-    weight = rand_map(B, H, W, dtype, device, low=0, high=1, contiguous=contiguous, generator=g)
-    got = _loss_and_grads(lambda d, s: desc_ops.consistency_loss(d, s, weight, reduction=reduction),
-                          depth, depth_sem, 1)
-    want = _loss_and_grads(lambda d, s: reference.consistency_loss(d, s, weight, reduction=reduction),
-                           depth, depth_sem, 1)
-    for a, b in zip(got, want):
-        assert a.dtype == b.dtype == dtype
-        assert a.shape == b.shape
-        assert_close(a, b)
-    assert torch.equal(got[2], -got[1])
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("reduction", REDUCTIONS)
-@pytest.mark.parametrize("kind", ["logits", "labels"])
-@pytest.mark.parametrize("source", ["none", "image", "edges"])
-@pytest.mark.parametrize("shape", [(2, 7, 9), (1, 1, 1), (3, 16, 31)])
-def test_semantic_consistency_matches_reference(device, dtype, reduction, kind, source, shape):
-    g = torch.Generator().manual_seed(seed(reduction, kind, source, shape))
-    B, H, W = shape
-    C = 5
-    depth = rand_map(B, H, W, dtype, device, generator=g)
-    depth_sem = rand_map(B, H, W, dtype, device, generator=g)
-    if kind == "logits":
-        semantic = torch.randn(B, C, H, W, generator=g).to(device=device, dtype=dtype)
-    else:
-        semantic = torch.randint(-1, C, (B, H, W), generator=g).to(device)
-    kw = dict(reduction=reduction, edge_weight=0.8, boundary_weight=0.3, ignore_classes=[4])
-    if source == "image":
-        kw["image"] = torch.rand(B, 3, H, W, generator=g).to(device=device, dtype=dtype)
-    elif source == "edges":
-        kw["edges"] = torch.rand(B, 1, H, W, generator=g).to(device=device, dtype=dtype)
-    got = _loss_and_grads(lambda d, s: desc_ops.semantic_consistency_loss(d, s, semantic, **kw), depth, depth_sem, 2)
-    want = _loss_and_grads(lambda d, s: reference.semantic_consistency_loss(d, s, semantic, **kw),
-                           depth, depth_sem, 2)
-    for a, b in zip(got, want):
-        assert a.dtype == b.dtype == dtype
-        assert_close(a, b)
+@pytest.mark.parametrize("op, sample, dtype", cases(only="consistency_loss"))
+def test_depth_sem_gets_minus_the_gradient_of_depth(device, op, sample, dtype):
+    """|depth - depth_sem|: the two gradients are opposite, bit for bit, on every
+    sample of the registry (tests/operators.py)."""
+    results = dict(run(op, op.fn, op.kwargs(sample, device, dtype)))
+    assert torch.equal(results["grad_depth_sem"], -results["grad_depth"])
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -152,26 +98,6 @@ def test_mixed_dtypes_follow_depth(device, impl):
     assert_close(loss, reference.consistency_loss(depth, depth_sem, weight))
 
 
-@pytest.mark.parametrize("impl", ["extension", "reference"])
-@pytest.mark.parametrize("reduction", REDUCTIONS)
-def test_gradcheck(device, impl, reduction):
-    desc_ops.set_backend(impl)
-    g = torch.Generator().manual_seed(4)
-    depth = leaf(rand_map(2, 5, 7, torch.float64, device, generator=g))
-    # Away from the kink of |.|: depth_sem differs from depth by at least 0.1.
-    offset = (torch.rand(2, 1, 5, 7, generator=g, dtype=torch.float64) + 0.1).to(device)
-    sign = torch.where(torch.rand(2, 1, 5, 7, generator=g) > 0.5, 1.0, -1.0).to(device, torch.float64)
-    depth_sem = leaf(depth.detach() + offset * sign)
-    weight = rand_map(2, 5, 7, torch.float64, device, low=0, high=1, generator=g)
-    logits = torch.randn(2, 4, 5, 7, generator=g, dtype=torch.float64).to(device)
-    image = torch.rand(2, 3, 5, 7, generator=g, dtype=torch.float64).to(device)
-    assert torch.autograd.gradcheck(
-        lambda d, s: desc_ops.consistency_loss(d, s, weight, reduction=reduction), (depth, depth_sem))
-    assert torch.autograd.gradcheck(
-        lambda d, s: desc_ops.semantic_consistency_loss(d, s, logits, image=image, reduction=reduction),
-        (depth, depth_sem))
-
-
 def test_cpu_bfloat16_rounding_is_exact():
     """The vectorised CPU stores round float to bfloat16 as torch does (nearest
     even, NaN and infinities kept), over every bit pattern of depth."""
@@ -184,32 +110,6 @@ def test_cpu_bfloat16_rounding_is_exact():
     want = (weight.float() * (depth.float() - depth_sem.float()).abs()).bfloat16()
     same = (got.view(torch.int16) == want.view(torch.int16)) | (got.isnan() & want.isnan())
     assert bool(same.all())
-
-
-@pytest.mark.parametrize("wants", [(True, False), (False, True), (True, True)], ids=["depth", "depth_sem", "both"])
-@pytest.mark.parametrize("fused", [False, True], ids=["plain", "semantic"])
-def test_gradient_reaches_exactly_the_inputs_that_want_one(wants, fused):
-    """The CPU training forms save one signed weight map for both inputs: each
-    input asking for a gradient gets it, the other none."""
-    g = torch.Generator().manual_seed(11)
-    d0, s0 = (torch.rand(2, 1, 5, 6, generator=g, dtype=torch.float64) + 0.5 for _ in range(2))
-    logits = torch.randn(2, 4, 5, 6, generator=g, dtype=torch.float64)
-    w = torch.rand(2, 1, 5, 6, generator=g, dtype=torch.float64)
-
-    def run(lib, d, s):
-        if fused:
-            return lib.semantic_consistency_loss(d, s, logits)
-        return lib.consistency_loss(d, s, w)
-
-    d, s = d0.clone().requires_grad_(wants[0]), s0.clone().requires_grad_(wants[1])
-    run(desc_ops, d, s).backward()
-    rd, rs = d0.clone().requires_grad_(), s0.clone().requires_grad_()
-    run(reference, rd, rs).backward()
-    assert (d.grad is not None) == wants[0] and (s.grad is not None) == wants[1]
-    if wants[0]:
-        assert_close(d.grad, rd.grad)
-    if wants[1]:
-        assert_close(s.grad, rs.grad)
 
 
 @pytest.mark.parametrize("grad", [False, True], ids=["no_grad", "grad"])

@@ -80,6 +80,7 @@ def test_frames_are_deterministic_and_seeded():
     assert not np.array_equal(a["rgb"], c["rgb"])
 
 
+@pytest.mark.subprocess
 def test_split_does_not_depend_on_workers(tmp_path):
     generate_split(str(tmp_path / "one"), "target", 6, seed=2, size=(40, 120), workers=1)
     generate_split(str(tmp_path / "two"), "target", 6, seed=2, size=(40, 120), workers=2)
@@ -106,7 +107,7 @@ def test_split_meta_records_each_frames_true_objects(tmp_path):
         assert any(o.height != round(o.height, 4) for o in scene.objects)  # the rounding is seen
 
 
-def test_generated_splits_are_disjoint_scenes_of_their_domain(tmp_path):
+def test_benchmark_splits_are_disjoint_scenes_of_their_domain(tmp_path):
     """target_train and target_test draw different scenes of the target domain (frame
     i of a split is scene first + i, with first 100,000 apart); meta.json has the
     camera's focal length; no logits unless asked for."""

@@ -1,11 +1,14 @@
-"""instance_prior_loss (docs/ops.md §4): value and gradients to depth and heights."""
+"""instance_prior_loss (docs/ops.md §4): value and gradients to depth and heights by
+hand and at the contract's edges. Against the reference, in other layouts and
+gradcheck: tests/test_op_*.py."""
 import pytest
 import torch
 
 import desc_ops
 from desc_ops import reference
 
-from helpers import DTYPES, assert_close, leaf, maybe_noncontiguous
+from helpers import assert_close, leaf
+from operators import cases, pseudo_depths
 
 
 def _inputs(B, H, W, K, dtype, device, g, fill=0.6, id_dtype=torch.int64):
@@ -19,26 +22,6 @@ def _inputs(B, H, W, K, dtype, device, g, fill=0.6, id_dtype=torch.int64):
     return depth, ids.to(device=device, dtype=id_dtype), heights, focal
 
 
-def _pseudo_depths(ids, heights, focal):
-    """z of every non-empty slot, unclamped, and the slots' pixel counts."""
-    st = reference.instance_stats(ids, heights.shape[1])
-    z = focal.double()[:, None] * heights.double() / st.pixel_height.clamp(min=1).double()
-    return z[st.count > 0], st.count[st.count > 0]
-
-
-def _options_that_act(option, ids, heights, focal):
-    """min_pixels that excludes some slots and keeps others (when the counts
-    differ), or a max_depth that clamps some pseudo-depths and not others."""
-    z, count = _pseudo_depths(ids, heights, focal)
-    if option == "min_pixels":
-        return {"min_pixels": int(count.max()) if count.numel() else 1}
-    if option == "max_depth":
-        # Half-way between two pseudo-depths: no z sits on the clamp's kink.
-        z = z.sort().values
-        return {"max_depth": float(z[len(z) // 2 - 1] + z[len(z) // 2]) / 2 if z.numel() >= 2 else 1.0}
-    return {}
-
-
 def _run(fn, depth, ids, heights, focal, **kw):
     depth, heights = leaf(depth), leaf(heights)
     loss = fn(depth, ids, heights, focal, **kw)
@@ -48,28 +31,6 @@ def _run(fn, depth, ids, heights, focal, **kw):
         if loss.dim() else torch.tensor(1.7, dtype=loss.dtype, device=loss.device)
     gd, gh = torch.autograd.grad(loss, (depth, heights), upstream)
     return loss, gd, gh
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-# Without slots (K = 0) the options have nothing to act on: tried without them only.
-@pytest.mark.parametrize("shape_k,option", [(shape_k, option) for shape_k in [((2, 9, 13), 5), ((1, 1, 1), 1),
-                                                                            ((3, 31, 47), 40)]
-                                            for option in [None, "min_pixels", "max_depth"]]
-                         + [(((2, 6, 5), 0), None)])
-@pytest.mark.parametrize("id_dtype", [torch.int32, torch.int64])
-def test_matches_reference(device, dtype, reduction, shape_k, option, id_dtype):
-    (B, H, W), K = shape_k
-    g = torch.Generator().manual_seed(B * 100 + H + K)
-    depth, ids, heights, focal = _inputs(B, H, W, K, dtype, device, g, id_dtype=id_dtype)
-    if K > 1:
-        heights[0, 1] = float("nan")  # an unused slot
-    options = _options_that_act(option, ids, heights.double().nan_to_num(0), focal)
-    got = _run(desc_ops.instance_prior_loss, depth, ids, heights, focal, reduction=reduction, **options)
-    want = _run(reference.instance_prior_loss, depth, ids, heights, focal, reduction=reduction, **options)
-    for a, b in zip(got, want):
-        assert a.dtype == b.dtype == dtype
-        assert_close(a, b)
 
 
 def test_formula_by_hand(device, impl):
@@ -99,21 +60,6 @@ def test_depth_equal_to_the_pseudo_depth_gives_no_gradient(device, impl):
     assert heights.grad.flatten().tolist() == [0.0, 80.0]
 
 
-@pytest.mark.parametrize("wants", [(True, False), (False, True)], ids=["depth", "heights"])
-def test_gradient_of_one_input_alone(device, impl, wants):
-    """Only depth, or only heights, asks for a gradient: it gets the values of
-    test_formula_by_hand, the other none."""
-    ids = torch.tensor([[[0, 0, -1], [1, 0, -1]]], device=device)
-    depth = torch.tensor([[[[10.0, 30.0, 5.0], [8.0, 25.0, 5.0]]]], device=device).requires_grad_(wants[0])
-    heights = torch.tensor([[1.0, 0.5]], device=device).requires_grad_(wants[1])
-    desc_ops.instance_prior_loss(depth, ids, heights, 40.0).backward()
-    assert (depth.grad is not None, heights.grad is not None) == wants
-    if wants[0]:
-        assert depth.grad.flatten().tolist() == [-0.25, 0.25, 0.0, -0.25, 0.25, 0.0]
-    else:
-        assert heights.grad.flatten().tolist() == pytest.approx([-5.0, 10.0])
-
-
 def test_clamp_and_unused_slots(device, impl):
     ids = torch.tensor([[[0, 1, 2, 3]]], device=device)
     depth = leaf(torch.full((1, 1, 1, 4), 10.0, device=device))
@@ -127,18 +73,19 @@ def test_clamp_and_unused_slots(device, impl):
     assert depth.grad[0, 0, 0, 2] == 0
 
 
-def test_options_act_on_the_test_inputs():
-    """The options test_matches_reference passes exclude and clamp some slots, not none or all."""
-    g = torch.Generator().manual_seed(2 * 100 + 9 + 5)
-    depth, ids, heights, focal = _inputs(2, 9, 13, 5, torch.float32, "cpu", g)
-    z, count = _pseudo_depths(ids, heights, focal)
-    min_pixels = _options_that_act("min_pixels", ids, heights, focal)["min_pixels"]
-    assert (count < min_pixels).any() and (count >= min_pixels).any()
-    max_depth = _options_that_act("max_depth", ids, heights, focal)["max_depth"]
-    assert (z > max_depth).any() and (z < max_depth).any()
-    plain = desc_ops.instance_prior_loss(depth, ids, heights, focal)
-    for opts in ({"min_pixels": min_pixels}, {"max_depth": max_depth}):
-        assert desc_ops.instance_prior_loss(depth, ids, heights, focal, **opts) != plain
+@pytest.mark.parametrize("op, sample, dtype", [p for p in cases(dtypes=[torch.float32], only="instance_prior_loss")
+                                               if p.values[1].options.get("acting") and p.values[1].size()["K"] > 1])
+def test_options_act_on_the_registry_samples(op, sample, dtype):
+    """The min_pixels and max_depth of the registry's samples (tests/operators.py)
+    exclude and clamp some slots, not none or all: the loss differs without them."""
+    kwargs = op.kwargs(sample, "cpu", dtype)
+    z, count = pseudo_depths(kwargs["instance_ids"], kwargs["heights"], kwargs["focal"])
+    if "min_pixels" in kwargs:
+        assert (count < kwargs["min_pixels"]).any() and (count >= kwargs["min_pixels"]).any()
+    else:
+        assert (z > kwargs["max_depth"]).any() and (z < kwargs["max_depth"]).any()
+    plain = {k: v for k, v in kwargs.items() if k not in ("min_pixels", "max_depth")}
+    assert not torch.equal(op.fn(**kwargs), op.fn(**plain))
 
 
 def test_boundaries_by_hand(device, impl):
@@ -186,17 +133,6 @@ def test_no_used_slot_gives_exact_zero(device, impl):
     assert (gd == 0).all() and (gh == 0).all()
 
 
-@pytest.mark.parametrize("contiguous", [True, False])
-def test_noncontiguous(device, contiguous):
-    g = torch.Generator().manual_seed(2)
-    depth, ids, heights, focal = _inputs(2, 6, 8, 4, torch.float32, device, g)
-    want = _run(desc_ops.instance_prior_loss, depth, ids, heights, focal)
-    got = _run(desc_ops.instance_prior_loss, maybe_noncontiguous(depth, contiguous),
-               maybe_noncontiguous(ids, contiguous), maybe_noncontiguous(heights, contiguous), focal)
-    for a, b in zip(got, want):
-        assert torch.equal(a, b)
-
-
 def test_scalar_and_batch_focal_agree(device):
     g = torch.Generator().manual_seed(3)
     depth, ids, heights, _ = _inputs(2, 6, 8, 4, torch.float32, device, g)
@@ -204,36 +140,6 @@ def test_scalar_and_batch_focal_agree(device):
     b = desc_ops.instance_prior_loss(depth, ids, heights, torch.tensor([35.0, 35.0], device=device))
     c = desc_ops.instance_prior_loss(depth, ids, heights, torch.tensor(35.0, device=device))
     assert torch.equal(a, b) and torch.equal(a, c)
-
-
-@pytest.mark.parametrize("impl", ["extension", "reference"])
-@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-def test_gradcheck(device, impl, reduction):
-    desc_ops.set_backend(impl)
-    g = torch.Generator().manual_seed(5)
-    depth, ids, heights, _ = _inputs(2, 6, 7, 3, torch.float64, device, g)
-    # Away from kinks: with focal 5 every pseudo-depth lies in [0.4, 12.5], and
-    # the depths lie below 0.1 or above 50.
-    focal = torch.full((2,), 5.0, dtype=torch.float64, device=device)
-    far = torch.where(torch.rand(depth.shape, generator=g) > 0.5, 50.0, 0.02).to(depth)
-    depth = leaf(far + 0.05 * torch.rand(depth.shape, generator=g, dtype=torch.float64).to(depth))
-    heights = leaf(heights)
-    # The kernels are deterministic but for the heights' gradient of "none" on
-    # CUDA; the reference's gather backward adds with atomics on CUDA: their
-    # repeated backward may differ in the last bits.
-    nondet_tol = 1e-12 if device.type == "cuda" and (impl == "reference" or reduction == "none") else 0.0
-    assert torch.autograd.gradcheck(
-        lambda d, h: desc_ops.instance_prior_loss(d, ids, h, focal, reduction=reduction), (depth, heights),
-        nondet_tol=nondet_tol)
-    # A max_depth between two pseudo-depths: some clamp, none sits on the kink.
-    z = _pseudo_depths(ids, heights.detach(), focal)[0].sort().values
-    assert z.numel() >= 2
-    mid = len(z) // 2
-    max_depth = float(z[mid - 1] + z[mid]) / 2
-    assert (z > max_depth).any() and z[mid] - z[mid - 1] > 1e-3
-    assert torch.autograd.gradcheck(
-        lambda d, h: desc_ops.instance_prior_loss(d, ids, h, focal, reduction=reduction, max_depth=max_depth),
-        (depth, heights), nondet_tol=nondet_tol)
 
 
 def _by_hand(depth, ids, heights, focal, min_pixels=1, max_depth=None, reduction="mean"):

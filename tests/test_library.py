@@ -72,18 +72,6 @@ def _takes(name, args) -> bool:
     return len(args) <= len(getattr(ops, name).default._schema.arguments)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("name", ["confidence_map", "consistency_loss", "semantic_consistency_loss",
-                                  "instance_stats", "instance_prior_loss", "smoothness_loss",
-                                  "stereo_photometric_loss", *TRAINING_FORMS])
-def test_opcheck(device, dtype, name):
-    if name in TRAINING_FORMS and device != "cpu":
-        pytest.skip("the training forms are CPU operators")
-    for args in _opcheck_cases(device, dtype)[TRAINING_FORMS.get(name, name)]:
-        if _takes(name, args):
-            torch.library.opcheck(getattr(ops, name).default, args)
-
-
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
 def test_training_forms_match(dtype):
     """The CPU training forms give the plain forward's outputs bit for bit, and
@@ -121,35 +109,6 @@ def test_training_forms_match(dtype):
             assert_close(a, b, dtype)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_bits_do_not_depend_on_threads(dtype):
-    """CPU chunks have fixed sizes and partials are added in a fixed order: 1,
-    2 and 3 threads give the same bits, outputs and gradients."""
-    x = _batch("cpu", dtype, B=3, C=19, H=96, W=160, K=12, seed=5)
-
-    def forward(x, d, s, h):
-        # torch's own sum depends on the threads: a cumsum adds in order.
-        none = desc_ops.consistency_loss(d, s, x["weight"], reduction="none")
-        return _forward(dict(x, weight=torch.zeros_like(x["weight"])), d, s, h) + (none.flatten().cumsum(0)[-1],)
-
-    def every_op(x):
-        d, s, h = leaf(x["depth"]), leaf(x["depth_sem"]), leaf(x["heights"])
-        out = forward(x, d, s, h)
-        return tuple(out) + torch.autograd.grad(out[1] + out[-1], (d, s, h))
-
-    threads = torch.get_num_threads()
-    results = []
-    try:
-        for n in (1, 2, 3):
-            torch.set_num_threads(n)
-            results.append(every_op(x))
-    finally:
-        torch.set_num_threads(threads)
-    for other in results[1:]:
-        for a, b in zip(results[0], other):
-            assert torch.equal(a.nan_to_num(-1), b.nan_to_num(-1))
-
-
 def _forward(x, d, s, h):
     """Calls every public function once."""
     conf = desc_ops.confidence_map(x["logits"], image=x["image"], ignore_classes=[1])
@@ -170,23 +129,6 @@ def _every_op(x, forward=_forward):
     return tuple(out) + torch.autograd.grad(out[1], (d, s, h))
 
 
-def test_deterministic_bits(device):
-    """Same inputs, same bits: outputs and gradients, at a size where work is split between threads."""
-    x = _batch(device, B=3, C=19, H=96, W=160, K=12, seed=4)
-    first, second = _every_op(x), _every_op(x)
-    for a, b in zip(first, second):
-        assert torch.equal(a.nan_to_num(-1), b.nan_to_num(-1))
-
-
-@pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
-def test_compile_fullgraph(device, backend):
-    torch._dynamo.reset()
-    x = _batch(device)
-    compiled = torch.compile(_forward, fullgraph=True, backend=backend)
-    for a, b in zip(_every_op(x, compiled), _every_op(x)):
-        assert_close(a.double(), b.double(), torch.float32)
-
-
 def test_batches_beyond_65535_images(device):
     """The CUDA grids are flat: more images than a grid's y or z dimension holds."""
     x = _batch(device, B=65_537, C=3, H=2, W=3, K=2, seed=6)
@@ -195,21 +137,6 @@ def test_batches_beyond_65535_images(device):
     want = _every_op(x)
     for a, b in zip(got, want):
         assert_close(a.double(), b.double(), torch.float32)
-
-
-def test_compile_fullgraph_modules(device):
-    torch._dynamo.reset()
-    x = _batch(device)
-    loss_fn = desc_ops.DESCLoss(ignore_classes=[2])
-
-    def step(depth):
-        out = loss_fn(depth, depth_sem=x["depth_sem"], semantic=x["logits"], image=x["image"],
-                      instance_ids=x["ids"], heights=x["heights"], focal=30.0)
-        return out.total
-
-    d = leaf(x["depth"])
-    compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
-    assert_close(compiled(d), step(d))
 
 
 OPERATORS = ["confidence_map", "consistency_loss", "semantic_consistency_loss", "instance_stats",
