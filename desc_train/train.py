@@ -243,8 +243,8 @@ def provenance_difference(made: Dict, now: Dict) -> Optional[str]:
     new = now["settings"]
     before = json.loads(json.dumps({k: getattr(Config, k) for k in RECORDED_LATER if k in new}))
     old = {**before, **made.get("settings", {})}
-    # In the run's order (translation before the translator's settings), then those it lacks.
-    for key in [*new, *sorted(set(old) - set(new))]:
+    # The run's settings first: with translation=false it has none of the translator's to report.
+    for key in [*sorted(new), *sorted(set(old) - set(new))]:
         if key not in old:
             return f"it records no {key}, this run has {key}={_shown(new[key])}"
         if old[key] != new.get(key):

@@ -182,3 +182,22 @@ def test_translator_output_lies_in_the_image_range_and_the_discriminator_scores_
     assert [s.shape for s in Discriminator(2, scales=2)(torch.rand(2, 3, 64, 64))] == [(2, 1, 6, 6), (2, 1, 2, 2)]
     with pytest.raises(ValueError, match="multiples of 4"):
         Translator(2)(torch.zeros(1, 3, 18, 24))
+
+
+def test_checkpoints_tell_translation_apart_and_older_ones_stay_usable(cfg, tmp_path):
+    """A stage a made without translation is refused by a run with it, naming the
+    setting; one made before checkpoints recorded the new settings (none of them
+    in its record) was made at their defaults, and a default run takes it."""
+    from desc_train.train import RECORDED_LATER, CheckpointError
+
+    plain = dataclasses.replace(quick_config(Config()), data=cfg.data)
+    Trainer(plain, str(tmp_path), log=quiet).run_stage("source_only", 1)
+    path = os.path.join(str(tmp_path), "source_only.pt")
+    with pytest.raises(CheckpointError, match="it was made with translation=false, this run has translation=true"):
+        Trainer(dataclasses.replace(plain, translation=True), str(tmp_path), log=quiet).run_stage("source_only", 1)
+    state = torch.load(path, weights_only=True)
+    assert {"translation", "image_range"} <= state["made"]["settings"].keys()
+    for name in RECORDED_LATER:
+        state["made"]["settings"].pop(name, None)
+    torch.save(state, path)
+    assert Trainer(plain, str(tmp_path), log=quiet).run_stage("source_only", 1) == 0  # done already
