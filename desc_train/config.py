@@ -109,6 +109,7 @@ CHOICES: Dict[str, Tuple[str, ...]] = {"smoothness_full_scale": ("finest", "coar
                                        "prior_scale": ("fixed", "learned")}
 # (lo, hi) of the images the networks see: as read, or normalised with mean 0.5 and std 0.5.
 IMAGE_RANGES = ((0.0, 1.0), (-1.0, 1.0))
+RANGE_END = Bounds(-1, 1, integer=False)
 BETA = Bounds(0, 1, integer=False, open_hi=True)
 SIDE = Bounds(16, MAX_SIDE)
 FOLDERS = ("source_split", "target_split", "test_split")  # folder names under `data`
@@ -240,7 +241,7 @@ def _parse(text: str, name: str, current):
         parts = [(SIDE if name == "size" else BETA).parse(p) for p in text.lower().replace("x", ",").split(",")]
         return text if None in parts else tuple(parts)
     if name == "image_range":
-        parts = [WEIGHT.parse(p) for p in text.split(",")]
+        parts = [RANGE_END.parse(p) for p in text.split(",")]
         return text if None in parts else tuple(parts)
     if name in CHOICES:
         return text.strip()

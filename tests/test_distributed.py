@@ -94,17 +94,19 @@ def joint_step(cfg, start, edits):
     return values, grads
 
 
-def _joint_steps(cfg, start, cases, out):
+def _steps(cfg, start, cases, paper, paper_start, out):
+    """On each rank, the joint step of every case, and the paper settings' steps (``paper_steps``)."""
     for case, edits in cases.items():
         torch.save(joint_step(cfg, start, edits), os.path.join(out, f"{case}.rank{dist.get_rank()}.pt"))
+    torch.save(paper_steps(paper, paper_start), os.path.join(out, f"paper.rank{dist.get_rank()}.pt"))
 
 
 @pytest.fixture(scope="module")
-def cases(data, tmp_path_factory):
-    """The config and checkpoint of the runs, the target edits of each case, and
-    per case each rank's terms and gradients of one joint step (batch 2 each)."""
+def steps(data, tmp_path_factory):
+    """One spawn of the ranks (seconds each) for every one-step comparison: the
+    folder of their results, the configs and start checkpoints, the target edits."""
     tmp = tmp_path_factory.mktemp("steps")
-    cfg = config(data, str(tmp / "run"))
+    cfg, paper = config(data, str(tmp / "run")), config(data, str(tmp / "paper"), *PAPER)
     trainer = Trainer(cfg, cfg.out, log=quiet)
     trainer.save("start", 0, done=True)
     rank1 = {trainer.target.names[i] for _, i in trainer.frames(trainer.target, 2, 0, rank=1, world=WORLD)}
@@ -112,7 +114,18 @@ def cases(data, tmp_path_factory):
              "rank 1 without instances": {"no instances": rank1, "unlabelled": set()},
              "no instances": {"no instances": set(trainer.target.names), "unlabelled": set()}}
     start = trainer.checkpoint_path("start")
-    spawn(tmp, _joint_steps, cfg, start, edits, str(tmp))
+    paper_trainer = Trainer(paper, paper.out, log=quiet)
+    paper_trainer.save("start", 0, done=True)
+    paper_start = paper_trainer.checkpoint_path("start")
+    spawn(tmp, _steps, cfg, start, edits, paper, paper_start, str(tmp))
+    return tmp, cfg, start, edits, paper, paper_start
+
+
+@pytest.fixture(scope="module")
+def cases(steps):
+    """The config and checkpoint of the runs, the target edits of each case, and
+    per case each rank's terms and gradients of one joint step (batch 2 each)."""
+    tmp, cfg, start, edits, _, _ = steps
     ranks = {case: [torch.load(tmp / f"{case}.rank{r}.pt", weights_only=False) for r in range(WORLD)]
              for case in edits}
     return cfg, start, edits, ranks
@@ -172,10 +185,9 @@ def paper_steps(cfg, start):
     """From the checkpoint `start`: stage a's first step with translation (S2T's and
     G_rgb's terms and gradients, then the discriminator's) and the joint stage's
     first (with the frozen S2T and the learned prior scale)."""
-    out = {}
+    out, trainer = {}, Trainer(cfg, cfg.out, log=quiet)
     for kind in ("source_only", "joint"):
-        trainer = Trainer(cfg, cfg.out, log=quiet)
-        trainer.load(start, optimizer=False)
+        trainer.load(start, optimizer=False)  # the weights and statistics of `start` again
         trainer.s2t.train(kind == "source_only")
         values = trainer.gradients(kind, 0)
         if kind == "source_only":
@@ -186,20 +198,12 @@ def paper_steps(cfg, start):
     return out
 
 
-def _paper_steps(cfg, start, out):
-    torch.save(paper_steps(cfg, start), os.path.join(out, f"paper.rank{dist.get_rank()}.pt"))
-
-
-def test_translation_and_the_prior_scale_on_two_ranks_of_b_train_as_one_process_of_2b(data, tmp_path):
+def test_translation_and_the_prior_scale_on_two_ranks_of_b_train_as_one_process_of_2b(data, steps):
     """S2T, its discriminator (one pool over the global batch) and the prior scale
     in DistributedDataParallel: every term and every gradient of two ranks with
     batch b, in stage a and in the joint stage, equal one process's with 2b."""
-    cfg = config(data, str(tmp_path / "run"), *PAPER)
-    trainer = Trainer(cfg, cfg.out, log=quiet)
-    trainer.save("start", 0, done=True)
-    start = trainer.checkpoint_path("start")
-    spawn(tmp_path, _paper_steps, cfg, start, str(tmp_path))
-    ranks = [torch.load(tmp_path / f"paper.rank{r}.pt", weights_only=False) for r in range(WORLD)]
+    tmp, _, _, _, cfg, start = steps
+    ranks = [torch.load(tmp / f"paper.rank{r}.pt", weights_only=False) for r in range(WORLD)]
     one = paper_steps(config(data, cfg.out, *PAPER, f"batch_size={WORLD * cfg.batch_size}"), start)
     for kind, (values, grads) in one.items():
         assert all(v > 0 for v in values.values()), (kind, values)

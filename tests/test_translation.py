@@ -91,46 +91,46 @@ def test_later_stages_keep_s2t_frozen_and_translate_every_source_batch(cfg, stag
     assert logged[-1]["prior_scale"] == round(scale.item(), 5) and "prior_scale" not in logged[0]
 
 
-def _state(trainer):
-    """Every tensor a run leaves: the networks (running statistics included), both
-    optimisers' moments and step counts, the pool's images and generator."""
-    out = {f"{name}.{k}": v for name, net in trainer.networks.items() for k, v in net.state_dict().items()}
+def _state(path):
+    """Every tensor a checkpoint holds: the networks (running statistics included),
+    both optimisers' moments and step counts, the pool's images and generator."""
+    state = torch.load(path, weights_only=True)
+    out = {f"{name}.{k}": v for name in ("g_rgb", "g_sem", "g_h", "s2t", "d_s2t", "prior_scale")
+           for k, v in state[name].items()}
     for opt in ("opt", "opt_d"):
-        for i, s in getattr(trainer, opt).state_dict()["state"].items():
+        for i, s in state[opt]["state"].items():
             out.update({f"{opt}.{i}.{k}": v for k, v in s.items()})
-    out.update({f"pool.{k}": v for k, v in trainer.pool.state_dict().items()})
+    out.update({f"pool.{k}": v for k, v in state["pool"].items()})
     return out
 
 
-def test_stage_a_with_translation_resumes_bitwise(cfg, tmp_path):
-    """Killed during step 4 (after the checkpoint of step 2) and run again, stage a
-    ends where an uninterrupted run does: S2T, the discriminator, both Adams and
-    the pool (full after step 1, so later steps swap) included."""
-    straight = Trainer(cfg, str(tmp_path / "a"), log=quiet)
-    straight.run_stage("source_only", 5)
+def test_stage_a_with_translation_resumes_bitwise(cfg, stage_a, tmp_path):
+    """Killed during step 3 (after the checkpoint of step 2) and run again, stage a
+    ends where the uninterrupted run of `stage_a` does: S2T, the discriminator,
+    both Adams and the pool (full after step 1, so step 3 swaps) included."""
 
     class Stop(Exception):
         pass
 
-    cut = Trainer(cfg, str(tmp_path / "b"), log=quiet)
+    cut = Trainer(cfg, str(tmp_path), log=quiet)
     gradients = cut.gradients
 
     def dying(kind, step):
-        if step == 3:
+        if step == 2:
             raise Stop()
         return gradients(kind, step)
 
     cut.gradients = dying
     with pytest.raises(Stop):
-        cut.run_stage("source_only", 5)
-    resumed = Trainer(cfg, str(tmp_path / "b"), log=quiet)
+        cut.run_stage("source_only", 3)
+    resumed = Trainer(cfg, str(tmp_path), log=quiet)
     with torch.no_grad():  # a restart from scratch would train from other weights than the checkpoint's
         for p in resumed.s2t.parameters():
             p.add_(0.5)
     resumed.pool.query(torch.zeros(2, 3, *cfg.size))
-    assert resumed.run_stage("source_only", 5) == 3
-    a, b = _state(straight), _state(resumed)
-    assert a.keys() == b.keys() and any(k.startswith("opt_d.") for k in a) and "pool.images" in a
+    assert resumed.run_stage("source_only", 3) == 1
+    a, b = _state(os.path.join(stage_a[0], "source_only.pt")), _state(resumed.checkpoint_path("source_only"))
+    assert a.keys() == b.keys() and any(k.startswith("opt_d.") for k in a) and a["pool.images"].shape[0] == 2
     for k in a:
         assert torch.equal(a[k], b[k]), k
 
