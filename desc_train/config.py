@@ -40,7 +40,12 @@ class Config:
     consistency_scales: int = 4  # output scales the consistency loss pulls (1: the finest only, as the official code)
     instance_weight: float = 1.0  # per metre of |G_rgb - f H / h| on instance pixels
     smoothness_weight: float = 0.01  # divided by 2^i at output scale i
-    confidence: bool = True  # confidence-weighted consistency (False: the official plain mean)
+    # What weights the consistency per pixel (CONFIDENCE; README, "Does the confidence map help?"):
+    # none, the official plain mean; labels or logits, desc_ops' confidence map of the target's
+    # labels or of its segmenter's scores (logits/ or certainty/ of the target split).
+    confidence: str = "labels"
+    edge_weight: float = 1.0  # the confidence map's exp(-edge_weight * Sobel magnitude) (docs/ops.md §1)
+    boundary_weight: float = 0.5  # the map from labels: 1 - boundary_weight on class boundaries
     # G_rgb's BatchNorm running statistics from target batches only, as the official code. Off by
     # default: in the demo it leaves the source-only row far worse and unstable, which would
     # flatter every DESC row (README, "Training").
@@ -75,6 +80,7 @@ NUMBERS: Dict[str, Bounds] = {
     "iters_joint": POSITIVE, "log_every": POSITIVE, "checkpoint_every": POSITIVE,
     "lr": Bounds(0, integer=False, open_lo=True),
     "supervised_weight": WEIGHT, "consistency_weight": WEIGHT, "instance_weight": WEIGHT, "smoothness_weight": WEIGHT,
+    "edge_weight": WEIGHT, "boundary_weight": Bounds(0, 1, integer=False, why=" (a boundary pixel's weight is 1 minus it)"),
     "consistency_scales": Bounds(1, 4, why=" (the U-Nets' output scales)"),
     "max_instances": Bounds(1, 65535, why=" (instance maps are 16-bit)"),
     "min_instance_rows": Bounds(0),
@@ -84,6 +90,10 @@ BETA = Bounds(0, 1, integer=False, open_hi=True)
 SIDE = Bounds(16, MAX_SIDE)
 FOLDERS = ("source_split", "target_split", "test_split")  # folder names under `data`
 PATHS = ("data", "out")
+# confidence=: what the consistency's per-pixel weight reads; true and false, its former boolean
+# values, stand for labels and none.
+CONFIDENCE = ("none", "labels", "logits")
+CONFIDENCE_ALIASES = {True: "labels", False: "none"}
 BOOLEANS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
 
 
@@ -102,6 +112,14 @@ def _boolean(value):
     if not isinstance(value, bool):
         raise _Refused(f"expected a boolean, got {shown(value)} (true, false, yes, no, on, off, 1 or 0)")
     return value
+
+
+def _confidence(value):
+    if isinstance(value, bool):
+        return CONFIDENCE_ALIASES[value]
+    if isinstance(value, str) and value.strip().lower() in CONFIDENCE:
+        return value.strip().lower()
+    raise _Refused(f"expected one of {', '.join(CONFIDENCE)} (or true for labels, false for none), got {shown(value)}")
 
 
 def _size(value):
@@ -166,8 +184,8 @@ def _device(value):
 
 RULES = {**{name: functools.partial(_number, name) for name in NUMBERS},
          **{name: _folder for name in FOLDERS}, **{name: _path for name in PATHS},
-         **{name: _boolean for name in ("confidence", "target_bn_stats", "amp", "sync_bn", "reuse_stages")},
-         "size": _size, "betas": _betas, "counts": _counts, "device": _device}
+         **{name: _boolean for name in ("target_bn_stats", "amp", "sync_bn", "reuse_stages")},
+         "confidence": _confidence, "size": _size, "betas": _betas, "counts": _counts, "device": _device}
 assert set(RULES) == {f.name for f in dataclasses.fields(Config)}, "every setting needs a rule"
 
 
@@ -187,7 +205,7 @@ def _parse(text: str, name: str, current):
     if name in NUMBERS:
         value = NUMBERS[name].parse(text)
         return text if value is None else value
-    if RULES[name] is _boolean:
+    if RULES[name] in (_boolean, _confidence):
         return BOOLEANS.get(text.strip().lower(), text)
     if name in ("size", "betas"):
         parts = [(SIDE if name == "size" else BETA).parse(p) for p in text.lower().replace("x", ",").split(",")]
@@ -214,7 +232,7 @@ PRESETS: Dict[str, Dict] = {
     "paper": dict(size=(192, 640), width=88, batch_size=2, lr=1e-4, betas=(0.95, 0.999), iters_source=207_600,
                   iters_sem=51_900, iters_joint=20_000, supervised_weight=50.0 / 40.0,
                   consistency_weight=1.0 / 40.0, consistency_scales=1, instance_weight=1.0 / 40.0,
-                  smoothness_weight=0.01 / 40.0, confidence=False, target_bn_stats=True, device="cuda",
+                  smoothness_weight=0.01 / 40.0, confidence="none", target_bn_stats=True, device="cuda",
                   data="data/vkitti2kitti", out="runs/paper", log_every=100, checkpoint_every=1000),
 }
 

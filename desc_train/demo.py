@@ -75,9 +75,10 @@ def quick_config(cfg: Config) -> Config:
                                checkpoint_every=3)
 
 
-def ensure_data(cfg: Config, log=print) -> None:
-    """Generates the splits of `cfg.counts` that are missing under `cfg.data`; a split
-    that exists must match the configured frame size and count."""
+def ensure_data(cfg: Config, log=print, logits: bool = False) -> None:
+    """Generates the splits of `cfg.counts` that are missing under `cfg.data` (with
+    `logits`, the target's with the segmenter's logits); a split that exists must
+    match the configured frame size and count."""
     missing = {}
     for split, count in cfg.counts.items():
         if not os.path.exists(os.path.join(cfg.data, split, "meta.json")):
@@ -89,7 +90,7 @@ def ensure_data(cfg: Config, log=print) -> None:
                              f"{meta.image_size[0]}x{meta.image_size[1]}, the config asks for {count} of "
                              f"{cfg.size[0]}x{cfg.size[1]}: delete the folder or set data= to another one")
     if missing:
-        generate_benchmark(cfg.data, missing, seed=1234, size=cfg.size, log=log)
+        generate_benchmark(cfg.data, missing, seed=1234, size=cfg.size, log=log, logits=logits)
 
 
 def evaluate(net: torch.nn.Module, split_dir: str) -> Dict[str, float]:

@@ -6,8 +6,10 @@
     features -> metric height, labelled by instance_heights of the source ground
     truth) on the source;
 (c) ``joint``: source supervision of G_rgb and G_sem, and on the target
-    ``desc_ops.DESCLoss``: confidence-weighted consistency between G_rgb and
-    G_sem (at each output scale), the instance prior from G_h's heights,
+    ``desc_ops.DESCLoss``: consistency between G_rgb and G_sem (at each output
+    scale), weighted per pixel as ``confidence`` says (none: the plain mean;
+    labels or logits: desc_ops' confidence map of the target's labels or of its
+    segmenter's scores), the instance prior from G_h's heights,
     smoothness. A DESC term with weight 0 in the config is switched off.
 
 The target-domain terms of (a) and (c) are one ``DESCLoss`` built from the
@@ -44,7 +46,7 @@ from desc_ops.reference import _sobel_magnitude
 from . import distributed
 from .config import Config, as_dict
 from .data import DepthDataset
-from .data.layout import DataError, atomic_write, meta_path
+from .data.layout import CERTAINTY, DataError, atomic_write, meta_path
 from .errors import UserError
 from .models import MAX_DEPTH, SCALES, DepthUNet, HeightNet, instance_features, semantic_input
 
@@ -68,6 +70,18 @@ def domain_classes(source: DepthDataset, target: DepthDataset):
         raise DataError(f"{source.split_dir} and {target.split_dir} label different classes "
                         f"({len(src.classes)} vs {len(tgt.classes)}): prepare both with the same label source")
     return list(src.classes)
+
+
+def scores_needed(cfg: Config, target: DepthDataset) -> bool:
+    """Whether the target's segmenter scores are read: with confidence=logits the confidence
+    map reads them, and the split must have them (DataError naming it); otherwise they are not read."""
+    if cfg.confidence != "logits":
+        return False
+    if not any(os.path.isdir(os.path.join(target.split_dir, folder)) for folder in ("logits", CERTAINTY)):
+        raise DataError(f"{target.split_dir}: confidence=logits reads the segmenter's scores, and the target split "
+                        f"has none (no logits/ or {CERTAINTY}/): write them with desc-train generate --logits or "
+                        f"prepare segment --logits, or set confidence=labels or none")
+    return True
 
 
 def edge_map(image: Tensor) -> Tensor:
@@ -131,7 +145,8 @@ def target_objective(cfg: Config, kind: str) -> desc_ops.DESCLoss:
         consistency_weight=[cfg.consistency_weight] * cfg.consistency_scales if joint else 0.0,
         instance_weight=cfg.instance_weight if joint else 0.0,
         smoothness_weight=[cfg.smoothness_weight / 2 ** i for i in range(SCALES)],
-        confidence=cfg.confidence, max_depth=MAX_DEPTH,
+        confidence=cfg.confidence != "none", edge_weight=cfg.edge_weight, boundary_weight=cfg.boundary_weight,
+        max_depth=MAX_DEPTH,
         validate=False)  # relabel_instances made the ids: valid, and no host read per step on CUDA
 
 
@@ -160,7 +175,7 @@ KIND_SETTINGS = {
     "source_only": ("smoothness_weight", "target_bn_stats"),
     "semantic": ("max_instances", "min_instance_rows"),
     "joint": ("consistency_weight", "consistency_scales", "instance_weight", "smoothness_weight", "confidence",
-              "target_bn_stats", "max_instances", "min_instance_rows"),
+              "edge_weight", "boundary_weight", "target_bn_stats", "max_instances", "min_instance_rows"),
 }
 REUSE = "set reuse_stages=true to reuse it anyway, or move it away (or set another out=) to train the stage again"
 
@@ -219,6 +234,7 @@ class Trainer:
         self.data = {"source": split_fingerprint(self.source), "target": split_fingerprint(self.target)}
         self._made: Dict[str, Dict] = {}  # stage -> the provenance its checkpoints record (run_stage)
         self.classes = domain_classes(self.source, self.target)
+        self.source.scores, self.target.scores = False, scores_needed(cfg, self.target)
         self.num_classes = len(self.classes)
         # Enough instance slots for the most crowded frame of either split.
         self.K = max([cfg.max_instances] + [ds.meta.max_instances or 0 for ds in (self.source, self.target)])
@@ -311,7 +327,8 @@ class Trainer:
         cfg = self.cfg
         inputs = {}
         if stage == "joint" and cfg.consistency_weight:
-            inputs.update(depth_sem=self._sem(self._sem_input(tgt)), semantic=tgt["semantic"])
+            inputs.update(depth_sem=self._sem(self._sem_input(tgt)),
+                          semantic=tgt["logits"] if cfg.confidence == "logits" else tgt["semantic"])
         if stage == "joint" and cfg.instance_weight:
             st = desc_ops.instance_stats(tgt["instance_ids"], self.K)
             heights = self._predict_heights(tgt, st)
