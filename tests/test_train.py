@@ -160,7 +160,7 @@ def test_config_file_and_overrides(tmp_path):
     path = tmp_path / "c.toml"
     path.write_text('lr = 0.001\nsize = [32, 64]\nconfidence = false\n')
     cfg = load_config(str(path), ["batch_size=3", "size=48x96"])
-    assert (cfg.lr, cfg.batch_size, cfg.size, cfg.confidence) == (0.001, 3, (48, 96), False)
+    assert (cfg.lr, cfg.batch_size, cfg.size, cfg.confidence) == (0.001, 3, (48, 96), "none")
     with pytest.raises(ValueError, match="unknown setting"):
         load_config(None, ["nope=1"])
     with pytest.raises(ValueError, match="multiples of 16"):
@@ -636,7 +636,7 @@ def test_target_objective_per_stage_kind():
     from desc_train.train import target_objective
 
     cfg = dataclasses.replace(Config(), consistency_weight=2.0, consistency_scales=2, instance_weight=0.5,
-                              smoothness_weight=0.08, confidence=False)
+                              smoothness_weight=0.08, confidence="none", edge_weight=3.0, boundary_weight=1.0)
     joint, source_only = target_objective(cfg, "joint"), target_objective(cfg, "source_only")
     smoothness = [0.08 / 2 ** i for i in range(SCALES)]
     assert (joint.consistency_weight, joint.instance_weight, joint.smoothness_weight) == ([2.0, 2.0], 0.5, smoothness)
@@ -645,7 +645,9 @@ def test_target_objective_per_stage_kind():
     for objective in (joint, source_only):
         assert objective.confidence is False
         assert objective.instance_prior.max_depth == MAX_DEPTH and objective.instance_prior.validate is False
-    assert target_objective(dataclasses.replace(cfg, confidence=True), "joint").confidence is True
+    for mode in ("labels", "logits"):
+        assert target_objective(dataclasses.replace(cfg, confidence=mode), "joint").confidence is True
+    assert (joint.consistency.edge_weight, joint.consistency.boundary_weight) == (3.0, 1.0)
 
 
 def test_amp_is_for_cuda_only(quick, tmp_path):
@@ -811,7 +813,7 @@ def test_settings_that_do_not_shape_a_stage_and_moved_data_reuse_it(quick, finis
     moved = str(tmp_path / "moved")
     shutil.copytree(quick.data, moved)
     cfg = dataclasses.replace(quick, log_every=1, checkpoint_every=1, consistency_weight=3.0, instance_weight=0.0,
-                              confidence=False, data=moved, out=str(tmp_path / "elsewhere"))
+                              confidence="none", data=moved, out=str(tmp_path / "elsewhere"))
     assert Trainer(cfg, run, log=quiet).run_stage("source_only", 2) == 0
 
 
