@@ -192,9 +192,10 @@ def build_parser() -> Parser:
 
 
 def command_name(args) -> str:
-    """'desc-train generate', 'desc-train prepare vkitti': the command of parsed `args`."""
-    dataset = getattr(args, "dataset", None) if args.command == "prepare" else None
-    return " ".join(["desc-train", args.command] + ([dataset] if dataset else []))
+    """'desc-train generate', 'desc-train prepare vkitti', 'desc-train study confidence':
+    the command of parsed `args`."""
+    sub = {"prepare": getattr(args, "dataset", None), "study": getattr(args, "study", None)}.get(args.command)
+    return " ".join(["desc-train", args.command] + ([sub] if sub else []))
 
 
 def main(argv=None) -> int:
