@@ -197,13 +197,28 @@ def _described(split: Dict) -> str:
     return f"{split.get('folder')} ({split.get('frames')} frames, meta.json sha256 {digest})"
 
 
+# A joint checkpoint from before confidence= took none/labels/logits recorded it as true or false,
+# and no edge_weight or boundary_weight: it was made with DESCLoss's defaults of these.
+LEGACY_SETTINGS = {"edge_weight": 1.0, "boundary_weight": 0.5}
+
+
+def legacy_settings(settings: Dict) -> Dict:
+    """A checkpoint's recorded settings as this version names them (LEGACY_SETTINGS)."""
+    from .config import CONFIDENCE_ALIASES
+
+    if not isinstance(settings.get("confidence"), bool):
+        return settings
+    return {**LEGACY_SETTINGS, **settings, "confidence": CONFIDENCE_ALIASES[settings["confidence"]]}
+
+
 def provenance_difference(made: Dict, now: Dict) -> Optional[str]:
     """The first difference between what made a checkpoint and this run, as the
     clause of a message; None when the two agree. The splits compare by content:
-    the same files in another folder are the same data."""
+    the same files in another folder are the same data. A checkpoint made before
+    confidence= took a name reads as it meant (LEGACY_SETTINGS)."""
     if made.get("kind") != now["kind"]:
         return f"it was trained as a {made.get('kind')} stage, this run trains {now['kind']}"
-    old, new = made.get("settings", {}), now["settings"]
+    old, new = legacy_settings(made.get("settings", {})), now["settings"]
     for key in sorted(set(old) | set(new)):
         if key not in old:
             return f"it records no {key}, this run has {key}={_shown(new[key])}"

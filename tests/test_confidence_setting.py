@@ -90,10 +90,10 @@ def _joint_step(cfg, seen, run_dir):
 
 def test_logits_reach_the_confidence_map_in_training(scored, monkeypatch, tmp_path):
     """confidence=logits: DESCLoss weights the consistency by the map of the target's
-    logits; labels: of its labels (the same batch, the same networks); none: no map."""
+    logits; labels: of its labels (the same batch, the same networks)."""
     seen = _spy(monkeypatch)
     runs = {mode: _joint_step(dataclasses.replace(scored, confidence=mode), seen, tmp_path / mode)
-            for mode in ("logits", "labels", "none")}
+            for mode in ("logits", "labels")}
     seen, tgt, terms = runs["logits"]
     assert seen["confidence"] and seen["semantic"].dtype == torch.float32 and seen["semantic"].dim() == 4
     assert torch.equal(seen["semantic"], tgt["logits"])
@@ -103,7 +103,6 @@ def test_logits_reach_the_confidence_map_in_training(scored, monkeypatch, tmp_pa
     assert "logits" not in labels_tgt  # read only where the map reads them
     assert terms["consistency"] != pytest.approx(labels_terms["consistency"], rel=1e-4)
     assert terms["instance_prior"] == pytest.approx(labels_terms["instance_prior"], rel=1e-6)
-    assert not runs["none"][0]["confidence"]
 
 
 def test_logits_on_a_split_without_scores_is_an_error_naming_it(scored, tmp_path):
@@ -191,3 +190,18 @@ def test_study_plan_trains_every_joint_stage_from_stage_b_seed_after_seed():
             assert mine[stage].settings == settings
     assert {stage for stage, _ in ROWS.values()} <= set(stages())
     assert len({tuple(sorted(s.items())) for s in stages().values()}) == len(stages())  # no stage twice
+
+
+def test_a_joint_checkpoint_from_before_the_named_settings_reads_as_it_meant():
+    """confidence true/false and no edge_weight, boundary_weight: labels/none with the defaults."""
+    from desc_train.train import provenance_difference
+
+    data = {"source": {"frames": 1, "meta_sha256": "a"}}
+    now = dict(kind="joint", data=data, settings=dict(seed=0, confidence="labels", edge_weight=1.0,
+                                                      boundary_weight=0.5))
+    old = dict(kind="joint", data=data, settings=dict(seed=0, confidence=True))
+    assert provenance_difference(old, now) is None
+    old["settings"]["confidence"] = False
+    assert provenance_difference(old, now) == 'it was made with confidence="none", this run has confidence="labels"'
+    now["settings"].update(confidence="none", edge_weight=4.0)
+    assert provenance_difference(old, now) == "it was made with edge_weight=1.0, this run has edge_weight=4.0"
