@@ -241,7 +241,8 @@ def _study_confidence(args) -> int:
 
     tail = "-quick" if args.quick else ""
     cfg = dataclasses.replace(study_config(load_config(None, []), quick=args.quick),
-                              data=args.data or "runs/bench-logits" + tail, out=args.out or "runs/study-confidence" + tail)
+                              data=args.data or "runs/bench-logits" + tail,
+                              out=args.out or "runs/study-confidence" + tail)
     for item in args.overrides:
         cfg = _override(cfg, item)
     usable_device(cfg.device, "setting device=")

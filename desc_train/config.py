@@ -40,10 +40,12 @@ class Config:
     consistency_scales: int = 4  # output scales the consistency loss pulls (1: the finest only, as the official code)
     instance_weight: float = 1.0  # per metre of |G_rgb - f H / h| on instance pixels
     smoothness_weight: float = 0.01  # divided by 2^i at output scale i
-    # What weights the consistency per pixel (CONFIDENCE; README, "Does the confidence map help?"):
-    # none, the official plain mean; labels or logits, desc_ops' confidence map of the target's
-    # labels or of its segmenter's scores (logits/ or certainty/ of the target split).
-    confidence: str = "labels"
+    # What weights the consistency per pixel (CONFIDENCE): none, the official plain mean; labels or
+    # logits, desc_ops' confidence map of the target's labels or of its segmenter's scores (logits/
+    # or certainty/ of the target split). The default follows desc-train study confidence, where
+    # no map beat the plain mean by 5% beyond the spread over seeds (README, "Does the confidence
+    # map help?").
+    confidence: str = "none"
     edge_weight: float = 1.0  # the confidence map's exp(-edge_weight * Sobel magnitude) (docs/ops.md §1)
     boundary_weight: float = 0.5  # the map from labels: 1 - boundary_weight on class boundaries
     # G_rgb's BatchNorm running statistics from target batches only, as the official code. Off by
@@ -80,7 +82,8 @@ NUMBERS: Dict[str, Bounds] = {
     "iters_joint": POSITIVE, "log_every": POSITIVE, "checkpoint_every": POSITIVE,
     "lr": Bounds(0, integer=False, open_lo=True),
     "supervised_weight": WEIGHT, "consistency_weight": WEIGHT, "instance_weight": WEIGHT, "smoothness_weight": WEIGHT,
-    "edge_weight": WEIGHT, "boundary_weight": Bounds(0, 1, integer=False, why=" (a boundary pixel's weight is 1 minus it)"),
+    "edge_weight": WEIGHT,
+    "boundary_weight": Bounds(0, 1, integer=False, why=" (a boundary pixel's weight is 1 minus it)"),
     "consistency_scales": Bounds(1, 4, why=" (the U-Nets' output scales)"),
     "max_instances": Bounds(1, 65535, why=" (instance maps are 16-bit)"),
     "min_instance_rows": Bounds(0),

@@ -35,7 +35,7 @@ VARIANTS = {  # row name -> (stage name, the settings of its ablation)
     "DESC": ("joint", {}),
     "consistency only": ("joint_consistency", {"instance_weight": 0.0}),
     "instance prior only": ("joint_instance", {"consistency_weight": 0.0}),
-    "no confidence map": ("joint_no_confidence", {"confidence": "none"}),
+    "with confidence map": ("joint_confidence", {"confidence": "labels"}),  # DESC's own is the plain mean
 }
 ROWS = ["source-only", *VARIANTS]
 

@@ -197,8 +197,8 @@ def no_work(monkeypatch, tmp_path):
     import desc_train.demo
     import desc_train.train
 
-    for module, name in ((desc_train.demo, "run_demo"), (desc_train.confidence_study, "run_study"), (desc_train.train, "train_desc"),
-                         (desc_train.train, "load_g_rgb"), (desc_train.data.generate, "generate_benchmark")):
+    for module, name in ((desc_train.demo, "run_demo"), (desc_train.confidence_study, "run_study"),
+                         (desc_train.train, "train_desc"), (desc_train.train, "load_g_rgb"), (desc_train.data.generate, "generate_benchmark")):
         monkeypatch.setattr(module, name, _refuse_to_run)
     for command, (module, _) in COMMANDS.items():
         monkeypatch.setattr(f"desc_train.data.prepare.{module}.main", _refuse_to_run)

@@ -41,7 +41,7 @@ def test_quick_demo_end_to_end(quick, capsys):
                      "--set", f"out={quick.out}"]) == 0
     record = json.load(open(os.path.join(quick.out, "results.json")))
     assert set(record["summary"]) == {"source-only", "DESC", "consistency only", "instance prior only",
-                                      "no confidence map"}
+                                      "with confidence map"}
     for row in record["summary"].values():
         assert all(v[0] == v[0] for v in row.values())  # no NaN
     assert os.path.exists(os.path.join(quick.out, "results.md"))
@@ -126,7 +126,7 @@ def test_resume_continues_where_the_interrupted_run_stopped(quick, tmp_path):
 
 def test_ablation_rows_switch_their_joint_terms(quick, start, tmp_path):
     """One joint step's terms from one checkpoint under the settings of each
-    ablation row of the demo: the row's term is off, or (no confidence map)
+    ablation row of the demo: the row's term is off, or (with confidence map)
     the consistency is another number; the other terms are unchanged."""
     from desc_train.demo import VARIANTS
 
@@ -143,9 +143,9 @@ def test_ablation_rows_switch_their_joint_terms(quick, start, tmp_path):
     assert "consistency" not in terms["instance prior only"]
     assert terms["consistency only"]["consistency"] == pytest.approx(desc["consistency"], rel=1e-6)
     assert terms["instance prior only"]["instance_prior"] == pytest.approx(desc["instance_prior"], rel=1e-6)
-    plain = terms["no confidence map"]
-    assert plain["instance_prior"] == pytest.approx(desc["instance_prior"], rel=1e-6)
-    assert plain["consistency"] != pytest.approx(desc["consistency"], rel=1e-3)
+    mapped = terms["with confidence map"]
+    assert mapped["instance_prior"] == pytest.approx(desc["instance_prior"], rel=1e-6)
+    assert mapped["consistency"] != pytest.approx(desc["consistency"], rel=1e-3)
 
 
 def test_non_finite_loss_names_the_term(quick, tmp_path):
@@ -346,7 +346,7 @@ def test_joint_terms_match_on_both_backends(quick, start, tmp_path):
 
     def joint_terms(backend):
         desc_ops.set_backend(backend)
-        trainer = Trainer(quick, str(tmp_path / backend), log=lambda *_: None)
+        trainer = Trainer(dataclasses.replace(quick, confidence="labels"), str(tmp_path / backend), log=lambda *_: None)
         terms, seen = trainer.terms, []
 
         def recorded(*args):
