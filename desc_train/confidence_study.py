@@ -21,6 +21,10 @@ The verdict rule (``verdict``): a row improves on the plain mean when the mean o
 seeds of its per-seed AbsRel ratio to the plain mean, plus one standard deviation of
 those ratios, is at most 1 - MIN_GAIN: a gain of MIN_GAIN beyond the spread over seeds.
 
+Its verdict (README, "Does the confidence map help?"; seeds 0-5): no map, from labels,
+logits or sharper, passes that rule on any pixel set, so Config.confidence defaults to
+the plain mean ("none") and the map is an option.
+
 Training and resuming are the demo's (``demo._run_all``, ``demo.run_job``); each
 stage's metrics are kept next to its checkpoint (``<stage>.metrics.json``), so a
 rerun evaluates only what is new.
