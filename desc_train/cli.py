@@ -149,6 +149,22 @@ def build_parser() -> Parser:
     d.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one setting (repeatable)")
     d.set_defaults(run=_demo)
+    st = sub.add_parser("study", help="experiments that decide a default (README, \"Does the confidence map help?\")")
+    studies = st.add_subparsers(dest="study", required=True, parser_class=Parser)
+    c = studies.add_parser("confidence", help="plain mean vs the confidence map (labels, logits, sharper) over "
+                                              "seeds, choices on target_val, AbsRel on all/instance/boundary pixels")
+    c.add_argument("--seeds", type=_seeds, default=[0, 1, 2, 3, 4, 5],
+                   help=f"comma-separated seeds, each 0 to {MAX_SEED} (default 0,1,2,3,4,5)")
+    c.add_argument("--out", type=_path, default=None,
+                   help="run folder, resumable (default runs/study-confidence, with --quick ...-quick)")
+    c.add_argument("--data", type=_path, default=None, help="benchmark folder, generated with target logits and "
+                   "target_val if missing (default runs/bench-logits, with --quick ...-quick)")
+    c.add_argument("--quick", action="store_true", help="a tiny run that shows the whole pipeline")
+    c.add_argument("--workers", type=_workers, default=None,
+                   help="stages trained at once, in processes (default: torch's thread count)")
+    c.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one setting (repeatable), e.g. iters_joint=100")
+    c.set_defaults(run=_study_confidence)
     t = sub.add_parser("train", help="train the DESC stages (source-only, semantic + height, joint) on prepared "
                                      "splits, then evaluate on the test split")
     t.add_argument("--config", default=None, type=_path, help="TOML file of settings (desc_train/config.py)")
@@ -176,9 +192,10 @@ def build_parser() -> Parser:
 
 
 def command_name(args) -> str:
-    """'desc-train generate', 'desc-train prepare vkitti': the command of parsed `args`."""
-    dataset = getattr(args, "dataset", None) if args.command == "prepare" else None
-    return " ".join(["desc-train", args.command] + ([dataset] if dataset else []))
+    """'desc-train generate', 'desc-train prepare vkitti', 'desc-train study confidence':
+    the command of parsed `args`."""
+    sub = {"prepare": getattr(args, "dataset", None), "study": getattr(args, "study", None)}.get(args.command)
+    return " ".join(["desc-train", args.command] + ([sub] if sub else []))
 
 
 def main(argv=None) -> int:
@@ -213,6 +230,23 @@ def _demo(args) -> int:
         cfg = _override(cfg, item)
     usable_device(cfg.device, "setting device=")
     run_demo(cfg, seeds=args.seeds, workers=args.workers)
+    return 0
+
+
+def _study_confidence(args) -> int:
+    import dataclasses
+
+    from .confidence_study import run_study, study_config
+    from .config import load_config
+
+    tail = "-quick" if args.quick else ""
+    cfg = dataclasses.replace(study_config(load_config(None, []), quick=args.quick),
+                              data=args.data or "runs/bench-logits" + tail,
+                              out=args.out or "runs/study-confidence" + tail)
+    for item in args.overrides:
+        cfg = _override(cfg, item)
+    usable_device(cfg.device, "setting device=")
+    run_study(cfg, seeds=args.seeds, workers=args.workers)
     return 0
 
 

@@ -46,7 +46,14 @@ class Config:
     # kitti/cityscapes --stereo). Unitless, so the official lambda_St of 50 carries over as it is.
     stereo_weight: float = 0.0
     height_weight: float = 1.0  # per metre of |G_h - H| on source instances (the official lambda_S: 50)
-    confidence: bool = True  # confidence-weighted consistency (False: the official plain mean)
+    # What weights the consistency per pixel (CONFIDENCE): none, the official plain mean; labels or
+    # logits, desc_ops' confidence map of the target's labels or of its segmenter's scores (logits/
+    # or certainty/ of the target split). The default follows desc-train study confidence, where
+    # no map beat the plain mean by 5% beyond the spread over seeds (README, "Does the confidence
+    # map help?").
+    confidence: str = "none"
+    edge_weight: float = 1.0  # the confidence map's exp(-edge_weight * Sobel magnitude) (docs/ops.md §1)
+    boundary_weight: float = 0.5  # the map from labels: 1 - boundary_weight on class boundaries
     # The instance prior's scale: fixed (pseudo-depth f H / h as it is) or learned (the official
     # scalar s: pseudo-depth divided by s, the term multiplied by s; desc_train.models.PriorScale).
     prior_scale: str = "fixed"
@@ -100,6 +107,8 @@ NUMBERS: Dict[str, Bounds] = {
     "stereo_weight": WEIGHT,
     "height_weight": WEIGHT, "identity_weight": WEIGHT, "gan_weight": WEIGHT, "translation_width": POSITIVE,
     "translation_lr": Bounds(0, integer=False, open_lo=True), "pool_size": Bounds(0),
+    "edge_weight": WEIGHT,
+    "boundary_weight": Bounds(0, 1, integer=False, why=" (a boundary pixel's weight is 1 minus it)"),
     "consistency_scales": Bounds(1, 4, why=" (the U-Nets' output scales)"),
     "max_instances": Bounds(1, 65535, why=" (instance maps are 16-bit)"),
     "min_instance_rows": Bounds(0),
@@ -114,6 +123,10 @@ BETA = Bounds(0, 1, integer=False, open_hi=True)
 SIDE = Bounds(16, MAX_SIDE)
 FOLDERS = ("source_split", "target_split", "test_split")  # folder names under `data`
 PATHS = ("data", "out")
+# confidence=: what the consistency's per-pixel weight reads; true and false, its former boolean
+# values, stand for labels and none.
+CONFIDENCE = ("none", "labels", "logits")
+CONFIDENCE_ALIASES = {True: "labels", False: "none"}
 BOOLEANS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
 
 
@@ -132,6 +145,14 @@ def _boolean(value):
     if not isinstance(value, bool):
         raise _Refused(f"expected a boolean, got {shown(value)} (true, false, yes, no, on, off, 1 or 0)")
     return value
+
+
+def _confidence(value):
+    if isinstance(value, bool):
+        return CONFIDENCE_ALIASES[value]
+    if isinstance(value, str) and value.strip().lower() in CONFIDENCE:
+        return value.strip().lower()
+    raise _Refused(f"expected one of {', '.join(CONFIDENCE)} (or true for labels, false for none), got {shown(value)}")
 
 
 def _size(value):
@@ -212,9 +233,9 @@ def _device(value):
 RULES = {**{name: functools.partial(_number, name) for name in NUMBERS},
          **{name: functools.partial(_choice, name) for name in CHOICES},
          **{name: _folder for name in FOLDERS}, **{name: _path for name in PATHS},
-         **{name: _boolean for name in ("confidence", "target_bn_stats", "amp", "sync_bn", "reuse_stages",
+         **{name: _boolean for name in ("target_bn_stats", "amp", "sync_bn", "reuse_stages",
                                         "translation")},
-         "size": _size, "betas": _betas, "translation_betas": _betas, "image_range": _image_range,
+         "confidence": _confidence, "size": _size, "betas": _betas, "translation_betas": _betas, "image_range": _image_range,
          "counts": _counts, "device": _device}
 assert set(RULES) == {f.name for f in dataclasses.fields(Config)}, "every setting needs a rule"
 
@@ -235,7 +256,7 @@ def _parse(text: str, name: str, current):
     if name in NUMBERS:
         value = NUMBERS[name].parse(text)
         return text if value is None else value
-    if RULES[name] is _boolean:
+    if RULES[name] in (_boolean, _confidence):
         return BOOLEANS.get(text.strip().lower(), text)
     if name in ("size", "betas", "translation_betas"):
         parts = [(SIDE if name == "size" else BETA).parse(p) for p in text.lower().replace("x", ",").split(",")]
@@ -266,7 +287,7 @@ PRESETS: Dict[str, Dict] = {
                   iters_sem=51_900, iters_joint=20_000, supervised_weight=50.0 / 40.0,
                   consistency_weight=1.0 / 40.0, consistency_scales=1, instance_weight=1.0 / 40.0,
                   smoothness_weight=0.01 / 40.0, smoothness_full_scale="coarsest", height_weight=50.0,
-                  confidence=False, prior_scale="learned", image_range=(-1.0, 1.0), target_bn_stats=True,
+                  confidence="none", prior_scale="learned", image_range=(-1.0, 1.0), target_bn_stats=True,
                   min_instance_rows=1, translation=True, translation_width=64, translation_lr=5e-5,
                   translation_betas=(0.5, 0.9), identity_weight=100.0, gan_weight=1.0, pool_size=20, seed=0,
                   device="cuda", data="data/vkitti2kitti", out="runs/paper", log_every=100,

@@ -38,7 +38,7 @@ VARIANTS = {  # row name -> (stage name, the settings of its ablation)
     "DESC": ("joint", {}),
     "consistency only": ("joint_consistency", {"instance_weight": 0.0}),
     "instance prior only": ("joint_instance", {"consistency_weight": 0.0}),
-    "no confidence map": ("joint_no_confidence", {"confidence": False}),
+    "with confidence map": ("joint_confidence", {"confidence": "labels"}),  # DESC's own is the plain mean
     # DESC + stereo: also the photometric error of target_train's stereo pairs (the benchmark
     # renders each target frame's right view too), at every output scale.
     "DESC + stereo": ("joint_stereo", {"stereo_weight": 1.0}),
@@ -94,11 +94,12 @@ def quick_config(cfg: Config) -> Config:
                                log_every=2, checkpoint_every=3)
 
 
-def ensure_data(cfg: Config, log=print) -> None:
+def ensure_data(cfg: Config, log=print, logits: bool = False) -> None:
     """Generates the splits of `cfg.counts` that are missing under `cfg.data`, target_train
-    with its stereo pairs; a split that exists must match the configured frame size and
-    count. A target_train made before the pairs is made again (its left views come out
-    the same: the generator draws the right view after them)."""
+    with its stereo pairs (with `logits`, the target's with the segmenter's logits too); a
+    split that exists must match the configured frame size and count. A target_train made
+    before the pairs is made again (its left views come out the same: the generator draws
+    the right view after them)."""
     missing = {}
     for split, count in cfg.counts.items():
         split_dir = os.path.join(cfg.data, split)
@@ -113,7 +114,7 @@ def ensure_data(cfg: Config, log=print) -> None:
         if split == STEREO_SPLIT and not (has_right_views(split_dir) and meta.baseline):
             missing[split] = count
     if missing:
-        generate_benchmark(cfg.data, missing, seed=1234, size=cfg.size, stereo=True, log=log)
+        generate_benchmark(cfg.data, missing, seed=1234, size=cfg.size, stereo=True, logits=logits, log=log)
 
 
 def evaluate(net: torch.nn.Module, split_dir: str) -> Dict[str, float]:

@@ -6,8 +6,10 @@
     features -> metric height, labelled by instance_heights of the source ground
     truth) on the source;
 (c) ``joint``: source supervision of G_rgb and G_sem, and on the target
-    ``desc_ops.DESCLoss``: confidence-weighted consistency between G_rgb and
-    G_sem (at each output scale), the instance prior from G_h's heights,
+    ``desc_ops.DESCLoss``: consistency between G_rgb and G_sem (at each output
+    scale), weighted per pixel as ``confidence`` says (none: the plain mean;
+    labels or logits: desc_ops' confidence map of the target's labels or of its
+    segmenter's scores), the instance prior from G_h's heights,
     smoothness. A DESC term with weight 0 in the config is switched off.
 
 With ``translation`` (the official stage 1, ``desc_train.translation``), stage
@@ -53,7 +55,7 @@ from desc_ops.reference import _sobel_magnitude
 from . import distributed
 from .config import Config, as_dict
 from .data import DepthDataset
-from .data.layout import DataError, atomic_write, meta_path
+from .data.layout import CERTAINTY, DataError, atomic_write, meta_path
 from .errors import UserError
 from .models import (MAX_DEPTH, SCALES, DepthUNet, HeightNet, PriorScale, instance_features, rgb_input,
                      semantic_input, to_image_range)
@@ -79,6 +81,18 @@ def domain_classes(source: DepthDataset, target: DepthDataset):
         raise DataError(f"{source.split_dir} and {target.split_dir} label different classes "
                         f"({len(src.classes)} vs {len(tgt.classes)}): prepare both with the same label source")
     return list(src.classes)
+
+
+def scores_needed(cfg: Config, target: DepthDataset) -> bool:
+    """Whether the target's segmenter scores are read: with confidence=logits the confidence
+    map reads them, and the split must have them (DataError naming it); otherwise they are not read."""
+    if cfg.confidence != "logits":
+        return False
+    if not any(os.path.isdir(os.path.join(target.split_dir, folder)) for folder in ("logits", CERTAINTY)):
+        raise DataError(f"{target.split_dir}: confidence=logits reads the segmenter's scores, and the target split "
+                        f"has none (no logits/ or {CERTAINTY}/): write them with desc-train generate --logits or "
+                        f"prepare segment --logits, or set confidence=labels or none")
+    return True
 
 
 def edge_map(image: Tensor) -> Tensor:
@@ -153,7 +167,8 @@ def target_objective(cfg: Config, kind: str) -> desc_ops.DESCLoss:
         instance_weight=cfg.instance_weight if joint else 0.0,
         smoothness_weight=smoothness_weights(cfg),
         stereo_weight=cfg.stereo_weight if joint else 0.0,
-        confidence=cfg.confidence, max_depth=MAX_DEPTH if cfg.prior_scale == "fixed" else None,
+        confidence=cfg.confidence != "none", edge_weight=cfg.edge_weight, boundary_weight=cfg.boundary_weight,
+        max_depth=MAX_DEPTH if cfg.prior_scale == "fixed" else None,
         image_range=cfg.image_range,
         validate=False)  # relabel_instances made the ids: valid, and no host read per step on CUDA
 
@@ -197,8 +212,9 @@ KIND_SETTINGS = {
     "source_only": ("smoothness_weight", "smoothness_full_scale", "target_bn_stats", "image_range", "translation"),
     "semantic": ("max_instances", "min_instance_rows", "height_weight"),
     "joint": ("consistency_weight", "consistency_scales", "instance_weight", "smoothness_weight",
-              "smoothness_full_scale", "confidence", "target_bn_stats", "max_instances", "min_instance_rows",
-              "height_weight", "prior_scale", "image_range", "translation", "stereo_weight"),
+              "smoothness_full_scale", "confidence", "edge_weight", "boundary_weight", "target_bn_stats",
+              "max_instances", "min_instance_rows", "height_weight", "prior_scale", "image_range", "translation",
+              "stereo_weight"),
 }
 # ... and with translation=true, those of the translator.
 TRANSLATION_SETTINGS = {
@@ -234,15 +250,30 @@ def _described(split: Dict) -> str:
     return f"{split.get('folder')} ({split.get('frames')} frames, meta.json sha256 {digest})"
 
 
+# A joint checkpoint from before confidence= took none/labels/logits recorded it as true or false,
+# and no edge_weight or boundary_weight: it was made with DESCLoss's defaults of these.
+LEGACY_SETTINGS = {"edge_weight": 1.0, "boundary_weight": 0.5}
+
+
+def legacy_settings(settings: Dict) -> Dict:
+    """A checkpoint's recorded settings as this version names them (LEGACY_SETTINGS)."""
+    from .config import CONFIDENCE_ALIASES
+
+    if not isinstance(settings.get("confidence"), bool):
+        return settings
+    return {**LEGACY_SETTINGS, **settings, "confidence": CONFIDENCE_ALIASES[settings["confidence"]]}
+
+
 def provenance_difference(made: Dict, now: Dict) -> Optional[str]:
     """The first difference between what made a checkpoint and this run, as the
     clause of a message; None when the two agree. The splits compare by content:
-    the same files in another folder are the same data."""
+    the same files in another folder are the same data. A checkpoint made before
+    confidence= took a name reads as it meant (LEGACY_SETTINGS)."""
     if made.get("kind") != now["kind"]:
         return f"it was trained as a {made.get('kind')} stage, this run trains {now['kind']}"
     new = now["settings"]
     before = json.loads(json.dumps({k: getattr(Config, k) for k in RECORDED_LATER if k in new}))
-    old = {**before, **made.get("settings", {})}
+    old = {**before, **legacy_settings(made.get("settings", {}))}
     # The run's settings first: with translation=false it has none of the translator's to report.
     for key in [*sorted(new), *sorted(set(old) - set(new))]:
         if key not in old:
@@ -276,6 +307,7 @@ class Trainer:
         self.data = {"source": split_fingerprint(self.source), "target": split_fingerprint(self.target)}
         self._made: Dict[str, Dict] = {}  # stage -> the provenance its checkpoints record (run_stage)
         self.classes = domain_classes(self.source, self.target)
+        self.source.scores, self.target.scores = False, scores_needed(cfg, self.target)
         self.num_classes = len(self.classes)
         # Enough instance slots for the most crowded frame of either split.
         self.K = max([cfg.max_instances] + [ds.meta.max_instances or 0 for ds in (self.source, self.target)])
@@ -420,7 +452,8 @@ class Trainer:
         cfg = self.cfg
         inputs = {}
         if stage == "joint" and cfg.consistency_weight:
-            inputs.update(depth_sem=self._sem(self._sem_input(tgt)), semantic=tgt["semantic"])
+            inputs.update(depth_sem=self._sem(self._sem_input(tgt)),
+                          semantic=tgt["logits"] if cfg.confidence == "logits" else tgt["semantic"])
         if stage == "joint" and cfg.instance_weight:
             st = desc_ops.instance_stats(tgt["instance_ids"], self.K)
             heights = self._predict_heights(tgt, st)

@@ -4,13 +4,16 @@ import pytest
 
 from desc_train import cli
 
-RUNNERS = {"generate": "_generate", "sheet": "_sheet", "demo": "_demo", "train": "_train", "evaluate": "_evaluate"}
+RUNNERS = {"generate": "_generate", "sheet": "_sheet", "demo": "_demo", "train": "_train", "evaluate": "_evaluate",
+           "study": "_study_confidence"}
 DEFAULTS = {  # command line -> the parsed arguments the runner gets
     ("generate", "--out", "d"): dict(out="d", source=2000, target=2000, test=200, size=(96, 320), seed=0,
                                      workers=None, sheet=None, logits=False, stereo=False),
     ("sheet", "a", "b", "--out", "s.png"): dict(splits=["a", "b"], out="s.png", rows=4),
     ("demo",): dict(quick=False, seeds=[0, 1, 2], config=None, workers=None, overrides=[]),
     ("train",): dict(config=None, preset=None, overrides=[]),
+    ("study", "confidence"): dict(study="confidence", seeds=[0, 1, 2, 3, 4, 5], out=None, data=None, quick=False,
+                                  workers=None, overrides=[]),
     ("evaluate", "c.pt", "split"): dict(checkpoint="c.pt", split="split", median_scaling=False, cap=None,
                                         crop="auto", json=None, device="cpu"),
 }

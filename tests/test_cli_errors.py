@@ -59,6 +59,10 @@ MISTAKES = [  # argv, a fragment of the one line
      "argument --rows: expected a positive integer that fits in 64 bits"),
     (["sheet", "{tmp}/split", "--out", "{tmp}/s.png", "--rows", "2.5"], "expected a positive integer, got '2.5'"),
     (["sheet", "{tmp}/nowhere", "--out", "{tmp}/s.png"], "nowhere"),
+    # study confidence
+    (["study", "confidence", "--seeds", "1,x"], "argument --seeds: expected comma-separated integers, got '1,x'"),
+    (["study", "confidence", "--set", "confidence=maybe"], "setting confidence: expected one of none, labels, logits"),
+    (["study", "confidence", "--quick", "--set", "edge_weight=-2"], "setting edge_weight: expected a finite number"),
     # demo
     (["demo", "--seeds", "-1"], "argument --seeds: expected seeds from 0 to 2147483647, got '-1'"),
     (["demo", "--seeds", "1,x"], "argument --seeds: expected comma-separated integers, got '1,x'"),
@@ -196,12 +200,13 @@ def no_work(monkeypatch, tmp_path):
     fresh one (the defaults' relative paths land there)."""
     import torch
 
+    import desc_train.confidence_study
     import desc_train.data.generate
     import desc_train.demo
     import desc_train.train
 
-    for module, name in ((desc_train.demo, "run_demo"), (desc_train.train, "train_desc"),
-                         (desc_train.train, "load_g_rgb"), (desc_train.data.generate, "generate_benchmark")):
+    for module, name in ((desc_train.demo, "run_demo"), (desc_train.confidence_study, "run_study"),
+                         (desc_train.train, "train_desc"), (desc_train.train, "load_g_rgb"), (desc_train.data.generate, "generate_benchmark")):
         monkeypatch.setattr(module, name, _refuse_to_run)
     for command, (module, _) in COMMANDS.items():
         monkeypatch.setattr(f"desc_train.data.prepare.{module}.main", _refuse_to_run)
@@ -214,7 +219,9 @@ def no_work(monkeypatch, tmp_path):
 
 
 def command_of(argv):
-    """The command a line names: 'generate', 'prepare vkitti', 'prepare'."""
+    """The command a line names: 'generate', 'prepare vkitti', 'prepare', 'study confidence'."""
+    if argv[0] == "study" and argv[1:2] == ["confidence"]:
+        return "study confidence"
     return " ".join(argv[:2]) if argv[0] == "prepare" and len(argv) > 1 and argv[1] in COMMANDS else argv[0]
 
 
@@ -238,7 +245,7 @@ def test_each_mistake_gets_status_1_and_one_line(no_work, capsys, argv, fragment
 
 def test_every_command_has_mistakes_in_the_table():
     commands = {command_of(argv) for argv, _ in MISTAKES}
-    assert commands == {"generate", "sheet", "demo", "train", "evaluate", "prepare"} | \
+    assert commands == {"generate", "sheet", "demo", "train", "evaluate", "prepare", "study confidence"} | \
         {f"prepare {c}" for c in COMMANDS}
     for command in commands:
         assert sum(command_of(argv) == command for argv, _ in MISTAKES) >= 2, command

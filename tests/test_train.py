@@ -41,7 +41,7 @@ def test_quick_demo_end_to_end(quick, capsys):
                      "--set", f"out={quick.out}"]) == 0
     record = json.load(open(os.path.join(quick.out, "results.json")))
     assert set(record["summary"]) == {"source-only", "DESC", "consistency only", "instance prior only",
-                                      "no confidence map", "DESC + stereo", "DESC + translation"}
+                                      "with confidence map", "DESC + stereo", "DESC + translation"}
     for row in record["summary"].values():
         assert all(v[0] == v[0] for v in row.values())  # no NaN
     assert os.path.exists(os.path.join(quick.out, "results.md"))
@@ -127,7 +127,7 @@ def test_resume_continues_where_the_interrupted_run_stopped(quick, tmp_path):
 
 def test_ablation_rows_switch_their_joint_terms(quick, start, tmp_path):
     """One joint step's terms from one checkpoint under the settings of each
-    ablation row of the demo: the row's term is off, or (no confidence map)
+    ablation row of the demo: the row's term is off, or (with confidence map)
     the consistency is another number; the other terms are unchanged."""
     from desc_train.demo import VARIANTS
 
@@ -144,9 +144,9 @@ def test_ablation_rows_switch_their_joint_terms(quick, start, tmp_path):
     assert "consistency" not in terms["instance prior only"]
     assert terms["consistency only"]["consistency"] == pytest.approx(desc["consistency"], rel=1e-6)
     assert terms["instance prior only"]["instance_prior"] == pytest.approx(desc["instance_prior"], rel=1e-6)
-    plain = terms["no confidence map"]
-    assert plain["instance_prior"] == pytest.approx(desc["instance_prior"], rel=1e-6)
-    assert plain["consistency"] != pytest.approx(desc["consistency"], rel=1e-3)
+    mapped = terms["with confidence map"]
+    assert mapped["instance_prior"] == pytest.approx(desc["instance_prior"], rel=1e-6)
+    assert mapped["consistency"] != pytest.approx(desc["consistency"], rel=1e-3)
 
 
 def test_non_finite_loss_names_the_term(quick, tmp_path):
@@ -161,7 +161,7 @@ def test_config_file_and_overrides(tmp_path):
     path = tmp_path / "c.toml"
     path.write_text('lr = 0.001\nsize = [32, 64]\nconfidence = false\n')
     cfg = load_config(str(path), ["batch_size=3", "size=48x96"])
-    assert (cfg.lr, cfg.batch_size, cfg.size, cfg.confidence) == (0.001, 3, (48, 96), False)
+    assert (cfg.lr, cfg.batch_size, cfg.size, cfg.confidence) == (0.001, 3, (48, 96), "none")
     with pytest.raises(ValueError, match="unknown setting"):
         load_config(None, ["nope=1"])
     with pytest.raises(ValueError, match="multiples of 16"):
@@ -357,7 +357,7 @@ def test_joint_terms_match_on_both_backends(quick, start, tmp_path):
 
     def joint_terms(backend):
         desc_ops.set_backend(backend)
-        trainer = Trainer(quick, str(tmp_path / backend), log=lambda *_: None)
+        trainer = Trainer(dataclasses.replace(quick, confidence="labels"), str(tmp_path / backend), log=lambda *_: None)
         terms, seen = trainer.terms, []
 
         def recorded(*args):
@@ -647,7 +647,7 @@ def test_target_objective_per_stage_kind():
     from desc_train.train import target_objective
 
     cfg = dataclasses.replace(Config(), consistency_weight=2.0, consistency_scales=2, instance_weight=0.5,
-                              smoothness_weight=0.08, confidence=False)
+                              smoothness_weight=0.08, confidence="none", edge_weight=3.0, boundary_weight=1.0)
     joint, source_only = target_objective(cfg, "joint"), target_objective(cfg, "source_only")
     smoothness = [0.08 / 2 ** i for i in range(SCALES)]
     assert (joint.consistency_weight, joint.instance_weight, joint.smoothness_weight) == ([2.0, 2.0], 0.5, smoothness)
@@ -656,7 +656,9 @@ def test_target_objective_per_stage_kind():
     for objective in (joint, source_only):
         assert objective.confidence is False
         assert objective.instance_prior.max_depth == MAX_DEPTH and objective.instance_prior.validate is False
-    assert target_objective(dataclasses.replace(cfg, confidence=True), "joint").confidence is True
+    for mode in ("labels", "logits"):
+        assert target_objective(dataclasses.replace(cfg, confidence=mode), "joint").confidence is True
+    assert (joint.consistency.edge_weight, joint.consistency.boundary_weight) == (3.0, 1.0)
 
 
 def test_amp_is_for_cuda_only(quick, tmp_path):
@@ -822,7 +824,7 @@ def test_settings_that_do_not_shape_a_stage_and_moved_data_reuse_it(quick, finis
     moved = str(tmp_path / "moved")
     shutil.copytree(quick.data, moved)
     cfg = dataclasses.replace(quick, log_every=1, checkpoint_every=1, consistency_weight=3.0, instance_weight=0.0,
-                              confidence=False, data=moved, out=str(tmp_path / "elsewhere"))
+                              confidence="none", data=moved, out=str(tmp_path / "elsewhere"))
     assert Trainer(cfg, run, log=quiet).run_stage("source_only", 2) == 0
 
 

@@ -123,7 +123,7 @@ def test_paper_preset(data, tmp_path):
                                                     "iters_joint=2", f"data={data}", f"out={out}")]) == 0
     saved = json.load(open(os.path.join(out, "config.json")))
     assert {k: saved[k] for k in ("lr", "batch_size", "consistency_scales", "confidence", "target_bn_stats")} == \
-        {"lr": 1e-4, "batch_size": 2, "consistency_scales": 1, "confidence": False, "target_bn_stats": True}
+        {"lr": 1e-4, "batch_size": 2, "consistency_scales": 1, "confidence": "none", "target_bn_stats": True}
     assert torch.load(os.path.join(out, "joint.pt"), weights_only=True)["step"] == 2
 
 

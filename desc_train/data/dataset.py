@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .layout import (RIGHT, DataError, SplitMeta, check_stereo, has_right_views, read_certainty, read_logits,
+from .layout import (CERTAINTY, RIGHT, DataError, SplitMeta, check_stereo, has_right_views, read_certainty, read_logits,
                      read_meta, read_rgb, read_sample)
 
 
@@ -77,8 +77,11 @@ class DepthDataset(Dataset):
     ``depth`` (1, H, W) metres (0 = no depth), ``semantic`` (H, W) int64 (-1 =
     ignore), ``instance_ids`` (H, W) int64 slots ``0..K-1`` (-1 = none, K =
     ``max_instances``), ``instance_class`` (K,) int64 (-1 for unused slots),
-    ``focal`` () float32 pixels, ``name``, and ``logits`` (C, H, W) where the split
-    has segmenter logits.
+    ``focal`` () float32 pixels, ``name``, and ``logits`` (C, H, W) float32, the
+    segmenter's scores, where the split has them: logits/NAME.npy, or else the
+    logits its certainty/NAME.npz stands for (``read_certainty_logits``).
+    `scores` None: where the frame has them; False: never (nothing read); True:
+    every frame must have them (DataError naming the frame).
 
     Stereo (`stereo` None: when the split has right views, rgb_right/; True: the
     split must have them; False: never) adds ``image_right`` (3, H, W) float in
@@ -88,8 +91,9 @@ class DepthDataset(Dataset):
     docstring: a flip negates it)."""
 
     def __init__(self, split_dir: str, *, augment: Optional[Augment] = None, max_instances: int = 32,
-                 seed: int = 0, stereo: Optional[bool] = None):
+                 seed: int = 0, stereo: Optional[bool] = None, scores: Optional[bool] = None):
         self.split_dir = split_dir
+        self.scores = scores
         self.meta = read_meta(split_dir)
         self.names = self.meta.names
         if not self.names:
@@ -117,11 +121,23 @@ class DepthDataset(Dataset):
         s = read_sample(self.split_dir, name, self.meta)
         s["focal"] = self.meta.frame_focal(name)
         s["name"] = name
-        s["logits"] = read_logits(self.split_dir, name, s["depth"].shape)
+        s["logits"] = None if self.scores is False else self.read_scores(name, s["depth"].shape)
         if self.stereo:
             s[RIGHT] = read_rgb(self.split_dir, name, self.meta, RIGHT)
             s["focal_baseline"] = self.meta.frame_fx(name) * self.meta.frame_baseline(name)
         return s
+
+    def read_scores(self, name: str, size) -> Optional[np.ndarray]:
+        """A frame's segmenter scores as (C, H, W) float32 logits: logits/NAME.npy, else
+        certainty/NAME.npz's (``read_certainty_logits``), else None (a DataError when `scores`)."""
+        logits = read_logits(self.split_dir, name, size)
+        if logits is None:
+            rebuilt = read_certainty_logits(self.split_dir, name, self.meta)
+            logits = None if rebuilt is None else rebuilt.numpy()
+        if logits is None and self.scores:
+            raise DataError(f"{self.split_dir}: frame {name} has no segmenter scores (neither logits/{name}.npy nor "
+                            f"{CERTAINTY}/{name}.npz)")
+        return logits
 
     def _augment(self, s, index: int):
         a = self.augment

@@ -11,9 +11,10 @@ from .generator import BASELINE, make_frame
 from .layout import SplitMeta, write_logits, write_meta, write_sample
 
 # The default benchmark: labelled source frames, unlabelled target frames for
-# training, and labelled target frames held out for evaluation.
+# training, and labelled target frames held out for evaluation; target_val, frames
+# for choosing settings without looking at target_test (desc-train study).
 DEFAULT_SPLITS = {"source_train": ("source", 0), "target_train": ("target", 100_000),
-                  "target_test": ("target", 200_000)}
+                  "target_test": ("target", 200_000), "target_val": ("target", 300_000)}
 STEREO_SPLIT = "target_train"  # the split that gets right views when asked for
 
 
