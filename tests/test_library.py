@@ -702,3 +702,20 @@ def test_desc_loss_weights_past_the_given_ones_are_zero():
     out = desc_ops.DESCLoss(consistency_weight=[1.0], instance_weight=0, smoothness_weight=0, confidence=False)(
         d, depth_sem=s)
     assert set(out.terms) == {"consistency"}
+
+
+def test_version_is_pyproject_s_from_metadata_or_the_checkout(monkeypatch):
+    import re
+    from importlib import metadata
+
+    import desc_train
+
+    with open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pyproject.toml")) as f:
+        stated = re.search(r'^version = "([^"]+)"', f.read(), re.MULTILINE).group(1)
+    assert desc_ops.__version__ == desc_train.__version__ == metadata.version("desc-ops") == stated
+
+    def not_installed(name):
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(metadata, "version", not_installed)
+    assert desc_ops._version() == stated  # a source checkout without metadata reads pyproject.toml
