@@ -30,14 +30,16 @@ __all__ = [
     "smoothness_loss",
     "stereo_photometric_loss",
     "relabel_instances",
+    "sobel_magnitude",  # not an operator: confidence_map's edge filter, public for its users (G_sem's edge map)
 ]
 
 
 # --------------------------------------------------------------------------- §1
 
 
-def _sobel_magnitude(y: Tensor) -> Tensor:
-    """3x3 Sobel magnitude of (B, 1, H, W) with replicated borders."""
+def sobel_magnitude(y: Tensor) -> Tensor:
+    """3x3 Sobel magnitude of (B, 1, H, W) with replicated borders: the edge
+    filter of ``confidence_map`` (``edges=None``) and of desc_train's G_sem input."""
     p = F.pad(y, (1, 1, 1, 1), mode="replicate")
     tl, tc, tr = p[..., :-2, :-2], p[..., :-2, 1:-1], p[..., :-2, 2:]
     ml, mr = p[..., 1:-1, :-2], p[..., 1:-1, 2:]
@@ -92,7 +94,7 @@ def _confidence_map(semantic, image, edges, edge_weight, boundary_weight, ignore
     if image is not None:
         img = image.to(acc)
         y = img if img.shape[1] == 1 else 0.299 * img[:, 0:1] + 0.587 * img[:, 1:2] + 0.114 * img[:, 2:3]
-        s = s * torch.exp(-edge_weight * _sobel_magnitude(y))
+        s = s * torch.exp(-edge_weight * sobel_magnitude(y))
     elif edges is not None:
         s = s * torch.exp(-edge_weight * edges.to(acc))
     return s.to(dtype)

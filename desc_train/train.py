@@ -48,14 +48,13 @@ from torch.utils.data import DistributedSampler, default_collate
 from tqdm import tqdm
 
 import desc_ops
-from desc_ops.reference import _sobel_magnitude
 
 from . import distributed
 from .config import Config, as_dict
 from .data import DepthDataset
 from .data.layout import DataError, atomic_write, meta_path
 from .errors import UserError
-from .models import (MAX_DEPTH, SCALES, DepthUNet, HeightNet, PriorScale, instance_features, rgb_input,
+from .models import (MAX_DEPTH, SCALES, DepthUNet, HeightNet, PriorScale, edge_map, instance_features, rgb_input,
                      semantic_input, to_image_range)
 from .translation import Discriminator, ImagePool, Translator, discriminator_loss, generator_loss, identity_loss
 
@@ -79,12 +78,6 @@ def domain_classes(source: DepthDataset, target: DepthDataset):
         raise DataError(f"{source.split_dir} and {target.split_dir} label different classes "
                         f"({len(src.classes)} vs {len(tgt.classes)}): prepare both with the same label source")
     return list(src.classes)
-
-
-def edge_map(image: Tensor) -> Tensor:
-    """G_sem's edge channel: Sobel magnitude of the luminance, squashed to [0, 1)."""
-    y = 0.299 * image[:, 0:1] + 0.587 * image[:, 1:2] + 0.114 * image[:, 2:3]
-    return torch.tanh(2.0 * _sobel_magnitude(y))
 
 
 def tensorboard_writer(log_dir: str):
