@@ -12,7 +12,7 @@ import sys
 import time
 
 from .config import MAX_SEED, MAX_SIDE, MAX_TARGET_TRAIN, PRESETS, device_name
-from .errors import WORKERS, Bounds, UserError, argument, shown
+from .errors import WORKERS, Bounds, UserError, argument, parse_hxw, shown
 
 
 class CommandLineError(UserError):
@@ -33,7 +33,7 @@ class Parser(argparse.ArgumentParser):
 
 def _size(text: str):
     try:
-        h, w = (int(v) for v in text.lower().split("x"))
+        h, w = parse_hxw(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"size must look like 96x320, got {shown(text)}") from None
     if h < 8 or w < 8:
