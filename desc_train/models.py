@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from desc_ops.reference import sobel_magnitude
 
-MAX_DEPTH = 80.0  # metres = MAX_DEPTH / 2 * (tanh + 1), as the official implementation
+from .config import MAX_DEPTH  # metres = MAX_DEPTH / 2 * (tanh + 1), as the official implementation
 SCALES = 4  # output scales of the U-Nets
 
 

@@ -44,6 +44,7 @@ import cv2
 import numpy as np
 
 from .. import coco
+from ...config import MAX_DEPTH
 from ..layout import DataError
 from .common import check_intrinsics
 from ...errors import Bounds, argument
@@ -111,7 +112,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="variations to convert, e.g. clone fog (None: all)")
     p.add_argument("--camera", type=argument(Bounds(0, 1)), default=0, metavar="{0,1}",
                    help="2.0.3 camera (0 left, 1 right); 1.3.1 has camera 0 only")
-    p.add_argument("--max-depth", type=parse_length, default=80.0, help="metres every depth is clamped to")
+    p.add_argument("--max-depth", type=parse_length, default=MAX_DEPTH, help="metres every depth is clamped to")
     p.add_argument("--sky", choices=["clamp", "ignore"], default="clamp",
                    help="sky (the far plane): --max-depth metres (DESC), or no depth")
     p.add_argument("--labels", choices=["none", "gt"], default="none",
