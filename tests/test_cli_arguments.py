@@ -25,8 +25,7 @@ def _parsed(monkeypatch, argv):
     return command, args
 
 
-# Numbered, not named: mutation runs deselect test ids holding "demo" (pyproject.toml).
-@pytest.mark.parametrize("argv", list(DEFAULTS), ids=[str(i) for i in range(len(DEFAULTS))])
+@pytest.mark.parametrize("argv", list(DEFAULTS), ids=[argv[0] for argv in DEFAULTS])
 def test_each_command_gets_its_defaults(monkeypatch, argv):
     command, args = _parsed(monkeypatch, argv)
     assert command == argv[0] == args.command
