@@ -249,6 +249,48 @@ def provenance_difference(made: Dict, now: Dict) -> Optional[str]:
     return None
 
 
+class StageRecords:
+    """The logging and checkpointing of one run of a stage, from step `first` to
+    `steps`: ``step`` after each optimizer step moves the progress bar (or calls
+    the trainer's on_step), appends to log.jsonl and TensorBoard every log_every
+    steps and at the last, and checkpoints every checkpoint_every steps before the
+    last (the last, done, is run_stage's); ``close`` when the stage has run."""
+
+    def __init__(self, trainer: "Trainer", stage: str, steps: int, first: int):
+        self.trainer, self.stage, self.steps = trainer, stage, steps
+        main = trainer.main
+        self.bar = tqdm(total=steps, initial=first, desc=stage, leave=False) if main and not trainer.on_step else None
+        self.log_path = os.path.join(trainer.run_dir, "log.jsonl")
+        self.tb = tensorboard_writer(os.path.join(trainer.run_dir, "tensorboard")) if main else None
+        self.t0 = time.time()
+
+    def step(self, step: int, loss: float, terms: Dict[str, float]) -> None:
+        """Step `step` (0-based) is done, with this loss and these logged terms."""
+        trainer, stage, steps, bar, tb = self.trainer, self.stage, self.steps, self.bar, self.tb
+        if bar:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.3f}")
+        elif trainer.on_step and trainer.main:
+            trainer.on_step(stage, step + 1, loss)
+        if trainer.main and ((step + 1) % trainer.cfg.log_every == 0 or step + 1 == steps):
+            rec = dict(stage=stage, step=step + 1, loss=loss, time=round(time.time() - self.t0, 2),
+                       **{k: round(v, 5) for k, v in terms.items()})
+            with open(self.log_path, "a") as f:
+                f.write(json.dumps(rec) + "\n")
+            if tb is not None:
+                for k, v in rec.items():
+                    if k not in ("stage", "step", "time"):
+                        tb.add_scalar(f"{stage}/{k}", v, step + 1)
+        if (step + 1) % trainer.cfg.checkpoint_every == 0 and step + 1 < steps:
+            trainer.save(stage, step + 1, done=False)
+
+    def close(self) -> None:
+        if self.bar:
+            self.bar.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
 class Trainer:
     def __init__(self, cfg: Config, run_dir: str, log=print,
                  on_step: Optional[Callable[[str, int, float], None]] = None):
@@ -588,10 +630,7 @@ class Trainer:
         for m in (self.s2t, self.d_s2t):  # frozen after stage a: eval mode keeps its BatchNorm statistics
             if m is not None:
                 m.train(self.trains_translation(kind))
-        bar = tqdm(total=steps, initial=first, desc=stage, leave=False) if self.main and not self.on_step else None
-        log_path = os.path.join(self.run_dir, "log.jsonl")
-        tb = tensorboard_writer(os.path.join(self.run_dir, "tensorboard")) if self.main else None
-        t0 = time.time()
+        records = StageRecords(self, stage, steps, first)
         for step in range(first, steps):
             terms = self.gradients(kind, step)
             for name, value in terms.items():  # the same global values on every rank: all stop together
@@ -608,26 +647,8 @@ class Trainer:
                 self.opt_d.step()
             if self.prior_scale is not None and kind == "joint":
                 terms["prior_scale"] = self.prior_scale.s.item()
-            if bar:
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss:.3f}")
-            elif self.on_step and self.main:
-                self.on_step(stage, step + 1, loss)
-            if self.main and ((step + 1) % self.cfg.log_every == 0 or step + 1 == steps):
-                rec = dict(stage=stage, step=step + 1, loss=loss, time=round(time.time() - t0, 2),
-                           **{k: round(v, 5) for k, v in terms.items()})
-                with open(log_path, "a") as f:
-                    f.write(json.dumps(rec) + "\n")
-                if tb is not None:
-                    for k, v in rec.items():
-                        if k not in ("stage", "step", "time"):
-                            tb.add_scalar(f"{stage}/{k}", v, step + 1)
-            if (step + 1) % self.cfg.checkpoint_every == 0 and step + 1 < steps:
-                self.save(stage, step + 1, done=False)
-        if bar:
-            bar.close()
-        if tb is not None:
-            tb.close()
+            records.step(step, loss, terms)
+        records.close()
         self.save(stage, steps, done=True)
         return steps - first
 
