@@ -28,7 +28,28 @@ from .modules import (
     StereoPhotometricLoss,
 )
 
-__version__ = "0.1.0"
+
+def _version() -> str:
+    """The version pyproject.toml states, from the installed package's metadata;
+    a source checkout that was never installed reads pyproject.toml itself."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("desc-ops")
+    except metadata.PackageNotFoundError:
+        import os
+        import re
+
+        pyproject = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pyproject.toml")
+        try:
+            with open(pyproject, encoding="utf-8") as f:
+                found = re.search(r'^version\s*=\s*"([^"]+)"', f.read(), re.MULTILINE)
+        except OSError:
+            found = None
+        return found.group(1) if found else "0+unknown"
+
+
+__version__ = _version()
 
 __all__ = [
     "backend",

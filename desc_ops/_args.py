@@ -106,6 +106,8 @@ def _number(x, name: str) -> float:
 
 
 def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype every operator accumulates in (kernels, fakes and reference
+    alike): float64 for float64 inputs, else float32."""
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 

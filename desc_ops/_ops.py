@@ -14,13 +14,9 @@ import torch
 from torch import Tensor
 
 from . import _backend
-from ._args import _same_device
+from ._args import _acc_dtype, _same_device
 
 ops = torch.ops.desc_ops
-
-
-def _acc(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def _scalar(like: Tensor, dtype=None) -> Tensor:
@@ -49,7 +45,7 @@ def _confidence_map_fake(semantic, image, edges, edge_weight, boundary_weight, i
 def _consistency_loss_fake(depth, depth_sem, weight, reduction):
     _one_device("depth", depth, depth_sem=depth_sem, weight=weight)
     loss = torch.empty_like(depth) if reduction == "none" else _scalar(depth)
-    return loss, _scalar(depth, _acc(depth.dtype))
+    return loss, _scalar(depth, _acc_dtype(depth.dtype))
 
 
 def _semantic_consistency_loss_fake(depth, depth_sem, semantic, image, edges, edge_weight, boundary_weight,
@@ -92,7 +88,7 @@ def _instance_stats_fake(instance_ids, num_instances, depth, validate):
 
 def _instance_prior_loss_fake(depth, instance_ids, heights, focal, min_pixels, max_depth, reduction, validate):
     _one_device("depth", depth, instance_ids=instance_ids, heights=heights, focal=focal)
-    acc = _acc(depth.dtype)
+    acc = _acc_dtype(depth.dtype)
     B, K = heights.shape
     loss = torch.empty_like(depth) if reduction == "none" else _scalar(depth)
     return (loss, depth.new_empty((B, K), dtype=acc), depth.new_empty((B, K), dtype=acc),
@@ -116,7 +112,7 @@ def _smoothness_loss_backward_fake(grad, depth, image, reduction="mean"):
 
 def _smoothness_loss_train_fake(depth, image):
     _one_device("depth", depth, image=image)
-    return _scalar(depth), torch.empty_like(depth, dtype=_acc(depth.dtype))
+    return _scalar(depth), torch.empty_like(depth, dtype=_acc_dtype(depth.dtype))
 
 
 def _smoothness_loss_backward_saved_fake(grad, unit_grad, dtype):

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import _args
+from ._args import _acc_dtype
 from .instances import InstanceStats, instance_heights, relabel_instances
 
 __all__ = [
@@ -29,18 +30,16 @@ __all__ = [
     "smoothness_loss",
     "stereo_photometric_loss",
     "relabel_instances",
+    "sobel_magnitude",  # not an operator: confidence_map's edge filter, public for its users (G_sem's edge map)
 ]
-
-
-def _acc(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 # --------------------------------------------------------------------------- §1
 
 
-def _sobel_magnitude(y: Tensor) -> Tensor:
-    """3x3 Sobel magnitude of (B, 1, H, W) with replicated borders."""
+def sobel_magnitude(y: Tensor) -> Tensor:
+    """3x3 Sobel magnitude of (B, 1, H, W) with replicated borders: the edge
+    filter of ``confidence_map`` (``edges=None``) and of desc_train's G_sem input."""
     p = F.pad(y, (1, 1, 1, 1), mode="replicate")
     tl, tc, tr = p[..., :-2, :-2], p[..., :-2, 1:-1], p[..., :-2, 2:]
     ml, mr = p[..., 1:-1, :-2], p[..., 1:-1, 2:]
@@ -69,7 +68,7 @@ def _confidence_map(semantic, image, edges, edge_weight, boundary_weight, ignore
             dtype = semantic.dtype
         else:
             dtype = image.dtype if image is not None else edges.dtype if edges is not None else torch.float32
-    acc = _acc(dtype)
+    acc = _acc_dtype(dtype)
     if semantic.is_floating_point():
         B, C, H, W = semantic.shape
         if semantic.numel() == 0:
@@ -95,7 +94,7 @@ def _confidence_map(semantic, image, edges, edge_weight, boundary_weight, ignore
     if image is not None:
         img = image.to(acc)
         y = img if img.shape[1] == 1 else 0.299 * img[:, 0:1] + 0.587 * img[:, 1:2] + 0.114 * img[:, 2:3]
-        s = s * torch.exp(-edge_weight * _sobel_magnitude(y))
+        s = s * torch.exp(-edge_weight * sobel_magnitude(y))
     elif edges is not None:
         s = s * torch.exp(-edge_weight * edges.to(acc))
     return s.to(dtype)
@@ -112,7 +111,7 @@ def confidence_map(semantic, *, image=None, edges=None, edge_weight=1.0, boundar
 
 
 def _consistency_loss(depth, depth_sem, weight, reduction) -> Tensor:
-    acc = _acc(depth.dtype)
+    acc = _acc_dtype(depth.dtype)
     w = weight.to(acc)
     loss = w * (depth.to(acc) - depth_sem.to(acc)).abs()
     if reduction == "none":
@@ -169,7 +168,7 @@ def _instance_stats(ids: Tensor, K: int, depth: Optional[Tensor], validate: bool
     if depth is None:
         return InstanceStats.from_box(count_bk, box)
 
-    acc = _acc(depth.dtype)
+    acc = _acc_dtype(depth.dtype)
     d = depth.reshape(-1).to(acc)
     valid = (slot < B * K) & torch.isfinite(d) & (d > 0)
     vslot = torch.where(valid, slot, torch.full_like(slot, B * K))
@@ -201,7 +200,7 @@ def instance_stats(instance_ids, num_instances, depth=None, *, validate=True) ->
 def _instance_prior_loss(depth, ids, heights, focal, min_pixels, max_depth, reduction, validate) -> Tensor:
     B, _, H, W = depth.shape
     K = heights.shape[1]
-    acc = _acc(depth.dtype)
+    acc = _acc_dtype(depth.dtype)
     st = _instance_stats(ids, K, None, validate)
     hts = heights.to(acc)
     finite_focal = torch.isfinite(focal)
@@ -244,7 +243,7 @@ def instance_prior_loss(depth, instance_ids, heights, focal, *, min_pixels=1, ma
 
 
 def _smoothness_loss(depth, image, reduction="mean") -> Tensor:
-    acc = _acc(depth.dtype)
+    acc = _acc_dtype(depth.dtype)
     d, img = depth.to(acc), image.to(acc)
     if reduction == "none":  # each pixel's terms to its right and below
         out = torch.zeros_like(d) + d.reshape(-1)[:0].sum()  # 0, attached to depth when both terms are empty
@@ -306,7 +305,7 @@ def _ssim_dissimilarity(x: Tensor, y: Tensor, reflect: bool) -> Tensor:
 
 def _stereo_photometric_loss(depth, image, image_other, focal_baseline, alpha=0.85, ssim="valid",
                              reduction="mean") -> Tensor:
-    acc = _acc(depth.dtype)
+    acc = _acc_dtype(depth.dtype)
     d, left, other = depth.to(acc), image.to(acc), image_other.to(acc)
     warped = _stereo_warp(other, d, focal_baseline.to(acc))
     s = _ssim_dissimilarity(left, warped, ssim == "reflect")

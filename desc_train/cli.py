@@ -11,8 +11,8 @@ import math
 import sys
 import time
 
-from .config import MAX_SEED, MAX_SIDE, MAX_TARGET_TRAIN, PRESETS, device_name
-from .errors import WORKERS, Bounds, UserError, argument, shown
+from .config import MAX_DEPTH, MAX_SEED, MAX_SIDE, MAX_TARGET_TRAIN, PRESETS, device_name
+from .errors import WORKERS, Bounds, UserError, argument, parse_hxw, shown
 
 
 class CommandLineError(UserError):
@@ -33,7 +33,7 @@ class Parser(argparse.ArgumentParser):
 
 def _size(text: str):
     try:
-        h, w = (int(v) for v in text.lower().split("x"))
+        h, w = parse_hxw(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"size must look like 96x320, got {shown(text)}") from None
     if h < 8 or w < 8:
@@ -72,7 +72,8 @@ def _cap(text: str):
     try:
         lo, hi = (float(v) for v in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"cap must look like 0.001,80 (min,max metres), got {shown(text)}") from None
+        raise argparse.ArgumentTypeError(f"cap must look like 0.001,{MAX_DEPTH:g} (min,max metres), "
+                                         f"got {shown(text)}") from None
     if not (math.isfinite(lo) and math.isfinite(hi) and 0 <= lo < hi):
         raise argparse.ArgumentTypeError(f"cap must be finite metres with 0 <= min < max, got {shown(text)}")
     return lo, hi
@@ -179,7 +180,7 @@ def build_parser() -> Parser:
     e.add_argument("--median-scaling", action="store_true", help="scale each prediction by median(gt)/median(pred)")
     e.add_argument("--cap", type=_cap, action="append", default=None,
                    help="min,max metres of evaluated ground truth, 0 <= min < max (repeatable; default: the "
-                        "split's protocol, else 0.001,80 and 1,50)")
+                        f"split's protocol, else 0.001,{MAX_DEPTH:g} and 1,50)")
     e.add_argument("--crop", default="auto", choices=["auto", "none", "garg", "cityscapes"],
                    help="auto: the split's protocol (garg for KITTI, cityscapes for Cityscapes)")
     e.add_argument("--json", type=_path, default=None, help="also write the result (protocol and metrics) here")

@@ -88,6 +88,9 @@ class Config:
 
 
 # ---------------------------------------------------------------- what each setting may be
+# Metres: DESC's depth cap, as its official code and the KITTI protocol (Eigen et al.): the
+# networks' output range, the evaluation's cap, the default clamp of converted depth.
+MAX_DEPTH = 80.0
 MAX_SIDE = 16384  # pixels of an image side: beyond, a size is a typo, not a frame
 # Trainer.frames seeds torch's (unsigned 64-bit) generator with (seed * 7919 + salt) * 1,000,003:
 # larger seeds overflow it.

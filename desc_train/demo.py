@@ -31,7 +31,7 @@ from .data import DepthDataset, generate_benchmark
 from .data.generate import STEREO_SPLIT
 from .data.layout import DataError, has_right_views, read_meta
 from .data.sheet import colorize_depth
-from .evaluate import METRICS, depth_metrics, predict_split
+from .evaluate import CAP, METRICS, depth_metrics, predict_split
 from .train import Trainer, load_g_rgb
 
 VARIANTS = {  # row name -> (stage name, the settings of its ablation)
@@ -121,7 +121,7 @@ def evaluate(net: torch.nn.Module, split_dir: str) -> Dict[str, float]:
     """The metrics of desc_train.evaluate for `net` on every frame of the split: caps
     80 m and 1-50 m without median scaling, 80 m with it, and 80 m on instance pixels only."""
     pred, gt, instances = predict_split(net, split_dir)
-    out = dict(depth_metrics(pred, gt, cap=(1e-3, 80.0)))
+    out = dict(depth_metrics(pred, gt, cap=CAP))
     out.update({f"{k}@1-50m": v for k, v in depth_metrics(pred, gt, cap=(1.0, 50.0)).items()})
     out.update({f"{k}@median": v for k, v in depth_metrics(pred, gt, median_scaling=True).items()})
     # Where the instance prior acts: the pixels of segmented instances (cars, people).
@@ -289,7 +289,7 @@ def smoke_test_note(cfg: Config) -> Optional[str]:
 
 def markdown_table(summary: Dict, n_seeds: int) -> str:
     cols = [*METRICS, "abs_rel@instances"]
-    lines = [f"Target test split, mean ± std over {n_seeds} seed(s), depth cap 80 m, no median scaling "
+    lines = [f"Target test split, mean ± std over {n_seeds} seed(s), depth cap {CAP[1]:g} m, no median scaling "
              "(abs_rel@instances: on the pixels of segmented instances only)",
              "", "| method | " + " | ".join(cols) + " |", "| --- |" + " ---: |" * len(cols)]
     for row, metrics in summary.items():

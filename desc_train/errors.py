@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import math
 import re
-from typing import Callable, Optional, Union
+from typing import Callable, Optional, Tuple, Union
 
 # torch's and the extension's integers are 64-bit: a larger one would fail deep in a kernel call
 # ("Expected a value of type 'int' ... found type 'int'"), so it is refused where it is given.
@@ -70,6 +70,13 @@ def shown(value, limit: int = 60) -> str:
     """repr(value), cut short: a message stays one readable line whatever was passed."""
     text = repr(value)
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def parse_hxw(text: str) -> Tuple[int, int]:
+    """An ``HxW`` size (``96x320``, either case of x) as ``(H, W)``; ValueError when it is
+    not one. The caller bounds the sides and words the refusal for its own argument."""
+    h, w = (int(v) for v in text.lower().split("x"))
+    return h, w
 
 
 def _integer(text: str) -> Optional[int]:

@@ -20,7 +20,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .data import DepthDataset
+from .config import MAX_DEPTH
 from .data.layout import read_gt, read_meta
+
+CAP = (1e-3, MAX_DEPTH)  # metres: the ground truth evaluated by default
 
 METRICS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3")
 
@@ -66,7 +69,7 @@ def image_metrics(pred: Tensor, gt: Tensor, valid: Tensor) -> Dict[str, float]:
     )
 
 
-def frame_metrics(pred: Tensor, gt: Tensor, *, cap: Tuple[float, float] = (1e-3, 80.0),
+def frame_metrics(pred: Tensor, gt: Tensor, *, cap: Tuple[float, float] = CAP,
                   median_scaling: bool = False, crop: Optional[str] = None,
                   mask: Optional[Tensor] = None) -> Optional[Dict[str, float]]:
     """The metrics of one image, ``pred`` and ``gt`` (H, W) metres, on the ground
@@ -91,7 +94,7 @@ def frame_metrics(pred: Tensor, gt: Tensor, *, cap: Tuple[float, float] = (1e-3,
     return image_metrics(p.clamp(lo, hi), gt, valid)
 
 
-def depth_metrics(pred: Tensor, gt: Tensor, *, cap: Tuple[float, float] = (1e-3, 80.0),
+def depth_metrics(pred: Tensor, gt: Tensor, *, cap: Tuple[float, float] = CAP,
                   median_scaling: bool = False, crop: Optional[str] = None,
                   mask: Optional[Tensor] = None) -> Dict[str, float]:
     """Mean over images of ``frame_metrics``. ``pred``, ``gt`` (B, 1, H, W) or (B, H, W)
@@ -151,7 +154,7 @@ def protocol_of(split_dir: str, *, median_scaling: bool, caps=None, crop: Option
     return dict(split=os.path.abspath(split_dir), frames=len(meta.frames),
                 gt_kind=ev.get("gt_kind", "stored depth"), gt_size="native" if native else "stored",
                 crop=ev.get("crop") if crop == "auto" else crop,
-                caps=[list(c) for c in (caps or ev.get("caps") or [(1e-3, 80.0), (1.0, 50.0)])],
+                caps=[list(c) for c in (caps or ev.get("caps") or [CAP, (1.0, 50.0)])],
                 median_scaling=median_scaling, list=ev.get("list"), list_sha256=ev.get("list_sha256"))
 
 

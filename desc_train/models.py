@@ -10,7 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-MAX_DEPTH = 80.0  # metres = MAX_DEPTH / 2 * (tanh + 1), as the official implementation
+from desc_ops.reference import sobel_magnitude
+
+from .config import MAX_DEPTH  # metres = MAX_DEPTH / 2 * (tanh + 1), as the official implementation
 SCALES = 4  # output scales of the U-Nets
 
 
@@ -48,6 +50,12 @@ class DepthUNet(nn.Module):
             x = self.dec[i](torch.cat([x, skips[i]], dim=1))
             outputs.append(self.max_depth / 2 * (torch.tanh(self.heads[i](x)) + 1))
         return outputs[::-1]
+
+
+def edge_map(image: Tensor) -> Tensor:
+    """G_sem's edge channel: Sobel magnitude of the luminance, squashed to [0, 1)."""
+    y = 0.299 * image[:, 0:1] + 0.587 * image[:, 1:2] + 0.114 * image[:, 2:3]
+    return torch.tanh(2.0 * sobel_magnitude(y))
 
 
 def semantic_input(semantic: Tensor, num_classes: int, edges: Tensor) -> Tensor:

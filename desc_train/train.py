@@ -50,14 +50,13 @@ from torch.utils.data import DistributedSampler, default_collate
 from tqdm import tqdm
 
 import desc_ops
-from desc_ops.reference import _sobel_magnitude
 
 from . import distributed
 from .config import Config, as_dict
 from .data import DepthDataset
 from .data.layout import CERTAINTY, DataError, atomic_write, meta_path
 from .errors import UserError
-from .models import (MAX_DEPTH, SCALES, DepthUNet, HeightNet, PriorScale, instance_features, rgb_input,
+from .models import (MAX_DEPTH, SCALES, DepthUNet, HeightNet, PriorScale, edge_map, instance_features, rgb_input,
                      semantic_input, to_image_range)
 from .translation import Discriminator, ImagePool, Translator, discriminator_loss, generator_loss, identity_loss
 
@@ -93,12 +92,6 @@ def scores_needed(cfg: Config, target: DepthDataset) -> bool:
                         f"has none (no logits/ or {CERTAINTY}/): write them with desc-train generate --logits or "
                         f"prepare segment --logits, or set confidence=labels or none")
     return True
-
-
-def edge_map(image: Tensor) -> Tensor:
-    """G_sem's edge channel: Sobel magnitude of the luminance, squashed to [0, 1)."""
-    y = 0.299 * image[:, 0:1] + 0.587 * image[:, 1:2] + 0.114 * image[:, 2:3]
-    return torch.tanh(2.0 * _sobel_magnitude(y))
 
 
 def tensorboard_writer(log_dir: str):
@@ -285,6 +278,48 @@ def provenance_difference(made: Dict, now: Dict) -> Optional[str]:
         if (then.get("frames"), then.get("meta_sha256")) != (split["frames"], split["meta_sha256"]):
             return f"it was made from the {domain} split {_described(then)}, this run reads {_described(split)}"
     return None
+
+
+class StageRecords:
+    """The logging and checkpointing of one run of a stage, from step `first` to
+    `steps`: ``step`` after each optimizer step moves the progress bar (or calls
+    the trainer's on_step), appends to log.jsonl and TensorBoard every log_every
+    steps and at the last, and checkpoints every checkpoint_every steps before the
+    last (the last, done, is run_stage's); ``close`` when the stage has run."""
+
+    def __init__(self, trainer: "Trainer", stage: str, steps: int, first: int):
+        self.trainer, self.stage, self.steps = trainer, stage, steps
+        main = trainer.main
+        self.bar = tqdm(total=steps, initial=first, desc=stage, leave=False) if main and not trainer.on_step else None
+        self.log_path = os.path.join(trainer.run_dir, "log.jsonl")
+        self.tb = tensorboard_writer(os.path.join(trainer.run_dir, "tensorboard")) if main else None
+        self.t0 = time.time()
+
+    def step(self, step: int, loss: float, terms: Dict[str, float]) -> None:
+        """Step `step` (0-based) is done, with this loss and these logged terms."""
+        trainer, stage, steps, bar, tb = self.trainer, self.stage, self.steps, self.bar, self.tb
+        if bar:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.3f}")
+        elif trainer.on_step and trainer.main:
+            trainer.on_step(stage, step + 1, loss)
+        if trainer.main and ((step + 1) % trainer.cfg.log_every == 0 or step + 1 == steps):
+            rec = dict(stage=stage, step=step + 1, loss=loss, time=round(time.time() - self.t0, 2),
+                       **{k: round(v, 5) for k, v in terms.items()})
+            with open(self.log_path, "a") as f:
+                f.write(json.dumps(rec) + "\n")
+            if tb is not None:
+                for k, v in rec.items():
+                    if k not in ("stage", "step", "time"):
+                        tb.add_scalar(f"{stage}/{k}", v, step + 1)
+        if (step + 1) % trainer.cfg.checkpoint_every == 0 and step + 1 < steps:
+            trainer.save(stage, step + 1, done=False)
+
+    def close(self) -> None:
+        if self.bar:
+            self.bar.close()
+        if self.tb is not None:
+            self.tb.close()
 
 
 class Trainer:
@@ -628,10 +663,7 @@ class Trainer:
         for m in (self.s2t, self.d_s2t):  # frozen after stage a: eval mode keeps its BatchNorm statistics
             if m is not None:
                 m.train(self.trains_translation(kind))
-        bar = tqdm(total=steps, initial=first, desc=stage, leave=False) if self.main and not self.on_step else None
-        log_path = os.path.join(self.run_dir, "log.jsonl")
-        tb = tensorboard_writer(os.path.join(self.run_dir, "tensorboard")) if self.main else None
-        t0 = time.time()
+        records = StageRecords(self, stage, steps, first)
         for step in range(first, steps):
             terms = self.gradients(kind, step)
             for name, value in terms.items():  # the same global values on every rank: all stop together
@@ -648,26 +680,8 @@ class Trainer:
                 self.opt_d.step()
             if self.prior_scale is not None and kind == "joint":
                 terms["prior_scale"] = self.prior_scale.s.item()
-            if bar:
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss:.3f}")
-            elif self.on_step and self.main:
-                self.on_step(stage, step + 1, loss)
-            if self.main and ((step + 1) % self.cfg.log_every == 0 or step + 1 == steps):
-                rec = dict(stage=stage, step=step + 1, loss=loss, time=round(time.time() - t0, 2),
-                           **{k: round(v, 5) for k, v in terms.items()})
-                with open(log_path, "a") as f:
-                    f.write(json.dumps(rec) + "\n")
-                if tb is not None:
-                    for k, v in rec.items():
-                        if k not in ("stage", "step", "time"):
-                            tb.add_scalar(f"{stage}/{k}", v, step + 1)
-            if (step + 1) % self.cfg.checkpoint_every == 0 and step + 1 < steps:
-                self.save(stage, step + 1, done=False)
-        if bar:
-            bar.close()
-        if tb is not None:
-            tb.close()
+            records.step(step, loss, terms)
+        records.close()
         self.save(stage, steps, done=True)
         return steps - first
 

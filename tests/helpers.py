@@ -56,3 +56,23 @@ def leaf(t):
     if not t.is_contiguous():
         copy = maybe_noncontiguous(copy, contiguous=False)
     return copy.requires_grad_(True)
+
+
+def _batch(device, dtype=torch.float32, B=2, C=5, H=6, W=7, K=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(-1, K, (B, H, W), generator=g).to(device)
+    return dict(
+        depth=rand_map(B, H, W, dtype, device, generator=g),
+        depth_sem=rand_map(B, H, W, dtype, device, generator=g),
+        weight=rand_map(B, H, W, dtype, device, low=0, high=1, generator=g),
+        logits=torch.randn(B, C, H, W, generator=g).to(device=device, dtype=dtype),
+        labels=torch.randint(-1, C, (B, H, W), generator=g).to(device),
+        image=torch.rand(B, 3, H, W, generator=g).to(device=device, dtype=dtype),
+        image_other=torch.rand(B, 3, H, W, generator=g).to(device=device, dtype=dtype),
+        focal_baseline=(torch.rand(B, generator=g, dtype=torch.float64) * 20 + 1).to(
+            device=device, dtype=torch.float64 if dtype == torch.float64 else torch.float32),
+        edges=torch.rand(B, 1, H, W, generator=g).to(device=device, dtype=dtype),
+        ids=ids,
+        heights=(torch.rand(B, K, generator=g) + 1).to(device=device, dtype=dtype),
+        focal=torch.full((B,), 30.0, device=device, dtype=torch.float64 if dtype == torch.float64 else torch.float32),
+    )

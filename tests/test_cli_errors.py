@@ -233,8 +233,15 @@ def one_line(capsys):
     return lines[0]
 
 
-# Numbered, not named: mutation runs deselect test ids holding "demo" or "worker" (pyproject.toml).
-@pytest.mark.parametrize("argv, fragment", MISTAKES, ids=[f"{i:03d}" for i in range(len(MISTAKES))])
+def mistake_id(argv) -> str:
+    """'generate --source -1': the command and what the line adds to its table's
+    base (GEN, EVAL...), paths under the test's folder without it."""
+    base = next((b for b in (GEN, EVAL, VKITTI, KITTI, CITYSCAPES, PANOPTIC, SEGMENT, CHECK) if argv[:len(b)] == b), [])
+    rest = argv[len(base):] if base else argv[len(command_of(argv).split()):]
+    return " ".join([command_of(argv), *rest]).replace("{tmp}/", "")
+
+
+@pytest.mark.parametrize("argv, fragment", MISTAKES, ids=[mistake_id(argv) for argv, _ in MISTAKES])
 def test_each_mistake_gets_status_1_and_one_line(no_work, capsys, argv, fragment):
     argv = [a.format(tmp=no_work) for a in argv]
     assert cli.main(argv) == 1

@@ -398,22 +398,6 @@ def test_private_labels_are_refused_naming_the_folder(tmp_path, subset, text):
     cityscapes.refuse_private_labels(str(tmp_path), ["train", "val"])
 
 
-def test_arguments_defaults_and_required(capsys):
-    """192x512 by default (DESC's Cityscapes size); --subset is required; --labels none and --gt none may be named."""
-    import argparse
-
-    from desc_train.data.prepare.cityscapes import add_arguments
-
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    base = ["--root", "r", "--out", "o", "--split", "target"]
-    args = parser.parse_args(base + ["--subset", "val", "--labels", "none", "--gt", "none"])
-    assert args.size == (192, 512) and args.labels == "none" and args.gt == "none"
-    with pytest.raises(SystemExit):
-        parser.parse_args(base)
-    assert "the following arguments are required: --subset" in capsys.readouterr().err
-
-
 @pytest.mark.parametrize("changes", [dict(fx=float("nan")), dict(fy=float("inf")), dict(baseline=float("nan"))])
 def test_camera_json_of_non_finite_focal_or_baseline_is_refused(tmp_path, changes):
     """json reads NaN and Infinity, which meta.json must not hold: refused as a

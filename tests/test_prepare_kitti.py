@@ -372,15 +372,6 @@ def test_list_formats_give_the_same_split(tree, tmp_path, capsys):
                    "--list-format", "auto", "--side", "l") == 0
 
 
-@pytest.mark.parametrize("extra", [["--list-format", "csv"], ["--side", "both"], ["--ext", "gif"], ["--gt", "lidar"],
-                                   ["--gt-depth", "z"]])
-def test_options_take_their_choices_only(tree, tmp_path, capsys, extra):
-    assert prepare(tree, tmp_path / "out", monodepth2_list(tmp_path / "test.txt"), *extra) == 1
-    err = capsys.readouterr().err
-    assert err.startswith(f"desc-train prepare kitti: error: argument {extra[0]}: invalid choice: ") and \
-        len(err.splitlines()) == 1
-
-
 def test_published_list_is_recognised_by_its_hash(tree, tmp_path, monkeypatch):
     lst = monodepth2_list(tmp_path / "test.txt")
     assert prepare(tree, tmp_path / "plain", lst) == 0
@@ -487,16 +478,6 @@ def test_list_of_jpeg_files_over_a_png_tree_says_to_pass_ext_png(tree, tmp_path,
     err = capsys.readouterr().err
     assert "0000000069.jpg missing but 0000000069.png exists (the list names JPEG files); pass --ext png" in err
     assert prepare(tree, tmp_path / "out", tmp_path / "test.txt", "--ext", "png") == 0
-
-
-@pytest.mark.parametrize("missing", ["--root", "--out", "--split", "--list"])
-def test_root_out_split_and_list_are_required(tmp_path, capsys, missing):
-    given = {"--root": str(tmp_path / "raw"), "--out": str(tmp_path / "out"), "--split": "target_test",
-             "--list": str(tmp_path / "test.txt")}
-    argv = ["prepare", "kitti"] + [a for k, v in given.items() if k != missing for a in (k, v)]
-    assert cli_main(argv) == 1
-    assert capsys.readouterr().err == \
-        f"desc-train prepare kitti: error: the following arguments are required: {missing}\n"
 
 
 def test_missing_calibration_names_the_archive(tree, tmp_path, capsys):

@@ -625,32 +625,3 @@ def test_instance_classes_argument():
 def test_prediction_keys_ignore_the_extension_and_the_separator():
     assert panoptic._key("a\\b\\c.png") == panoptic._key("a/b/c.jpg") == "a/b/c"
     assert panoptic._key("./a//b.npz") == "a/b"
-
-
-def _panoptic_argv(tmp_path, missing=None, extra=()):
-    given = {"--predictions": str(tmp_path / "p.json"), "--out": str(tmp_path / "data"), "--split": "target_train",
-             "--format": "coco"}
-    return ["prepare", "panoptic"] + [a for k, v in given.items() if k != missing for a in (k, v)] + list(extra)
-
-
-@pytest.mark.parametrize("missing", ["--predictions", "--out", "--split", "--format"])
-def test_predictions_out_split_and_format_are_required(tmp_path, capsys, missing):
-    assert cli.main(_panoptic_argv(tmp_path, missing=missing)) == 1
-    assert capsys.readouterr().err == \
-        f"desc-train prepare panoptic: error: the following arguments are required: {missing}\n"
-
-
-def test_the_default_match_may_be_named():
-    parser = argparse.ArgumentParser()
-    panoptic.add_arguments(parser)
-    args = parser.parse_args(["--predictions", "p.json", "--out", "o", "--split", "s", "--format", "detectron2",
-                              "--match", "name"])
-    assert (args.match, args.format) == ("name", "detectron2")
-
-
-@pytest.mark.parametrize("extra", [["--format", "json"], ["--match", "path"]])
-def test_format_and_match_take_their_choices_only(tmp_path, capsys, extra):
-    assert cli.main(_panoptic_argv(tmp_path, extra=extra)) == 1
-    err = capsys.readouterr().err
-    assert err.startswith(f"desc-train prepare panoptic: error: argument {extra[0]}: invalid choice: ") and \
-        len(err.splitlines()) == 1

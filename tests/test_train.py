@@ -1,7 +1,7 @@
 """desc_train stages: the quick demo end to end, exact resumption, a
 non-finite loss stopping the run with the term's name, the ablations' switches,
-the trainer's objective (desc_ops.DESCLoss) on both backends and its gradient
-to G_h, and the command line's answers to a user's mistakes."""
+the trainer's objective on both backends and its gradient to G_h (DESCLoss
+itself: test_desc_loss.py), and the command line's answers to a user's mistakes."""
 import dataclasses
 import json
 import os
@@ -11,7 +11,6 @@ import sys
 
 import pytest
 import torch
-from torch.nn.functional import avg_pool2d
 
 import desc_ops
 from desc_train.cli import main as cli_main
@@ -281,58 +280,6 @@ def test_existing_data_of_another_size_is_an_error(quick):
     cfg = dataclasses.replace(quick, size=(48, 96))
     with pytest.raises(ValueError, match="target_test|source_train|target_train"):
         ensure_data(cfg, log=lambda *_: None)
-
-
-def test_desc_loss_at_coarse_scales_uses_labels_and_image_of_that_scale():
-    """Scale i reads the full-resolution label nearest to each pixel's centre
-    and the image area-averaged to its size, with its own weights."""
-    g = torch.Generator().manual_seed(0)
-    semantic, image = torch.randint(-1, 5, (2, 16, 32), generator=g), torch.rand(2, 3, 16, 32, generator=g)
-    shapes = [(2, 1, 16, 32), (2, 1, 8, 16), (2, 1, 4, 8)]
-    d = [torch.rand(shape, generator=g) * 80 for shape in shapes]
-    d_sem = [torch.rand(shape, generator=g) * 80 for shape in shapes]
-    labels = [semantic, semantic[:, 1::2, 1::2].contiguous(), semantic[:, 2::4, 2::4].contiguous()]
-    images = [image, avg_pool2d(image, 2), avg_pool2d(image, 4)]
-    cons = [desc_ops.semantic_consistency_loss(d[i], d_sem[i], labels[i], image=images[i]) for i in range(3)]
-    smooth = [desc_ops.smoothness_loss(d[i], images[i]) for i in range(3)]
-
-    loss = desc_ops.DESCLoss(consistency_weight=[1.0, 0.5, 0.25], instance_weight=0.0,
-                             smoothness_weight=[0.1, 0.05])  # no smoothness at scale 2
-    out = loss(d, depth_sem=d_sem, semantic=semantic, image=image)
-    assert set(out.terms) == {"consistency", "consistency@1", "consistency@2", "smoothness", "smoothness@1"}
-    for i, name in enumerate(["consistency", "consistency@1", "consistency@2"]):
-        assert torch.allclose(out.terms[name], cons[i], rtol=1e-5), name
-    assert torch.allclose(out.weighted["consistency"], cons[0] + 0.5 * cons[1] + 0.25 * cons[2], rtol=1e-5)
-    assert torch.allclose(out.weighted["smoothness"], 0.1 * smooth[0] + 0.05 * smooth[1], rtol=1e-5)
-    assert torch.allclose(out.total, out.weighted["consistency"] + out.weighted["smoothness"], rtol=1e-6)
-
-    plain = desc_ops.DESCLoss(instance_weight=0.0, smoothness_weight=0.0, confidence=False)(d, depth_sem=d_sem)
-    assert torch.allclose(plain.total, sum((a - b).abs().mean() for a, b in zip(d, d_sem)), rtol=1e-5)
-    with pytest.raises(ValueError, match="smoothness_weight has 4 per-scale weights"):
-        desc_ops.DESCLoss(smoothness_weight=[1.0] * 4)(d, depth_sem=d_sem, semantic=semantic, image=image)
-
-
-def test_desc_loss_passes_min_pixels_to_the_instance_prior(impl):
-    """Two instances on a depth of 10 m, focal 10 px: 3 pixels over 3 rows with
-    height 1.5 m (pseudo-depth 5 m, error 5) and 8 pixels over 4 rows with
-    2.4 m (6 m, error 4). min_pixels=4 leaves out the first one."""
-    ids = torch.full((1, 8, 8), -1)
-    ids[0, 1:4, 1] = 0
-    ids[0, 2:6, 4:6] = 1
-    depth = torch.full((1, 1, 8, 8), 10.0)
-    heights, focal = torch.tensor([[1.5, 2.4]]), torch.tensor([10.0])
-
-    def prior(min_pixels):
-        loss = desc_ops.DESCLoss(consistency_weight=0.0, smoothness_weight=0.0, instance_weight=1.0,
-                                 min_pixels=min_pixels)
-        out = loss(depth, instance_ids=ids, heights=heights, focal=focal)
-        assert set(out.terms) == {"instance_prior"}
-        return out.total.item()
-
-    assert prior(1) == pytest.approx((3 * 5 + 8 * 4) / 11, rel=1e-6)
-    assert prior(3) == pytest.approx((3 * 5 + 8 * 4) / 11, rel=1e-6)
-    assert prior(4) == pytest.approx(4.0, rel=1e-6)
-    assert prior(9) == 0.0  # no slot left
 
 
 def test_instance_prior_trains_g_h_through_the_heights(quick, start, tmp_path, impl):

@@ -26,10 +26,10 @@ import cv2
 import numpy as np
 
 from .classes import BUILDING, CAR, PERSON, ROAD, SIDEWALK, SKY, TERRAIN, VEGETATION
+from ..config import MAX_DEPTH
 
 CAMERA_HEIGHT = 1.65  # metres, as KITTI's
 FOCAL_PER_WIDTH = 0.58  # KITTI: 721 px over 1242 px
-MAX_DEPTH = 80.0
 FAR_LIMIT = 250.0  # metres; farther surfaces (near the horizon) get no depth, as the sky
 BASELINE = 0.54  # metres from the left camera to the right one of a stereo pair, as KITTI's
 

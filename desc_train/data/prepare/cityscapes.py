@@ -36,13 +36,14 @@ import cv2
 import numpy as np
 
 from .. import coco
+from ...config import MAX_DEPTH
 from ..layout import DataError
 from .common import Frame, add_common_arguments, anisotropy_note, sha256_lines, write_split
 
 SUBSETS = ("train", "val", "test", "train_extra")
 CROP_BOTTOM = 0.25  # the ego vehicle's share of the frame, as depth evaluations on Cityscapes crop it
 # The stored ground truth has lost its bottom already; the evaluator applies the rest of the usual crop.
-EVAL = {"gt_kind": "disparity", "crop": "cityscapes", "caps": [[0.001, 80]]}
+EVAL = {"gt_kind": "disparity", "crop": "cityscapes", "caps": [[0.001, MAX_DEPTH]]}
 SUFFIXES = dict(image="_leftImg8bit.png", camera="_camera.json", disparity="_disparity.png",
                 label_ids="_gtFine_labelIds.png", instance_ids="_gtFine_instanceIds.png",
                 right="_rightImg8bit.png")

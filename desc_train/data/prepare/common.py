@@ -26,7 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ...config import FOLDER_NAME, MAX_SIDE, is_folder_name
-from ...errors import WORKERS, Bounds, argument, shown
+from ...errors import WORKERS, Bounds, argument, parse_hxw, shown
 from ..layout import (DEPTH_SCALE, DataError, SplitMeta, atomic_write, intrinsics_problem, meta_path, write_gt,
                       write_meta, write_sample)
 
@@ -68,7 +68,7 @@ def parse_size(text: str):
     if text == "native":
         return None
     try:
-        h, w = (int(v) for v in text.lower().split("x"))
+        h, w = parse_hxw(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"size must look like 192x640 or be 'native', got {shown(text)}") from None
     if h < 16 or w < 16 or h % 16 or w % 16 or h > MAX_SIDE or w > MAX_SIDE:

@@ -39,6 +39,7 @@ import numpy as np
 
 from ...errors import UserError
 from .. import coco
+from ...config import MAX_DEPTH
 from ..layout import DataError
 from .common import check_intrinsics
 from .kitti_calib import CAM_TO_CAM
@@ -58,7 +59,7 @@ SORTED = {  # lines sorted
 FORMATS = {"t2net": 2, "monodepth2": 3, "desc": 4}  # list format -> columns
 CAMERA_OF_SIDE = {"l": 2, "r": 3}
 GARG_CROP = "garg"
-CAPS = [[0.001, 80.0], [1.0, 50.0]]  # (min, max) metres: the 80 m and DESC's "following T2Net" 50 m tables
+CAPS = [[0.001, MAX_DEPTH], [1.0, 50.0]]  # (min, max) metres: the 80 m and DESC's "following T2Net" 50 m tables
 ANNOTATED_FOLDERS = ("train", "val")  # the top folders of data_depth_annotated.zip
 
 _DATE = r"\d{4}_\d{2}_\d{2}"

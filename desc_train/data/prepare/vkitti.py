@@ -44,6 +44,7 @@ import cv2
 import numpy as np
 
 from .. import coco
+from ...config import MAX_DEPTH
 from ..layout import DataError
 from .common import check_intrinsics
 from ...errors import Bounds, argument
@@ -51,7 +52,6 @@ from .common import (Frame, add_common_arguments, anisotropy_note, parse_length,
                      sha256_lines, write_split)
 
 NATIVE = (375, 1242)  # (H, W) of every Virtual KITTI frame; the intrinsics refer to it
-V1_K = (725.0, 725.0, 620.5, 187.0)
 CM_PER_METRE = 100.0  # the depth PNGs' unit
 FAR = 65535  # the far plane, 655.35 m: sky and other points at infinity
 # Raw centimetre depth always reaches beyond 10 m somewhere (the road ahead, or the
@@ -74,21 +74,66 @@ TO_COCO: Dict[str, Optional[str]] = {
 }
 VEHICLES = ("Car", "Van", "Truck")  # the categories with track ids
 
-ARCHIVES = {  # version -> component -> top folder of its archive
-    "1.3.1": {"rgb": "vkitti_1.3.1_rgb", "depth": "vkitti_1.3.1_depthgt", "scenegt": "vkitti_1.3.1_scenegt"},
-    "2.0.3": {"rgb": "vkitti_2.0.3_rgb", "depth": "vkitti_2.0.3_depth",
-              "classgt": "vkitti_2.0.3_classSegmentation", "instancegt": "vkitti_2.0.3_instanceSegmentation",
-              "text": "vkitti_2.0.3_textgt"},
-}
 DOWNLOADS = {"vkitti_2.0.3_textgt": "vkitti_2.0.3_textgt.tar.gz"}  # the others are <top>.tar
 RENAMED = {"rgb": "rgb", "depth": "depth", "scenegt": "scenegt"}  # DESC/GASDA's names for 1.3.1
-V2_FRAMES = {  # component -> (folder under frames/, file name pattern)
-    "rgb": ("rgb", "rgb_{:05d}.jpg"), "depth": ("depth", "depth_{:05d}.png"),
-    "classgt": ("classSegmentation", "classgt_{:05d}.png"),
-    "instancegt": ("instanceSegmentation", "instancegt_{:05d}.png"),
-}
-V1_LIST_LINE = re.compile(r"^(?:rgb|vkitti_1\.3\.1_rgb)/(\d{4})/([^/]+)/(\d+)\.png$", re.I)
-V2_LIST_LINE = re.compile(r"(?:^|/)scene(\d+)/([^/]+)/frames/rgb/camera_(\d+)/rgb_(\d+)\.jpg$", re.I)
+
+
+@dataclass(frozen=True)
+class Release:
+    """What one release of Virtual KITTI is on disk: the rest of the converter reads
+    these instead of testing the version."""
+
+    version: str
+    archives: Dict[str, str]  # component -> top folder of its archive
+    world: str  # world number -> folder name
+    # component -> (folders between <world>/<variation>/ and the files, file name pattern);
+    # "{camera}" in a folder is the camera number
+    files: Dict[str, Tuple[Tuple[str, ...], str]]
+    frame: str  # the stored frame's name, from world, variation, camera and number
+    labels: str  # the component of the class map (--labels gt)
+    instances: Optional[str]  # the component of the instance map, None: instances come from the class map's colours
+    # the class colour table: (the component whose folder holds it, None: the text files; its name; what it is)
+    colours: Tuple[Optional[str], str, str]
+    K: Optional[Tuple[float, float, float, float]]  # constant intrinsics, None: per frame from intrinsic.txt
+    cameras: int
+    list_line: "re.Pattern[str]"  # an RGB path of a --list (world, variation, camera if any, frame)
+    layout: str  # an RGB path, for messages
+    expected: str  # the folders that show the release, for messages
+
+    def folder(self, component: str, camera: int) -> Tuple[str, ...]:
+        return tuple(part.format(camera=camera) for part in self.files[component][0])
+
+
+_V1_FILES = ((), "{:05d}.png")
+V1 = Release(
+    version="1.3.1",
+    archives={"rgb": "vkitti_1.3.1_rgb", "depth": "vkitti_1.3.1_depthgt", "scenegt": "vkitti_1.3.1_scenegt"},
+    world="{:04d}", files={"rgb": _V1_FILES, "depth": _V1_FILES, "scenegt": _V1_FILES},
+    frame="{world}_{variation}_{number:05d}", labels="scenegt", instances=None,
+    colours=("scenegt", "{world}_{variation}_scenegt_rgb_encoding.txt",
+             "the scenegt colour encoding (from vkitti_1.3.1_scenegt.tar)"),
+    K=(725.0, 725.0, 620.5, 187.0), cameras=1,
+    list_line=re.compile(r"^(?:rgb|vkitti_1\.3\.1_rgb)/(?P<world>\d{4})/(?P<variation>[^/]+)/(?P<frame>\d+)\.png$",
+                         re.I),
+    layout="rgb/<world>/<variation>/%05d.png", expected="vkitti_1.3.1_rgb/ or rgb/<world>/")
+V2 = Release(
+    version="2.0.3",
+    archives={"rgb": "vkitti_2.0.3_rgb", "depth": "vkitti_2.0.3_depth",
+              "classgt": "vkitti_2.0.3_classSegmentation", "instancegt": "vkitti_2.0.3_instanceSegmentation",
+              "text": "vkitti_2.0.3_textgt"},
+    world="Scene{:02d}",
+    files={"rgb": (("frames", "rgb", "Camera_{camera}"), "rgb_{:05d}.jpg"),
+           "depth": (("frames", "depth", "Camera_{camera}"), "depth_{:05d}.png"),
+           "classgt": (("frames", "classSegmentation", "Camera_{camera}"), "classgt_{:05d}.png"),
+           "instancegt": (("frames", "instanceSegmentation", "Camera_{camera}"), "instancegt_{:05d}.png")},
+    frame="{world}_{variation}_c{camera}_{number:05d}", labels="classgt", instances="instancegt",
+    colours=(None, "colors.txt", "the classgt colours (from the vkitti_2.0.3_textgt or classSegmentation archive)"),
+    K=None, cameras=2,
+    list_line=re.compile(r"(?:^|/)scene(?P<world>\d+)/(?P<variation>[^/]+)/frames/rgb/camera_(?P<camera>\d+)/"
+                         r"rgb_(?P<frame>\d+)\.jpg$", re.I),
+    layout="SceneXX/<variation>/frames/rgb/Camera_0/rgb_%05d.jpg",
+    expected="vkitti_2.0.3_rgb/ or Scene01/clone/frames/")
+RELEASES = {r.version: r for r in (V1, V2)}
 
 
 # ---------------------------------------------------------------- arguments
@@ -98,7 +143,7 @@ def _names(values: Sequence[str]) -> List[str]:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_common_arguments(p)
-    p.add_argument("--version", choices=["auto", "1.3.1", "2.0.3"], default="auto",
+    p.add_argument("--version", choices=["auto", *RELEASES], default="auto",
                    help="the Virtual KITTI release under --root (auto: from its folder names)")
     chosen = p.add_mutually_exclusive_group()
     chosen.add_argument("--list", default=None,
@@ -111,7 +156,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="variations to convert, e.g. clone fog (None: all)")
     p.add_argument("--camera", type=argument(Bounds(0, 1)), default=0, metavar="{0,1}",
                    help="2.0.3 camera (0 left, 1 right); 1.3.1 has camera 0 only")
-    p.add_argument("--max-depth", type=parse_length, default=80.0, help="metres every depth is clamped to")
+    p.add_argument("--max-depth", type=parse_length, default=MAX_DEPTH, help="metres every depth is clamped to")
     p.add_argument("--sky", choices=["clamp", "ignore"], default="clamp",
                    help="sky (the far plane): --max-depth metres (DESC), or no depth")
     p.add_argument("--labels", choices=["none", "gt"], default="none",
@@ -176,20 +221,22 @@ class Source:
     def root(self) -> str:
         return self.tree.root
 
+    @property
+    def release(self) -> Release:
+        return RELEASES[self.version]
+
     def top_name(self, component: str) -> str:
-        return (RENAMED if self.layout == "renamed" else ARCHIVES[self.version])[component]
+        return (RENAMED if self.layout == "renamed" else self.release.archives)[component]
 
     def world_name(self, number: int) -> str:
-        return f"{number:04d}" if self.version == "1.3.1" else f"Scene{number:02d}"
+        return self.release.world.format(number)
 
     def group_dir(self, component: str, world: str, variation: str, camera: int) -> str:
         top = self.tops[component] or os.path.join(self.root, self.top_name(component))
-        if self.version == "1.3.1":
-            return self.tree.path(top, world, variation)
-        return self.tree.path(top, world, variation, "frames", V2_FRAMES[component][0], f"Camera_{camera}")
+        return self.tree.path(top, world, variation, *self.release.folder(component, camera))
 
     def pattern(self, component: str) -> str:
-        return "{:05d}.png" if self.version == "1.3.1" else V2_FRAMES[component][1]
+        return self.release.files[component][1]
 
     def text_file(self, world: str, variation: str, name: str) -> Tuple[Optional[str], str]:
         """(the file if found, else None; where it belongs) for a 2.0.3 text file of a
@@ -199,7 +246,7 @@ class Source:
             found = self.tree.find(top, world, variation, name)
             if found:
                 return found, found
-        home = self.tops.get("text") or os.path.join(self.root, ARCHIVES["2.0.3"]["text"])
+        home = self.tops.get("text") or os.path.join(self.root, V2.archives["text"])
         return None, self.tree.path(home, world, variation, name)
 
 
@@ -210,24 +257,24 @@ def _world_number(name: str) -> Optional[int]:
 
 
 def _detect_v1(tree: Tree) -> Optional[Source]:
-    archives = ARCHIVES["1.3.1"]
+    archives = V1.archives
     if tree.find(tree.root, archives["rgb"]):
-        return Source(tree, "1.3.1", "archives", {c: tree.find(tree.root, t) for c, t in archives.items()})
+        return Source(tree, V1.version, "archives", {c: tree.find(tree.root, t) for c, t in archives.items()})
     rgb = tree.find(tree.root, "rgb")
     if rgb and any(re.fullmatch(r"\d{4}", e) for e in tree.entries(rgb)):
-        return Source(tree, "1.3.1", "renamed",
+        return Source(tree, V1.version, "renamed",
                       {c: tree.find(tree.root, t) or tree.find(tree.root, archives[c]) for c, t in RENAMED.items()})
     return None
 
 
 def _detect_v2(tree: Tree) -> Optional[Source]:
-    archives = ARCHIVES["2.0.3"]
+    archives = V2.archives
     if tree.find(tree.root, archives["rgb"]):
-        return Source(tree, "2.0.3", "archives", {c: tree.find(tree.root, t) for c, t in archives.items()})
+        return Source(tree, V2.version, "archives", {c: tree.find(tree.root, t) for c, t in archives.items()})
     for low, name in tree.entries(tree.root).items():
         scene = os.path.join(tree.root, name)
         if re.fullmatch(r"scene\d+", low) and any(tree.find(scene, v, "frames") for v in tree.entries(scene)):
-            return Source(tree, "2.0.3", "merged", {c: tree.root for c in archives})
+            return Source(tree, V2.version, "merged", {c: tree.root for c in archives})
     return None
 
 
@@ -236,7 +283,7 @@ def detect(root: str, version: str) -> Source:
     if not os.path.isdir(root):
         raise DataError(f"{root}: no such folder (--root is the folder the Virtual KITTI archives were extracted in)")
     tree = Tree(root)
-    found = {"1.3.1": _detect_v1(tree), "2.0.3": _detect_v2(tree)}
+    found = {V1.version: _detect_v1(tree), V2.version: _detect_v2(tree)}
     if version == "auto":
         present = [s for s in found.values() if s]
         if len(present) == 2:
@@ -249,8 +296,7 @@ def detect(root: str, version: str) -> Source:
                             f"(2.0.3 extracted into one tree)")
         return present[0]
     if not found[version]:
-        what = {"1.3.1": "vkitti_1.3.1_rgb/ or rgb/<world>/", "2.0.3": "vkitti_2.0.3_rgb/ or Scene01/clone/frames/"}
-        raise DataError(f"{root}: --version {version} but no {what[version]} there; check --root")
+        raise DataError(f"{root}: --version {version} but no {RELEASES[version].expected} there; check --root")
     return found[version]
 
 
@@ -264,7 +310,7 @@ def check_components(source: Source, components: Sequence[str]) -> None:
     """Raises DataError when the archive of a needed component is not extracted."""
     for component in components:
         if source.tops.get(component) is None:
-            name, archive = source.top_name(component), ARCHIVES[source.version][component]
+            name, archive = source.top_name(component), source.release.archives[component]
             renamed = f" (as {name}/ or {archive}/)" if name != archive else ""
             raise DataError(f"{source.root} has {source.top_name('rgb')}/ but no {name}/: download "
                             f"{DOWNLOADS.get(archive, archive + '.tar')} and extract it beside the RGB{renamed}")
@@ -292,19 +338,19 @@ def read_list(path: str, source: Source, exclude: bool) -> Selection:
     except OSError as err:
         raise DataError(f"{path}: cannot read the list: {err}") from None
     keys: Set[Key] = set()
+    release = source.release
     for number, rgb in lines:
-        v1, v2 = V1_LIST_LINE.match(rgb), V2_LIST_LINE.search(rgb)
-        if v1 and source.version == "2.0.3":
-            raise DataError(f"{path} line {number}: --list names {rgb} (Virtual KITTI 1.3.1 layout) but "
-                            f"{source.root} is Virtual KITTI 2.0.3 (SceneXX/<variation>/frames/rgb/Camera_0/"
-                            f"rgb_%05d.jpg); use the 1.3.1 release with this list, or a list of 2.0.3 frames")
-        if v2 and source.version == "1.3.1":
-            raise DataError(f"{path} line {number}: --list names {rgb} (Virtual KITTI 2.0.3 layout) but "
-                            f"{source.root} is Virtual KITTI 1.3.1 (rgb/<world>/<variation>/%05d.png)")
-        if v1:
-            keys.add((v1.group(1), v1.group(2), 0, int(v1.group(3))))
-        elif v2:
-            keys.add((source.world_name(int(v2.group(1))), v2.group(2), int(v2.group(3)), int(v2.group(4))))
+        found = release.list_line.search(rgb)
+        other = next((r for r in RELEASES.values() if r is not release and r.list_line.search(rgb)), None)
+        if other is not None:
+            # DESC's list is of 1.3.1: with 2.0.3, say where that list belongs
+            advice = f"; use the {other.version} release with this list, or a list of {release.version} frames" \
+                if other is V1 else ""
+            raise DataError(f"{path} line {number}: --list names {rgb} (Virtual KITTI {other.version} layout) but "
+                            f"{source.root} is Virtual KITTI {release.version} ({release.layout}){advice}")
+        if found:
+            camera = int(found.groupdict().get("camera") or 0)  # 1.3.1 has camera 0 only
+            keys.add((source.world_name(int(found["world"])), found["variation"], camera, int(found["frame"])))
         else:
             raise DataError(f"{path} line {number}: {rgb!r} is not a Virtual KITTI RGB path; expected DESC's list "
                             f"format 'rgb/<world>/<variation>/<frame>.png depth/<world>/<variation>/<frame>.png'")
@@ -611,18 +657,17 @@ class Plan:
 
 
 def frame_name(source: Source, group: Group, number: int) -> str:
-    if source.version == "1.3.1":
-        return f"{group.world}_{group.variation}_{number:05d}"
-    return f"{group.world}_{group.variation}_c{group.camera}_{number:05d}"
+    return source.release.frame.format(world=group.world, variation=group.variation, camera=group.camera,
+                                       number=number)
 
 
 def group_intrinsics(source: Source, group: Group, focal: Optional[float]):
     """A function frame number -> (fx, fy, cx, cy) at NATIVE for the group."""
     if focal is not None:
-        K = tuple(check_intrinsics((focal, focal, V1_K[2], V1_K[3]), "--focal"))
+        K = tuple(check_intrinsics((focal, focal, V1.K[2], V1.K[3]), "--focal"))
         return lambda n: K
-    if source.version == "1.3.1":
-        return lambda n: V1_K
+    if source.release.K is not None:
+        return lambda n: source.release.K
     path, expected = source.text_file(group.world, group.variation, "intrinsic.txt")
     if path is None:
         raise DataError(f"{expected} missing: vKITTI 2 intrinsics are per frame; extract vkitti_2.0.3_textgt.tar.gz "
@@ -637,14 +682,13 @@ def group_intrinsics(source: Source, group: Group, focal: Optional[float]):
 
 
 def group_colours(source: Source, group: Group) -> Colours:
-    if source.version == "1.3.1":
-        top = source.tops["scenegt"]
-        path = source.tree.path(top, f"{group.world}_{group.variation}_scenegt_rgb_encoding.txt")
-        what = "the scenegt colour encoding (from vkitti_1.3.1_scenegt.tar)"
+    component, name, what = source.release.colours
+    name = name.format(world=group.world, variation=group.variation)
+    if component is not None:
+        path = source.tree.path(source.tops[component], name)
     else:
-        found, path = source.text_file(group.world, group.variation, "colors.txt")
+        found, path = source.text_file(group.world, group.variation, name)
         path = found or path
-        what = "the classgt colours (from the vkitti_2.0.3_textgt or classSegmentation archive)"
     if not os.path.exists(path):
         raise DataError(f"{path} missing: --labels gt needs {what}")
     return colour_table(path)
@@ -667,13 +711,13 @@ def plan_frames(source: Source, groups: Sequence[Group], args) -> Plan:
         colours = group_colours(source, group) if gt else None
         if colours is not None:
             unmapped |= set(colours.unmapped)
-            instance_classes |= classes_with_instances(colours, palette=source.version == "2.0.3")
+            instance_classes |= classes_with_instances(colours, palette=source.release.instances is not None)
         folder = {c: source.group_dir(c, group.world, group.variation, group.camera)
                   for c in ("rgb", "depth", "scenegt", "classgt", "instancegt") if c in source.tops}
         file = {c: os.path.join(d, source.pattern(c)) for c, d in folder.items()}
         for i, n in enumerate(group.numbers):
-            labels = (file["scenegt"] if source.version == "1.3.1" else file["classgt"]).format(n) if gt else None
-            instances = file["instancegt"].format(n) if gt and source.version == "2.0.3" else None
+            labels = file[source.release.labels].format(n) if gt else None
+            instances = file[source.release.instances].format(n) if gt and source.release.instances else None
             job = Job(name=frame_name(source, group, n), root=source.root, rgb=file["rgb"].format(n),
                       depth=file["depth"].format(n), K=tuple(intrinsics(n)), max_depth=args.max_depth, sky=args.sky,
                       allow_size=args.allow_size, labels=labels, colours=colours, instances=instances)
@@ -686,7 +730,8 @@ def plan_frames(source: Source, groups: Sequence[Group], args) -> Plan:
 def label_components(source: Source, labels: str) -> List[str]:
     if labels != "gt":
         return []
-    return ["scenegt"] if source.version == "1.3.1" else ["classgt", "instancegt"]
+    release = source.release
+    return [release.labels] + ([release.instances] if release.instances else [])
 
 
 # ---------------------------------------------------------------- the command
@@ -705,7 +750,7 @@ def main(args) -> int:
     if args.max_depth <= 0:
         raise DataError(f"--max-depth must be positive, got {args.max_depth}")
     source = detect(args.root, args.version)
-    if source.version == "1.3.1" and args.camera != 0:
+    if source.release.cameras == 1 and args.camera != 0:
         raise DataError("--camera 1: Virtual KITTI 1.3.1 has one camera (0); Camera_1 is a 2.0.3 folder")
     components = ["depth"] + label_components(source, args.labels)
     check_components(source, ["rgb"] + components)
