@@ -28,7 +28,7 @@ constexpr int kMoments = 5;  // sums of x, y, x^2, y^2, xy over a window (x: ima
 // ------------------------------------------------------------ row loops
 
 // The taps of every pixel of a depth row: index x0 + 2 into the other row
-// padded by two zeros on each side, weight w1, and du / d depth (if du).
+// padded with zeros (sample_row), weight w1, and du / d depth (if du).
 template <typename scalar_t, int B, typename acc_t = opmath_t<scalar_t>>
 DESC_OPS_ALWAYS_INLINE void row_taps_body(const scalar_t* __restrict__ d, acc_t fb, int64_t W,
                                           int32_t* __restrict__ idx, acc_t* __restrict__ w1,
@@ -54,7 +54,8 @@ DESC_OPS_ALWAYS_INLINE void sample_row_body(const scalar_t* __restrict__ src, in
                                             const int32_t* __restrict__ idx, const acc_t* __restrict__ w1,
                                             acc_t* __restrict__ pad, acc_t* __restrict__ y,
                                             acc_t* __restrict__ slope) {
-  pad[0] = pad[1] = pad[W + 2] = pad[W + 3] = acc_t(0);
+  // Taps reach from x0 = -2 to x0 + 1 = W + 2 (linear_taps' clamp): two zeros on the left, three on the right.
+  pad[0] = pad[1] = pad[W + 2] = pad[W + 3] = pad[W + 4] = acc_t(0);
   for (int64_t j = 0; j < W; ++j) pad[j + 2] = static_cast<acc_t>(src[j]);
   for (int64_t x = 0; x < W; ++x) {
     const acc_t v0 = pad[idx[x]], v1 = pad[idx[x] + 1];
@@ -224,18 +225,18 @@ struct StereoImage {
 
 // A thread's rows: three (slot r % 3) of what the windows read, per channel
 // the image row, the warped row and its five moment rows, and for the
-// backward the slopes and du / d depth; and scratch rows.
+// backward the slopes and du / d depth; and the taps of the row being warped.
 template <typename acc_t>
 struct RowRing {
   int64_t C, W;
   bool backward;
-  std::vector<acc_t> xi, warped, slope, du, moments, w1, pad, scratch;
+  std::vector<acc_t> xi, warped, slope, du, moments, w1, pad;
   std::vector<int32_t> idx;
 
   RowRing(int64_t C_, int64_t W_, bool backward_)
       : C(C_), W(W_), backward(backward_), xi(3 * C_ * W_), warped(3 * C_ * W_),
         slope(backward_ ? 3 * C_ * W_ : 0), du(backward_ ? 3 * W_ : 0), moments(3 * C_ * kMoments * W_), w1(W_),
-        pad(W_ + 4), scratch(W_), idx(W_) {}
+        pad(W_ + 5), idx(W_) {}
   acc_t* X(int64_t r, int64_t c) { return &xi[((r % 3) * C + c) * W]; }
   acc_t* Y(int64_t r, int64_t c) { return &warped[((r % 3) * C + c) * W]; }
   acc_t* S(int64_t r, int64_t c) { return &slope[((r % 3) * C + c) * W]; }
