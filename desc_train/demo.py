@@ -29,6 +29,7 @@ from tqdm import tqdm
 from .config import Config
 from .data import DepthDataset, generate_benchmark
 from .data.generate import STEREO_SPLIT
+from .data.generator import VERSION as GENERATOR_VERSION
 from .data.layout import DataError, has_right_views, read_meta
 from .data.sheet import colorize_depth
 from .evaluate import CAP, METRICS, depth_metrics, predict_split
@@ -38,11 +39,10 @@ VARIANTS = {  # row name -> (stage name, the settings of its ablation)
     "DESC": ("joint", {}),
     "consistency only": ("joint_consistency", {"instance_weight": 0.0}),
     "instance prior only": ("joint_instance", {"consistency_weight": 0.0}),
-    "with confidence map": ("joint_confidence", {"confidence": "labels"}),  # DESC's own is the plain mean
     # DESC + stereo: also the photometric error of target_train's stereo pairs (the benchmark
-    # renders each target frame's right view too), at every output scale, at the official weight
-    # (of 1, 10 and 50 on seeds 0 and 1, 50 gave the lowest AbsRel on both: docs/training.md).
-    "DESC + stereo": ("joint_stereo", {"stereo_weight": 50.0}),
+    # renders each target frame's right view too), at every output scale; the weight chosen on
+    # seeds 0-3 from 50 (the official number) and 200 (docs/training.md).
+    "DESC + stereo": ("joint_stereo", {"stereo_weight": 200.0}),
 }
 # DESC with the official stage 1's style translation (desc_train.translation): its own stage a,
 # S2T trained with G_rgb, then frozen in its joint stage, which also takes stage b's G_sem and G_h.
@@ -112,6 +112,11 @@ def ensure_data(cfg: Config, log=print, logits: bool = False) -> None:
             raise DataError(f"{split_dir} holds {len(meta.frames)} frames of "
                              f"{meta.image_size[0]}x{meta.image_size[1]}, the config asks for {count} of "
                              f"{cfg.size[0]}x{cfg.size[1]}: delete the folder or set data= to another one")
+        made = (meta.dataset or {}).get("version")
+        if made != GENERATOR_VERSION:
+            raise DataError(f"{split_dir} was made by {'version ' + str(made) if made else 'an earlier version'} "
+                            f"of the generator, this one makes version {GENERATOR_VERSION} (other pictures): "
+                            "delete it and the runs trained on it, or set data= and out= to other folders")
         if split == STEREO_SPLIT and not (has_right_views(split_dir) and meta.baseline):
             missing[split] = count
     if missing:

@@ -57,8 +57,11 @@ def test_rendered_right_view_warped_by_f_b_over_Z_gives_the_left_view():
     """On whole scenes, the right view warped with the left depth and f b
     reproduces the left view wherever both cameras see the same surface: in the
     source look to well under a level on average (the same paints); in the target
-    look to the sensor noise, drawn per view (about 5.8 levels on average)."""
-    for domain, index, bound in (("source", 0, 1.0), ("source", 1, 1.0), ("target", 0, 8.0)):
+    look to the sensor noise, drawn per view (about 3.5 levels on average), since
+    its textures are fixed to the surfaces; and a disparity 3 pixels off either way
+    is at least twice as far from it (the textures match nowhere else along the
+    row: with grain drawn per view, or periodic, it was 1.4-1.5 times)."""
+    for domain, index, bound in (("source", 0, 1.0), ("source", 1, 1.0), ("target", 0, 4.5), ("target", 1, 4.5)):
         fr = gen.make_frame(0, domain, index, 64, 200, stereo=True)
         fb = fr["scene"].focal * fr["baseline"]
         assert fr["baseline"] == gen.BASELINE == 0.54
@@ -66,7 +69,13 @@ def test_rendered_right_view_warped_by_f_b_over_Z_gives_the_left_view():
         seen = inside & (np.abs(right_depth[..., 0] - fr["depth"]) <= 0.01 * fr["depth"])
         assert seen.sum() >= 0.9 * inside.sum()  # all but occlusion edges
         warped, _ = warp(fr["rgb_right"], fr["depth"], fb)
-        assert np.abs(warped - fr["rgb"])[seen].mean() < bound, (domain, index)
+        error = np.abs(warped - fr["rgb"])[seen].mean()
+        assert error < bound, (domain, index)
+        if domain == "target":
+            for off in (-3, 3):
+                depth = np.where(fr["depth"] > 0, fb / (fb / np.where(fr["depth"] > 0, fr["depth"], 1) + off), 0)
+                shifted, inside = warp(fr["rgb_right"], depth, fb)
+                assert np.abs(shifted - fr["rgb"])[seen & inside & (depth > 0)].mean() > 2 * error, (index, off)
 
 
 def test_stereo_changes_nothing_of_the_left_frame():

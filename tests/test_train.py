@@ -6,6 +6,7 @@ import dataclasses
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -15,6 +16,7 @@ import torch
 import desc_ops
 from desc_train.cli import main as cli_main
 from desc_train.config import Config, load_config
+from desc_train.data.layout import DataError
 from desc_train.demo import ensure_data, quick_config
 from desc_train.train import CheckpointError, Trainer, read_checkpoint, sampled_frames
 
@@ -40,7 +42,7 @@ def test_quick_demo_end_to_end(quick, capsys):
                      "--set", f"out={quick.out}"]) == 0
     record = json.load(open(os.path.join(quick.out, "results.json")))
     assert set(record["summary"]) == {"source-only", "DESC", "consistency only", "instance prior only",
-                                      "with confidence map", "DESC + stereo", "DESC + translation"}
+                                      "DESC + stereo", "DESC + translation"}
     for row in record["summary"].values():
         assert all(v[0] == v[0] for v in row.values())  # no NaN
     assert os.path.exists(os.path.join(quick.out, "results.md"))
@@ -126,8 +128,8 @@ def test_resume_continues_where_the_interrupted_run_stopped(quick, tmp_path):
 
 def test_ablation_rows_switch_their_joint_terms(quick, start, tmp_path):
     """One joint step's terms from one checkpoint under the settings of each
-    ablation row of the demo: the row's term is off, or (with confidence map)
-    the consistency is another number; the other terms are unchanged."""
+    row of the demo: the row's term is off, or (DESC + stereo) the stereo term
+    is on; the other terms are unchanged."""
     from desc_train.demo import VARIANTS
 
     terms = {}
@@ -143,9 +145,10 @@ def test_ablation_rows_switch_their_joint_terms(quick, start, tmp_path):
     assert "consistency" not in terms["instance prior only"]
     assert terms["consistency only"]["consistency"] == pytest.approx(desc["consistency"], rel=1e-6)
     assert terms["instance prior only"]["instance_prior"] == pytest.approx(desc["instance_prior"], rel=1e-6)
-    mapped = terms["with confidence map"]
-    assert mapped["instance_prior"] == pytest.approx(desc["instance_prior"], rel=1e-6)
-    assert mapped["consistency"] != pytest.approx(desc["consistency"], rel=1e-3)
+    stereo = terms["DESC + stereo"]
+    assert "stereo" not in desc and stereo["stereo"] > 0
+    for name in ("consistency", "instance_prior", "supervised_rgb"):
+        assert stereo[name] == pytest.approx(desc[name], rel=1e-6)
 
 
 def test_non_finite_loss_names_the_term(quick, tmp_path):
@@ -280,6 +283,20 @@ def test_existing_data_of_another_size_is_an_error(quick):
     cfg = dataclasses.replace(quick, size=(48, 96))
     with pytest.raises(ValueError, match="target_test|source_train|target_train"):
         ensure_data(cfg, log=lambda *_: None)
+
+
+def test_data_of_another_generator_version_is_an_error(quick, tmp_path):
+    """A benchmark folder made by an earlier generator (other pictures for the same
+    seed) is refused, naming the folder, rather than trained on as this one."""
+    from desc_train.data.layout import read_meta, write_meta
+
+    old = tmp_path / "bench"
+    shutil.copytree(quick.data, old)
+    split = old / "target_test"
+    meta = read_meta(str(split))
+    write_meta(str(split), dataclasses.replace(meta, dataset=None))
+    with pytest.raises(DataError, match=f"^{re.escape(str(split))} was made by an earlier version of the generator"):
+        ensure_data(dataclasses.replace(quick, data=str(old)), log=lambda *_: None)
 
 
 def test_instance_prior_trains_g_h_through_the_heights(quick, start, tmp_path, impl):

@@ -7,7 +7,7 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import Dict, Iterable, Optional, Tuple
 
 from .classes import CLASSES, INSTANCE_CLASSES
-from .generator import BASELINE, make_frame
+from .generator import BASELINE, VERSION, make_frame
 from .layout import SplitMeta, write_logits, write_meta, write_sample
 
 # The default benchmark: labelled source frames, unlabelled target frames for
@@ -61,7 +61,8 @@ def generate_split(split_dir: str, domain: str, count: int, *, seed: int = 0, fi
             frames.update(_write_range(job))
     focal = next(iter(frames.values()))["focal"] if frames else 0.0
     meta = SplitMeta(domain=domain, classes=list(CLASSES), instance_classes=list(INSTANCE_CLASSES), focal=focal,
-                     image_size=[H, W], frames=frames, baseline=BASELINE if stereo else None)
+                     image_size=[H, W], frames=frames, baseline=BASELINE if stereo else None,
+                     dataset=dict(name="desc_train generator", version=VERSION, seed=seed, first=first))
     write_meta(split_dir, meta)  # last, atomically: a split with a meta.json is complete
     return meta
 

@@ -32,6 +32,10 @@ CAMERA_HEIGHT = 1.65  # metres, as KITTI's
 FOCAL_PER_WIDTH = 0.58  # KITTI: 721 px over 1242 px
 FAR_LIMIT = 250.0  # metres; farther surfaces (near the horizon) get no depth, as the sky
 BASELINE = 0.54  # metres from the left camera to the right one of a stereo pair, as KITTI's
+# Raised whenever a frame of a given seed changes (a look, the geometry): a split made by another
+# version is another benchmark (generate.py records it in meta.json, the demo checks it).
+# 2: textures fixed to the surfaces, none periodic but windows and lane markings; sensor noise 0.01.
+VERSION = 2
 
 
 @dataclass
@@ -214,13 +218,35 @@ _TARGET_PALETTE = np.array([
 ], np.float32) / 255.0
 
 
+GRAIN_CELL = 0.1  # metres between the lattice points of the surface grain
+GRAIN_TABLE = 256  # lattice values per side, repeated beyond (a period of 25.6 m)
+
+
+def surface_grain(u: np.ndarray, v: np.ndarray, table: np.ndarray, cell: float = GRAIN_CELL) -> np.ndarray:
+    """Value noise fixed to the surfaces: `table`'s values at the lattice points
+    (`cell` metres apart) of the surface coordinates (u, v), blended smoothly
+    between them. A point of a surface has the same grain in every view, so the
+    views of a stereo pair agree on it, as on real texture; and unlike a periodic
+    pattern it matches nowhere else along the row."""
+    n = table.shape[0]
+    x, y = u / cell, v / cell
+    x0, y0 = np.floor(x), np.floor(y)
+    fx, fy = x - x0, y - y0
+    fx, fy = fx * fx * (3 - 2 * fx), fy * fy * (3 - 2 * fy)
+    i, j = x0.astype(np.int64) % n, y0.astype(np.int64) % n
+    i1, j1 = (i + 1) % n, (j + 1) % n
+    top = table[j, i] * (1 - fx) + table[j, i1] * fx
+    bottom = table[j1, i] * (1 - fx) + table[j1, i1] * fx
+    return (top * (1 - fy) + bottom * fy).astype(np.float32)
+
+
 def render(scene: Scene, look: str, rng: np.random.Generator, style: Optional[Dict[Any, Any]] = None) -> np.ndarray:
     """The RGB image (H, W, 3) uint8 of a scene in the source or target look.
 
     `style` holds the choices that belong to the scene, not to the camera (tint,
     paints, light, haze, blur): the first view rendered with a dict draws them from
-    `rng` into it, the other view of a stereo pair takes them from it. The asphalt
-    grain and the sensor noise are per pixel, so each view draws its own."""
+    `rng` into it, the other view of a stereo pair takes them from it. The sensor noise
+    is per pixel, so each view draws its own; the grain is fixed to the surfaces."""
     style = {} if style is None else style
 
     def shared(key, draw):
@@ -245,21 +271,23 @@ def render(scene: Scene, look: str, rng: np.random.Generator, style: Optional[Di
     img += shared("hue", lambda: rng.uniform(-0.05, 0.05, 3).astype(np.float32))
     # Textures in surface coordinates: asphalt grain, paving, windows, foliage.
     u, v = scene.u, scene.v
-    grain = rng.standard_normal((H, W)).astype(np.float32)
+    table = shared("grain", lambda: rng.standard_normal((GRAIN_TABLE, GRAIN_TABLE)))
+    grain = surface_grain(u, v, table)
+    coarse = surface_grain(u + 37.1, v + 11.3, table, cell=0.35)  # blotches: paving, foliage
     tex = np.zeros((H, W), np.float32)
-    tex += np.where(sem == ROAD, 0.05 * grain + 0.04 * (np.abs(u - np.round(u / 3.5) * 3.5) < 0.08), 0)
-    tex += np.where(sem == SIDEWALK, 0.06 * (np.sin(u * 6.0) * np.sin(v * 6.0) > 0.6), 0)
+    tex += np.where(sem == ROAD, 0.08 * grain + 0.04 * (np.abs(u - np.round(u / 3.5) * 3.5) < 0.08), 0)
+    tex += np.where(sem == SIDEWALK, 0.06 * coarse + 0.03 * grain, 0)
     windows = (np.sin(u * 1.9) > 0.3) & (np.sin(v * 2.1) > 0.2)
-    tex += np.where(sem == BUILDING, -0.18 * windows + 0.03 * grain, 0)
-    tex += np.where((sem == VEGETATION) | (sem == TERRAIN), 0.09 * np.sin(u * 9.0 + 3 * np.sin(v * 7.0)), 0)
+    tex += np.where(sem == BUILDING, -0.18 * windows + 0.05 * grain, 0)
+    tex += np.where((sem == VEGETATION) | (sem == TERRAIN), 0.1 * coarse + 0.04 * grain, 0)
     img += tex[..., None]
     for obj in scene.objects:
         m = scene.instance == obj.instance
         paint = shared(("paint", obj.key), lambda: rng.uniform(0.05, 0.7, 3).astype(np.float32)
                        if obj.cls == CAR else rng.uniform(0.1, 0.5, 3))
         glass = (scene.v > 0.62 * obj.height) if obj.cls == CAR else np.zeros_like(m)
-        img[m] = paint
-        img[m & glass] = 0.12
+        img[m] = paint + 0.04 * grain[m, None]  # dirt, reflections, clothing
+        img[m & glass] = 0.12 + 0.04 * grain[m & glass, None]
     # Directional light: surfaces facing one side are brighter.
     sun = shared("sun", lambda: rng.uniform(0.75, 1.25))
     img *= np.where(sem == BUILDING, sun, 1.0)[..., None].astype(np.float32)
@@ -273,7 +301,7 @@ def render(scene: Scene, look: str, rng: np.random.Generator, style: Optional[Di
     ys, xs = np.mgrid[0:H, 0:W].astype(np.float32)
     r2 = ((xs - W / 2) / (W / 2)) ** 2 + ((ys - H / 2) / (H / 2)) ** 2
     img *= (1 - 0.25 * r2 / 2)[..., None]  # vignetting (of the lens: the same in both cameras)
-    img += rng.normal(0, 0.02, img.shape).astype(np.float32)  # sensor noise
+    img += rng.normal(0, 0.01, img.shape).astype(np.float32)  # sensor noise
     return (np.clip(img, 0, 1) * 255).astype(np.uint8)
 
 
