@@ -37,11 +37,40 @@ inline void check_stereo_args(const Tensor& depth, const Tensor& image, const Te
   check_not_empty(depth, reduction);
 }
 
-inline void check_stereo_backward_args(const Tensor& grad, const Tensor& depth, const Tensor& image,
-                                       const Tensor& image_other, const Tensor& focal_baseline, double alpha,
-                                       const std::string& ssim, const std::string& reduction) {
+// The inputs checked and made contiguous once, for the CPU and CUDA kernels,
+// forward and backward.
+struct StereoArgs {
+  Tensor depth, image, other, focal_baseline;
+  int64_t B = 0, C = 0, H = 0, W = 0;
+  bool reflect = false;  // ssim == "reflect"
+  bool none = false;     // reduction == "none"
+};
+
+inline StereoArgs make_stereo_args(const Tensor& depth, const Tensor& image, const Tensor& image_other,
+                                   const Tensor& focal_baseline, double alpha, const std::string& ssim,
+                                   const std::string& reduction) {
   check_stereo_args(depth, image, image_other, focal_baseline, alpha, ssim, reduction);
+  StereoArgs a;
+  a.depth = as_contiguous(depth);
+  a.image = as_contiguous(image);
+  a.other = as_contiguous(image_other);
+  a.focal_baseline = as_contiguous(focal_baseline);
+  a.B = depth.size(0);
+  a.C = image.size(1);
+  a.H = depth.size(2);
+  a.W = depth.size(3);
+  a.reflect = ssim == "reflect";
+  a.none = reduction == "none";
+  return a;
+}
+
+// The backward's inputs: those of the forward, then the incoming gradient.
+inline StereoArgs make_stereo_backward_args(const Tensor& grad, const Tensor& depth, const Tensor& image,
+                                            const Tensor& image_other, const Tensor& focal_baseline, double alpha,
+                                            const std::string& ssim, const std::string& reduction) {
+  StereoArgs a = make_stereo_args(depth, image, image_other, focal_baseline, alpha, ssim, reduction);
   check_grad(grad, depth, reduction);
+  return a;
 }
 
 // How a reduction weighs the two terms: loss = ssim_scale * sum_{c,q} s +

@@ -380,11 +380,10 @@ StereoImage<scalar_t, acc_t> image_of(const Tensor& depth, const Tensor& image, 
 Tensor stereo_photometric_loss_cpu(const Tensor& depth_in, const Tensor& image_in, const Tensor& other_in,
                                    const Tensor& fb_in, double alpha, const std::string& ssim,
                                    const std::string& reduction) {
-  check_stereo_args(depth_in, image_in, other_in, fb_in, alpha, ssim, reduction);
-  const Tensor depth = as_contiguous(depth_in), image = as_contiguous(image_in), other = as_contiguous(other_in);
-  const Tensor fb = as_contiguous(fb_in);
-  const int64_t B = depth.size(0), C = image.size(1), H = depth.size(2), W = depth.size(3);
-  const bool reflect = ssim == "reflect", none = reduction == "none";
+  const StereoArgs a = make_stereo_args(depth_in, image_in, other_in, fb_in, alpha, ssim, reduction);
+  const Tensor &depth = a.depth, &image = a.image, &other = a.other, &fb = a.focal_baseline;
+  const int64_t B = a.B, C = a.C, H = a.H, W = a.W;
+  const bool reflect = a.reflect, none = a.none;
   Tensor out = none ? empty_as(depth) : empty({}, depth.scalar_type(), depth.device());
   if (depth.numel() == 0) return out;
   DESC_DISPATCH_FLOATING(depth.scalar_type(), "stereo_photometric_loss", [&] {
@@ -415,11 +414,10 @@ Tensor stereo_photometric_loss_cpu(const Tensor& depth_in, const Tensor& image_i
 Tensor stereo_photometric_loss_backward_cpu(const Tensor& grad_in, const Tensor& depth_in, const Tensor& image_in,
                                             const Tensor& other_in, const Tensor& fb_in, double alpha,
                                             const std::string& ssim, const std::string& reduction) {
-  check_stereo_backward_args(grad_in, depth_in, image_in, other_in, fb_in, alpha, ssim, reduction);
-  const Tensor depth = as_contiguous(depth_in), image = as_contiguous(image_in), other = as_contiguous(other_in);
-  const Tensor fb = as_contiguous(fb_in);
-  const int64_t B = depth.size(0), C = image.size(1), H = depth.size(2), W = depth.size(3);
-  const bool reflect = ssim == "reflect", none = reduction == "none";
+  const StereoArgs a = make_stereo_backward_args(grad_in, depth_in, image_in, other_in, fb_in, alpha, ssim, reduction);
+  const Tensor &depth = a.depth, &image = a.image, &other = a.other, &fb = a.focal_baseline;
+  const int64_t B = a.B, C = a.C, H = a.H, W = a.W;
+  const bool reflect = a.reflect, none = a.none;
   Tensor grad_depth = empty_as(depth);
   if (depth.numel() == 0) return grad_depth;
   const Tensor grad = none ? as_contiguous(to_dtype(grad_in, depth.scalar_type())) : grad_in;

@@ -218,12 +218,11 @@ inline Grid tile_grid(int64_t B, int64_t H, int64_t W) {
 Tensor stereo_photometric_loss_cuda(const Tensor& depth_in, const Tensor& image_in, const Tensor& other_in,
                                     const Tensor& fb_in, double alpha, const std::string& ssim,
                                     const std::string& reduction) {
-  check_stereo_args(depth_in, image_in, other_in, fb_in, alpha, ssim, reduction);
+  const StereoArgs a = make_stereo_args(depth_in, image_in, other_in, fb_in, alpha, ssim, reduction);
   const DeviceGuard guard(depth_in.get_device_index());
-  const Tensor depth = as_contiguous(depth_in), image = as_contiguous(image_in), other = as_contiguous(other_in);
-  const Tensor fb = as_contiguous(fb_in);
-  const int64_t B = depth.size(0), C = image.size(1), H = depth.size(2), W = depth.size(3);
-  const bool reflect = ssim == "reflect", none = reduction == "none";
+  const Tensor &depth = a.depth, &image = a.image, &other = a.other, &fb = a.focal_baseline;
+  const int64_t B = a.B, C = a.C, H = a.H, W = a.W;
+  const bool reflect = a.reflect, none = a.none;
   Tensor out = none ? empty_as(depth) : empty({}, depth.scalar_type(), depth.device());
   if (depth.numel() == 0) return out;
   const Grid grid = tile_grid(B, H, W);
@@ -248,13 +247,12 @@ Tensor stereo_photometric_loss_cuda(const Tensor& depth_in, const Tensor& image_
 Tensor stereo_photometric_loss_backward_cuda(const Tensor& grad_in, const Tensor& depth_in, const Tensor& image_in,
                                              const Tensor& other_in, const Tensor& fb_in, double alpha,
                                              const std::string& ssim, const std::string& reduction) {
-  check_stereo_backward_args(grad_in, depth_in, image_in, other_in, fb_in, alpha, ssim, reduction);
+  const StereoArgs a = make_stereo_backward_args(grad_in, depth_in, image_in, other_in, fb_in, alpha, ssim, reduction);
   const DeviceGuard guard(depth_in.get_device_index());
-  const Tensor depth = as_contiguous(depth_in), image = as_contiguous(image_in), other = as_contiguous(other_in);
-  const Tensor fb = as_contiguous(fb_in);
+  const Tensor &depth = a.depth, &image = a.image, &other = a.other, &fb = a.focal_baseline;
   const Tensor grad = as_contiguous(to_dtype(grad_in, depth.scalar_type()));
-  const int64_t B = depth.size(0), C = image.size(1), H = depth.size(2), W = depth.size(3);
-  const bool reflect = ssim == "reflect";
+  const int64_t B = a.B, C = a.C, H = a.H, W = a.W;
+  const bool reflect = a.reflect;
   Tensor grad_depth = empty_as(depth);
   if (depth.numel() == 0) return grad_depth;
   const Grid grid = tile_grid(B, H, W);
@@ -262,7 +260,7 @@ Tensor stereo_photometric_loss_backward_cuda(const Tensor& grad_in, const Tensor
     using acc_t = opmath_t<scalar_t>;
     const auto scales = stereo_scales<acc_t>(B, C, H, W, alpha, reflect, reduction);
     stereo_backward_kernel<scalar_t, acc_t><<<grid.blocks, dim3(kTileW, kTileH), 0, stream()>>>(
-        grad.const_data_ptr<scalar_t>(), reduction == "none", depth.const_data_ptr<scalar_t>(),
+        grad.const_data_ptr<scalar_t>(), a.none, depth.const_data_ptr<scalar_t>(),
         image.const_data_ptr<scalar_t>(), other.const_data_ptr<scalar_t>(), fb.const_data_ptr<acc_t>(), B, C, H, W,
         reflect, scales.ssim, scales.l1, grad_depth.mutable_data_ptr<scalar_t>());
     STD_CUDA_KERNEL_LAUNCH_CHECK();
